@@ -1,0 +1,416 @@
+//! Configuration: `config/default.toml`, then an optional `--config` file,
+//! then `PASSGATE__SECTION__KEY` environment variables. `Settings::load`
+//! validates everything at start and names the offending key, so a bad
+//! deployment fails before it serves a single request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// The compiled-in defaults: the same text as `config/default.toml`, so the
+/// binary also starts from a directory without that file.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Access tokens live at most this long (API contract, Tokens).
+pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(900);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    server: RawServer,
+    database: RawDatabase,
+    webauthn: RawWebauthn,
+    tokens: RawTokens,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    bind: String,
+    static_dir: PathBuf,
+    trust_request_id: bool,
+    workers: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: SecretString,
+    max_connections: u32,
+}
+
+impl fmt::Debug for RawDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawDatabase").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebauthn {
+    rp_id: String,
+    rp_name: String,
+    origins: Vec<String>,
+    ceremony_ttl_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    issuer: String,
+    audience: String,
+    access_ttl_seconds: u64,
+    refresh_ttl_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: String,
+    format: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Validated settings: typed values only.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub webauthn: WebauthnSettings,
+    pub tokens: TokenSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub static_dir: PathBuf,
+    pub trust_request_id: bool,
+    /// 0 means one worker per core.
+    pub workers: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct WebauthnSettings {
+    pub rp_id: String,
+    pub rp_name: String,
+    pub origins: Vec<Url>,
+    pub ceremony_ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Which engine a database URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database URL whose `Debug` never shows the password.
+#[derive(Clone)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let url = DatabaseUrl(SecretString::from(text.to_owned()));
+        url.backend()?;
+        Ok(url)
+    }
+
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        let text = self.0.expose_secret();
+        if text.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            bail!(
+                "database.url: the scheme must be sqlite: or postgres:// (got {})",
+                self.redacted()
+            )
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with any password replaced, fit for logs and errors.
+    pub fn redacted(&self) -> String {
+        match Url::parse(self.0.expose_secret()) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("***"));
+                url.to_string()
+            }
+            Ok(url) => url.to_string(),
+            Err(_) => "<unparseable url>".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl Settings {
+    /// Loads the layered configuration from the process environment.
+    pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {
+        let env: HashMap<String, String> =
+            std::env::vars().filter(|(key, _)| key.starts_with("PASSGATE__")).collect();
+        Self::load_from(config_file, env)
+    }
+
+    /// Loads from an explicit environment map (tests pass their own).
+    pub fn load_from(
+        config_file: Option<&Path>,
+        env: HashMap<String, String>,
+    ) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = config_file {
+            if !path.exists() {
+                bail!("--config: file {} does not exist", path.display());
+            }
+            builder = builder.add_source(config::File::from(path));
+        }
+        let environment = config::Environment::with_prefix("PASSGATE")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("webauthn.origins")
+            .try_parsing(true)
+            .source(Some(env.into_iter().collect()));
+        let raw: RawSettings = builder
+            .add_source(environment)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .context("configuration could not be read")?;
+        raw.validate()
+    }
+}
+
+impl RawSettings {
+    fn validate(self) -> anyhow::Result<Settings> {
+        let bind: SocketAddr = self.server.bind.parse().with_context(|| {
+            format!("server.bind: {:?} is not an address like 127.0.0.1:8080", self.server.bind)
+        })?;
+        let url = DatabaseUrl(self.database.url);
+        url.backend()?;
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections: must be at least 1");
+        }
+        let webauthn = validate_webauthn(self.webauthn)?;
+        let tokens = validate_tokens(self.tokens)?;
+        let format = match self.log.format.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => bail!("log.format: {other:?} is not one of pretty, json"),
+        };
+        Ok(Settings {
+            server: ServerSettings {
+                bind,
+                static_dir: self.server.static_dir,
+                trust_request_id: self.server.trust_request_id,
+                workers: self.server.workers,
+            },
+            database: DatabaseSettings { url, max_connections: self.database.max_connections },
+            webauthn,
+            tokens,
+            log: LogSettings { level: self.log.level, format },
+        })
+    }
+}
+
+fn validate_webauthn(raw: RawWebauthn) -> anyhow::Result<WebauthnSettings> {
+    let rp_id = raw.rp_id.trim().to_ascii_lowercase();
+    if rp_id.is_empty() || rp_id.contains(['/', ':', ' ']) {
+        bail!("webauthn.rp_id: {:?} must be a bare domain such as wallet.example", raw.rp_id);
+    }
+    if raw.origins.is_empty() {
+        bail!("webauthn.origins: at least one origin is required");
+    }
+    let mut origins = Vec::with_capacity(raw.origins.len());
+    for text in raw.origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        origins.push(validate_origin(text, &rp_id)?);
+    }
+    if !origins.iter().any(|o| matches!(o.scheme(), "https" | "http")) {
+        bail!("webauthn.origins: at least one web (https://) origin is required");
+    }
+    let ttl = raw.ceremony_ttl_seconds;
+    if !(10..=3600).contains(&ttl) {
+        bail!("webauthn.ceremony_ttl_seconds: {ttl} is outside 10..=3600");
+    }
+    Ok(WebauthnSettings {
+        rp_id,
+        rp_name: raw.rp_name,
+        origins,
+        ceremony_ttl: Duration::from_secs(ttl),
+    })
+}
+
+/// A web origin must be covered by the RP id (WebAuthn §5.1.3: the RP id is
+/// a registrable suffix of the origin's host); plain http only for
+/// localhost, which browsers treat as a secure context. App origins
+/// (`android:apk-key-hash:<base64url sha-256 of the signing cert>`) are
+/// taken as they are, and must then match exactly.
+fn validate_origin(text: &str, rp_id: &str) -> anyhow::Result<Url> {
+    if let Some(hash) = text.strip_prefix("android:apk-key-hash:") {
+        let plain = !hash.is_empty()
+            && hash.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if !plain {
+            bail!("webauthn.origins: {text:?} must be android:apk-key-hash:<base64url>");
+        }
+        return Url::parse(text).with_context(|| format!("webauthn.origins: {text:?}"));
+    }
+    let url = Url::parse(text)
+        .with_context(|| format!("webauthn.origins: {text:?} is not a valid origin"))?;
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        bail!("webauthn.origins: {text:?} must be an origin (scheme://host[:port]) with no path");
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if host == "localhost" => {}
+        _ => bail!("webauthn.origins: {text:?} must use https (http only for localhost)"),
+    }
+    if host != rp_id && !host.ends_with(&format!(".{rp_id}")) {
+        bail!("webauthn.origins: {text:?} is not covered by webauthn.rp_id {rp_id:?}");
+    }
+    Ok(url)
+}
+
+fn validate_tokens(raw: RawTokens) -> anyhow::Result<TokenSettings> {
+    if raw.issuer.trim().is_empty() {
+        bail!("tokens.issuer: must not be empty");
+    }
+    if raw.audience.trim().is_empty() {
+        bail!("tokens.audience: must not be empty");
+    }
+    let access_ttl = Duration::from_secs(raw.access_ttl_seconds);
+    if access_ttl.is_zero() || access_ttl > MAX_ACCESS_TTL {
+        bail!(
+            "tokens.access_ttl_seconds: {} is outside 1..={}",
+            raw.access_ttl_seconds,
+            MAX_ACCESS_TTL.as_secs()
+        );
+    }
+    if raw.refresh_ttl_seconds < raw.access_ttl_seconds {
+        bail!("tokens.refresh_ttl_seconds: must be at least tokens.access_ttl_seconds");
+    }
+    Ok(TokenSettings {
+        issuer: raw.issuer,
+        audience: raw.audience,
+        access_ttl,
+        refresh_ttl: Duration::from_secs(raw.refresh_ttl_seconds),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load_error(pairs: &[(&str, &str)]) -> String {
+        format!("{:#}", Settings::load_from(None, env(pairs)).expect_err("should be refused"))
+    }
+
+    #[test]
+    fn defaults_load_and_serve_localhost() {
+        let settings = Settings::load_from(None, HashMap::new()).expect("defaults are valid");
+        assert_eq!(settings.webauthn.rp_id, "localhost");
+        assert_eq!(settings.database.url.backend().unwrap(), Backend::Sqlite);
+        assert_eq!(settings.tokens.audience, "payments");
+        assert_eq!(settings.tokens.access_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn environment_overrides_defaults_including_origin_lists() {
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("PASSGATE__SERVER__BIND", "0.0.0.0:9000"),
+                ("PASSGATE__WEBAUTHN__RP_ID", "wallet.example"),
+                (
+                    "PASSGATE__WEBAUTHN__ORIGINS",
+                    "https://wallet.example,https://pay.wallet.example,android:apk-key-hash:abc_-1",
+                ),
+                ("PASSGATE__DATABASE__URL", "postgres://u:hunter2@db/passgate"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(settings.server.bind.port(), 9000);
+        assert_eq!(settings.webauthn.origins.len(), 3);
+        assert_eq!(settings.webauthn.origins[2].as_str(), "android:apk-key-hash:abc_-1");
+        assert_eq!(settings.database.url.backend().unwrap(), Backend::Postgres);
+        assert!(!format!("{settings:?}").contains("hunter2"), "Debug must hide the password");
+    }
+
+    #[test]
+    fn bad_values_fail_naming_the_key() {
+        assert!(load_error(&[("PASSGATE__SERVER__BIND", "nope")]).contains("server.bind"));
+        assert!(
+            load_error(&[("PASSGATE__TOKENS__ACCESS_TTL_SECONDS", "901")])
+                .contains("tokens.access_ttl_seconds")
+        );
+        assert!(load_error(&[("PASSGATE__DATABASE__URL", "mysql://x")]).contains("database.url"));
+        assert!(
+            load_error(&[("PASSGATE__WEBAUTHN__ORIGINS", "https://evil.example")])
+                .contains("not covered by webauthn.rp_id")
+        );
+        assert!(
+            load_error(&[
+                ("PASSGATE__WEBAUTHN__RP_ID", "wallet.example"),
+                ("PASSGATE__WEBAUTHN__ORIGINS", "http://wallet.example")
+            ])
+            .contains("https")
+        );
+        assert!(
+            load_error(&[("PASSGATE__WEBAUTHN__ORIGINS", "android:apk-key-hash:a b")])
+                .contains("webauthn.origins")
+        );
+        assert!(load_error(&[("PASSGATE__LOG__FORMAT", "xml")]).contains("log.format"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let error = load_error(&[("PASSGATE__TOKENS__ACCES_TTL_SECONDS", "60")]);
+        assert!(error.contains("acces_ttl_seconds"), "{error}");
+    }
+}

@@ -1,0 +1,19 @@
+//! Validated values. Each type has one constructor, `parse`, so anything of
+//! that type has passed its checks; DTOs deserialize through it.
+
+mod email;
+mod ids;
+mod label;
+mod secret;
+mod username;
+
+pub use email::EmailAddress;
+pub use ids::{CeremonyId, DeviceId, SessionId, UserId};
+pub use label::{DeviceName, DisplayName};
+pub use secret::{OpaqueToken, sha256_hex};
+pub use username::Username;
+
+/// Why a value was refused; the text goes to the client as `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);

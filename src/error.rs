@@ -1,0 +1,186 @@
+//! The one error type that reaches the wire. Every failure becomes an
+//! RFC 9457 `application/problem+json` body whose `code` is a stable string
+//! from the API contract, so clients branch on it rather than on prose.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::store::StoreError;
+use crate::telemetry::current_request_id;
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    ValidationFailed(String),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("that username is already registered")]
+    UsernameTaken,
+    #[error("the credentials could not be verified")]
+    InvalidCredentials,
+    #[error("unknown, expired or already used ceremony_id")]
+    CeremonyNotFound,
+    #[error("{0}")]
+    WebauthnFailed(String),
+    #[error("too many requests; retry later")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("this method is not allowed on this resource")]
+    MethodNotAllowed,
+    #[error("the service is temporarily unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The problem+json body. `request_id` ties a user's error report to the
+/// log line of the request that failed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => "bad_request",
+            ApiError::ValidationFailed(_) => "validation_failed",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::UsernameTaken => "username_taken",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::CeremonyNotFound => "ceremony_not_found",
+            ApiError::WebauthnFailed(_) => "webauthn_failed",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "Bad request",
+            ApiError::UnsupportedMediaType(_) => "Unsupported media type",
+            ApiError::ValidationFailed(_) => "Validation failed",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::NotFound(_) => "Not found",
+            ApiError::UsernameTaken => "Username taken",
+            ApiError::InvalidCredentials => "Invalid credentials",
+            ApiError::CeremonyNotFound => "Ceremony not found",
+            ApiError::WebauthnFailed(_) => "WebAuthn verification failed",
+            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::Unavailable => "Service unavailable",
+            ApiError::Internal(_) => "Internal server error",
+        }
+    }
+
+    /// The body clients see. A 5xx gets a fixed detail: causes stay in the log.
+    pub fn problem(&self) -> Problem {
+        let status = self.status_code();
+        let detail = if status.is_server_error() {
+            match self {
+                ApiError::Unavailable => "the service is temporarily unavailable; retry shortly",
+                _ => "an internal error occurred; quote the request_id when reporting it",
+            }
+            .to_owned()
+        } else {
+            self.to_string()
+        };
+        Problem {
+            type_: format!("https://passgate.dev/problems/{}", self.code().replace('_', "-")),
+            title: self.title().to_owned(),
+            status: status.as_u16(),
+            detail,
+            code: self.code().to_owned(),
+            request_id: current_request_id(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::ValidationFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) | ApiError::CeremonyNotFound => StatusCode::NOT_FOUND,
+            ApiError::UsernameTaken => StatusCode::CONFLICT,
+            ApiError::WebauthnFailed(_) => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            // The one place a 5xx cause is logged, with its whole chain.
+            tracing::error!(error.cause_chain = ?self, code = self.code(), "request failed");
+        }
+        let mut response = HttpResponse::build(status);
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        match self {
+            ApiError::Unauthorized | ApiError::InvalidCredentials => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
+        }
+        // Serialised by hand: `.json()` would replace the problem+json type.
+        let body = serde_json::to_string(&self.problem()).unwrap_or_default();
+        response.body(body)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(constraint) if constraint.contains("username") => {
+                ApiError::UsernameTaken
+            }
+            StoreError::NotFound => ApiError::NotFound("no such resource".into()),
+            StoreError::Unavailable(cause) => {
+                tracing::error!(error.cause_chain = ?cause, "database unavailable");
+                ApiError::Unavailable
+            }
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Request extractors and framework error mapping: every rejection the
+//! framework makes (bad JSON, wrong type, oversized body, bad path or
+//! query) comes out as a problem, never as actix's plain-text default.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+
+use crate::error::ApiError;
+use crate::service::Core;
+use crate::service::tokens::{AccessClaims, ClientInfo};
+
+/// Largest JSON body accepted (API contract: 413 above it).
+pub const BODY_LIMIT: usize = 64 * 1024;
+const USER_AGENT_MAX: usize = 256;
+
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().limit(BODY_LIMIT).error_handler(|error, _| json_error(error).into())
+}
+
+fn json_error(error: JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge { limit: BODY_LIMIT }
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::UnsupportedMediaType("the body must be application/json".into())
+        }
+        JsonPayloadError::Deserialize(inner) if inner.is_data() => {
+            ApiError::ValidationFailed(inner.to_string())
+        }
+        JsonPayloadError::Deserialize(inner) => {
+            ApiError::BadRequest(format!("malformed JSON: {inner}"))
+        }
+        other => ApiError::BadRequest(format!("unreadable body: {other}")),
+    }
+}
+
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|error: PathError, _| {
+        ApiError::NotFound(format!("no such resource: {error}")).into()
+    })
+}
+
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error: QueryPayloadError, _| {
+        ApiError::ValidationFailed(format!("bad query string: {error}")).into()
+    })
+}
+
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such endpoint".into()))
+}
+
+pub async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+impl FromRequest for ClientInfo {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ip = request.peer_addr().map(|a| a.ip().to_string());
+        let user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
+        std::future::ready(Ok(ClientInfo { ip, user_agent }))
+    }
+}
+
+/// A request with a valid `Authorization: Bearer` access token.
+pub struct Bearer(pub AccessClaims);
+
+impl FromRequest for Bearer {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let core = request.app_data::<web::Data<Core>>().cloned();
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+        Box::pin(async move {
+            let core = core.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
+            let token = token.ok_or(ApiError::Unauthorized)?;
+            let claims = core.verify_access(&token).await?;
+            tracing::Span::current().record("user_id", tracing::field::display(&claims.sub));
+            Ok(Bearer(claims))
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! HTTP routes: one file per table of the API contract. Only this module
+//! knows actix; each handler extracts, calls one service function and maps
+//! its result.
+
+pub mod extract;
+mod me;
+mod operations;
+mod passkeys;
+mod tokens;
+
+use actix_web::web;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::Problem;
+use crate::service::passkey::CeremonyStarted;
+use crate::service::profile::Profile;
+use crate::service::tokens::TokenSet;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "passgate", description = "FIDO2/WebAuthn passwordless authentication server. Errors are RFC 9457 application/problem+json with a stable `code`; every response carries `x-request-id`."),
+    paths(
+        passkeys::register_start, passkeys::register_finish,
+        passkeys::login_start, passkeys::login_finish,
+        tokens::token_refresh, tokens::logout,
+        me::me_get,
+        operations::healthz, operations::readyz, operations::jwks, operations::openapi,
+    ),
+    components(schemas(Problem, CeremonyStarted, TokenSet, Profile)),
+    modifiers(&BearerScheme),
+)]
+pub struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+    }
+}
+
+/// Every API route; a method the route does not take answers 405.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let refuse = || web::to(extract::method_not_allowed);
+    cfg.service(
+        web::resource("/v1/register/start")
+            .post(passkeys::register_start)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/register/finish")
+            .post(passkeys::register_finish)
+            .default_service(refuse()),
+    )
+    .service(web::resource("/v1/login/start").post(passkeys::login_start).default_service(refuse()))
+    .service(
+        web::resource("/v1/login/finish").post(passkeys::login_finish).default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/token/refresh").post(tokens::token_refresh).default_service(refuse()),
+    )
+    .service(web::resource("/v1/logout").post(tokens::logout).default_service(refuse()))
+    .service(web::resource("/v1/me").get(me::me_get).default_service(refuse()))
+    .service(web::resource("/healthz").get(operations::healthz).default_service(refuse()))
+    .service(web::resource("/readyz").get(operations::readyz).default_service(refuse()))
+    .service(
+        web::resource("/.well-known/jwks.json").get(operations::jwks).default_service(refuse()),
+    )
+    .service(web::resource("/openapi.json").get(operations::openapi).default_service(refuse()));
+}

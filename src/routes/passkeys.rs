@@ -1,0 +1,124 @@
+//! API contract, "Passkeys": registration and sign-in ceremonies.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use crate::domain::{CeremonyId, DeviceName, DisplayName, EmailAddress, Username};
+use crate::error::{Problem, Result};
+use crate::service::Core;
+use crate::service::passkey::{CeremonyStarted, RegisterStart};
+use crate::service::tokens::{ClientInfo, TokenSet};
+
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterStartBody {
+    #[schema(value_type = String, example = "alice")]
+    username: Username,
+    #[schema(value_type = Option<String>)]
+    display_name: Option<DisplayName>,
+    #[schema(value_type = Option<String>)]
+    email: Option<EmailAddress>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterFinishBody {
+    #[schema(value_type = String)]
+    ceremony_id: CeremonyId,
+    /// `PublicKeyCredential.toJSON()` of the new credential
+    /// (`RegistrationResponseJSON`).
+    #[schema(value_type = Object)]
+    credential: RegisterPublicKeyCredential,
+    #[schema(value_type = Option<String>)]
+    device_name: Option<DeviceName>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginStartBody {
+    /// Omit for a discoverable (username-less) sign-in.
+    #[schema(value_type = Option<String>)]
+    username: Option<Username>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginFinishBody {
+    #[schema(value_type = String)]
+    ceremony_id: CeremonyId,
+    /// `PublicKeyCredential.toJSON()` of the assertion
+    /// (`AuthenticationResponseJSON`).
+    #[schema(value_type = Object)]
+    credential: PublicKeyCredential,
+}
+
+#[utoipa::path(post, path = "/v1/register/start", tag = "passkeys",
+    request_body = RegisterStartBody,
+    responses(
+        (status = 200, body = CeremonyStarted),
+        (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn register_start(
+    core: web::Data<Core>,
+    body: web::Json<RegisterStartBody>,
+) -> Result<web::Json<CeremonyStarted>> {
+    let body = body.into_inner();
+    let started = core
+        .register_start(RegisterStart {
+            username: body.username,
+            display_name: body.display_name,
+            email: body.email,
+        })
+        .await?;
+    Ok(web::Json(started))
+}
+
+#[utoipa::path(post, path = "/v1/register/finish", tag = "passkeys",
+    request_body = RegisterFinishBody,
+    responses(
+        (status = 201, description = "token set plus device_id", body = TokenSet),
+        (status = 400, description = "webauthn_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn register_finish(
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: web::Json<RegisterFinishBody>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let tokens = core
+        .register_finish(&body.ceremony_id, &body.credential, body.device_name, &client)
+        .await?;
+    Ok(HttpResponse::Created().json(tokens))
+}
+
+#[utoipa::path(post, path = "/v1/login/start", tag = "passkeys",
+    request_body = LoginStartBody,
+    responses(
+        (status = 200, body = CeremonyStarted),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn login_start(
+    core: web::Data<Core>,
+    body: web::Json<LoginStartBody>,
+) -> Result<web::Json<CeremonyStarted>> {
+    Ok(web::Json(core.login_start(body.into_inner().username).await?))
+}
+
+#[utoipa::path(post, path = "/v1/login/finish", tag = "passkeys",
+    request_body = LoginFinishBody,
+    responses(
+        (status = 200, body = TokenSet),
+        (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn login_finish(
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: web::Json<LoginFinishBody>,
+) -> Result<web::Json<TokenSet>> {
+    let body = body.into_inner();
+    Ok(web::Json(core.login_finish(&body.ceremony_id, &body.credential, &client).await?))
+}

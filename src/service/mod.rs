@@ -1,0 +1,72 @@
+//! The application's behaviour, free of HTTP: routes call one function
+//! here and map its result. Time comes from `Core::clock`, storage from
+//! `Core::store`.
+
+mod authenticator_data;
+pub mod keys;
+pub mod passkey;
+pub mod profile;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use webauthn_rs::prelude::{Webauthn, WebauthnBuilder};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::store::Store;
+use keys::SigningKeys;
+
+/// Everything a request may need, shared by all workers.
+pub struct Core {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub webauthn: Webauthn,
+    pub keys: SigningKeys,
+    decoy_key: Vec<u8>,
+}
+
+impl Core {
+    pub async fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Core> {
+        let webauthn = build_webauthn(&settings)?;
+        let keys = SigningKeys::load_or_create(store.clone(), clock.as_ref()).await?;
+        let mut candidate = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut candidate);
+        let decoy_key = store
+            .shared_secret(
+                "decoy_credential_key",
+                &URL_SAFE_NO_PAD.encode(candidate),
+                clock.now_ms(),
+            )
+            .await?;
+        let decoy_key = URL_SAFE_NO_PAD.decode(decoy_key).context("stored decoy key")?;
+        Ok(Core { settings, store, clock, webauthn, keys, decoy_key })
+    }
+}
+
+fn build_webauthn(settings: &Settings) -> anyhow::Result<Webauthn> {
+    let config = &settings.webauthn;
+    // validate() guarantees at least one web origin covered by the RP id.
+    let primary = config
+        .origins
+        .iter()
+        .find(|o| matches!(o.scheme(), "https" | "http"))
+        .context("webauthn.origins: no web origin")?;
+    let mut builder = WebauthnBuilder::new(&config.rp_id, primary)
+        .with_context(|| format!("webauthn.rp_id {:?} does not cover {primary}", config.rp_id))?
+        .rp_name(&config.rp_name)
+        .timeout(config.ceremony_ttl);
+    for origin in config.origins.iter().filter(|o| *o != primary) {
+        builder = builder.append_allowed_origin(origin);
+    }
+    builder.build().context("webauthn configuration")
+}

@@ -1,0 +1,111 @@
+//! Builds the HTTP server from settings: store, services, middleware and
+//! routes. Tests call the same `Application::build_with` on port 0.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::routes::{self, extract};
+use crate::service::Core;
+use crate::store::{self, Store};
+use crate::telemetry::{PassgateRootSpan, with_request_id};
+
+/// How often each node deletes expired ceremonies.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    core: web::Data<Core>,
+}
+
+impl Application {
+    /// Binds the configured address and connects the configured database.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.server.bind)
+            .with_context(|| format!("server.bind: cannot listen on {}", settings.server.bind))?;
+        let store = store::connect(&settings.database).await?;
+        Self::build_with(settings, listener, store, Arc::new(SystemClock)).await
+    }
+
+    /// Builds on a listener, store and clock the caller made.
+    pub async fn build_with(
+        settings: Settings,
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
+        let port = listener.local_addr()?.port();
+        let workers = settings.server.workers;
+        let static_dir = settings.server.static_dir.clone();
+        let trust_request_id = settings.server.trust_request_id;
+        let core = web::Data::new(Core::new(settings, store, clock).await?);
+        if !static_dir.is_dir() {
+            tracing::warn!(path = %static_dir.display(), "server.static_dir is not a folder; the demo page is off");
+        }
+        let app_core = core.clone();
+        let mut server = HttpServer::new(move || {
+            let app = App::new()
+                .app_data(app_core.clone())
+                .app_data(extract::json_config())
+                .app_data(extract::path_config())
+                .app_data(extract::query_config())
+                .app_data(web::PayloadConfig::new(extract::BODY_LIMIT))
+                .wrap(TracingLogger::<PassgateRootSpan>::new())
+                .wrap_fn(move |request, service| {
+                    with_request_id(request, service, trust_request_id)
+                })
+                .configure(routes::configure);
+            let app = if static_dir.is_dir() {
+                app.service(
+                    actix_files::Files::new("/", &static_dir)
+                        .index_file("index.html")
+                        .default_handler(web::to(extract::not_found)),
+                )
+            } else {
+                app
+            };
+            app.default_service(web::to(extract::not_found))
+        })
+        .listen(listener)?;
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        let server = server.run();
+        spawn_purger(core.clone());
+        Ok(Application { port, server, core })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn core(&self) -> web::Data<Core> {
+        self.core.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn spawn_purger(core: web::Data<Core>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            ticks.tick().await;
+            match core.store.purge_expired_ceremonies(core.clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "expired ceremonies deleted"),
+                Err(error) => tracing::warn!(error.cause_chain = ?error, "ceremony purge failed"),
+            }
+        }
+    });
+}

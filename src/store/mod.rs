@@ -1,0 +1,198 @@
+//! Persistence. Only this module writes SQL. `Store` is named by intent;
+//! one implementation per engine is generated from the same query text
+//! (see `sql.rs`), and one conformance suite runs against both engines.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+use crate::config::{Backend, DatabaseSettings};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Other(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.constraint().unwrap_or(db.message()).to_owned())
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            other => StoreError::Other(anyhow::Error::new(other)),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UserRow {
+    pub user_id: String,
+    pub username: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub roles: String,
+    pub locked_at: Option<Millis>,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CredentialRow {
+    pub credential_id: String,
+    pub device_id: String,
+    pub user_id: String,
+    pub name: String,
+    pub passkey: String,
+    pub sign_count: i64,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    pub aaguid: String,
+    pub transports: String,
+    pub created_at: Millis,
+    pub last_used_at: Option<Millis>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CeremonyRow {
+    pub ceremony_id: String,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub state: String,
+    pub expires_at: Millis,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub user_id: String,
+    pub device_id: Option<String>,
+    pub amr: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: Millis,
+    pub last_used_at: Millis,
+    pub expires_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_key: String,
+    pub public_jwk: String,
+    pub created_at: Millis,
+    pub retired_at: Option<Millis>,
+}
+
+/// A verified assertion's effect on its credential.
+#[derive(Clone, Debug)]
+pub struct CredentialUse {
+    pub credential_id: String,
+    pub passkey: String,
+    pub sign_count: i64,
+    pub backup_state: bool,
+    pub used_at: Millis,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    /// Retired the old token, stored the new one; the session goes on.
+    Rotated(SessionRow),
+    /// The token was already retired: its whole session is now ended.
+    Reused,
+    /// Unknown token, or its session has ended or expired.
+    Invalid,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    fn backend(&self) -> Backend;
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn find_user(&self, user_id: &str) -> StoreResult<Option<UserRow>>;
+    async fn find_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>>;
+    async fn user_credentials(&self, user_id: &str) -> StoreResult<Vec<CredentialRow>>;
+    async fn find_credential(&self, credential_id: &str) -> StoreResult<Option<CredentialRow>>;
+
+    async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()>;
+    /// Deletes and returns a live ceremony of that kind: single-use even
+    /// when two finishes race, since only one DELETE can return the row.
+    async fn take_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>>;
+    async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64>;
+
+    /// Creates the user, the first passkey, a session and its refresh token
+    /// at once; a taken username gives `Conflict` and writes nothing.
+    async fn register_user(
+        &self,
+        user: &UserRow,
+        credential: &CredentialRow,
+        session: &SessionRow,
+        refresh_hash: &str,
+    ) -> StoreResult<()>;
+
+    /// Records the assertion and opens a session, at once. Returns false
+    /// (and writes nothing) when the stored counter moved past the
+    /// reported one in the meantime: a cloned authenticator, or a race.
+    async fn complete_login(
+        &self,
+        used: &CredentialUse,
+        session: &SessionRow,
+        refresh_hash: &str,
+    ) -> StoreResult<bool>;
+
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: Millis,
+    ) -> StoreResult<RefreshOutcome>;
+    /// Ends the session of a refresh token; false when there was none live.
+    async fn end_session_by_refresh(&self, token_hash: &str, now: Millis) -> StoreResult<bool>;
+    async fn find_session(&self, session_id: &str) -> StoreResult<Option<SessionRow>>;
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>>;
+    async fn add_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()>;
+    /// Returns the stored secret of that name, storing `candidate` first
+    /// when there is none (first node to start wins).
+    async fn shared_secret(&self, name: &str, candidate: &str, now: Millis) -> StoreResult<String>;
+}
+
+/// Connects to the configured database and runs the migrations.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match settings.url.backend()? {
+        Backend::Sqlite => Arc::new(SqliteStore::connect(settings).await?),
+        Backend::Postgres => Arc::new(PgStore::connect(settings).await?),
+    })
+}
+
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

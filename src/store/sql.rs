@@ -1,0 +1,344 @@
+//! The query text, written once. `impl_store!` expands to one `Store`
+//! implementation per engine: the SQL is portable (`$n` placeholders work
+//! on both), and each expansion is type-checked against its own driver.
+
+macro_rules! impl_store {
+    ($store:ty, $backend:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> $crate::config::Backend {
+                $backend
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("select 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn find_user(&self, user_id: &str) -> StoreResult<Option<UserRow>> {
+                Ok(sqlx::query_as::<_, UserRow>("select * from app_user where user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn find_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>> {
+                Ok(sqlx::query_as::<_, UserRow>("select * from app_user where username = $1")
+                    .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn user_credentials(&self, user_id: &str) -> StoreResult<Vec<CredentialRow>> {
+                Ok(sqlx::query_as::<_, CredentialRow>(
+                    "select * from credential where user_id = $1 order by created_at",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn find_credential(
+                &self,
+                credential_id: &str,
+            ) -> StoreResult<Option<CredentialRow>> {
+                Ok(sqlx::query_as::<_, CredentialRow>(
+                    "select * from credential where credential_id = $1",
+                )
+                .bind(credential_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+                     values ($1, $2, $3, $4, $5)",
+                )
+                .bind(&ceremony.ceremony_id)
+                .bind(&ceremony.kind)
+                .bind(&ceremony.user_id)
+                .bind(&ceremony.state)
+                .bind(ceremony.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_ceremony(
+                &self,
+                ceremony_id: &str,
+                kind: &str,
+                now: Millis,
+            ) -> StoreResult<Option<CeremonyRow>> {
+                Ok(sqlx::query_as::<_, CeremonyRow>(
+                    "delete from ceremony where ceremony_id = $1 and kind = $2 and expires_at > $3 \
+                     returning ceremony_id, kind, user_id, state, expires_at",
+                )
+                .bind(ceremony_id)
+                .bind(kind)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64> {
+                let done = sqlx::query("delete from ceremony where expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn register_user(
+                &self,
+                user: &UserRow,
+                credential: &CredentialRow,
+                session: &SessionRow,
+                refresh_hash: &str,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "insert into app_user (user_id, username, display_name, email, \
+                     email_verified, roles, locked_at, created_at) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&user.user_id)
+                .bind(&user.username)
+                .bind(&user.display_name)
+                .bind(&user.email)
+                .bind(user.email_verified)
+                .bind(&user.roles)
+                .bind(user.locked_at)
+                .bind(user.created_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "insert into credential (credential_id, device_id, user_id, name, passkey, \
+                     sign_count, backup_eligible, backup_state, aaguid, transports, created_at, \
+                     last_used_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&credential.credential_id)
+                .bind(&credential.device_id)
+                .bind(&credential.user_id)
+                .bind(&credential.name)
+                .bind(&credential.passkey)
+                .bind(credential.sign_count)
+                .bind(credential.backup_eligible)
+                .bind(credential.backup_state)
+                .bind(&credential.aaguid)
+                .bind(&credential.transports)
+                .bind(credential.created_at)
+                .bind(credential.last_used_at)
+                .execute(&mut *tx)
+                .await?;
+                insert_session(&mut tx, session, refresh_hash).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn complete_login(
+                &self,
+                used: &CredentialUse,
+                session: &SessionRow,
+                refresh_hash: &str,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                // The counter rule of WebAuthn §7.2 step 21, enforced here
+                // as well so that two concurrent logins cannot both pass
+                // with the same counter value. Zero on both sides is a
+                // synced passkey that keeps no counter.
+                let updated = sqlx::query(
+                    "update credential set passkey = $2, sign_count = $3, backup_state = $4, \
+                     last_used_at = $5 where credential_id = $1 \
+                     and (sign_count < $3 or (sign_count = 0 and $3 = 0))",
+                )
+                .bind(&used.credential_id)
+                .bind(&used.passkey)
+                .bind(used.sign_count)
+                .bind(used.backup_state)
+                .bind(used.used_at)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                insert_session(&mut tx, session, refresh_hash).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn rotate_refresh(
+                &self,
+                old_hash: &str,
+                new_hash: &str,
+                now: Millis,
+            ) -> StoreResult<RefreshOutcome> {
+                let mut tx = self.pool.begin().await?;
+                // Retire first: of two racing presentations of one token,
+                // exactly one wins this update; the other sees it retired.
+                let live: Option<(String,)> = sqlx::query_as(
+                    "update refresh_token set retired_at = $2 \
+                     where token_hash = $1 and retired_at is null returning session_id",
+                )
+                .bind(old_hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((session_id,)) = live else {
+                    let known: Option<(String,)> =
+                        sqlx::query_as("select session_id from refresh_token where token_hash = $1")
+                            .bind(old_hash)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let Some((session_id,)) = known else {
+                        tx.rollback().await?;
+                        return Ok(RefreshOutcome::Invalid);
+                    };
+                    // RFC 9700 §4.14.2: a retired refresh token presented
+                    // again means it leaked; end the whole session.
+                    sqlx::query(
+                        "update session set revoked_at = $2 \
+                         where session_id = $1 and revoked_at is null",
+                    )
+                    .bind(&session_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    return Ok(RefreshOutcome::Reused);
+                };
+                let session: Option<SessionRow> = sqlx::query_as(
+                    "update session set last_used_at = $2 where session_id = $1 \
+                     and revoked_at is null and expires_at > $2 returning *",
+                )
+                .bind(&session_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(session) = session else {
+                    tx.rollback().await?;
+                    return Ok(RefreshOutcome::Invalid);
+                };
+                sqlx::query(
+                    "insert into refresh_token (token_hash, session_id, created_at) \
+                     values ($1, $2, $3)",
+                )
+                .bind(new_hash)
+                .bind(&session_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(RefreshOutcome::Rotated(session))
+            }
+
+            async fn end_session_by_refresh(
+                &self,
+                token_hash: &str,
+                now: Millis,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update session set revoked_at = $2 where revoked_at is null and session_id = \
+                     (select session_id from refresh_token where token_hash = $1 \
+                      and retired_at is null)",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn find_session(&self, session_id: &str) -> StoreResult<Option<SessionRow>> {
+                Ok(sqlx::query_as::<_, SessionRow>("select * from session where session_id = $1")
+                    .bind(session_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
+                Ok(sqlx::query_as::<_, SigningKeyRow>(
+                    "select * from signing_key order by created_at desc, kid desc",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn add_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into signing_key (kid, algorithm, private_key, public_jwk, \
+                     created_at, retired_at) values ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&key.kid)
+                .bind(&key.algorithm)
+                .bind(&key.private_key)
+                .bind(&key.public_jwk)
+                .bind(key.created_at)
+                .bind(key.retired_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn shared_secret(
+                &self,
+                name: &str,
+                candidate: &str,
+                now: Millis,
+            ) -> StoreResult<String> {
+                sqlx::query(
+                    "insert into server_secret (name, value, created_at) values ($1, $2, $3) \
+                     on conflict (name) do nothing",
+                )
+                .bind(name)
+                .bind(candidate)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                let (value,): (String,) =
+                    sqlx::query_as("select value from server_secret where name = $1")
+                        .bind(name)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(value)
+            }
+        }
+
+        async fn insert_session(
+            tx: &mut sqlx::Transaction<'_, Db>,
+            session: &SessionRow,
+            refresh_hash: &str,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "insert into session (session_id, user_id, device_id, amr, client_ip, user_agent, \
+                 created_at, last_used_at, expires_at, revoked_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&session.session_id)
+            .bind(&session.user_id)
+            .bind(&session.device_id)
+            .bind(&session.amr)
+            .bind(&session.client_ip)
+            .bind(&session.user_agent)
+            .bind(session.created_at)
+            .bind(session.last_used_at)
+            .bind(session.expires_at)
+            .bind(session.revoked_at)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "insert into refresh_token (token_hash, session_id, created_at) values ($1, $2, $3)",
+            )
+            .bind(refresh_hash)
+            .bind(&session.session_id)
+            .bind(session.created_at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use impl_store;

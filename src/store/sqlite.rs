@@ -1,0 +1,57 @@
+//! The embedded default: one SQLite file in WAL mode. Writes are durable
+//! against a killed process (WAL with synchronous=NORMAL survives SIGKILL;
+//! only power loss can drop the last commits).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::sql::impl_store;
+use super::{
+    CeremonyRow, CredentialRow, CredentialUse, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow,
+    StoreResult, UserRow,
+};
+use crate::clock::Millis;
+use crate::config::{Backend, DatabaseSettings};
+
+type Db = sqlx::Sqlite;
+
+pub struct SqliteStore {
+    pool: sqlx::SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let url = settings.url.expose();
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| {
+                format!("database.url: {} is not a SQLite URL", settings.url.redacted())
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!("database.url: cannot create folder {}", parent.display())
+                })?;
+            }
+        }
+        // SQLite has one writer at a time; a small pool avoids queueing
+        // many connections on its lock.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.min(4))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open {}", settings.url.redacted()))?;
+        MIGRATOR.run(&pool).await.context("SQLite migrations failed")?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+impl_store!(SqliteStore, Backend::Sqlite);

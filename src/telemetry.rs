@@ -1,0 +1,107 @@
+//! Logging and request ids. Every request gets one id, echoed in the
+//! `x-request-id` header, recorded on its root span and copied into any
+//! problem body, so a user's error report leads straight to its log lines.
+
+use std::future::Future;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{Error, HttpMessage};
+use tracing::Span;
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogFormat;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static REQUEST_ID: RequestId;
+}
+
+/// The id of one HTTP request: taken from a trusted proxy's header, or made here.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The id of the request being served on this task, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.0.clone()).ok()
+}
+
+/// Installs the global subscriber. Safe to call twice (tests): the second
+/// call is a no-op.
+pub fn init(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_current_span(true))
+            .try_init(),
+        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+    };
+}
+
+/// A proxy-supplied id is kept only when it is short and plain, so a client
+/// cannot smuggle log-forging text through it.
+fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let plain = !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    plain.then(|| text.to_owned())
+}
+
+/// Middleware body (used with `wrap_fn`): assigns the id, runs the rest of
+/// the chain inside its task-local scope, and echoes it on the response.
+pub fn with_request_id<S, B>(
+    request: ServiceRequest,
+    service: &S,
+    trust_incoming: bool,
+) -> impl Future<Output = Result<ServiceResponse<B>, Error>> + use<S, B>
+where
+    S: actix_web::dev::Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody,
+{
+    let incoming = trust_incoming
+        .then(|| request.headers().get(&REQUEST_ID_HEADER).and_then(acceptable_request_id))
+        .flatten();
+    let id = incoming.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let future = service.call(request);
+    REQUEST_ID.scope(RequestId(id.clone()), async move {
+        let mut response = future.await?;
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        Ok(response)
+    })
+}
+
+/// Root span per request, carrying our request id (not tracing-actix-web's
+/// own) and a `user_id` field that handlers fill in once it is known.
+pub struct PassgateRootSpan;
+
+impl RootSpanBuilder for PassgateRootSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let request_id =
+            request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+        tracing::info_span!(
+            "http",
+            method = %request.method(),
+            route = %request.match_pattern().unwrap_or_else(|| "unmatched".into()),
+            request_id = %request_id,
+            status = tracing::field::Empty,
+            user_id = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        if let Ok(response) = outcome {
+            span.record("status", response.status().as_u16());
+        }
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}

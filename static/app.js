@@ -1,0 +1,380 @@
+// passgate browser client: registers and signs in with passkeys through the /v1 JSON API,
+// offers passkey autofill (conditional UI), and shows the signed-in profile and token claims.
+// Plain ES module, no dependencies, no build step.
+
+const $ = (id) => document.getElementById(id);
+const TOKENS_KEY = 'passgate.tokens';
+
+// ---------------------------------------------------------------- HTTP
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.name = 'ApiError';
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+async function api(path, { body, token, signal } = {}) {
+  const headers = { Accept: 'application/json, application/problem+json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const res = await fetch(path, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
+    credentials: 'same-origin',
+  });
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { /* a proxy's HTML error page: fall back to the status line */ }
+  if (!res.ok) throw new ApiError(res.status, data && typeof data === 'object' ? data : { title: res.statusText });
+  return data;
+}
+
+// ---------------------------------------------------------------- base64url and WebAuthn JSON
+
+function b64urlToBuffer(s) {
+  const b64 = s.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(s.length / 4) * 4, '=');
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return bytes.buffer;
+}
+
+function bufferToB64url(buf) {
+  const bytes = buf instanceof ArrayBuffer ? new Uint8Array(buf) : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  let bin = '';
+  for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+const descriptorsFromJSON = (list) => (list || []).map((d) => ({ ...d, id: b64urlToBuffer(d.id) }));
+
+// The L3 parse*FromJSON helpers are newer than WebAuthn itself; the manual conversion
+// covers only the binary fields this server sends.
+function creationOptionsFromJSON(json) {
+  if (typeof PublicKeyCredential.parseCreationOptionsFromJSON === 'function') {
+    return PublicKeyCredential.parseCreationOptionsFromJSON(json);
+  }
+  return {
+    ...json,
+    challenge: b64urlToBuffer(json.challenge),
+    user: { ...json.user, id: b64urlToBuffer(json.user.id) },
+    excludeCredentials: descriptorsFromJSON(json.excludeCredentials),
+  };
+}
+
+function requestOptionsFromJSON(json) {
+  if (typeof PublicKeyCredential.parseRequestOptionsFromJSON === 'function') {
+    return PublicKeyCredential.parseRequestOptionsFromJSON(json);
+  }
+  return {
+    ...json,
+    challenge: b64urlToBuffer(json.challenge),
+    allowCredentials: descriptorsFromJSON(json.allowCredentials),
+  };
+}
+
+// Same shape as PublicKeyCredential.toJSON(), which some browsers and
+// password-manager extensions do not provide.
+function credentialToJSON(cred) {
+  if (typeof cred.toJSON === 'function') return cred.toJSON();
+  const r = cred.response;
+  const response = { clientDataJSON: bufferToB64url(r.clientDataJSON) };
+  if (r.attestationObject) {
+    response.attestationObject = bufferToB64url(r.attestationObject);
+    response.transports = typeof r.getTransports === 'function' ? r.getTransports() : [];
+  } else {
+    response.authenticatorData = bufferToB64url(r.authenticatorData);
+    response.signature = bufferToB64url(r.signature);
+    if (r.userHandle) response.userHandle = bufferToB64url(r.userHandle);
+  }
+  return {
+    id: cred.id,
+    rawId: bufferToB64url(cred.rawId),
+    type: cred.type,
+    authenticatorAttachment: cred.authenticatorAttachment ?? undefined,
+    clientExtensionResults: cred.getClientExtensionResults?.() ?? {},
+    response,
+  };
+}
+
+// ---------------------------------------------------------------- session state
+
+function loadTokens() {
+  try { return JSON.parse(sessionStorage.getItem(TOKENS_KEY)); } catch { return null; }
+}
+
+function saveTokens(tokens) {
+  sessionStorage.setItem(TOKENS_KEY, JSON.stringify(tokens));
+}
+
+function clearTokens() {
+  sessionStorage.removeItem(TOKENS_KEY);
+}
+
+function decodeJwtPayload(jwt) {
+  const part = String(jwt).split('.')[1];
+  if (!part) throw new Error('access token is not a JWT');
+  return JSON.parse(new TextDecoder().decode(b64urlToBuffer(part)));
+}
+
+// ---------------------------------------------------------------- messages
+
+function say(text, kind = 'info') {
+  const el = $('message');
+  el.textContent = text;
+  el.className = text ? kind : '';
+}
+
+function describeError(err) {
+  if (err instanceof ApiError) {
+    const p = err.problem;
+    const parts = [p.detail || p.title || `HTTP ${err.status}`];
+    if (p.code) parts.push(`(${p.code})`);
+    if (p.request_id) parts.push(`[request id ${p.request_id}]`);
+    return parts.join(' ');
+  }
+  // The browser's WebAuthn errors are terse; the name says more than the message.
+  if (err && err.name === 'NotAllowedError') {
+    return 'The passkey prompt was cancelled or timed out (NotAllowedError).';
+  }
+  if (err && err.name === 'InvalidStateError') {
+    return 'This authenticator already holds a passkey for that account (InvalidStateError).';
+  }
+  return `${err?.message || err}${err?.name && err.name !== 'Error' ? ` (${err.name})` : ''}`;
+}
+
+// ---------------------------------------------------------------- conditional UI (passkey autofill)
+
+// The pending autofill request: the browser allows one WebAuthn request at a time,
+// so every explicit ceremony must abort this and wait for it to settle first.
+let autofill = null;
+
+// Mirrored on <body data-autofill="off|starting|pending"> so tests (and styles) can tell
+// when the browser really holds the request.
+function setAutofill(entry, state) {
+  autofill = entry;
+  document.body.dataset.autofill = state;
+}
+
+function armAutofill() {
+  if (autofill || loadTokens() || !window.PublicKeyCredential?.isConditionalMediationAvailable) return;
+  const controller = new AbortController();
+  const settled = runAutofill(controller).catch((err) => {
+    // Aborts are ours; NotAllowedError is what a conditional request gives when no
+    // passkey is offered, which is not worth a message.
+    if (controller.signal.aborted || err?.name === 'AbortError' || err?.name === 'NotAllowedError') return;
+    say(describeError(err), 'error');
+  });
+  const entry = { controller, settled };
+  setAutofill(entry, 'starting');
+  settled.finally(() => { if (autofill === entry) setAutofill(null, 'off'); });
+}
+
+async function runAutofill(controller) {
+  const { signal } = controller;
+  if (!(await PublicKeyCredential.isConditionalMediationAvailable())) return;
+  const { ceremony_id, publicKey } = await api('/v1/login/start', { body: {}, signal });
+  const request = navigator.credentials.get({
+    publicKey: requestOptionsFromJSON(publicKey),
+    mediation: 'conditional',
+    signal,
+  });
+  if (autofill?.controller === controller) document.body.dataset.autofill = 'pending';
+  const credential = await request;
+  // The user picked a passkey: nothing is pending in the browser any more.
+  if (autofill?.controller === controller) setAutofill(null, 'off');
+  await ceremony(() => finishLogin(ceremony_id, credential), { fromAutofill: true });
+}
+
+async function disarmAutofill() {
+  const pending = autofill;
+  if (!pending) return;
+  setAutofill(null, 'off');
+  pending.controller.abort();
+  await pending.settled;
+}
+
+// ---------------------------------------------------------------- ceremonies
+
+let busy = false;
+
+function setBusy(on) {
+  busy = on;
+  document.body.setAttribute('aria-busy', String(on));
+  const noWebAuthn = !window.PublicKeyCredential;
+  for (const id of ['register', 'login', 'login-discoverable']) $(id).disabled = on || noWebAuthn;
+  $('logout').disabled = on;
+}
+
+// Runs one action at a time: cancels autofill first, reports errors, and re-arms
+// autofill if we are still signed out afterwards. A failed autofill sign-in does not
+// re-arm itself, so an authenticator that answers without asking cannot loop.
+async function ceremony(action, { fromAutofill = false } = {}) {
+  if (busy) return;
+  setBusy(true);
+  try {
+    if (!fromAutofill) await disarmAutofill();
+    await action();
+  } catch (err) {
+    say(describeError(err), 'error');
+  } finally {
+    setBusy(false);
+    if (!fromAutofill && !loadTokens()) armAutofill();
+  }
+}
+
+function typedUsername() {
+  const username = $('username').value.trim();
+  if (!username) {
+    $('username').focus();
+    throw new Error('Enter a username first.');
+  }
+  return username;
+}
+
+async function register() {
+  const username = typedUsername();
+  const displayName = $('display-name').value.trim();
+  say('Creating a passkey…');
+  const start = await api('/v1/register/start', {
+    body: displayName ? { username, display_name: displayName } : { username },
+  });
+  const credential = await navigator.credentials.create({ publicKey: creationOptionsFromJSON(start.publicKey) });
+  const tokens = await api('/v1/register/finish', {
+    body: { ceremony_id: start.ceremony_id, credential: credentialToJSON(credential) },
+  });
+  await signedIn(tokens, 'Account created; you are signed in.');
+}
+
+async function login(username) {
+  say('Waiting for your passkey…');
+  const start = await api('/v1/login/start', { body: username ? { username } : {} });
+  const credential = await navigator.credentials.get({ publicKey: requestOptionsFromJSON(start.publicKey) });
+  await finishLogin(start.ceremony_id, credential);
+}
+
+async function finishLogin(ceremonyId, credential) {
+  const tokens = await api('/v1/login/finish', {
+    body: { ceremony_id: ceremonyId, credential: credentialToJSON(credential) },
+  });
+  await signedIn(tokens, 'Signed in.');
+}
+
+async function signedIn(tokens, message) {
+  saveTokens(tokens);
+  await showProfile();
+  say(message);
+}
+
+async function logout() {
+  const tokens = loadTokens();
+  clearTokens();
+  showSignedOut();
+  try {
+    if (tokens?.refresh_token) await api('/v1/logout', { body: { refresh_token: tokens.refresh_token } });
+    say('Signed out.');
+  } catch (err) {
+    // The local session is gone either way; the server's copy expires on its own.
+    say(`Signed out here, but the server said: ${describeError(err)}`, 'error');
+  }
+}
+
+// ---------------------------------------------------------------- views
+
+async function fetchMe() {
+  const tokens = loadTokens();
+  try {
+    return await api('/v1/me', { token: tokens.access_token });
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401 && tokens.refresh_token)) throw err;
+  }
+  // The access token expired while the tab was open or reloaded: trade the refresh token once.
+  const fresh = await api('/v1/token/refresh', { body: { refresh_token: tokens.refresh_token } });
+  saveTokens({ ...tokens, ...fresh });
+  return api('/v1/me', { token: fresh.access_token });
+}
+
+function describeItem(item) {
+  if (item && typeof item === 'object') {
+    const label = item.name ?? item.device_name ?? item.kind ?? item.type;
+    return label !== undefined ? String(label) : JSON.stringify(item);
+  }
+  return String(item);
+}
+
+const listText = (value) => (Array.isArray(value) && value.length ? value.map(describeItem).join(', ') : '—');
+
+async function showProfile() {
+  let me;
+  try {
+    me = await fetchMe();
+  } catch (err) {
+    clearTokens();
+    showSignedOut();
+    throw err;
+  }
+  const { access_token } = loadTokens();
+  let claims;
+  try {
+    claims = JSON.stringify(decodeJwtPayload(access_token), null, 2);
+  } catch (err) {
+    claims = `(could not decode the access token: ${err.message})`;
+  }
+  $('me-username').textContent = me.username ?? '';
+  $('me-display-name').textContent = me.display_name || '—';
+  $('me-email').textContent = me.email ? `${me.email}${me.email_verified ? ' (verified)' : ' (not verified)'}` : '—';
+  $('me-user-id').textContent = me.user_id ?? '';
+  $('me-factors').textContent = listText(me.factors);
+  $('me-roles').textContent = listText(me.roles);
+  $('claims').textContent = claims;
+  $('signed-out').hidden = true;
+  $('signed-in').hidden = false;
+  // Move focus with the view so keyboard and screen-reader users land on the new card.
+  $('signed-in-title').focus();
+}
+
+function showSignedOut() {
+  const wasSignedIn = !$('signed-in').hidden;
+  $('signed-in').hidden = true;
+  $('signed-out').hidden = false;
+  if (wasSignedIn) $('signed-out-title').focus();
+  $('claims').textContent = '';
+  for (const id of ['me-username', 'me-display-name', 'me-email', 'me-user-id', 'me-factors', 'me-roles']) $(id).textContent = '';
+}
+
+// ---------------------------------------------------------------- wiring
+
+async function restoreSession() {
+  try {
+    await showProfile();
+  } catch (err) {
+    throw new Error(`Your session has ended; please sign in again. ${describeError(err)}`);
+  }
+}
+
+function init() {
+  setBusy(false);
+  if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
+
+  $('auth-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    ceremony(() => login(typedUsername()));
+  });
+  $('register').addEventListener('click', () => ceremony(register));
+  $('login-discoverable').addEventListener('click', () => ceremony(() => login(null)));
+  $('logout').addEventListener('click', () => ceremony(logout));
+
+  if (loadTokens()) {
+    // A reload keeps the session; if it cannot be restored we land on the sign-in card.
+    ceremony(restoreSession);
+  } else {
+    armAutofill();
+  }
+}
+
+init();

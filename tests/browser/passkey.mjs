@@ -1,0 +1,348 @@
+// Browser test for passgate's page (static/): drives passkey registration and sign-in in headless
+// Chromium with a CDP virtual authenticator, against a running server.
+//   cd tests/browser && npm ci && BASE_URL=http://localhost:PORT node passkey.mjs
+// Env: BASE_URL (required), TEST_USERNAME (default random), CHROMIUM (default /usr/bin/chromium),
+// STEP_TIMEOUT_MS (default 15000). Prints one line per step and ends with "browser: N passed, M failed".
+
+import { randomBytes } from 'node:crypto';
+import { chromium } from 'playwright-core';
+
+const STEP_MS = Number(process.env.STEP_TIMEOUT_MS || 15000);
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const USERNAME = process.env.TEST_USERNAME || `pw-${randomBytes(5).toString('hex')}`;
+// Flags measured to work as root, offline, in a container.
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-proxy-server',
+];
+
+function baseUrl() {
+  if (!process.env.BASE_URL) {
+    console.error('BASE_URL is required, e.g. BASE_URL=http://localhost:8080 node passkey.mjs');
+    process.exit(2);
+  }
+  const url = new URL(process.env.BASE_URL);
+  // An IP address cannot be a WebAuthn RP id, and http:// is a secure context only on localhost.
+  if (['127.0.0.1', '[::1]'].includes(url.hostname)) {
+    console.log(`note: opening ${url.hostname} as localhost (an IP address cannot be an RP id)`);
+    url.hostname = 'localhost';
+  }
+  return url.origin;
+}
+
+const BASE_URL = baseUrl();
+
+// ---------------------------------------------------------------- step runner
+
+let passed = 0;
+let failed = 0;
+let currentPage = null;
+const pageErrors = [];
+
+class StepFailed extends Error {}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function messageText(page) {
+  try {
+    return (await withTimeout(page.locator('#message').textContent(), 2000, '#message')) || '(empty)';
+  } catch {
+    return '(page not readable)';
+  }
+}
+
+async function pageState(page) {
+  try {
+    return JSON.stringify(await withTimeout(page.evaluate(() => ({
+      url: location.href,
+      signedIn: !document.getElementById('signed-in').hidden,
+      username: document.getElementById('me-username').textContent,
+      autofill: document.body.dataset.autofill,
+    })), 2000, 'page state'));
+  } catch {
+    return '(page not readable)';
+  }
+}
+
+async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await withTimeout(fn(), STEP_MS, name);
+  } catch (err) {
+    failed++;
+    console.log(`FAIL ${name}: ${err.message.split('\n')[0]}`);
+    if (currentPage) console.log(`     #message: ${await messageText(currentPage)}`);
+    if (currentPage) console.log(`     page state: ${await pageState(currentPage)}`);
+    for (const line of pageErrors.slice(-5)) console.log(`     page: ${line}`);
+    throw new StepFailed(name);
+  }
+  passed++;
+  console.log(`ok   ${name} (${Date.now() - started} ms)`);
+}
+
+function check(condition, what) {
+  if (!condition) throw new Error(what);
+}
+
+// ---------------------------------------------------------------- page helpers
+
+// Waits until the signed-in card shows, or fails at once if the page reports an error.
+async function waitSignedIn(page, username) {
+  const handle = await page.waitForFunction(() => {
+    const message = document.getElementById('message');
+    if (message.classList.contains('error')) return { error: message.textContent };
+    const card = document.getElementById('signed-in');
+    const shown = !card.hidden && getComputedStyle(card).display !== 'none';
+    const name = document.getElementById('me-username').textContent;
+    return shown && name ? { username: name, claims: document.getElementById('claims').textContent } : false;
+  }, null, { timeout: STEP_MS });
+  const state = await handle.jsonValue();
+  check(!state.error, `page reported: ${state.error}`);
+  check(state.username === username, `#me-username is "${state.username}", expected "${username}"`);
+  check(await page.locator('#signed-in').isVisible(), '#signed-in not visible');
+  let claims;
+  try {
+    claims = JSON.parse(state.claims);
+  } catch {
+    throw new Error(`#claims is not JSON: ${state.claims.slice(0, 200)}`);
+  }
+  check(typeof claims.sub === 'string' && claims.sub, '#claims has no "sub"');
+  check('amr' in claims, '#claims has no "amr"');
+  return claims;
+}
+
+async function waitSignedOut(page) {
+  await page.locator('#signed-in').waitFor({ state: 'hidden', timeout: STEP_MS });
+  await page.locator('#username').waitFor({ state: 'visible', timeout: STEP_MS });
+  const stored = await page.evaluate(() => sessionStorage.length);
+  check(stored === 0, `sessionStorage still holds ${stored} item(s) after sign-out`);
+}
+
+async function signOut(page) {
+  await page.click('#logout');
+  await waitSignedOut(page);
+}
+
+// Standard base64 (what WebAuthn.getCredentials returns) to base64url.
+const toB64url = (b64) => b64.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+
+// One browser context with its own virtual platform authenticator (Chromium allows only one
+// internal authenticator per context).
+async function openContext(browser, { withoutJsonHelpers = false } = {}) {
+  const context = await browser.newContext();
+  if (withoutJsonHelpers) {
+    // Exercise the page's fallback for browsers without the WebAuthn L3 JSON helpers.
+    await context.addInitScript(() => {
+      delete PublicKeyCredential.parseCreationOptionsFromJSON;
+      delete PublicKeyCredential.parseRequestOptionsFromJSON;
+      delete PublicKeyCredential.prototype.toJSON;
+    });
+  }
+  const page = await context.newPage();
+  // A ceremony in a tab that is not in front fails with NotAllowedError.
+  await page.bringToFront();
+  page.setDefaultTimeout(STEP_MS);
+  page.on('pageerror', (err) => pageErrors.push(`uncaught ${err.message}`));
+  page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(`console.error ${msg.text()}`); });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
+      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: false,
+    },
+  });
+  // Chromium's virtual environment answers a conditional (autofill) request at once when a
+  // passkey exists, where a person would have to pick it. So the authenticator answers only
+  // while a step has presence switched on; otherwise the page's autofill request stays
+  // pending, as it would for a person, and the explicit buttons must abort it.
+  const presence = (enabled) => cdp.send('WebAuthn.setAutomaticPresenceSimulation', { authenticatorId, enabled });
+  const credentials = async () => (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
+  currentPage = page;
+  return { context, page, presence, credentials };
+}
+
+// Runs fn with the authenticator answering, and switches it back off afterwards. First waits
+// until the page is idle and its autofill request (if any) has reached the browser: switched
+// on earlier, the authenticator would answer that request instead of the one the step starts.
+async function withPresence(page, presence, fn) {
+  const idle = await page.waitForFunction(() => document.body.getAttribute('aria-busy') !== 'true'
+    && document.body.dataset.autofill !== 'starting' && document.body.dataset.autofill);
+  const autofillState = await idle.jsonValue();
+  if (autofillState === 'pending') await page.waitForTimeout(250);
+  await presence(true);
+  try {
+    return await fn(autofillState);
+  } finally {
+    await presence(false);
+  }
+}
+
+// ---------------------------------------------------------------- the scenario
+
+async function mainFlow(browser) {
+  const { context, page, presence, credentials } = await openContext(browser);
+  let userId;
+  let credentialId;
+
+  await step(`open ${BASE_URL}/`, async () => {
+    await page.goto(`${BASE_URL}/`);
+    await page.locator('#username').waitFor({ state: 'visible' });
+    check(!(await page.locator('#signed-in').isVisible()), '#signed-in visible before signing in');
+    const autocomplete = await page.getAttribute('#username', 'autocomplete');
+    check(/\bwebauthn\b/.test(autocomplete || ''), `#username autocomplete is "${autocomplete}"`);
+  });
+
+  await step(`register "${USERNAME}" (#register)`, async () => {
+    await page.fill('#username', USERNAME);
+    await page.fill('#display-name', 'Browser Test');
+    const claims = await withPresence(page, presence, async () => {
+      await page.click('#register');
+      return waitSignedIn(page, USERNAME);
+    });
+    userId = claims.sub;
+  });
+
+  await step('virtual authenticator holds one resident passkey', async () => {
+    const creds = await credentials();
+    check(creds.length === 1, `expected 1 credential, found ${creds.length}`);
+    const [cred] = creds;
+    check(cred.isResidentCredential, 'credential is not resident (discoverable)');
+    check(cred.rpId === 'localhost', `rpId is ${cred.rpId}`);
+    credentialId = toB64url(cred.credentialId);
+  });
+
+  await step('reload keeps the session', async () => {
+    await page.reload();
+    const claims = await waitSignedIn(page, USERNAME);
+    check(claims.sub === userId, `sub changed from ${userId} to ${claims.sub}`);
+  });
+
+  await step('sign out (#logout)', () => signOut(page));
+
+  await step('username-first sign-in (#login)', async () => {
+    await page.fill('#username', USERNAME);
+    const claims = await withPresence(page, presence, async (autofill) => {
+      // The point of this step: the click must first cancel the page's pending autofill request.
+      check(autofill === 'pending', `expected a pending autofill request before the click, page has "${autofill}"`);
+      await page.click('#login');
+      return waitSignedIn(page, USERNAME);
+    });
+    check(claims.sub === userId, `signed in as ${claims.sub}, registered as ${userId}`);
+  });
+
+  await step('sign out', () => signOut(page));
+
+  await step('discoverable sign-in without a username (#login-discoverable)', async () => {
+    await page.fill('#username', '');
+    const claims = await withPresence(page, presence, async (autofill) => {
+      check(autofill === 'pending', `expected a pending autofill request before the click, page has "${autofill}"`);
+      await page.click('#login-discoverable');
+      return waitSignedIn(page, USERNAME);
+    });
+    check(claims.sub === userId, `signed in as ${claims.sub}, registered as ${userId}`);
+  });
+
+  await step('sign out', () => signOut(page));
+
+  await step('passkey autofill (conditional UI) signs in on load', async () => {
+    const available = await page.evaluate(() => PublicKeyCredential.isConditionalMediationAvailable?.() ?? false);
+    check(available, 'isConditionalMediationAvailable() is not true in this browser');
+    const claims = await withPresence(page, presence, async () => {
+      await page.reload();
+      return waitSignedIn(page, USERNAME);
+    });
+    check(claims.sub === userId, `signed in as ${claims.sub}, registered as ${userId}`);
+  });
+
+  await step('sign out', () => signOut(page));
+
+  await step('registering the same username again shows username_taken', async () => {
+    await page.fill('#username', USERNAME);
+    await page.click('#register');
+    await page.waitForFunction(() => document.getElementById('message').textContent.includes('username_taken'));
+    check(!(await page.locator('#signed-in').isVisible()), 'signed in after a failed registration');
+    const creds = await credentials();
+    check(creds.length === 1 && toB64url(creds[0].credentialId) === credentialId, 'the authenticator gained a credential');
+  });
+  await context.close();
+}
+
+async function fallbackFlow(browser) {
+  const username = `${USERNAME}-fb`.slice(0, 64);
+  const { context, page, presence } = await openContext(browser, { withoutJsonHelpers: true });
+  let userId;
+
+  await step(`fallback without L3 JSON helpers: register "${username}"`, async () => {
+    await page.goto(`${BASE_URL}/`);
+    check(await page.evaluate(() => !PublicKeyCredential.parseCreationOptionsFromJSON), 'helpers not removed');
+    await page.fill('#username', username);
+    const claims = await withPresence(page, presence, async () => {
+      await page.click('#register');
+      return waitSignedIn(page, username);
+    });
+    userId = claims.sub;
+  });
+
+  await step('fallback: sign out', () => signOut(page));
+
+  await step('fallback: username-first sign-in', async () => {
+    await page.fill('#username', username);
+    const claims = await withPresence(page, presence, async () => {
+      await page.click('#login');
+      return waitSignedIn(page, username);
+    });
+    check(claims.sub === userId, `signed in as ${claims.sub}, registered as ${userId}`);
+  });
+
+  await step('fallback: sign out', () => signOut(page));
+
+  await step('fallback: discoverable sign-in', async () => {
+    const claims = await withPresence(page, presence, async () => {
+      await page.click('#login-discoverable');
+      return waitSignedIn(page, username);
+    });
+    check(claims.sub === userId, `signed in as ${claims.sub}, registered as ${userId}`);
+  });
+
+  await step('fallback: sign out', () => signOut(page));
+  await context.close();
+}
+
+// ---------------------------------------------------------------- main
+
+// Last resort if the browser itself hangs on close.
+const watchdog = setTimeout(() => {
+  console.log('FAIL watchdog: the run hung');
+  console.log(`browser: ${passed} passed, ${failed + 1} failed`);
+  process.exit(1);
+}, STEP_MS * 30 + 60_000);
+watchdog.unref();
+
+let browser;
+try {
+  console.log(`browser test against ${BASE_URL} as "${USERNAME}"`);
+  browser = await withTimeout(
+    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true }),
+    STEP_MS * 2,
+    `launch ${CHROMIUM}`,
+  );
+  await mainFlow(browser);
+  await fallbackFlow(browser);
+} catch (err) {
+  if (!(err instanceof StepFailed)) {
+    failed++;
+    console.log(`FAIL setup: ${err.message.split('\n')[0]}`);
+  }
+} finally {
+  if (browser) await withTimeout(browser.close(), 10_000, 'browser.close').catch(() => {});
+}
+
+console.log(`browser: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
