@@ -1,3 +1,6 @@
+//! passgate: a FIDO2/WebAuthn passwordless authentication server.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -1,3 +1,11 @@
 //! One integration-test binary: every API test runs the real app in-process
-//! on a loopback port, against SQLite and PostgreSQL.
+//! on a loopback port, against SQLite and PostgreSQL (`name::sqlite`,
+//! `name::postgres`), plus one browser test in headless Chromium.
 mod authenticator;
+mod bad_input;
+mod browser;
+mod helpers;
+mod operations;
+mod passkeys;
+mod store;
+mod tokens;

@@ -1,0 +1,102 @@
+//! Store conformance: the guarantees the services rely on, checked
+//! directly against both engines, with racing callers.
+
+use passgate::store::{CeremonyRow, RefreshOutcome, SessionRow};
+
+use crate::helpers::{Db, on_both, spawn_app};
+
+on_both!(
+    of_many_racing_takes_of_one_ceremony_exactly_one_gets_it,
+    of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_the_session,
+    the_first_shared_secret_stored_wins,
+);
+
+fn ceremony(id: &str, expires_at: i64) -> CeremonyRow {
+    CeremonyRow {
+        ceremony_id: id.to_owned(),
+        kind: "login".to_owned(),
+        user_id: None,
+        state: "{}".to_owned(),
+        expires_at,
+    }
+}
+
+async fn of_many_racing_takes_of_one_ceremony_exactly_one_gets_it(db: Db) {
+    let app = spawn_app(db).await;
+    let store = app.store.clone();
+    store.put_ceremony(&ceremony("racing-ceremony", i64::MAX)).await.unwrap();
+    store.put_ceremony(&ceremony("expired-ceremony", 1_000)).await.unwrap();
+
+    let takes = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.take_ceremony("racing-ceremony", "login", 2_000).await })
+    });
+    let mut winners = 0;
+    for take in takes {
+        if take.await.unwrap().unwrap().is_some() {
+            winners += 1;
+        }
+    }
+
+    assert_eq!(winners, 1);
+    assert!(store.take_ceremony("expired-ceremony", "login", 2_000).await.unwrap().is_none());
+    assert_eq!(store.purge_expired_ceremonies(2_000).await.unwrap(), 1);
+}
+
+async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_the_session(db: Db) {
+    let app = spawn_app(db).await;
+    let store = app.store.clone();
+    let tokens = app.register(&mut app.authenticator(), "alice").await;
+    let user_id = tokens["user_id"].as_str().unwrap().to_owned();
+    let session = SessionRow {
+        session_id: uuid::Uuid::new_v4().to_string(),
+        user_id,
+        device_id: None,
+        amr: "hwk user".into(),
+        client_ip: None,
+        user_agent: None,
+        created_at: 1,
+        last_used_at: 1,
+        expires_at: i64::MAX,
+        revoked_at: None,
+    };
+    let credential = store.user_credentials(&session.user_id).await.unwrap().remove(0);
+    let used = passgate::store::CredentialUse {
+        credential_id: credential.credential_id.clone(),
+        passkey: credential.passkey.clone(),
+        sign_count: credential.sign_count + 1,
+        backup_state: false,
+        used_at: 2,
+    };
+    assert!(store.complete_login(&used, &session, "first-hash").await.unwrap());
+    // The same counter again is refused, and writes nothing.
+    let mut again = session.clone();
+    again.session_id = uuid::Uuid::new_v4().to_string();
+    assert!(!store.complete_login(&used, &again, "other-hash").await.unwrap());
+    assert!(store.find_session(&again.session_id).await.unwrap().is_none());
+
+    let (a, b) = tokio::join!(
+        store.rotate_refresh("first-hash", "second-a", 3),
+        store.rotate_refresh("first-hash", "second-b", 3)
+    );
+
+    let outcomes = [a.unwrap(), b.unwrap()];
+    let rotated = outcomes.iter().filter(|o| matches!(o, RefreshOutcome::Rotated(_))).count();
+    let reused = outcomes.iter().filter(|o| matches!(o, RefreshOutcome::Reused)).count();
+    assert_eq!((rotated, reused), (1, 1));
+    let ended = store.find_session(&session.session_id).await.unwrap().unwrap();
+    assert!(ended.revoked_at.is_some(), "reuse ends the session");
+    for token in ["second-a", "second-b"] {
+        assert!(matches!(
+            store.rotate_refresh(token, "third", 4).await.unwrap(),
+            RefreshOutcome::Invalid | RefreshOutcome::Reused
+        ));
+    }
+}
+
+async fn the_first_shared_secret_stored_wins(db: Db) {
+    let app = spawn_app(db).await;
+    let first = app.store.shared_secret("test-secret", "one", 1).await.unwrap();
+    let second = app.store.shared_secret("test-secret", "two", 2).await.unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
+}
