@@ -409,6 +409,21 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_overrides_defaults_and_the_environment_overrides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passgate.toml");
+        std::fs::write(&path, "[tokens]\naudience = \"wallet\"\naccess_ttl_seconds = 120\n")
+            .unwrap();
+        let settings = Settings::load_from(
+            Some(&path),
+            env(&[("PASSGATE__TOKENS__ACCESS_TTL_SECONDS", "60")]),
+        )
+        .unwrap();
+        assert_eq!(settings.tokens.audience, "wallet");
+        assert_eq!(settings.tokens.access_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let error = load_error(&[("PASSGATE__TOKENS__ACCES_TTL_SECONDS", "60")]);
         assert!(error.contains("acces_ttl_seconds"), "{error}");

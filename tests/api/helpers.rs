@@ -25,7 +25,7 @@ pub enum Db {
 
 /// The admin connection for making per-test databases; override with
 /// PASSGATE_TEST_POSTGRES for another server.
-fn postgres_admin_url() -> String {
+pub fn postgres_admin_url() -> String {
     std::env::var("PASSGATE_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }

@@ -86,3 +86,91 @@ async fn the_demo_page_is_served_at_the_root(db: Db) {
     assert!(html.contains("/app.js"));
     assert_eq!(app.get("/app.js", None).await.status(), StatusCode::OK);
 }
+
+/// PostgreSQL only: its database can be taken away under a running node.
+#[tokio::test]
+async fn a_lost_database_makes_readiness_fail_without_leaking_internals() {
+    let app = spawn_app(Db::Postgres).await;
+    let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect(&crate::helpers::postgres_admin_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("drop database {name} with (force)")))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let ready = app.get("/readyz", None).await;
+    let body = assert_problem(ready, 503, "unavailable").await;
+    let login = app.login_start(Some("alice")).await;
+
+    assert!(login.status().is_server_error());
+    let text = login.text().await.unwrap();
+    for leaked in [name.as_str(), "sqlx", "select", "database", "src/"] {
+        assert!(!text.to_lowercase().contains(leaked), "{leaked} leaked: {text}");
+        assert!(!body.to_string().contains(leaked), "{leaked} leaked: {body}");
+    }
+}
+
+/// The README's first command, as a newcomer runs it: the real binary with
+/// the embedded defaults, in an empty folder.
+#[tokio::test]
+async fn the_binary_starts_on_embedded_defaults_and_creates_its_sqlite_file() {
+    let folder = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_passgate"))
+        .current_dir(folder.path())
+        .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("PASSGATE__WEBAUTHN__ORIGINS", format!("http://localhost:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        let response = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await;
+        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let database = folder.path().join("data/passgate.db");
+    let journal_mode = if ready {
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite:{}", database.display())).await.unwrap();
+        let (mode,): (String,) =
+            sqlx::query_as("pragma journal_mode").fetch_one(&pool).await.unwrap();
+        mode
+    } else {
+        String::new()
+    };
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    assert!(ready, "the server never became ready");
+    assert!(database.is_file());
+    assert_eq!(journal_mode, "wal");
+}
+
+#[test]
+fn the_binary_refuses_bad_configuration_naming_the_key() {
+    let cases = [
+        ("PASSGATE__SERVER__BIND", "not-an-address", "server.bind"),
+        ("PASSGATE__WEBAUTHN__ORIGINS", "https://elsewhere.example", "webauthn.origins"),
+        ("PASSGATE__TOKENS__ACCESS_TTL_SECONDS", "3600", "tokens.access_ttl_seconds"),
+    ];
+    for (key, value, named) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_passgate"))
+            .env(key, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{key}={value} was accepted");
+        assert!(stderr.contains(named), "{key}={value}: {stderr}");
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_passgate"))
+        .args(["--config", "/nonexistent/passgate.toml"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--config"));
+}

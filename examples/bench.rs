@@ -1,0 +1,346 @@
+//! A rerunnable load benchmark for passgate's passkey ceremonies.
+//!
+//! It starts the release server (`target/release/passgate`) as a child
+//! process on a loopback port, optionally pinned to one core with taskset,
+//! registers users with the test suite's software authenticator, then runs
+//! username-first sign-ins (start + finish, JWT included) at several
+//! concurrency levels. It reports throughput, latency percentiles, and the
+//! server's CPU time per operation read from /proc (plus PostgreSQL's own
+//! CPU when that is the store), so results are per server core.
+//!
+//!   cargo build --release && cargo run --release --example bench -- \
+//!       [--db sqlite|postgres] [--users 256] [--logins 4000] \
+//!       [--concurrency 1,8,32] [--server-cpu 0] [--client-cpu 1]
+//!
+//! Nothing is mocked: real HTTP on loopback, real SQLite file or a fresh
+//! PostgreSQL database on 127.0.0.1:5432, real signatures.
+
+#[path = "../tests/api/authenticator.rs"]
+mod authenticator;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authenticator::SoftAuthenticator;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+struct Options {
+    db: String,
+    users: usize,
+    logins: usize,
+    concurrency: Vec<usize>,
+    server_cpu: Option<String>,
+    client_cpu: Option<String>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        db: "sqlite".into(),
+        users: 256,
+        logins: 4000,
+        concurrency: vec![1, 8, 32],
+        server_cpu: Some("0".into()),
+        client_cpu: Some("1".into()),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--db" => o.db = value.clone(),
+            "--users" => o.users = value.parse().expect("--users N"),
+            "--logins" => o.logins = value.parse().expect("--logins N"),
+            "--concurrency" => {
+                o.concurrency =
+                    value.split(',').map(|c| c.parse().expect("--concurrency 1,8,32")).collect()
+            }
+            "--server-cpu" => o.server_cpu = (value != "none").then(|| value.clone()),
+            "--client-cpu" => o.client_cpu = (value != "none").then(|| value.clone()),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    o
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 =
+        fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+/// CPU seconds of every PostgreSQL server process on this machine.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("postgres"))
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    origin: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn database_url(db: &str, scratch: &std::path::Path) -> String {
+    match db {
+        "sqlite" => format!("sqlite:{}", scratch.join("bench.db").display()),
+        "postgres" => {
+            let admin = "postgres://postgres@127.0.0.1:5432/test";
+            let pool = sqlx::PgPool::connect(admin).await.expect("PostgreSQL on 127.0.0.1:5432");
+            let name = format!("passgate_bench_{}", std::process::id());
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name}")))
+                .execute(&pool)
+                .await;
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                .execute(&pool)
+                .await
+                .expect("create bench db");
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        }
+        other => panic!("--db must be sqlite or postgres, not {other}"),
+    }
+}
+
+fn start_server(url: &str, port: u16, cpu: Option<&str>) -> Server {
+    let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/passgate");
+    assert!(std::path::Path::new(binary).exists(), "build the server first: cargo build --release");
+    let origin = format!("http://localhost:{port}");
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu, binary]);
+            c
+        }
+        None => Command::new(binary),
+    };
+    command
+        .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("PASSGATE__DATABASE__URL", url)
+        .env("PASSGATE__WEBAUTHN__ORIGINS", &origin)
+        .env("PASSGATE__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let child = command.spawn().expect("start passgate");
+    Server { child, base: format!("http://127.0.0.1:{port}"), origin }
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let response = client.post(url).json(&body).send().await.expect("request");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+struct User {
+    name: String,
+    authenticator: SoftAuthenticator,
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    if let Some(cpu) = &o.client_cpu {
+        // Keep the load generator off the server's core.
+        let _ = Command::new("taskset")
+            .args(["-p", "-c", cpu, &std::process::id().to_string()])
+            .output();
+    }
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let url = database_url(&o.db, scratch.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = Instant::now();
+    let server = start_server(&url, port, o.server_cpu.as_deref());
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    loop {
+        if client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let pid = server.child.id();
+
+    // Registrations, at 8 in flight.
+    let users: Vec<Arc<Mutex<User>>> = (0..o.users)
+        .map(|i| {
+            Arc::new(Mutex::new(User {
+                name: format!("bench-user-{i}"),
+                authenticator: SoftAuthenticator::new(&server.origin),
+            }))
+        })
+        .collect();
+    let (cpu0, pg0) = (cpu_seconds(pid), postgres_cpu_seconds());
+    let t0 = Instant::now();
+    let (shared_client, shared_base) = (client.clone(), server.base.clone());
+    let mut latencies = run(&users, o.users, 8, move |user| {
+        let client = shared_client.clone();
+        let base = shared_base.clone();
+        async move {
+            let mut user = user.lock().await;
+            let started =
+                post(&client, format!("{base}/v1/register/start"), json!({"username": user.name}))
+                    .await;
+            let credential = user.authenticator.register(&started["publicKey"]);
+            post(
+                &client,
+                format!("{base}/v1/register/finish"),
+                json!({"ceremony_id": started["ceremony_id"], "credential": credential}),
+            )
+            .await;
+        }
+    })
+    .await;
+    let register_secs = t0.elapsed().as_secs_f64();
+    let register_cpu = cpu_seconds(pid) - cpu0;
+    let register_pg = postgres_cpu_seconds() - pg0;
+    latencies.sort();
+
+    println!(
+        "passgate benchmark: store {}, server cpu {:?}, client cpu {:?}",
+        o.db, o.server_cpu, o.client_cpu
+    );
+    println!("start to ready: {ready_ms:.0} ms");
+    println!();
+    println!(
+        "| operation | in flight | ops | ops/s | p50 ms | p95 ms | p99 ms | server CPU ms/op | +PostgreSQL CPU ms/op |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    report("registration", 8, o.users, register_secs, &latencies, register_cpu, register_pg, &o.db);
+
+    for &concurrency in &o.concurrency {
+        let (cpu0, pg0) = (cpu_seconds(pid), postgres_cpu_seconds());
+        let t0 = Instant::now();
+        let (shared_client, shared_base) = (client.clone(), server.base.clone());
+        let mut latencies = run(&users, o.logins, concurrency, move |user| {
+            let client = shared_client.clone();
+            let base = shared_base.clone();
+            async move {
+                let mut user = user.lock().await;
+                let started =
+                    post(&client, format!("{base}/v1/login/start"), json!({"username": user.name}))
+                        .await;
+                let assertion = user.authenticator.login(&started["publicKey"]);
+                let tokens = post(
+                    &client,
+                    format!("{base}/v1/login/finish"),
+                    json!({"ceremony_id": started["ceremony_id"], "credential": assertion}),
+                )
+                .await;
+                assert!(tokens["access_token"].is_string());
+            }
+        })
+        .await;
+        let secs = t0.elapsed().as_secs_f64();
+        latencies.sort();
+        report(
+            "passkey login",
+            concurrency,
+            o.logins,
+            secs,
+            &latencies,
+            cpu_seconds(pid) - cpu0,
+            postgres_cpu_seconds() - pg0,
+            &o.db,
+        );
+    }
+    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
+        .unwrap_or_default();
+    println!();
+    println!("server {rss_kib} after the run");
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    what: &str,
+    in_flight: usize,
+    ops: usize,
+    secs: f64,
+    sorted: &[Duration],
+    cpu: f64,
+    pg: f64,
+    db: &str,
+) {
+    let pg = if db == "postgres" {
+        format!("{:.3}", (cpu + pg) / ops as f64 * 1000.0)
+    } else {
+        "-".into()
+    };
+    println!(
+        "| {what} | {in_flight} | {ops} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {pg} |",
+        ops as f64 / secs,
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.95),
+        percentile(sorted, 0.99),
+        cpu / ops as f64 * 1000.0,
+    );
+}
+
+/// Runs `total` operations with `in_flight` workers; each worker owns a
+/// disjoint slice of users (a user's counter must not race itself).
+async fn run<F, Fut>(
+    users: &[Arc<Mutex<User>>],
+    total: usize,
+    in_flight: usize,
+    op: F,
+) -> Vec<Duration>
+where
+    F: Fn(Arc<Mutex<User>>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let in_flight = in_flight.min(users.len()).max(1);
+    let mut workers = Vec::new();
+    for worker in 0..in_flight {
+        let mine: Vec<Arc<Mutex<User>>> =
+            users.iter().skip(worker).step_by(in_flight).cloned().collect();
+        let count = total / in_flight + usize::from(worker < total % in_flight);
+        let op = op.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(count);
+            for i in 0..count {
+                let user = mine[i % mine.len()].clone();
+                let t = Instant::now();
+                op(user).await;
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for worker in workers {
+        all.extend(worker.await.expect("worker"));
+    }
+    all
+}
