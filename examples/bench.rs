@@ -26,6 +26,9 @@ use authenticator::SoftAuthenticator;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+/// The server where the benchmark makes (and drops) its database.
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
 struct Options {
     db: String,
     users: usize,
@@ -109,8 +112,8 @@ async fn database_url(db: &str, scratch: &std::path::Path) -> String {
     match db {
         "sqlite" => format!("sqlite:{}", scratch.join("bench.db").display()),
         "postgres" => {
-            let admin = "postgres://postgres@127.0.0.1:5432/test";
-            let pool = sqlx::PgPool::connect(admin).await.expect("PostgreSQL on 127.0.0.1:5432");
+            let pool =
+                sqlx::PgPool::connect(ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
             let name = format!("passgate_bench_{}", std::process::id());
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name}")))
                 .execute(&pool)
@@ -280,6 +283,17 @@ async fn main() {
         .unwrap_or_default();
     println!();
     println!("server {rss_kib} after the run");
+    drop(server);
+    if o.db == "postgres" {
+        drop_database(&url).await;
+    }
+}
+
+async fn drop_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else { return };
+    let admin = sqlx::PgPool::connect(ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
+    let sql = format!("drop database if exists {name} with (force)");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
 }
 
 #[allow(clippy::too_many_arguments)]
