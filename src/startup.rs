@@ -1,11 +1,12 @@
 //! Builds the HTTP server from settings: store, services, middleware and
 //! routes. Tests call the same `Application::build_with` on port 0.
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
@@ -58,6 +59,7 @@ impl Application {
                 .app_data(extract::path_config())
                 .app_data(extract::query_config())
                 .app_data(web::PayloadConfig::new(extract::BODY_LIMIT))
+                .wrap_fn(record_metrics)
                 .wrap(TracingLogger::<PassgateRootSpan>::new())
                 .wrap_fn(move |request, service| {
                     with_request_id(request, service, trust_request_id)
@@ -93,6 +95,35 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Counts and times every request by its route pattern (not its path, so
+/// ids in paths do not multiply the series).
+fn record_metrics<S>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl Future<Output = Result<ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let core = request.app_data::<web::Data<Core>>().cloned();
+    // The static-file service is mounted at "/" and so matches as "".
+    let route = match request.match_pattern() {
+        Some(pattern) if pattern.is_empty() => "static".to_owned(),
+        Some(pattern) => pattern,
+        None => "unmatched".to_owned(),
+    };
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = service.call(request);
+    async move {
+        let response = response.await?;
+        if let Some(core) = core {
+            let seconds = started.elapsed().as_secs_f64();
+            core.metrics.observe_request(&route, &method, response.status().as_u16(), seconds);
+        }
+        Ok(response)
     }
 }
 

@@ -25,7 +25,8 @@ use crate::service::tokens::TokenSet;
         passkeys::login_start, passkeys::login_finish,
         tokens::token_refresh, tokens::logout,
         me::me_get,
-        operations::healthz, operations::readyz, operations::jwks, operations::openapi,
+        operations::healthz, operations::readyz, operations::metrics, operations::jwks,
+        operations::openapi,
     ),
     components(schemas(Problem, CeremonyStarted, TokenSet, Profile)),
     modifiers(&BearerScheme),
@@ -70,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/v1/me").get(me::me_get).default_service(refuse()))
     .service(web::resource("/healthz").get(operations::healthz).default_service(refuse()))
     .service(web::resource("/readyz").get(operations::readyz).default_service(refuse()))
+    .service(web::resource("/metrics").get(operations::metrics).default_service(refuse()))
     .service(
         web::resource("/.well-known/jwks.json").get(operations::jwks).default_service(refuse()),
     )

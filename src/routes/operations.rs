@@ -33,6 +33,14 @@ pub async fn jwks(core: web::Data<Core>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().insert_header(("cache-control", "public, max-age=300")).json(keys))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
+pub async fn metrics(core: web::Data<Core>) -> Result<HttpResponse> {
+    let (size, idle) = core.store.pool_state();
+    let text = core.metrics.render(size, idle)?;
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
+}
+
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "this document")))]
 pub async fn openapi() -> HttpResponse {

@@ -18,6 +18,7 @@ use webauthn_rs::prelude::{Webauthn, WebauthnBuilder};
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use keys::SigningKeys;
 
@@ -28,6 +29,7 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     pub webauthn: Webauthn,
     pub keys: SigningKeys,
+    pub metrics: Metrics,
     decoy_key: Vec<u8>,
 }
 
@@ -49,7 +51,8 @@ impl Core {
             )
             .await?;
         let decoy_key = URL_SAFE_NO_PAD.decode(decoy_key).context("stored decoy key")?;
-        Ok(Core { settings, store, clock, webauthn, keys, decoy_key })
+        let metrics = Metrics::new()?;
+        Ok(Core { settings, store, clock, webauthn, keys, metrics, decoy_key })
     }
 }
 

@@ -12,7 +12,7 @@ use sha2::Sha256;
 use webauthn_rs::prelude::{
     AuthenticationResult, Base64UrlSafeData, DiscoverableAuthentication, DiscoverableKey, Passkey,
     PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
-    RequestChallengeResponse,
+    RequestChallengeResponse, WebauthnError,
 };
 use webauthn_rs_proto::{
     AllowCredentials, AuthenticatorTransport, ResidentKeyRequirement, UserVerificationPolicy,
@@ -25,6 +25,7 @@ use crate::domain::{
     CeremonyId, DeviceId, DeviceName, DisplayName, EmailAddress, UserId, Username,
 };
 use crate::error::{ApiError, Result};
+use crate::metrics::CeremonyOutcome;
 use crate::store::{CeremonyRow, CredentialRow, CredentialUse, UserRow};
 
 const KIND_REGISTER: &str = "register";
@@ -110,6 +111,18 @@ impl Core {
     }
 
     pub async fn register_finish(
+        &self,
+        ceremony_id: &CeremonyId,
+        credential: &RegisterPublicKeyCredential,
+        device_name: Option<DeviceName>,
+        client: &ClientInfo,
+    ) -> Result<TokenSet> {
+        let result = self.finish_registration(ceremony_id, credential, device_name, client).await;
+        self.metrics.ceremony_result(KIND_REGISTER, &result);
+        result
+    }
+
+    async fn finish_registration(
         &self,
         ceremony_id: &CeremonyId,
         credential: &RegisterPublicKeyCredential,
@@ -225,6 +238,17 @@ impl Core {
         credential: &PublicKeyCredential,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
+        let result = self.finish_login(ceremony_id, credential, client).await;
+        self.metrics.ceremony_result(KIND_LOGIN, &result);
+        result
+    }
+
+    async fn finish_login(
+        &self,
+        ceremony_id: &CeremonyId,
+        credential: &PublicKeyCredential,
+        client: &ClientInfo,
+    ) -> Result<TokenSet> {
         let state: LoginState = self.take_ceremony(KIND_LOGIN, ceremony_id).await?;
         let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
         let row = self.store.find_credential(&credential_id).await?;
@@ -241,7 +265,7 @@ impl Core {
                 let result = self
                     .webauthn
                     .finish_passkey_authentication(credential, &authentication)
-                    .map_err(|e| refused(&e.to_string()))?;
+                    .map_err(|e| self.assertion_refused(&e, &row))?;
                 (row, result)
             }
             LoginState::Discoverable { authentication } => {
@@ -261,7 +285,7 @@ impl Core {
                         authentication,
                         &[DiscoverableKey::from(&passkey)],
                     )
-                    .map_err(|e| refused(&e.to_string()))?;
+                    .map_err(|e| self.assertion_refused(&e, &row))?;
                 (row, result)
             }
         };
@@ -291,7 +315,7 @@ impl Core {
             backup_state: result.backup_state(),
             used_at: self.clock.now_ms(),
         };
-        let device_id = DeviceId::parse(row.device_id).map_err(anyhow::Error::from)?;
+        let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
         let grant = SessionGrant {
             user_id,
@@ -301,13 +325,29 @@ impl Core {
         };
         let session = self.new_session(&grant, client);
         if !self.store.complete_login(&used, &session.row, &session.refresh.hash()).await? {
-            // WebAuthn §7.2 step 21: a counter that did not move forward
-            // may mean a cloned authenticator.
-            tracing::warn!(target: "audit", event = "clone_warning", user_id = %user.user_id, device_id = %device_id, "sign counter did not increase");
-            return Err(ApiError::InvalidCredentials);
+            // Another sign-in stored a newer counter after this one was
+            // verified: the same clone check, lost in a race.
+            return Err(self.clone_warning(&row.user_id, &row.device_id));
         }
         tracing::info!(target: "audit", event = "login_succeeded", user_id = %user.user_id, device_id = %device_id);
         self.token_set(&session.row, &user.roles, &session.refresh)
+    }
+
+    /// Maps a failed assertion check to the client's answer, recording a
+    /// counter that did not move forward as a possible clone (WebAuthn §7.2
+    /// step 21: webauthn-rs refuses it with CredentialPossibleCompromise).
+    fn assertion_refused(&self, error: &WebauthnError, row: &CredentialRow) -> ApiError {
+        if matches!(error, WebauthnError::CredentialPossibleCompromise) {
+            return self.clone_warning(&row.user_id, &row.device_id);
+        }
+        tracing::info!(target: "audit", event = "login_failed", user_id = %row.user_id, reason = %error);
+        ApiError::InvalidCredentials
+    }
+
+    fn clone_warning(&self, user_id: &str, device_id: &str) -> ApiError {
+        self.metrics.clone_warning();
+        tracing::warn!(target: "audit", event = "clone_warning", user_id, device_id, "sign counter did not increase");
+        ApiError::InvalidCredentials
     }
 
     async fn put_login(
@@ -338,6 +378,7 @@ impl Core {
             expires_at: self.clock.now_ms() + ttl,
         };
         self.store.put_ceremony(&row).await?;
+        self.metrics.ceremony(kind, CeremonyOutcome::Started);
         Ok(CeremonyStarted { ceremony_id: ceremony_id.to_string(), public_key })
     }
 

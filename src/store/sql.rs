@@ -10,6 +10,10 @@ macro_rules! impl_store {
                 $backend
             }
 
+            fn pool_state(&self) -> (u32, usize) {
+                (self.pool.size(), self.pool.num_idle())
+            }
+
             async fn ping(&self) -> StoreResult<()> {
                 sqlx::query("select 1").execute(&self.pool).await?;
                 Ok(())

@@ -46,6 +46,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/me"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/metrics"),
     ("get", "/openapi.json"),
     ("get", "/.well-known/jwks.json"),
 ];
@@ -173,4 +174,65 @@ fn the_binary_refuses_bad_configuration_naming_the_key() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("--config"));
+}
+
+/// The value of one series in a Prometheus text exposition, or 0.
+fn series(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_ceremonies_and_clone_warnings() {
+    let app = spawn_app(Db::Sqlite).await;
+    let mut phone = app.authenticator();
+    app.register(&mut phone, "alice").await;
+    assert_eq!(app.login(&mut phone, None).await.status(), StatusCode::OK);
+    phone.set_counter(&phone.credential_ids()[0], 0);
+    assert_eq!(app.login(&mut phone, Some("alice")).await.status(), StatusCode::UNAUTHORIZED);
+
+    let response = app.get("/metrics", None).await;
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+
+    assert_eq!(
+        series(&text, r#"passgate_ceremonies_total{kind="register",outcome="finished",reason=""}"#),
+        1.0
+    );
+    assert_eq!(
+        series(&text, r#"passgate_ceremonies_total{kind="login",outcome="started",reason=""}"#),
+        2.0
+    );
+    assert_eq!(
+        series(&text, r#"passgate_ceremonies_total{kind="login",outcome="finished",reason=""}"#),
+        1.0
+    );
+    assert_eq!(
+        series(
+            &text,
+            r#"passgate_ceremonies_total{kind="login",outcome="failed",reason="invalid_credentials"}"#
+        ),
+        1.0
+    );
+    assert_eq!(series(&text, "passgate_clone_warnings_total"), 1.0);
+    assert_eq!(
+        series(
+            &text,
+            r#"passgate_http_requests_total{method="POST",route="/v1/login/finish",status="401"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        series(
+            &text,
+            r#"passgate_http_request_duration_seconds_count{method="POST",route="/v1/register/start"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        series(&text, r#"passgate_build_info{version=""#.trim_end_matches('"')).max(1.0),
+        1.0
+    );
+    assert!(text.contains("passgate_db_pool_connections{state=\"idle\"}"));
 }
