@@ -5,12 +5,14 @@ mod email;
 mod ids;
 mod label;
 mod secret;
+mod transaction;
 mod username;
 
 pub use email::EmailAddress;
 pub use ids::{CeremonyId, DeviceId, SessionId, UserId};
 pub use label::{DeviceName, DisplayName};
 pub use secret::{OpaqueToken, sha256_hex};
+pub use transaction::{RawTransaction, Transaction};
 pub use username::Username;
 
 /// Why a value was refused; the text goes to the client as `detail`.
