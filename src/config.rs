@@ -20,6 +20,9 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Access tokens live at most this long (API contract, Tokens).
 pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(900);
+/// Payment authorization tokens live at most this long (API contract,
+/// Payment step-up).
+pub const MAX_AUTHORIZATION_TTL: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +31,7 @@ struct RawSettings {
     database: RawDatabase,
     webauthn: RawWebauthn,
     tokens: RawTokens,
+    stepup: RawStepup,
     log: RawLog,
 }
 
@@ -73,6 +77,13 @@ struct RawTokens {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawStepup {
+    token_ttl_seconds: u64,
+    require_device_bound: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLog {
     level: String,
     format: String,
@@ -91,6 +102,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub webauthn: WebauthnSettings,
     pub tokens: TokenSettings,
+    pub stepup: StepupSettings,
     pub log: LogSettings,
 }
 
@@ -123,6 +135,12 @@ pub struct TokenSettings {
     pub audience: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepupSettings {
+    pub token_ttl: Duration,
+    pub require_device_bound: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -235,6 +253,14 @@ impl RawSettings {
         }
         let webauthn = validate_webauthn(self.webauthn)?;
         let tokens = validate_tokens(self.tokens)?;
+        let token_ttl = Duration::from_secs(self.stepup.token_ttl_seconds);
+        if token_ttl.is_zero() || token_ttl > MAX_AUTHORIZATION_TTL {
+            bail!(
+                "stepup.token_ttl_seconds: {} is outside 1..={}",
+                self.stepup.token_ttl_seconds,
+                MAX_AUTHORIZATION_TTL.as_secs()
+            );
+        }
         let format = match self.log.format.as_str() {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
@@ -250,6 +276,10 @@ impl RawSettings {
             database: DatabaseSettings { url, max_connections: self.database.max_connections },
             webauthn,
             tokens,
+            stepup: StepupSettings {
+                token_ttl,
+                require_device_bound: self.stepup.require_device_bound,
+            },
             log: LogSettings { level: self.log.level, format },
         })
     }
@@ -406,6 +436,10 @@ mod tests {
                 .contains("webauthn.origins")
         );
         assert!(load_error(&[("PASSGATE__LOG__FORMAT", "xml")]).contains("log.format"));
+        assert!(
+            load_error(&[("PASSGATE__STEPUP__TOKEN_TTL_SECONDS", "121")])
+                .contains("stepup.token_ttl_seconds")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod extract;
 mod me;
 mod operations;
 mod passkeys;
+mod stepup;
 mod tokens;
 
 use actix_web::web;
@@ -15,6 +16,7 @@ use utoipa::{Modify, OpenApi};
 use crate::error::Problem;
 use crate::service::passkey::CeremonyStarted;
 use crate::service::profile::Profile;
+use crate::service::stepup::Authorization;
 use crate::service::tokens::TokenSet;
 
 #[derive(OpenApi)]
@@ -25,10 +27,11 @@ use crate::service::tokens::TokenSet;
         passkeys::login_start, passkeys::login_finish,
         tokens::token_refresh, tokens::logout,
         me::me_get,
+        stepup::stepup_start, stepup::stepup_finish,
         operations::healthz, operations::readyz, operations::metrics, operations::jwks,
         operations::openapi,
     ),
-    components(schemas(Problem, CeremonyStarted, TokenSet, Profile)),
+    components(schemas(Problem, CeremonyStarted, TokenSet, Profile, Authorization)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;
@@ -69,6 +72,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/v1/logout").post(tokens::logout).default_service(refuse()))
     .service(web::resource("/v1/me").get(me::me_get).default_service(refuse()))
+    .service(web::resource("/v1/stepup/start").post(stepup::stepup_start).default_service(refuse()))
+    .service(
+        web::resource("/v1/stepup/finish").post(stepup::stepup_finish).default_service(refuse()),
+    )
     .service(web::resource("/healthz").get(operations::healthz).default_service(refuse()))
     .service(web::resource("/readyz").get(operations::readyz).default_service(refuse()))
     .service(web::resource("/metrics").get(operations::metrics).default_service(refuse()))

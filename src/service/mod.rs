@@ -6,6 +6,7 @@ mod authenticator_data;
 pub mod keys;
 pub mod passkey;
 pub mod profile;
+pub mod stepup;
 pub mod tokens;
 
 use std::sync::Arc;

@@ -31,7 +31,7 @@ use crate::store::{CeremonyRow, CredentialRow, CredentialUse, UserRow};
 const KIND_REGISTER: &str = "register";
 const KIND_LOGIN: &str = "login";
 /// RFC 8176 methods for a user-verified passkey (API contract, Tokens).
-const PASSKEY_AMR: &[&str] = &["hwk", "user"];
+pub(super) const PASSKEY_AMR: &[&str] = &["hwk", "user"];
 
 /// A started ceremony: what the client passes to its platform API.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -336,7 +336,7 @@ impl Core {
     /// Maps a failed assertion check to the client's answer, recording a
     /// counter that did not move forward as a possible clone (WebAuthn §7.2
     /// step 21: webauthn-rs refuses it with CredentialPossibleCompromise).
-    fn assertion_refused(&self, error: &WebauthnError, row: &CredentialRow) -> ApiError {
+    pub(super) fn assertion_refused(&self, error: &WebauthnError, row: &CredentialRow) -> ApiError {
         if matches!(error, WebauthnError::CredentialPossibleCompromise) {
             return self.clone_warning(&row.user_id, &row.device_id);
         }
@@ -361,7 +361,7 @@ impl Core {
         self.put_ceremony(KIND_LOGIN, user_id, state, public_key).await
     }
 
-    async fn put_ceremony<S: Serialize>(
+    pub(super) async fn put_ceremony<S: Serialize>(
         &self,
         kind: &str,
         user_id: Option<UserId>,
@@ -382,7 +382,7 @@ impl Core {
         Ok(CeremonyStarted { ceremony_id: ceremony_id.to_string(), public_key })
     }
 
-    async fn take_ceremony<S: for<'de> Deserialize<'de>>(
+    pub(super) async fn take_ceremony<S: for<'de> Deserialize<'de>>(
         &self,
         kind: &str,
         ceremony_id: &CeremonyId,

@@ -172,6 +172,10 @@ pub trait Store: Send + Sync {
         refresh_hash: &str,
     ) -> StoreResult<bool>;
 
+    /// Records a verified assertion that opens no session (a step-up);
+    /// false, writing nothing, when the counter did not move forward.
+    async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool>;
+
     async fn rotate_refresh(
         &self,
         old_hash: &str,

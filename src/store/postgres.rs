@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::postgres::PgPoolOptions;
 
-use super::sql::impl_store;
+use super::sql::{COUNTED_USE, impl_store};
 use super::{
     CeremonyRow, CredentialRow, CredentialUse, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow,
     StoreResult, UserRow,

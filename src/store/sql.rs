@@ -2,6 +2,14 @@
 //! implementation per engine: the SQL is portable (`$n` placeholders work
 //! on both), and each expansion is type-checked against its own driver.
 
+/// Stores a verified assertion. The counter rule of WebAuthn §7.2 step 21
+/// is enforced here as well, so that two concurrent sign-ins cannot both
+/// pass with one counter value; zero on both sides is a synced passkey
+/// that keeps no counter.
+pub(crate) const COUNTED_USE: &str = "update credential set passkey = $2, sign_count = $3, \
+     backup_state = $4, last_used_at = $5 where credential_id = $1 \
+     and (sign_count < $3 or (sign_count = 0 and $3 = 0))";
+
 macro_rules! impl_store {
     ($store:ty, $backend:expr) => {
         #[async_trait::async_trait]
@@ -141,6 +149,13 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool> {
+                let updated = sqlx::query(COUNTED_USE).bind(&used.credential_id).bind(&used.passkey)
+                    .bind(used.sign_count).bind(used.backup_state).bind(used.used_at)
+                    .execute(&self.pool).await?;
+                Ok(updated.rows_affected() == 1)
+            }
+
             async fn complete_login(
                 &self,
                 used: &CredentialUse,
@@ -148,15 +163,7 @@ macro_rules! impl_store {
                 refresh_hash: &str,
             ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
-                // The counter rule of WebAuthn §7.2 step 21, enforced here
-                // as well so that two concurrent logins cannot both pass
-                // with the same counter value. Zero on both sides is a
-                // synced passkey that keeps no counter.
-                let updated = sqlx::query(
-                    "update credential set passkey = $2, sign_count = $3, backup_state = $4, \
-                     last_used_at = $5 where credential_id = $1 \
-                     and (sign_count < $3 or (sign_count = 0 and $3 = 0))",
-                )
+                let updated = sqlx::query(COUNTED_USE)
                 .bind(&used.credential_id)
                 .bind(&used.passkey)
                 .bind(used.sign_count)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sql::impl_store;
+use super::sql::{COUNTED_USE, impl_store};
 use super::{
     CeremonyRow, CredentialRow, CredentialUse, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow,
     StoreResult, UserRow,

@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::helpers::{Db, spawn_app};
 
 /// Installs the browser test's one npm package when it is missing.
-fn ensure_node_modules(dir: &Path) {
+pub(crate) fn ensure_node_modules(dir: &Path) {
     if dir.join("node_modules/playwright-core").is_dir() {
         return;
     }

@@ -116,8 +116,13 @@ fn init_logs() {
 }
 
 /// Settings for a test node: RP id localhost, its own port as the web
-/// origin plus `extra_origins`, one worker.
-pub fn test_settings(db_url: &str, port: u16, extra_origins: &[&str]) -> Settings {
+/// origin plus `extra_origins`, one worker, then `extra_env` on top.
+pub fn test_settings(
+    db_url: &str,
+    port: u16,
+    extra_origins: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Settings {
     let mut origins = vec![format!("http://localhost:{port}")];
     origins.extend(extra_origins.iter().map(|o| o.to_string()));
     let env = [
@@ -127,26 +132,39 @@ pub fn test_settings(db_url: &str, port: u16, extra_origins: &[&str]) -> Setting
         ("PASSGATE__SERVER__WORKERS", "1".to_owned()),
         ("PASSGATE__DATABASE__MAX_CONNECTIONS", "4".to_owned()),
     ];
-    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let env = env
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
     Settings::load_from(None, env).expect("test settings are valid")
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
-    spawn_app_with(TestDb::create(db).await, &[ANDROID_ORIGIN]).await
+    spawn_app_with(TestDb::create(db).await, &[ANDROID_ORIGIN], &[]).await
+}
+
+/// A node with some settings changed, as `PASSGATE__...` variables.
+pub async fn spawn_app_configured(db: Db, env: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(TestDb::create(db).await, &[ANDROID_ORIGIN], env).await
 }
 
 /// A second node on the same database (its own port, keys read from the
 /// database, no shared memory) that also serves the first node's origin,
 /// as two nodes behind one load balancer do.
 pub async fn spawn_app_on(other: &TestApp) -> TestApp {
-    spawn_app_with(other.db.share(), &[ANDROID_ORIGIN, &other.origin]).await
+    spawn_app_with(other.db.share(), &[ANDROID_ORIGIN, &other.origin], &[]).await
 }
 
-pub async fn spawn_app_with(db: TestDb, extra_origins: &[&str]) -> TestApp {
+pub async fn spawn_app_with(
+    db: TestDb,
+    extra_origins: &[&str],
+    extra_env: &[(&str, &str)],
+) -> TestApp {
     init_logs();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     let port = listener.local_addr().unwrap().port();
-    let settings = test_settings(&db.url, port, extra_origins);
+    let settings = test_settings(&db.url, port, extra_origins, extra_env);
     let store = store::connect(&settings.database).await.expect("connect the test database");
     let clock = ManualClock::default();
     let app = Application::build_with(settings, listener, store.clone(), Arc::new(clock.clone()))
@@ -184,6 +202,16 @@ impl TestApp {
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.client
             .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_bearer(&self, path: &str, bearer: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(bearer)
             .json(body)
             .send()
             .await

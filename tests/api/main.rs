@@ -7,5 +7,6 @@ mod browser;
 mod helpers;
 mod operations;
 mod passkeys;
+mod stepup;
 mod store;
 mod tokens;

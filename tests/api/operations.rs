@@ -44,6 +44,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/v1/token/refresh"),
     ("post", "/v1/logout"),
     ("get", "/v1/me"),
+    ("post", "/v1/stepup/start"),
+    ("post", "/v1/stepup/finish"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

@@ -1,0 +1,71 @@
+//! API contract, "Payment step-up".
+
+use actix_web::web;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use webauthn_rs::prelude::PublicKeyCredential;
+
+use super::extract::Bearer;
+use crate::domain::{CeremonyId, Transaction};
+use crate::error::{Problem, Result};
+use crate::service::Core;
+use crate::service::passkey::CeremonyStarted;
+use crate::service::stepup::Authorization;
+
+#[derive(Deserialize, ToSchema)]
+pub struct StepupStartBody {
+    /// `{"amount": "12.50", "currency": "EUR", "payee": "...", "reference"?}`
+    #[schema(value_type = Object)]
+    transaction: Transaction,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct StepupFinishBody {
+    #[schema(value_type = String)]
+    ceremony_id: CeremonyId,
+    /// `PublicKeyCredential.toJSON()` of the assertion.
+    #[schema(value_type = Object)]
+    credential: PublicKeyCredential,
+    /// Optional: the transaction the client showed the user; refused when
+    /// it differs from the one the ceremony was started for.
+    #[schema(value_type = Option<Object>)]
+    transaction: Option<Transaction>,
+}
+
+#[utoipa::path(post, path = "/v1/stepup/start", tag = "stepup",
+    security(("bearer" = [])),
+    request_body = StepupStartBody,
+    responses(
+        (status = 200, description = "the challenge is 16 random bytes followed by the SHA-256 of the canonical transaction", body = CeremonyStarted),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: no passkey that may approve payments", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn stepup_start(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    body: web::Json<StepupStartBody>,
+) -> Result<web::Json<CeremonyStarted>> {
+    Ok(web::Json(core.stepup_start(&bearer.0, body.into_inner().transaction).await?))
+}
+
+#[utoipa::path(post, path = "/v1/stepup/finish", tag = "stepup",
+    security(("bearer" = [])),
+    request_body = StepupFinishBody,
+    responses(
+        (status = 200, body = Authorization),
+        (status = 401, description = "unauthorized (no bearer) or invalid_credentials (the assertion or transaction does not match)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn stepup_finish(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    body: web::Json<StepupFinishBody>,
+) -> Result<web::Json<Authorization>> {
+    let body = body.into_inner();
+    let authorization = core
+        .stepup_finish(&bearer.0, &body.ceremony_id, &body.credential, body.transaction)
+        .await?;
+    Ok(web::Json(authorization))
+}

@@ -1,0 +1,195 @@
+//! Payment step-up (API contract, "Payment step-up"): the user approves
+//! one exact transaction with a passkey bound to their account, and gets a
+//! short-lived authorization token that the payment service checks on its
+//! own. This is PSD2 dynamic linking: the WebAuthn challenge is
+//! `16 random bytes || SHA-256(canonical transaction)`, so the signature
+//! itself covers amount, currency and payee, and the token's `txn` claim
+//! names the same digest.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use webauthn_rs::prelude::{
+    Base64UrlSafeData, Passkey, PasskeyAuthentication, PublicKeyCredential,
+};
+
+use super::Core;
+use super::passkey::{CeremonyStarted, PASSKEY_AMR};
+use super::tokens::AccessClaims;
+use crate::domain::{CeremonyId, Transaction, UserId};
+use crate::error::{ApiError, Result};
+use crate::store::CredentialUse;
+
+const KIND_STEPUP: &str = "stepup";
+/// The one scope an authorization token carries.
+pub const PAYMENT_SCOPE: &str = "payment:authorize";
+
+#[derive(Serialize, Deserialize)]
+struct StepupState {
+    user_id: UserId,
+    transaction: Transaction,
+    authentication: PasskeyAuthentication,
+}
+
+/// Claims of a payment authorization token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthorizationClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub scope: String,
+    pub txn: String,
+    pub sid: String,
+    pub device_id: String,
+    pub amr: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Authorization {
+    pub authorization_token: String,
+    pub expires_in: u64,
+    /// base64url SHA-256 of the canonical transaction, as in the token.
+    pub txn: String,
+}
+
+impl Core {
+    pub async fn stepup_start(
+        &self,
+        bearer: &AccessClaims,
+        transaction: Transaction,
+    ) -> Result<CeremonyStarted> {
+        let user_id = UserId::parse(bearer.sub.clone()).map_err(|_| ApiError::Unauthorized)?;
+        let rows = self.store.user_credentials(&bearer.sub).await?;
+        let device_bound_only = self.settings.stepup.require_device_bound;
+        let passkeys: Vec<Passkey> = rows
+            .iter()
+            .filter(|row| !(device_bound_only && row.backup_eligible))
+            .map(|row| serde_json::from_str(&row.passkey))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(anyhow::Error::from)?;
+        if passkeys.is_empty() {
+            let why = if device_bound_only && !rows.is_empty() {
+                "payments need a device-bound passkey; synced passkeys are not accepted here"
+            } else {
+                "this account has no passkey to approve payments with"
+            };
+            return Err(ApiError::Forbidden(why.into()));
+        }
+        let (mut options, authentication) =
+            self.webauthn
+                .start_passkey_authentication(&passkeys)
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("starting step-up: {e}")))?;
+        let challenge = transaction_challenge(&transaction);
+        options.public_key.challenge = Base64UrlSafeData::from(challenge.clone());
+        let authentication = with_challenge(authentication, &challenge)?;
+        let state = StepupState { user_id, transaction, authentication };
+        let public_key = serde_json::to_value(&options.public_key).map_err(anyhow::Error::from)?;
+        self.put_ceremony(KIND_STEPUP, Some(user_id), &state, public_key).await
+    }
+
+    pub async fn stepup_finish(
+        &self,
+        bearer: &AccessClaims,
+        ceremony_id: &CeremonyId,
+        credential: &PublicKeyCredential,
+        transaction: Option<Transaction>,
+    ) -> Result<Authorization> {
+        let result = self.finish_stepup(bearer, ceremony_id, credential, transaction).await;
+        self.metrics.ceremony_result(KIND_STEPUP, &result);
+        result
+    }
+
+    async fn finish_stepup(
+        &self,
+        bearer: &AccessClaims,
+        ceremony_id: &CeremonyId,
+        credential: &PublicKeyCredential,
+        transaction: Option<Transaction>,
+    ) -> Result<Authorization> {
+        let state: StepupState = self.take_ceremony(KIND_STEPUP, ceremony_id).await?;
+        // Another user's ceremony id is as good as an unknown one.
+        if state.user_id.to_string() != bearer.sub {
+            return Err(ApiError::CeremonyNotFound);
+        }
+        if transaction.is_some_and(|t| t != state.transaction) {
+            tracing::info!(target: "audit", event = "stepup_failed", user_id = %bearer.sub, reason = "transaction changed");
+            return Err(ApiError::InvalidCredentials);
+        }
+        let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
+        let row = self
+            .store
+            .find_credential(&credential_id)
+            .await?
+            .filter(|row| row.user_id == bearer.sub)
+            .ok_or(ApiError::InvalidCredentials)?;
+        let result = self
+            .webauthn
+            .finish_passkey_authentication(credential, &state.authentication)
+            .map_err(|e| self.assertion_refused(&e, &row))?;
+        let mut passkey: Passkey =
+            serde_json::from_str(&row.passkey).map_err(anyhow::Error::from)?;
+        passkey.update_credential(&result);
+        let used = CredentialUse {
+            credential_id: row.credential_id.clone(),
+            passkey: serde_json::to_string(&passkey).map_err(anyhow::Error::from)?,
+            sign_count: i64::from(result.counter()),
+            backup_state: result.backup_state(),
+            used_at: self.clock.now_ms(),
+        };
+        if !self.store.record_credential_use(&used).await? {
+            return Err(self.assertion_refused(
+                &webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise,
+                &row,
+            ));
+        }
+        let now = self.clock.now_secs();
+        let ttl = self.settings.stepup.token_ttl.as_secs();
+        let txn = state.transaction.txn();
+        let claims = AuthorizationClaims {
+            iss: self.settings.tokens.issuer.clone(),
+            sub: bearer.sub.clone(),
+            aud: self.settings.tokens.audience.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl as i64,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: PAYMENT_SCOPE.to_owned(),
+            txn: txn.clone(),
+            sid: bearer.sid.clone(),
+            device_id: row.device_id.clone(),
+            amr: PASSKEY_AMR.iter().map(|s| s.to_string()).collect(),
+        };
+        tracing::info!(target: "audit", event = "payment_approved", user_id = %bearer.sub, device_id = %row.device_id, txn = %txn);
+        Ok(Authorization { authorization_token: self.keys.sign(&claims)?, expires_in: ttl, txn })
+    }
+}
+
+/// 16 fresh random bytes, then the transaction digest: unpredictable, and
+/// bound to exactly this transaction.
+fn transaction_challenge(transaction: &Transaction) -> Vec<u8> {
+    let mut challenge = vec![0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut challenge);
+    challenge.extend_from_slice(&transaction.digest());
+    challenge
+}
+
+/// webauthn-rs draws its own random challenge; this swaps ours into the
+/// stored state (serialisable with danger-allow-state-serialisation), so
+/// the assertion is checked against the transaction-bound one.
+fn with_challenge(
+    authentication: PasskeyAuthentication,
+    challenge: &[u8],
+) -> Result<PasskeyAuthentication> {
+    let mut state = serde_json::to_value(&authentication).map_err(anyhow::Error::from)?;
+    let slot = state
+        .pointer_mut("/ast/challenge")
+        .ok_or_else(|| anyhow::anyhow!("webauthn-rs state has no ast.challenge"))?;
+    *slot = serde_json::to_value(Base64UrlSafeData::from(challenge.to_vec()))
+        .map_err(anyhow::Error::from)?;
+    Ok(serde_json::from_value(state).map_err(anyhow::Error::from)?)
+}
