@@ -29,7 +29,8 @@ use crate::service::tokens::TokenSet;
         me::me_get,
         stepup::stepup_start, stepup::stepup_finish,
         operations::healthz, operations::readyz, operations::metrics, operations::jwks,
-        operations::openapi,
+        operations::openapi, operations::asset_links, operations::apple_app_site_association,
+        operations::related_origins,
     ),
     components(schemas(Problem, CeremonyStarted, TokenSet, Profile, Authorization)),
     modifiers(&BearerScheme),
@@ -82,5 +83,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/.well-known/jwks.json").get(operations::jwks).default_service(refuse()),
     )
-    .service(web::resource("/openapi.json").get(operations::openapi).default_service(refuse()));
+    .service(web::resource("/openapi.json").get(operations::openapi).default_service(refuse()))
+    .service(
+        web::resource("/.well-known/assetlinks.json")
+            .get(operations::asset_links)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/.well-known/apple-app-site-association")
+            .get(operations::apple_app_site_association)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/.well-known/webauthn")
+            .get(operations::related_origins)
+            .default_service(refuse()),
+    );
 }

@@ -41,6 +41,40 @@ pub async fn metrics(core: web::Data<Core>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }
 
+/// A configured association file, or 404 when that kind is not set up.
+fn association(document: Option<serde_json::Value>, what: &str) -> Result<HttpResponse> {
+    let document =
+        document.ok_or_else(|| ApiError::NotFound(format!("no {what} is configured")))?;
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "public, max-age=3600")).json(document))
+}
+
+#[utoipa::path(get, path = "/.well-known/assetlinks.json", tag = "operations",
+    responses(
+        (status = 200, description = "Digital Asset Links for the Android apps in apps.android"),
+        (status = 404, description = "not_found: no Android app is configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn asset_links(core: web::Data<Core>) -> Result<HttpResponse> {
+    association(core.asset_links(), "Android app")
+}
+
+#[utoipa::path(get, path = "/.well-known/apple-app-site-association", tag = "operations",
+    responses(
+        (status = 200, description = "webcredentials for the iOS apps in apps.ios"),
+        (status = 404, description = "not_found: no iOS app is configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn apple_app_site_association(core: web::Data<Core>) -> Result<HttpResponse> {
+    association(core.apple_app_site_association(), "iOS app")
+}
+
+#[utoipa::path(get, path = "/.well-known/webauthn", tag = "operations",
+    responses(
+        (status = 200, description = "WebAuthn Related Origin Requests: the origins allowed to use this RP id"),
+        (status = 404, description = "not_found: no related origin is configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn related_origins(core: web::Data<Core>) -> Result<HttpResponse> {
+    association(core.related_origins(), "related origin")
+}
+
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "this document")))]
 pub async fn openapi() -> HttpResponse {

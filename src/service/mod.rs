@@ -8,6 +8,7 @@ pub mod passkey;
 pub mod profile;
 pub mod stepup;
 pub mod tokens;
+mod well_known;
 
 use std::sync::Arc;
 
@@ -69,8 +70,12 @@ fn build_webauthn(settings: &Settings) -> anyhow::Result<Webauthn> {
         .with_context(|| format!("webauthn.rp_id {:?} does not cover {primary}", config.rp_id))?
         .rp_name(&config.rp_name)
         .timeout(config.ceremony_ttl);
-    for origin in config.origins.iter().filter(|o| *o != primary) {
+    for origin in config.origins.iter().chain(&config.related_origins).filter(|o| *o != primary) {
         builder = builder.append_allowed_origin(origin);
+    }
+    for app in &settings.apps.android {
+        let origin = url::Url::parse(&app.origin()).context("apps.android origin")?;
+        builder = builder.append_allowed_origin(&origin);
     }
     builder.build().context("webauthn configuration")
 }
