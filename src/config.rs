@@ -82,6 +82,9 @@ struct RawTokens {
     audience: String,
     access_ttl_seconds: u64,
     refresh_ttl_seconds: u64,
+    algorithm: String,
+    key_encryption_key: SecretString,
+    key_rotation_days: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,12 +172,38 @@ impl AndroidApp {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TokenSettings {
     pub issuer: String,
     pub audience: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    pub algorithm: KeyAlgorithm,
+    /// Seals private signing keys at rest, when set.
+    pub key_encryption_key: Option<[u8; 32]>,
+    /// None: rotate only on request.
+    pub key_rotation: Option<Duration>,
+}
+
+impl fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("algorithm", &self.algorithm)
+            .field("key_encryption_key", &self.key_encryption_key.map(|_| "<redacted>"))
+            .field("key_rotation", &self.key_rotation)
+            .finish()
+    }
+}
+
+/// The algorithm of newly made signing keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    Es256,
+    EdDsa,
 }
 
 #[derive(Clone, Debug)]
@@ -455,11 +484,34 @@ fn validate_tokens(raw: RawTokens) -> anyhow::Result<TokenSettings> {
     if raw.refresh_ttl_seconds < raw.access_ttl_seconds {
         bail!("tokens.refresh_ttl_seconds: must be at least tokens.access_ttl_seconds");
     }
+    let algorithm = match raw.algorithm.as_str() {
+        "ES256" => KeyAlgorithm::Es256,
+        "EdDSA" => KeyAlgorithm::EdDsa,
+        other => bail!("tokens.algorithm: {other:?} is not one of ES256, EdDSA"),
+    };
+    let kek_text = raw.key_encryption_key.expose_secret().trim();
+    let key_encryption_key = if kek_text.is_empty() {
+        None
+    } else {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(kek_text)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(kek_text))
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        // The value itself is never echoed.
+        Some(bytes.context("tokens.key_encryption_key: must be 32 bytes, base64-encoded")?)
+    };
+    let key_rotation = (raw.key_rotation_days > 0)
+        .then(|| Duration::from_secs(raw.key_rotation_days.saturating_mul(86_400)));
     Ok(TokenSettings {
         issuer: raw.issuer,
         audience: raw.audience,
         access_ttl,
         refresh_ttl: Duration::from_secs(raw.refresh_ttl_seconds),
+        algorithm,
+        key_encryption_key,
+        key_rotation,
     })
 }
 
@@ -534,6 +586,12 @@ mod tests {
             load_error(&[("PASSGATE__STEPUP__TOKEN_TTL_SECONDS", "121")])
                 .contains("stepup.token_ttl_seconds")
         );
+        assert!(
+            load_error(&[("PASSGATE__TOKENS__ALGORITHM", "HS256")]).contains("tokens.algorithm")
+        );
+        let short_key = load_error(&[("PASSGATE__TOKENS__KEY_ENCRYPTION_KEY", "c2VjcmV0LWtleQ==")]);
+        assert!(short_key.contains("tokens.key_encryption_key"));
+        assert!(!short_key.contains("c2VjcmV0LWtleQ"), "the value is never echoed");
     }
 
     #[test]

@@ -1,10 +1,28 @@
 //! The passgate binary: configuration, then telemetry, then the server.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::bail;
+use passgate::clock::{Clock, SystemClock};
 use passgate::config::Settings;
+use passgate::service::Core;
 use passgate::startup::Application;
+
+/// What the command line asks for.
+enum Command {
+    Serve,
+    /// `keys rotate`: make a new signing key now.
+    RotateKeys,
+    /// `keys list`: show the stored signing keys (never their secrets).
+    ListKeys,
+}
+
+const USAGE: &str = "usage: passgate [--config FILE] [keys rotate | keys list]
+  (no command)   serve HTTP
+  keys rotate    make a new token signing key; the current one stays valid as the previous key
+  keys list      list stored signing keys
+See README.md for every setting.";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -18,9 +36,43 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config_file = parse_args(std::env::args().skip(1))?;
+    let (config_file, command) = parse_args(std::env::args().skip(1))?;
     let settings = Settings::load(config_file.as_deref())?;
     passgate::telemetry::init(&settings.log.level, settings.log.format);
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::RotateKeys | Command::ListKeys => keys(settings, command).await,
+    }
+}
+
+/// Key commands run against the same database as the server, safely while
+/// it serves: nodes pick up a new key within a minute, and keep accepting
+/// tokens of the previous one.
+async fn keys(settings: Settings, command: Command) -> anyhow::Result<()> {
+    let store = passgate::store::connect(&settings.database).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let core = Core::new(settings, store, clock.clone()).await?;
+    if let Command::RotateKeys = command {
+        let kid = core.keys.rotate(clock.now_ms()).await?;
+        println!("new signing key {kid}");
+    }
+    for key in core.keys.list().await? {
+        let state = match key.retired_at {
+            Some(at) => format!("retired {}", passgate::clock::rfc3339(at)),
+            None => "active".to_owned(),
+        };
+        let sealed = if key.sealed { "sealed" } else { "unsealed" };
+        println!(
+            "{}  {:<5}  created {}  {state}  {sealed}",
+            key.kid,
+            key.algorithm,
+            passgate::clock::rfc3339(key.created_at)
+        );
+    }
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let bind = settings.server.bind;
     let database = settings.database.url.redacted();
     let app = Application::build(settings).await?;
@@ -29,8 +81,11 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<PathBuf>> {
+fn parse_args(
+    mut args: impl Iterator<Item = String>,
+) -> anyhow::Result<(Option<PathBuf>, Command)> {
     let mut config = None;
+    let mut words = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => match args.next() {
@@ -38,11 +93,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<P
                 None => bail!("--config needs a file path"),
             },
             "-h" | "--help" => {
-                println!("usage: passgate [--config FILE]\nSee README.md for every setting.");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?}; usage: passgate [--config FILE]"),
+            word => words.push(word.to_owned()),
         }
     }
-    Ok(config)
+    let command = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => Command::Serve,
+        ["keys", "rotate"] => Command::RotateKeys,
+        ["keys", "list"] => Command::ListKeys,
+        other => bail!("unknown command {:?}\n{USAGE}", other.join(" ")),
+    };
+    Ok((config, command))
 }

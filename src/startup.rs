@@ -18,8 +18,9 @@ use crate::service::Core;
 use crate::store::{self, Store};
 use crate::telemetry::{PassgateRootSpan, with_request_id};
 
-/// How often each node deletes expired ceremonies.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often each node deletes expired ceremonies, picks up signing keys
+/// made elsewhere, and checks the rotation schedule.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct Application {
     port: u16,
@@ -81,7 +82,7 @@ impl Application {
             server = server.workers(workers);
         }
         let server = server.run();
-        spawn_purger(core.clone());
+        spawn_housekeeping(core.clone());
         Ok(Application { port, server, core })
     }
 
@@ -127,15 +128,23 @@ where
     }
 }
 
-fn spawn_purger(core: web::Data<Core>) {
+fn spawn_housekeeping(core: web::Data<Core>) {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+        let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         loop {
             ticks.tick().await;
-            match core.store.purge_expired_ceremonies(core.clock.now_ms()).await {
+            let now = core.clock.now_ms();
+            match core.store.purge_expired_ceremonies(now).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::debug!(purged, "expired ceremonies deleted"),
                 Err(error) => tracing::warn!(error.cause_chain = ?error, "ceremony purge failed"),
+            }
+            let keys = match core.settings.tokens.key_rotation {
+                Some(max_age) => core.keys.rotate_if_older(max_age, now).await.map(|_| ()),
+                None => core.keys.reload(now).await,
+            };
+            if let Err(error) = keys {
+                tracing::warn!(error.cause_chain = ?error, "signing key refresh failed");
             }
         }
     });

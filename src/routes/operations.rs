@@ -29,7 +29,7 @@ pub async fn readyz(core: web::Data<Core>) -> Result<HttpResponse> {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
     responses((status = 200, description = "RFC 7517 JSON Web Key Set of the current and previous signing keys")))]
 pub async fn jwks(core: web::Data<Core>) -> Result<HttpResponse> {
-    let keys = core.keys.jwks().await?;
+    let keys = core.keys.jwks(core.clock.now_ms()).await?;
     Ok(HttpResponse::Ok().insert_header(("cache-control", "public, max-age=300")).json(keys))
 }
 

@@ -1,22 +1,29 @@
-//! Access-token signing keys (ES256, P-256). The first node to start makes
-//! a key and stores it; every node signs with the newest stored key and
-//! verifies with any stored one, so nodes agree without talking to each
-//! other and keys can rotate without breaking tokens in flight.
+//! Token signing keys (ES256 by default, EdDSA selectable). The first node
+//! to start makes a key and stores it; every node signs with the newest
+//! stored key and verifies with any published one, so nodes agree without
+//! talking to each other. A rotation (CLI or schedule) adds a key and
+//! retires all but it and the one before; a retired key stays published
+//! while tokens it signed can still be alive, so rotation breaks nothing
+//! in flight. Private keys are sealed at rest when a key-encryption key is
+//! configured (see `sealing`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::EncodePrivateKey;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::clock::Clock;
+use super::sealing::Sealer;
+use crate::clock::{Clock, Millis};
+use crate::config::{KeyAlgorithm, MAX_ACCESS_TTL};
 use crate::store::{SigningKeyRow, Store};
 
 /// How often an unknown `kid` may trigger a reload from the store.
@@ -24,41 +31,65 @@ const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct SigningKeys {
     store: Arc<dyn Store>,
+    sealer: Sealer,
+    algorithm: KeyAlgorithm,
     ring: RwLock<KeyRing>,
 }
 
 struct KeyRing {
-    signing: (String, EncodingKey),
-    verifying: HashMap<String, DecodingKey>,
+    newest_created_at: Millis,
+    signing: (String, Algorithm, EncodingKey),
+    verifying: HashMap<String, (Algorithm, DecodingKey)>,
     jwks: Vec<Value>,
     loaded_at: Instant,
 }
 
+/// A stored key as `keys list` shows it.
+#[derive(Debug, Serialize)]
+pub struct KeySummary {
+    pub kid: String,
+    pub algorithm: String,
+    pub created_at: Millis,
+    pub retired_at: Option<Millis>,
+    pub sealed: bool,
+}
+
 impl SigningKeys {
     /// Loads the stored keys, making the first one when there is none.
-    pub async fn load_or_create(store: Arc<dyn Store>, clock: &dyn Clock) -> anyhow::Result<Self> {
+    pub async fn load_or_create(
+        store: Arc<dyn Store>,
+        clock: &dyn Clock,
+        sealer: Sealer,
+        algorithm: KeyAlgorithm,
+    ) -> anyhow::Result<Self> {
+        let now = clock.now_ms();
         let mut rows = store.signing_keys().await?;
         if rows.is_empty() {
-            store.add_signing_key(&generate_es256(clock.now_ms())?).await?;
+            store.add_signing_key(&generate(algorithm, &sealer, now)?).await?;
             // Reload rather than use our own: when two nodes start at once,
             // both then pick the same newest key.
             rows = store.signing_keys().await?;
         }
-        let ring = KeyRing::from_rows(&rows)?;
-        Ok(SigningKeys { store, ring: RwLock::new(ring) })
+        let ring = KeyRing::from_rows(&rows, &sealer, now)?;
+        Ok(SigningKeys { store, sealer, algorithm, ring: RwLock::new(ring) })
     }
 
     pub fn sign<T: Serialize>(&self, claims: &T) -> anyhow::Result<String> {
         let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
-        let (kid, key) = &ring.signing;
-        let mut header = Header::new(Algorithm::ES256);
+        let (kid, algorithm, key) = &ring.signing;
+        let mut header = Header::new(*algorithm);
         header.kid = Some(kid.clone());
-        jsonwebtoken::encode(&header, claims, key).context("signing an access token")
+        jsonwebtoken::encode(&header, claims, key).context("signing a token")
     }
 
-    /// The verifying key for `kid`; an unknown kid reloads the stored keys
-    /// (another node may have made a newer one), at most every few seconds.
-    pub async fn verifying_key(&self, kid: &str) -> anyhow::Result<Option<DecodingKey>> {
+    /// The algorithm and verifying key for `kid`; an unknown kid reloads
+    /// the stored keys (another node may have rotated), at most every few
+    /// seconds.
+    pub async fn verifying_key(
+        &self,
+        kid: &str,
+        now: Millis,
+    ) -> anyhow::Result<Option<(Algorithm, DecodingKey)>> {
         let stale = {
             let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
             if let Some(key) = ring.verifying.get(kid) {
@@ -69,67 +100,160 @@ impl SigningKeys {
         if !stale {
             return Ok(None);
         }
-        self.reload().await?;
+        self.reload(now).await?;
         let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
         Ok(ring.verifying.get(kid).cloned())
     }
 
-    /// RFC 7517 key set of every stored key, read fresh from the store.
-    pub async fn jwks(&self) -> anyhow::Result<Value> {
-        self.reload().await?;
+    /// RFC 7517 key set of the published keys, read fresh from the store.
+    pub async fn jwks(&self, now: Millis) -> anyhow::Result<Value> {
+        self.reload(now).await?;
         let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
         Ok(json!({ "keys": ring.jwks }))
     }
 
-    async fn reload(&self) -> anyhow::Result<()> {
+    /// Picks up keys other nodes (or the CLI) stored.
+    pub async fn reload(&self, now: Millis) -> anyhow::Result<()> {
         let rows = self.store.signing_keys().await?;
-        let fresh = KeyRing::from_rows(&rows)?;
+        let fresh = KeyRing::from_rows(&rows, &self.sealer, now)?;
         *self.ring.write().map_err(|_| anyhow!("signing key lock poisoned"))? = fresh;
         Ok(())
+    }
+
+    /// Makes a new signing key; the current one stays valid as the
+    /// previous key, older ones are retired. Returns the new kid.
+    pub async fn rotate(&self, now: Millis) -> anyhow::Result<String> {
+        let previous = {
+            let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
+            ring.signing.0.clone()
+        };
+        let key = generate(self.algorithm, &self.sealer, now)?;
+        self.store.rotate_signing_key(&key, &previous, now).await?;
+        self.reload(now).await?;
+        tracing::info!(target: "audit", event = "signing_key_rotated", kid = %key.kid, previous = %previous);
+        Ok(key.kid)
+    }
+
+    /// Rotates when the newest key is older than `max_age` (the schedule).
+    pub async fn rotate_if_older(&self, max_age: Duration, now: Millis) -> anyhow::Result<bool> {
+        self.reload(now).await?;
+        let newest = {
+            let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
+            ring.newest_created_at
+        };
+        if now - newest < max_age.as_millis() as i64 {
+            return Ok(false);
+        }
+        self.rotate(now).await?;
+        Ok(true)
+    }
+
+    pub async fn list(&self) -> anyhow::Result<Vec<KeySummary>> {
+        let rows = self.store.signing_keys().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| KeySummary {
+                sealed: row.private_key.starts_with("sealed:"),
+                kid: row.kid,
+                algorithm: row.algorithm,
+                created_at: row.created_at,
+                retired_at: row.retired_at,
+            })
+            .collect())
+    }
+
+    pub fn seals_keys(&self) -> bool {
+        self.sealer.encrypts()
     }
 }
 
 impl KeyRing {
-    /// `rows` come newest first; the newest unretired key signs.
-    fn from_rows(rows: &[SigningKeyRow]) -> anyhow::Result<Self> {
+    /// `rows` come newest first. The newest unretired key signs; keys are
+    /// published while unretired, and after retirement for as long as a
+    /// token they signed may live.
+    fn from_rows(rows: &[SigningKeyRow], sealer: &Sealer, now: Millis) -> anyhow::Result<Self> {
         let newest = rows
             .iter()
             .find(|row| row.retired_at.is_none())
             .ok_or_else(|| anyhow!("no active signing key is stored"))?;
-        let der = STANDARD.decode(&newest.private_key).context("stored signing key")?;
-        let signing = (newest.kid.clone(), EncodingKey::from_ec_der(&der));
+        let algorithm = algorithm_of(&newest.algorithm)?;
+        let der = sealer.open(&newest.kid, &newest.private_key)?;
+        let key = match algorithm {
+            Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
+            _ => EncodingKey::from_ec_der(&der),
+        };
+        let grace = (MAX_ACCESS_TTL + Duration::from_secs(60)).as_millis() as i64;
         let mut verifying = HashMap::new();
         let mut jwks = Vec::new();
-        for row in rows {
+        for row in rows.iter().filter(|r| r.retired_at.is_none_or(|at| at > now - grace)) {
             let jwk: Value = serde_json::from_str(&row.public_jwk).context("stored public JWK")?;
-            let x = jwk["x"].as_str().unwrap_or_default();
-            let y = jwk["y"].as_str().unwrap_or_default();
-            let key = DecodingKey::from_ec_components(x, y).context("stored public JWK")?;
-            verifying.insert(row.kid.clone(), key);
+            let text = |name: &str| jwk[name].as_str().unwrap_or_default().to_owned();
+            let row_algorithm = algorithm_of(&row.algorithm)?;
+            let decoding = match row_algorithm {
+                Algorithm::EdDSA => DecodingKey::from_ed_components(&text("x")),
+                _ => DecodingKey::from_ec_components(&text("x"), &text("y")),
+            }
+            .context("stored public JWK")?;
+            verifying.insert(row.kid.clone(), (row_algorithm, decoding));
             jwks.push(jwk);
         }
-        Ok(KeyRing { signing, verifying, jwks, loaded_at: Instant::now() })
+        Ok(KeyRing {
+            newest_created_at: newest.created_at,
+            signing: (newest.kid.clone(), algorithm, key),
+            verifying,
+            jwks,
+            loaded_at: Instant::now(),
+        })
     }
 }
 
-fn generate_es256(now_ms: i64) -> anyhow::Result<SigningKeyRow> {
-    let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
-    let der = secret.to_pkcs8_der().context("encoding a new signing key")?;
-    let point = secret.public_key().to_encoded_point(false);
-    let (Some(x), Some(y)) = (point.x(), point.y()) else {
-        return Err(anyhow!("a new P-256 public key had no coordinates"));
-    };
+fn algorithm_of(name: &str) -> anyhow::Result<Algorithm> {
+    match name {
+        "ES256" => Ok(Algorithm::ES256),
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        other => Err(anyhow!("stored signing key has unknown algorithm {other}")),
+    }
+}
+
+fn generate(
+    algorithm: KeyAlgorithm,
+    sealer: &Sealer,
+    now: Millis,
+) -> anyhow::Result<SigningKeyRow> {
     let kid = uuid::Uuid::now_v7().simple().to_string();
-    let jwk = json!({
-        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-        "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
-    });
+    let (name, der, jwk) = match algorithm {
+        KeyAlgorithm::Es256 => {
+            let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+            let der = secret.to_pkcs8_der().context("encoding a new signing key")?;
+            let point = secret.public_key().to_encoded_point(false);
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                return Err(anyhow!("a new P-256 public key had no coordinates"));
+            };
+            let jwk = json!({
+                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+            });
+            ("ES256", der.as_bytes().to_vec(), jwk)
+        }
+        KeyAlgorithm::EdDsa => {
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let der = Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| anyhow!("generating an Ed25519 key failed"))?;
+            let pair = Ed25519KeyPair::from_pkcs8(der.as_ref())
+                .map_err(|_| anyhow!("a new Ed25519 key did not parse"))?;
+            let jwk = json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            });
+            ("EdDSA", der.as_ref().to_vec(), jwk)
+        }
+    };
     Ok(SigningKeyRow {
+        private_key: sealer.seal(&kid, &der)?,
         kid,
-        algorithm: "ES256".into(),
-        private_key: STANDARD.encode(der.as_bytes()),
+        algorithm: name.into(),
         public_jwk: jwk.to_string(),
-        created_at: now_ms,
+        created_at: now,
         retired_at: None,
     })
 }

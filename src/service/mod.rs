@@ -6,6 +6,7 @@ mod authenticator_data;
 pub mod keys;
 pub mod passkey;
 pub mod profile;
+mod sealing;
 pub mod stepup;
 pub mod tokens;
 mod well_known;
@@ -42,7 +43,19 @@ impl Core {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Core> {
         let webauthn = build_webauthn(&settings)?;
-        let keys = SigningKeys::load_or_create(store.clone(), clock.as_ref()).await?;
+        let sealer = sealing::Sealer::new(settings.tokens.key_encryption_key.as_ref())?;
+        let keys = SigningKeys::load_or_create(
+            store.clone(),
+            clock.as_ref(),
+            sealer,
+            settings.tokens.algorithm,
+        )
+        .await?;
+        if !keys.seals_keys() {
+            tracing::warn!(
+                "tokens.key_encryption_key is not set: private signing keys are stored unencrypted"
+            );
+        }
         let mut candidate = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut candidate);
         let decoy_key = store

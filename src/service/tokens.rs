@@ -2,7 +2,7 @@
 //! on their own) and refresh tokens (opaque, stored hashed, rotated on
 //! every use).
 
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 
 use super::Core;
@@ -117,12 +117,18 @@ impl Core {
     /// and that its session has not ended.
     pub async fn verify_access(&self, token: &str) -> Result<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized)?;
-        if header.alg != Algorithm::ES256 {
+        let kid = header.kid.ok_or(ApiError::Unauthorized)?;
+        let (algorithm, key) = self
+            .keys
+            .verifying_key(&kid, self.clock.now_ms())
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        // The key decides the algorithm, never the token's header (RFC 8725
+        // §3.1): this is what defeats alg=none and HS256-with-public-key.
+        if header.alg != algorithm {
             return Err(ApiError::Unauthorized);
         }
-        let kid = header.kid.ok_or(ApiError::Unauthorized)?;
-        let key = self.keys.verifying_key(&kid).await?.ok_or(ApiError::Unauthorized)?;
-        let mut validation = Validation::new(Algorithm::ES256);
+        let mut validation = Validation::new(algorithm);
         validation.set_audience(&[&self.settings.tokens.audience]);
         validation.set_issuer(&[&self.settings.tokens.issuer]);
         // Times are checked below against the service clock, not the

@@ -188,6 +188,14 @@ pub trait Store: Send + Sync {
 
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>>;
     async fn add_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()>;
+    /// Adds `key` and retires every unretired key but it and `keep_kid`
+    /// (the previous one), at once.
+    async fn rotate_signing_key(
+        &self,
+        key: &SigningKeyRow,
+        keep_kid: &str,
+        now: Millis,
+    ) -> StoreResult<()>;
     /// Returns the stored secret of that name, storing `candidate` first
     /// when there is none (first node to start wins).
     async fn shared_secret(&self, name: &str, candidate: &str, now: Millis) -> StoreResult<String>;

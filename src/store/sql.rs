@@ -278,18 +278,30 @@ macro_rules! impl_store {
             }
 
             async fn add_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                insert_signing_key(&mut tx, key).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rotate_signing_key(
+                &self,
+                key: &SigningKeyRow,
+                keep_kid: &str,
+                now: Millis,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                insert_signing_key(&mut tx, key).await?;
                 sqlx::query(
-                    "insert into signing_key (kid, algorithm, private_key, public_jwk, \
-                     created_at, retired_at) values ($1, $2, $3, $4, $5, $6)",
+                    "update signing_key set retired_at = $1 \
+                     where retired_at is null and kid <> $2 and kid <> $3",
                 )
+                .bind(now)
                 .bind(&key.kid)
-                .bind(&key.algorithm)
-                .bind(&key.private_key)
-                .bind(&key.public_jwk)
-                .bind(key.created_at)
-                .bind(key.retired_at)
-                .execute(&self.pool)
+                .bind(keep_kid)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -315,6 +327,25 @@ macro_rules! impl_store {
                         .await?;
                 Ok(value)
             }
+        }
+
+        async fn insert_signing_key(
+            tx: &mut sqlx::Transaction<'_, Db>,
+            key: &SigningKeyRow,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "insert into signing_key (kid, algorithm, private_key, public_jwk, \
+                 created_at, retired_at) values ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&key.kid)
+            .bind(&key.algorithm)
+            .bind(&key.private_key)
+            .bind(&key.public_jwk)
+            .bind(key.created_at)
+            .bind(key.retired_at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
         }
 
         async fn insert_session(

@@ -6,6 +6,7 @@ mod authenticator;
 mod bad_input;
 mod browser;
 mod helpers;
+mod keys;
 mod operations;
 mod passkeys;
 mod stepup;
