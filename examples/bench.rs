@@ -159,9 +159,19 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
     body
 }
 
+async fn post_bearer(client: &reqwest::Client, url: String, bearer: &str, body: Value) -> Value {
+    let response = client.post(url).bearer_auth(bearer).json(&body).send().await.expect("request");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
 struct User {
     name: String,
     authenticator: SoftAuthenticator,
+    /// From registration; step-ups run on it.
+    access_token: String,
 }
 
 #[tokio::main]
@@ -200,6 +210,7 @@ async fn main() {
             Arc::new(Mutex::new(User {
                 name: format!("bench-user-{i}"),
                 authenticator: SoftAuthenticator::new(&server.origin),
+                access_token: String::new(),
             }))
         })
         .collect();
@@ -215,12 +226,13 @@ async fn main() {
                 post(&client, format!("{base}/v1/register/start"), json!({"username": user.name}))
                     .await;
             let credential = user.authenticator.register(&started["publicKey"]);
-            post(
+            let tokens = post(
                 &client,
                 format!("{base}/v1/register/finish"),
                 json!({"ceremony_id": started["ceremony_id"], "credential": credential}),
             )
             .await;
+            user.access_token = tokens["access_token"].as_str().unwrap_or_default().to_owned();
         }
     })
     .await;
@@ -277,6 +289,49 @@ async fn main() {
             &o.db,
         );
     }
+    // Payment step-ups (start + finish, authorization token signed), at 8
+    // in flight.
+    let (cpu0, pg0) = (cpu_seconds(pid), postgres_cpu_seconds());
+    let t0 = Instant::now();
+    let (shared_client, shared_base) = (client.clone(), server.base.clone());
+    let mut latencies = run(&users, o.logins, 8, move |user| {
+        let client = shared_client.clone();
+        let base = shared_base.clone();
+        async move {
+            let mut user = user.lock().await;
+            let transaction = json!({"amount": "12.50", "currency": "EUR", "payee": "Coffee Shop"});
+            let started = post_bearer(
+                &client,
+                format!("{base}/v1/stepup/start"),
+                &user.access_token,
+                json!({"transaction": transaction}),
+            )
+            .await;
+            let assertion = user.authenticator.login(&started["publicKey"]);
+            let approved = post_bearer(
+                &client,
+                format!("{base}/v1/stepup/finish"),
+                &user.access_token,
+                json!({"ceremony_id": started["ceremony_id"], "credential": assertion}),
+            )
+            .await;
+            assert!(approved["authorization_token"].is_string());
+        }
+    })
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    latencies.sort();
+    report(
+        "payment step-up",
+        8,
+        o.logins,
+        secs,
+        &latencies,
+        cpu_seconds(pid) - cpu0,
+        postgres_cpu_seconds() - pg0,
+        &o.db,
+    );
+
     let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))

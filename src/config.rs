@@ -42,6 +42,7 @@ struct RawServer {
     bind: String,
     static_dir: PathBuf,
     trust_request_id: bool,
+    trust_forwarded_for: bool,
     workers: usize,
 }
 
@@ -124,6 +125,7 @@ pub struct ServerSettings {
     pub bind: SocketAddr,
     pub static_dir: PathBuf,
     pub trust_request_id: bool,
+    pub trust_forwarded_for: bool,
     /// 0 means one worker per core.
     pub workers: usize,
 }
@@ -343,6 +345,7 @@ impl RawSettings {
                 bind,
                 static_dir: self.server.static_dir,
                 trust_request_id: self.server.trust_request_id,
+                trust_forwarded_for: self.server.trust_forwarded_for,
                 workers: self.server.workers,
             },
             database: DatabaseSettings { url, max_connections: self.database.max_connections },

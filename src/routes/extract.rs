@@ -64,7 +64,17 @@ impl FromRequest for ClientInfo {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ip = request.peer_addr().map(|a| a.ip().to_string());
+        let behind_proxy = request
+            .app_data::<web::Data<Core>>()
+            .is_some_and(|core| core.settings.server.trust_forwarded_for);
+        // The last X-Forwarded-For entry is the one our proxy added; the
+        // ones before it are whatever the client claimed.
+        let forwarded = behind_proxy
+            .then(|| request.headers().get("x-forwarded-for")?.to_str().ok())
+            .flatten()
+            .and_then(|list| list.rsplit(',').next())
+            .and_then(|last| last.trim().parse::<std::net::IpAddr>().ok());
+        let ip = forwarded.or_else(|| request.peer_addr().map(|a| a.ip())).map(|ip| ip.to_string());
         let user_agent = request
             .headers()
             .get(header::USER_AGENT)

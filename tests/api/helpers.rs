@@ -106,12 +106,43 @@ pub struct TestApp {
     pub origin: String,
 }
 
+/// Everything every app in this test process logged, as JSON lines, so a
+/// test can check that no secret ever reaches a log.
+static CAPTURED_LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogCapture;
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        CAPTURED_LOGS.lock().unwrap().extend_from_slice(bytes);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(bytes)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The logs captured so far (all tests of this process).
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&CAPTURED_LOGS.lock().unwrap()).into_owned()
+}
+
 fn init_logs() {
     static LOGS: Once = Once::new();
     LOGS.call_once(|| {
-        if std::env::var("TEST_LOG").is_ok() {
-            passgate::telemetry::init("info", passgate::config::LogFormat::Pretty);
-        }
+        // Debug for our own code: the most it could ever say.
+        let filter = tracing_subscriber::EnvFilter::new("info,passgate=debug,audit=debug");
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .with_writer(|| LogCapture)
+            .try_init();
     });
 }
 

@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod helpers;
 mod keys;
+mod logs;
 mod operations;
 mod passkeys;
 mod stepup;
