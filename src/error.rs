@@ -145,7 +145,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            // The one place a 5xx cause is logged, with its whole chain.
+            // Logged here with its whole cause chain; the body stays fixed.
             tracing::error!(error.cause_chain = ?self, code = self.code(), "request failed");
         }
         let mut response = HttpResponse::build(status);
@@ -174,6 +174,11 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Conflict(constraint) if constraint.contains("username") => {
                 ApiError::UsernameTaken
+            }
+            // A credential id already bound (to this or another account):
+            // WebAuthn §7.1 step 22 says to refuse the registration.
+            StoreError::Conflict(constraint) if constraint.contains("credential") => {
+                ApiError::WebauthnFailed("this credential is already registered".into())
             }
             StoreError::NotFound => ApiError::NotFound("no such resource".into()),
             StoreError::Unavailable(cause) => {

@@ -45,7 +45,7 @@ impl Metrics {
         let ceremonies = IntCounterVec::new(
             Opts::new(
                 "passgate_ceremonies_total",
-                "WebAuthn ceremonies by kind (register, login) and outcome (started, finished, failed), with the error code of a failure",
+                "WebAuthn ceremonies by kind (register, login, stepup) and outcome (started, finished, failed), with the error code of a failure",
             ),
             &["kind", "outcome", "reason"],
         )?;

@@ -115,7 +115,12 @@ where
         Some(pattern) => pattern,
         None => "unmatched".to_owned(),
     };
-    let method = request.method().to_string();
+    // Clients may send any method name; only known ones become labels.
+    let method = match request.method().as_str() {
+        known @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => known,
+        _ => "OTHER",
+    }
+    .to_owned();
     let started = Instant::now();
     let response = service.call(request);
     async move {
@@ -138,6 +143,12 @@ fn spawn_housekeeping(core: web::Data<Core>) {
                 Ok(0) => {}
                 Ok(purged) => tracing::debug!(purged, "expired ceremonies deleted"),
                 Err(error) => tracing::warn!(error.cause_chain = ?error, "ceremony purge failed"),
+            }
+            // Kept a day after they end, so a reused refresh token still
+            // meets its ended session rather than an unknown one.
+            let day = 24 * 3600 * 1000;
+            if let Err(error) = core.store.purge_ended_sessions(now - day).await {
+                tracing::warn!(error.cause_chain = ?error, "session purge failed");
             }
             let keys = match core.settings.tokens.key_rotation {
                 Some(max_age) => core.keys.rotate_if_older(max_age, now).await.map(|_| ()),

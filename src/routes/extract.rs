@@ -97,7 +97,11 @@ impl FromRequest for Bearer {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // RFC 7235 §2.1: the scheme name is case-insensitive.
+            .and_then(|v| {
+                v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            })
+            .map(|(_, token)| token)
             .map(|t| t.trim().to_owned());
         Box::pin(async move {
             let core = core.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;

@@ -305,16 +305,7 @@ impl Core {
             tracing::info!(target: "audit", event = "login_refused_locked", user_id = %user.user_id);
             return Err(ApiError::InvalidCredentials);
         }
-        let mut passkey: Passkey =
-            serde_json::from_str(&row.passkey).map_err(anyhow::Error::from)?;
-        passkey.update_credential(result);
-        let used = CredentialUse {
-            credential_id: row.credential_id.clone(),
-            passkey: serde_json::to_string(&passkey).map_err(anyhow::Error::from)?,
-            sign_count: i64::from(result.counter()),
-            backup_state: result.backup_state(),
-            used_at: self.clock.now_ms(),
-        };
+        let used = self.credential_use(&row, result)?;
         let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
         let grant = SessionGrant {
@@ -344,7 +335,26 @@ impl Core {
         ApiError::InvalidCredentials
     }
 
-    fn clone_warning(&self, user_id: &str, device_id: &str) -> ApiError {
+    /// What a verified assertion changes in its credential row: the
+    /// passkey with its new counter and backup state.
+    pub(super) fn credential_use(
+        &self,
+        row: &CredentialRow,
+        result: &AuthenticationResult,
+    ) -> Result<CredentialUse> {
+        let mut passkey: Passkey =
+            serde_json::from_str(&row.passkey).map_err(anyhow::Error::from)?;
+        passkey.update_credential(result);
+        Ok(CredentialUse {
+            credential_id: row.credential_id.clone(),
+            passkey: serde_json::to_string(&passkey).map_err(anyhow::Error::from)?,
+            sign_count: i64::from(result.counter()),
+            backup_state: result.backup_state(),
+            used_at: self.clock.now_ms(),
+        })
+    }
+
+    pub(super) fn clone_warning(&self, user_id: &str, device_id: &str) -> ApiError {
         self.metrics.clone_warning();
         tracing::warn!(target: "audit", event = "clone_warning", user_id, device_id, "sign counter did not increase");
         ApiError::InvalidCredentials
@@ -410,9 +420,12 @@ impl Core {
                 Ok(AllowCredentials {
                     type_: "public-key".to_owned(),
                     id: Base64UrlSafeData::from(keyed(&seed, &[i as u8])?),
+                    // What browsers report for a phone or laptop passkey,
+                    // in their (alphabetical) order, so a made-up entry
+                    // reads like the most common real one.
                     transports: Some(vec![
-                        AuthenticatorTransport::Internal,
                         AuthenticatorTransport::Hybrid,
+                        AuthenticatorTransport::Internal,
                     ]),
                 })
             })

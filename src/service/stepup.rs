@@ -19,7 +19,6 @@ use super::passkey::{CeremonyStarted, PASSKEY_AMR};
 use super::tokens::AccessClaims;
 use crate::domain::{CeremonyId, Transaction, UserId};
 use crate::error::{ApiError, Result};
-use crate::store::CredentialUse;
 
 const KIND_STEPUP: &str = "stepup";
 /// The one scope an authorization token carries.
@@ -49,7 +48,8 @@ pub struct AuthorizationClaims {
     pub amr: Vec<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// No Debug: it holds bearer secrets, and nothing should print it.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Authorization {
     pub authorization_token: String,
     pub expires_in: u64,
@@ -131,21 +131,9 @@ impl Core {
             .webauthn
             .finish_passkey_authentication(credential, &state.authentication)
             .map_err(|e| self.assertion_refused(&e, &row))?;
-        let mut passkey: Passkey =
-            serde_json::from_str(&row.passkey).map_err(anyhow::Error::from)?;
-        passkey.update_credential(&result);
-        let used = CredentialUse {
-            credential_id: row.credential_id.clone(),
-            passkey: serde_json::to_string(&passkey).map_err(anyhow::Error::from)?,
-            sign_count: i64::from(result.counter()),
-            backup_state: result.backup_state(),
-            used_at: self.clock.now_ms(),
-        };
+        let used = self.credential_use(&row, &result)?;
         if !self.store.record_credential_use(&used).await? {
-            return Err(self.assertion_refused(
-                &webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise,
-                &row,
-            ));
+            return Err(self.clone_warning(&row.user_id, &row.device_id));
         }
         let now = self.clock.now_secs();
         let ttl = self.settings.stepup.token_ttl.as_secs();

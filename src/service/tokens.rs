@@ -31,7 +31,8 @@ pub struct AccessClaims {
 }
 
 /// What a successful sign-in returns.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// No Debug: it holds bearer secrets, and nothing should print it.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenSet {
     pub user_id: String,
     pub access_token: String,

@@ -98,7 +98,7 @@ pub struct SessionRow {
     pub revoked_at: Option<Millis>,
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct SigningKeyRow {
     pub kid: String,
     pub algorithm: String,
@@ -106,6 +106,18 @@ pub struct SigningKeyRow {
     pub public_jwk: String,
     pub created_at: Millis,
     pub retired_at: Option<Millis>,
+}
+
+impl std::fmt::Debug for SigningKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRow")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("private_key", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish()
+    }
 }
 
 /// A verified assertion's effect on its credential.
@@ -151,6 +163,9 @@ pub trait Store: Send + Sync {
         now: Millis,
     ) -> StoreResult<Option<CeremonyRow>>;
     async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64>;
+    /// Deletes sessions (and their refresh tokens) that expired or were
+    /// ended before `before`.
+    async fn purge_ended_sessions(&self, before: Millis) -> StoreResult<u64>;
 
     /// Creates the user, the first passkey, a session and its refresh token
     /// at once; a taken username gives `Conflict` and writes nothing.

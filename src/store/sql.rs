@@ -102,6 +102,17 @@ macro_rules! impl_store {
                 Ok(done.rows_affected())
             }
 
+            async fn purge_ended_sessions(&self, before: Millis) -> StoreResult<u64> {
+                // Their refresh tokens go with them (on delete cascade).
+                let done = sqlx::query(
+                    "delete from session where expires_at <= $1 or revoked_at <= $1",
+                )
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn register_user(
                 &self,
                 user: &UserRow,
@@ -189,6 +200,7 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin().await?;
                 // Retire first: of two racing presentations of one token,
                 // exactly one wins this update; the other sees it retired.
+                // A refusal after this point rolls the retirement back.
                 let live: Option<(String,)> = sqlx::query_as(
                     "update refresh_token set retired_at = $2 \
                      where token_hash = $1 and retired_at is null returning session_id",
@@ -222,7 +234,8 @@ macro_rules! impl_store {
                 };
                 let session: Option<SessionRow> = sqlx::query_as(
                     "update session set last_used_at = $2 where session_id = $1 \
-                     and revoked_at is null and expires_at > $2 returning *",
+                     and revoked_at is null and expires_at > $2 and user_id in \
+                     (select user_id from app_user where locked_at is null) returning *",
                 )
                 .bind(&session_id)
                 .bind(now)
@@ -252,8 +265,7 @@ macro_rules! impl_store {
             ) -> StoreResult<bool> {
                 let done = sqlx::query(
                     "update session set revoked_at = $2 where revoked_at is null and session_id = \
-                     (select session_id from refresh_token where token_hash = $1 \
-                      and retired_at is null)",
+                     (select session_id from refresh_token where token_hash = $1)",
                 )
                 .bind(token_hash)
                 .bind(now)

@@ -197,6 +197,9 @@ async fn metrics_count_requests_ceremonies_and_clone_warnings() {
     phone.set_counter(&phone.credential_ids()[0], 0);
     assert_eq!(app.login(&mut phone, Some("alice")).await.status(), StatusCode::UNAUTHORIZED);
 
+    // A made-up method name must not become a label of its own.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    app.client.request(brew, format!("{}/healthz", app.address)).send().await.unwrap();
     let response = app.get("/metrics", None).await;
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();
@@ -240,6 +243,7 @@ async fn metrics_count_requests_ceremonies_and_clone_warnings() {
         1.0
     );
     assert!(text.contains("passgate_db_pool_connections{state=\"idle\"}"));
+    assert!(text.contains(r#"method="OTHER",route="/healthz""#) && !text.contains("BREW"));
 }
 
 #[tokio::test]

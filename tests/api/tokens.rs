@@ -94,10 +94,19 @@ async fn logout_ends_only_that_session(db: Db) {
         "unauthorized",
     )
     .await;
-    assert_eq!(
-        app.refresh(phone_session["refresh_token"].as_str().unwrap()).await.status(),
-        StatusCode::OK
-    );
+    let rotated = app.refresh(phone_session["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(rotated.status(), StatusCode::OK, "the other session goes on");
+    let rotated: Value = rotated.json().await.unwrap();
+    // A refresh token already rotated away still ends its session at
+    // logout (a background refresh may have raced the user's sign-out).
+    let stale = app.logout(phone_session["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(stale.status(), StatusCode::NO_CONTENT);
+    assert_problem(
+        app.refresh(rotated["refresh_token"].as_str().unwrap()).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
     // Logging out again is harmless.
     let again = app.logout(laptop_session["refresh_token"].as_str().unwrap()).await;
     assert_eq!(again.status(), StatusCode::NO_CONTENT);
@@ -139,6 +148,15 @@ async fn forged_expired_and_missing_tokens_are_unauthorized(db: Db) {
 
     // The genuine token, once its five minutes are up.
     assert_eq!(app.me(&token).await.status(), StatusCode::OK);
+    // RFC 7235: the scheme name is case-insensitive.
+    let lowercase = app
+        .client
+        .get(format!("{}/v1/me", app.address))
+        .header("authorization", format!("bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status(), StatusCode::OK);
     app.clock.advance(Duration::from_secs(301));
     assert_problem(app.me(&token).await, 401, "unauthorized").await;
     assert_eq!(app.fingerprint().await, before);
