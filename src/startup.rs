@@ -135,7 +135,9 @@ where
 
 fn spawn_housekeeping(core: web::Data<Core>) {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        // The first round comes one interval after start, not at once.
+        let first = tokio::time::Instant::now() + HOUSEKEEPING_INTERVAL;
+        let mut ticks = tokio::time::interval_at(first, HOUSEKEEPING_INTERVAL);
         loop {
             ticks.tick().await;
             let now = core.clock.now_ms();

@@ -100,6 +100,8 @@ pub struct TestApp {
     pub port: u16,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    /// The node's services, for driving what a timer would (housekeeping).
+    pub core: actix_web::web::Data<passgate::service::Core>,
     pub clock: ManualClock,
     pub db: TestDb,
     /// The web origin the app accepts: http://localhost:PORT.
@@ -201,12 +203,14 @@ pub async fn spawn_app_with(
     let app = Application::build_with(settings, listener, store.clone(), Arc::new(clock.clone()))
         .await
         .expect("build the app");
+    let core = app.core();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::new(),
         store,
+        core,
         clock,
         db,
         origin: format!("http://localhost:{port}"),

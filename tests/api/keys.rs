@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use passgate::clock::Clock;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -14,6 +15,7 @@ use crate::helpers::{Db, TestApp, on_both, spawn_app, spawn_app_configured};
 on_both!(
     a_cli_rotation_keeps_earlier_tokens_valid_and_later_ones_use_the_new_key,
     eddsa_keys_sign_tokens_that_verify_against_the_jwks,
+    the_rotation_schedule_makes_a_new_key_only_when_the_newest_is_old_enough,
     sealed_private_keys_never_sit_in_the_database_in_the_clear,
 );
 
@@ -68,6 +70,21 @@ async fn a_cli_rotation_keeps_earlier_tokens_valid_and_later_ones_use_the_new_ke
     let later = jwks(&app).await;
     assert_eq!(later.keys.len(), 2);
     assert!(later.find(&kid_of(&old_token)).is_none());
+}
+
+async fn the_rotation_schedule_makes_a_new_key_only_when_the_newest_is_old_enough(db: Db) {
+    let app = spawn_app_configured(db, &[("PASSGATE__TOKENS__KEY_ROTATION_DAYS", "7")]).await;
+    let week = app.core.settings.tokens.key_rotation.expect("a schedule is set");
+    assert_eq!(week, Duration::from_secs(7 * 86_400));
+
+    // What the housekeeping timer does each minute, at two moments.
+    let early = app.core.keys.rotate_if_older(week, app.clock.now_ms()).await.unwrap();
+    app.clock.advance(week + Duration::from_secs(1));
+    let due = app.core.keys.rotate_if_older(week, app.clock.now_ms()).await.unwrap();
+    let again = app.core.keys.rotate_if_older(week, app.clock.now_ms()).await.unwrap();
+
+    assert_eq!((early, due, again), (false, true, false));
+    assert_eq!(jwks(&app).await.keys.len(), 2);
 }
 
 async fn eddsa_keys_sign_tokens_that_verify_against_the_jwks(db: Db) {
