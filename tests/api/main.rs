@@ -5,6 +5,8 @@ mod apps;
 mod authenticator;
 mod bad_input;
 mod browser;
+mod browser_pay;
+mod downstream;
 mod helpers;
 mod keys;
 mod logs;
