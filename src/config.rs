@@ -91,6 +91,7 @@ struct RawTokens {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStepup {
+    audience: String,
     token_ttl_seconds: u64,
     require_device_bound: bool,
 }
@@ -210,6 +211,7 @@ pub enum KeyAlgorithm {
 
 #[derive(Clone, Debug)]
 pub struct StepupSettings {
+    pub audience: String,
     pub token_ttl: Duration,
     pub require_device_bound: bool,
 }
@@ -327,6 +329,9 @@ impl RawSettings {
         }
         let webauthn = validate_webauthn(self.webauthn)?;
         let tokens = validate_tokens(self.tokens)?;
+        if self.stepup.audience.trim().is_empty() {
+            bail!("stepup.audience: must not be empty");
+        }
         let token_ttl = Duration::from_secs(self.stepup.token_ttl_seconds);
         if token_ttl.is_zero() || token_ttl > MAX_AUTHORIZATION_TTL {
             bail!(
@@ -352,6 +357,7 @@ impl RawSettings {
             webauthn,
             tokens,
             stepup: StepupSettings {
+                audience: self.stepup.audience,
                 token_ttl,
                 require_device_bound: self.stepup.require_device_bound,
             },

@@ -74,11 +74,13 @@ impl SigningKeys {
         Ok(SigningKeys { store, sealer, algorithm, ring: RwLock::new(ring) })
     }
 
-    pub fn sign<T: Serialize>(&self, claims: &T) -> anyhow::Result<String> {
+    /// Signs `claims` with the current key, under the JWT type `typ`.
+    pub fn sign<T: Serialize>(&self, claims: &T, typ: &str) -> anyhow::Result<String> {
         let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
         let (kid, algorithm, key) = &ring.signing;
         let mut header = Header::new(*algorithm);
         header.kid = Some(kid.clone());
+        header.typ = Some(typ.to_owned());
         jsonwebtoken::encode(&header, claims, key).context("signing a token")
     }
 

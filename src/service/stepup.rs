@@ -23,6 +23,9 @@ use crate::error::{ApiError, Result};
 const KIND_STEPUP: &str = "stepup";
 /// The one scope an authorization token carries.
 pub const PAYMENT_SCOPE: &str = "payment:authorize";
+/// The JWT `typ` of authorization tokens, so neither kind of token can be
+/// taken for the other (RFC 8725 §3.11).
+pub const AUTHORIZATION_TYP: &str = "payment-authz+jwt";
 
 #[derive(Serialize, Deserialize)]
 struct StepupState {
@@ -111,11 +114,19 @@ impl Core {
         credential: &PublicKeyCredential,
         transaction: Option<Transaction>,
     ) -> Result<Authorization> {
-        let state: StepupState = self.take_ceremony(KIND_STEPUP, ceremony_id).await?;
-        // Another user's ceremony id is as good as an unknown one.
-        if state.user_id.to_string() != bearer.sub {
-            return Err(ApiError::CeremonyNotFound);
-        }
+        // Another user's ceremony id is as good as an unknown one, and is
+        // left for its owner.
+        let row = self
+            .store
+            .take_owned_ceremony(
+                ceremony_id.as_ref(),
+                KIND_STEPUP,
+                &bearer.sub,
+                self.clock.now_ms(),
+            )
+            .await?
+            .ok_or(ApiError::CeremonyNotFound)?;
+        let state: StepupState = serde_json::from_str(&row.state).map_err(anyhow::Error::from)?;
         if transaction.is_some_and(|t| t != state.transaction) {
             tracing::info!(target: "audit", event = "stepup_failed", user_id = %bearer.sub, reason = "transaction changed");
             return Err(ApiError::InvalidCredentials);
@@ -141,7 +152,7 @@ impl Core {
         let claims = AuthorizationClaims {
             iss: self.settings.tokens.issuer.clone(),
             sub: bearer.sub.clone(),
-            aud: self.settings.tokens.audience.clone(),
+            aud: self.settings.stepup.audience.clone(),
             iat: now,
             nbf: now,
             exp: now + ttl as i64,
@@ -153,7 +164,8 @@ impl Core {
             amr: PASSKEY_AMR.iter().map(|s| s.to_string()).collect(),
         };
         tracing::info!(target: "audit", event = "payment_approved", user_id = %bearer.sub, device_id = %row.device_id, txn = %txn);
-        Ok(Authorization { authorization_token: self.keys.sign(&claims)?, expires_in: ttl, txn })
+        let authorization_token = self.keys.sign(&claims, AUTHORIZATION_TYP)?;
+        Ok(Authorization { authorization_token, expires_in: ttl, txn })
     }
 }
 

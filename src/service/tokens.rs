@@ -10,6 +10,9 @@ use crate::domain::{DeviceId, OpaqueToken, SessionId, UserId};
 use crate::error::{ApiError, Result};
 use crate::store::{RefreshOutcome, SessionRow};
 
+/// The JWT `typ` of access tokens (RFC 8725 §3.11).
+pub const ACCESS_TYP: &str = "JWT";
+
 /// Clock skew tolerated on `nbf` between nodes.
 const NBF_LEEWAY_SECS: i64 = 5;
 
@@ -106,7 +109,7 @@ impl Core {
         };
         Ok(TokenSet {
             user_id: session.user_id.clone(),
-            access_token: self.keys.sign(&claims)?,
+            access_token: self.keys.sign(&claims, ACCESS_TYP)?,
             token_type: "Bearer",
             expires_in: ttl,
             refresh_token: refresh.expose().to_owned(),
@@ -118,6 +121,9 @@ impl Core {
     /// and that its session has not ended.
     pub async fn verify_access(&self, token: &str) -> Result<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized)?;
+        if header.typ.as_deref() != Some(ACCESS_TYP) {
+            return Err(ApiError::Unauthorized);
+        }
         let kid = header.kid.ok_or(ApiError::Unauthorized)?;
         let (algorithm, key) = self
             .keys

@@ -162,6 +162,15 @@ pub trait Store: Send + Sync {
         kind: &str,
         now: Millis,
     ) -> StoreResult<Option<CeremonyRow>>;
+    /// `take_ceremony`, for a ceremony only its own user may finish:
+    /// another user's attempt leaves it in place.
+    async fn take_owned_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        user_id: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>>;
     async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64>;
     /// Deletes sessions (and their refresh tokens) that expired or were
     /// ended before `before`.

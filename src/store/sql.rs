@@ -94,6 +94,25 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn take_owned_ceremony(
+                &self,
+                ceremony_id: &str,
+                kind: &str,
+                user_id: &str,
+                now: Millis,
+            ) -> StoreResult<Option<CeremonyRow>> {
+                Ok(sqlx::query_as::<_, CeremonyRow>(
+                    "delete from ceremony where ceremony_id = $1 and kind = $2 and expires_at > $3 \
+                     and user_id = $4 returning ceremony_id, kind, user_id, state, expires_at",
+                )
+                .bind(ceremony_id)
+                .bind(kind)
+                .bind(now)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
             async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64> {
                 let done = sqlx::query("delete from ceremony where expires_at <= $1")
                     .bind(now)

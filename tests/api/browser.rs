@@ -1,14 +1,15 @@
-//! The demo page in real headless Chromium with its virtual WebAuthn
-//! authenticator (tests/browser/passkey.mjs, driven over the DevTools
+//! The pages in real headless Chromium with its virtual WebAuthn
+//! authenticator (scripts in tests/browser/, driven over the DevTools
 //! protocol by playwright-core), against the real server.
 
 use std::path::Path;
 use std::process::Command;
 
+use crate::downstream::start_payment_api;
 use crate::helpers::{Db, spawn_app};
 
-/// Installs the browser test's one npm package when it is missing.
-pub(crate) fn ensure_node_modules(dir: &Path) {
+/// Installs the browser tests' one npm package when it is missing.
+fn ensure_node_modules(dir: &Path) {
     if dir.join("node_modules/playwright-core").is_dir() {
         return;
     }
@@ -20,27 +21,40 @@ pub(crate) fn ensure_node_modules(dir: &Path) {
     assert!(status.success(), "npm ci in {} failed", dir.display());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_registers_signs_out_and_signs_in_both_ways_in_chromium() {
-    let app = spawn_app(Db::Sqlite).await;
+/// Runs one script of tests/browser/ and asserts that every step passed.
+async fn run_browser_script(script: &'static str, env: Vec<(&'static str, String)>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     ensure_node_modules(&dir);
-
-    // The server runs on this runtime while node waits on another thread.
-    let base_url = app.origin.clone();
+    // The servers run on this runtime while node waits on another thread.
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .arg("passkey.mjs")
+            .arg(script)
             .current_dir(&dir)
-            .env("BASE_URL", base_url)
+            .envs(env)
             .output()
             .expect("node must be installed for the browser test (see README)")
     })
     .await
     .expect("browser test thread");
-
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_registers_signs_out_and_signs_in_both_ways_in_chromium() {
+    let app = spawn_app(Db::Sqlite).await;
+    run_browser_script("passkey.mjs", vec![("BASE_URL", app.origin.clone())]).await;
+}
+
+/// A user registered on `/` approves payments on `/pay.html`, and the
+/// payment_api example, running beside passgate, verifies and accepts each
+/// one across origins (CORS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pay_page_approves_a_payment_that_the_payment_api_accepts() {
+    let app = spawn_app(Db::Sqlite).await;
+    let payment_api = format!("{}/payments", start_payment_api(&app));
+    let env = vec![("BASE_URL", app.origin.clone()), ("PAYMENT_API", payment_api)];
+    run_browser_script("pay.mjs", env).await;
 }

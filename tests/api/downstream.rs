@@ -317,7 +317,7 @@ async fn well_signed_tokens_with_a_bad_claim_are_refused_for_that_claim() {
 }
 
 /// The payment_api example on a loopback port, trusting `app`.
-fn start_payment_api(app: &TestApp) -> String {
+pub(crate) fn start_payment_api(app: &TestApp) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let options = payment_api::Options {

@@ -5,7 +5,6 @@ mod apps;
 mod authenticator;
 mod bad_input;
 mod browser;
-mod browser_pay;
 mod downstream;
 mod helpers;
 mod keys;

@@ -64,6 +64,15 @@ async fn a_payment_is_approved_with_a_token_bound_to_that_transaction(db: Db) {
     assert_eq!(claims["device_id"], tokens["device_id"]);
     assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 120);
     assert_eq!(approved["expires_in"], 120);
+    // Each kind of token says what it is, so neither passes for the other.
+    let typ = |jwt: &str| jsonwebtoken::decode_header(jwt).unwrap().typ;
+    assert_eq!(
+        typ(approved["authorization_token"].as_str().unwrap()).as_deref(),
+        Some("payment-authz+jwt")
+    );
+    assert_eq!(typ(bearer).as_deref(), Some("JWT"));
+    let as_bearer = app.me(approved["authorization_token"].as_str().unwrap()).await;
+    assert_problem(as_bearer, 401, "unauthorized").await;
     assert!(claims["jti"].is_string());
 }
 
@@ -170,13 +179,11 @@ async fn step_up_needs_a_bearer_token_and_a_valid_transaction(db: Db) {
     // Bob cannot finish alice's ceremony, even with her assertion.
     let started: Value = stepup_start(&app, bearer, coffee()).await.json().await.unwrap();
     let assertion = phone.login(&started["publicKey"]);
-    let response = stepup_finish(
-        &app,
-        bob["access_token"].as_str().unwrap(),
-        json!({"ceremony_id": started["ceremony_id"], "credential": assertion}),
-    )
-    .await;
+    let body = json!({"ceremony_id": started["ceremony_id"], "credential": assertion});
+    let response = stepup_finish(&app, bob["access_token"].as_str().unwrap(), body.clone()).await;
     assert_problem(response, 404, "ceremony_not_found").await;
+    // ...and his attempt did not use it up: alice still can.
+    assert_eq!(stepup_finish(&app, bearer, body).await.status(), StatusCode::OK);
 }
 
 async fn a_device_bound_policy_refuses_synced_passkeys(db: Db) {
