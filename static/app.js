@@ -1,126 +1,13 @@
 // passgate browser client: registers and signs in with passkeys through the /v1 JSON API,
 // offers passkey autofill (conditional UI), and shows the signed-in profile and token claims.
-// Plain ES module, no dependencies, no build step.
+// Plain ES module, no dependencies, no build step; what it shares with /pay.js is in /webauthn.js.
+
+import {
+  ApiError, api, clearTokens, creationOptionsFromJSON, credentialToJSON, decodeJwtPayload,
+  describeError as describeCommonError, loadTokens, requestOptionsFromJSON, saveTokens, withAccessToken,
+} from '/webauthn.js';
 
 const $ = (id) => document.getElementById(id);
-const TOKENS_KEY = 'passgate.tokens';
-
-// ---------------------------------------------------------------- HTTP
-
-class ApiError extends Error {
-  constructor(status, problem) {
-    super(problem.detail || problem.title || `HTTP ${status}`);
-    this.name = 'ApiError';
-    this.status = status;
-    this.problem = problem;
-  }
-}
-
-async function api(path, { body, token, signal } = {}) {
-  const headers = { Accept: 'application/json, application/problem+json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(path, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal,
-    credentials: 'same-origin',
-  });
-  const text = await res.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch { /* a proxy's HTML error page: fall back to the status line */ }
-  if (!res.ok) throw new ApiError(res.status, data && typeof data === 'object' ? data : { title: res.statusText });
-  return data;
-}
-
-// ---------------------------------------------------------------- base64url and WebAuthn JSON
-
-function b64urlToBuffer(s) {
-  const b64 = s.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(s.length / 4) * 4, '=');
-  const bin = atob(b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return bytes.buffer;
-}
-
-function bufferToB64url(buf) {
-  const bytes = buf instanceof ArrayBuffer ? new Uint8Array(buf) : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  let bin = '';
-  for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
-  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
-}
-
-const descriptorsFromJSON = (list) => (list || []).map((d) => ({ ...d, id: b64urlToBuffer(d.id) }));
-
-// The L3 parse*FromJSON helpers are newer than WebAuthn itself; the manual conversion
-// covers only the binary fields this server sends.
-function creationOptionsFromJSON(json) {
-  if (typeof PublicKeyCredential.parseCreationOptionsFromJSON === 'function') {
-    return PublicKeyCredential.parseCreationOptionsFromJSON(json);
-  }
-  return {
-    ...json,
-    challenge: b64urlToBuffer(json.challenge),
-    user: { ...json.user, id: b64urlToBuffer(json.user.id) },
-    excludeCredentials: descriptorsFromJSON(json.excludeCredentials),
-  };
-}
-
-function requestOptionsFromJSON(json) {
-  if (typeof PublicKeyCredential.parseRequestOptionsFromJSON === 'function') {
-    return PublicKeyCredential.parseRequestOptionsFromJSON(json);
-  }
-  return {
-    ...json,
-    challenge: b64urlToBuffer(json.challenge),
-    allowCredentials: descriptorsFromJSON(json.allowCredentials),
-  };
-}
-
-// Same shape as PublicKeyCredential.toJSON(), which some browsers and
-// password-manager extensions do not provide.
-function credentialToJSON(cred) {
-  if (typeof cred.toJSON === 'function') return cred.toJSON();
-  const r = cred.response;
-  const response = { clientDataJSON: bufferToB64url(r.clientDataJSON) };
-  if (r.attestationObject) {
-    response.attestationObject = bufferToB64url(r.attestationObject);
-    response.transports = typeof r.getTransports === 'function' ? r.getTransports() : [];
-  } else {
-    response.authenticatorData = bufferToB64url(r.authenticatorData);
-    response.signature = bufferToB64url(r.signature);
-    if (r.userHandle) response.userHandle = bufferToB64url(r.userHandle);
-  }
-  return {
-    id: cred.id,
-    rawId: bufferToB64url(cred.rawId),
-    type: cred.type,
-    authenticatorAttachment: cred.authenticatorAttachment ?? undefined,
-    clientExtensionResults: cred.getClientExtensionResults?.() ?? {},
-    response,
-  };
-}
-
-// ---------------------------------------------------------------- session state
-
-function loadTokens() {
-  try { return JSON.parse(sessionStorage.getItem(TOKENS_KEY)); } catch { return null; }
-}
-
-function saveTokens(tokens) {
-  sessionStorage.setItem(TOKENS_KEY, JSON.stringify(tokens));
-}
-
-function clearTokens() {
-  sessionStorage.removeItem(TOKENS_KEY);
-}
-
-function decodeJwtPayload(jwt) {
-  const part = String(jwt).split('.')[1];
-  if (!part) throw new Error('access token is not a JWT');
-  return JSON.parse(new TextDecoder().decode(b64urlToBuffer(part)));
-}
 
 // ---------------------------------------------------------------- messages
 
@@ -130,22 +17,12 @@ function say(text, kind = 'info') {
   el.className = text ? kind : '';
 }
 
+// Registration adds one terse WebAuthn error to those /webauthn.js explains.
 function describeError(err) {
-  if (err instanceof ApiError) {
-    const p = err.problem;
-    const parts = [p.detail || p.title || `HTTP ${err.status}`];
-    if (p.code) parts.push(`(${p.code})`);
-    if (p.request_id) parts.push(`[request id ${p.request_id}]`);
-    return parts.join(' ');
-  }
-  // The browser's WebAuthn errors are terse; the name says more than the message.
-  if (err && err.name === 'NotAllowedError') {
-    return 'The passkey prompt was cancelled or timed out (NotAllowedError).';
-  }
   if (err && err.name === 'InvalidStateError') {
     return 'This authenticator already holds a passkey for that account (InvalidStateError).';
   }
-  return `${err?.message || err}${err?.name && err.name !== 'Error' ? ` (${err.name})` : ''}`;
+  return describeCommonError(err);
 }
 
 // ---------------------------------------------------------------- conditional UI (passkey autofill)
@@ -286,17 +163,10 @@ async function logout() {
 
 // ---------------------------------------------------------------- views
 
-async function fetchMe() {
-  const tokens = loadTokens();
-  try {
-    return await api('/v1/me', { token: tokens.access_token });
-  } catch (err) {
-    if (!(err instanceof ApiError && err.status === 401 && tokens.refresh_token)) throw err;
-  }
-  // The access token expired while the tab was open or reloaded: trade the refresh token once.
-  const fresh = await api('/v1/token/refresh', { body: { refresh_token: tokens.refresh_token } });
-  saveTokens({ ...tokens, ...fresh });
-  return api('/v1/me', { token: fresh.access_token });
+// The access token may have expired while the tab was open or reloaded: any 401 trades the
+// refresh token once.
+function fetchMe() {
+  return withAccessToken((token) => api('/v1/me', { token }), (err) => err instanceof ApiError && err.status === 401);
 }
 
 function describeItem(item) {
@@ -321,7 +191,7 @@ async function showProfile() {
   const { access_token } = loadTokens();
   let claims;
   try {
-    claims = JSON.stringify(decodeJwtPayload(access_token), null, 2);
+    claims = JSON.stringify(decodeJwtPayload(access_token, 'access token'), null, 2);
   } catch (err) {
     claims = `(could not decode the access token: ${err.message})`;
   }

@@ -2,93 +2,12 @@
 // Chromium with a CDP virtual authenticator, against a running server.
 //   cd tests/browser && npm ci && BASE_URL=http://localhost:PORT node passkey.mjs
 // Env: BASE_URL (required), TEST_USERNAME (default random), CHROMIUM (default /usr/bin/chromium),
-// STEP_TIMEOUT_MS (default 15000). Prints one line per step and ends with "browser: N passed, M failed".
+// STEP_TIMEOUT_MS (default 15000). Prints one line per step and ends with "browser: N passed, M failed"
+// (the runner, launch and virtual authenticator are in harness.mjs).
 
-import { randomBytes } from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { BASE_URL, STEP_MS, check, openContext, openFallbackContext, runBrowserTest, step, testUsername } from './harness.mjs';
 
-const STEP_MS = Number(process.env.STEP_TIMEOUT_MS || 15000);
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const USERNAME = process.env.TEST_USERNAME || `pw-${randomBytes(5).toString('hex')}`;
-// Flags measured to work as root, offline, in a container.
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-proxy-server',
-];
-
-function baseUrl() {
-  if (!process.env.BASE_URL) {
-    console.error('BASE_URL is required, e.g. BASE_URL=http://localhost:8080 node passkey.mjs');
-    process.exit(2);
-  }
-  const url = new URL(process.env.BASE_URL);
-  // An IP address cannot be a WebAuthn RP id, and http:// is a secure context only on localhost.
-  if (['127.0.0.1', '[::1]'].includes(url.hostname)) {
-    console.log(`note: opening ${url.hostname} as localhost (an IP address cannot be an RP id)`);
-    url.hostname = 'localhost';
-  }
-  return url.origin;
-}
-
-const BASE_URL = baseUrl();
-
-// ---------------------------------------------------------------- step runner
-
-let passed = 0;
-let failed = 0;
-let currentPage = null;
-const pageErrors = [];
-
-class StepFailed extends Error {}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function messageText(page) {
-  try {
-    return (await withTimeout(page.locator('#message').textContent(), 2000, '#message')) || '(empty)';
-  } catch {
-    return '(page not readable)';
-  }
-}
-
-async function pageState(page) {
-  try {
-    return JSON.stringify(await withTimeout(page.evaluate(() => ({
-      url: location.href,
-      signedIn: !document.getElementById('signed-in').hidden,
-      username: document.getElementById('me-username').textContent,
-      autofill: document.body.dataset.autofill,
-    })), 2000, 'page state'));
-  } catch {
-    return '(page not readable)';
-  }
-}
-
-async function step(name, fn) {
-  const started = Date.now();
-  try {
-    await withTimeout(fn(), STEP_MS, name);
-  } catch (err) {
-    failed++;
-    console.log(`FAIL ${name}: ${err.message.split('\n')[0]}`);
-    if (currentPage) console.log(`     #message: ${await messageText(currentPage)}`);
-    if (currentPage) console.log(`     page state: ${await pageState(currentPage)}`);
-    for (const line of pageErrors.slice(-5)) console.log(`     page: ${line}`);
-    throw new StepFailed(name);
-  }
-  passed++;
-  console.log(`ok   ${name} (${Date.now() - started} ms)`);
-}
-
-function check(condition, what) {
-  if (!condition) throw new Error(what);
-}
+const USERNAME = testUsername('pw');
 
 // ---------------------------------------------------------------- page helpers
 
@@ -132,43 +51,8 @@ async function signOut(page) {
 // Standard base64 (what WebAuthn.getCredentials returns) to base64url.
 const toB64url = (b64) => b64.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 
-// One browser context with its own virtual platform authenticator (Chromium allows only one
-// internal authenticator per context).
-async function openContext(browser, { withoutJsonHelpers = false } = {}) {
-  const context = await browser.newContext();
-  if (withoutJsonHelpers) {
-    // Exercise the page's fallback for browsers without the WebAuthn L3 JSON helpers.
-    await context.addInitScript(() => {
-      delete PublicKeyCredential.parseCreationOptionsFromJSON;
-      delete PublicKeyCredential.parseRequestOptionsFromJSON;
-      delete PublicKeyCredential.prototype.toJSON;
-    });
-  }
-  const page = await context.newPage();
-  // A ceremony in a tab that is not in front fails with NotAllowedError.
-  await page.bringToFront();
-  page.setDefaultTimeout(STEP_MS);
-  page.on('pageerror', (err) => pageErrors.push(`uncaught ${err.message}`));
-  page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(`console.error ${msg.text()}`); });
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable');
-  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
-      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: false,
-    },
-  });
-  // Chromium's virtual environment answers a conditional (autofill) request at once when a
-  // passkey exists, where a person would have to pick it. So the authenticator answers only
-  // while a step has presence switched on; otherwise the page's autofill request stays
-  // pending, as it would for a person, and the explicit buttons must abort it.
-  const presence = (enabled) => cdp.send('WebAuthn.setAutomaticPresenceSimulation', { authenticatorId, enabled });
-  const credentials = async () => (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
-  currentPage = page;
-  return { context, page, presence, credentials };
-}
-
-// Runs fn with the authenticator answering, and switches it back off afterwards. First waits
+// Runs fn with the authenticator answering (see openContext), and switches it back off
+// afterwards; the explicit buttons must abort the page's pending autofill request. First waits
 // until the page is idle and its autofill request (if any) has reached the browser: switched
 // on earlier, the authenticator would answer that request instead of the one the step starts.
 async function withPresence(page, presence, fn) {
@@ -275,8 +159,7 @@ async function mainFlow(browser) {
 }
 
 async function fallbackFlow(browser) {
-  const username = `${USERNAME}-fb`.slice(0, 64);
-  const { context, page, presence } = await openContext(browser, { withoutJsonHelpers: true });
+  const { username, context, page, presence } = await openFallbackContext(browser, USERNAME);
   let userId;
 
   await step(`fallback without L3 JSON helpers: register "${username}"`, async () => {
@@ -317,32 +200,15 @@ async function fallbackFlow(browser) {
 
 // ---------------------------------------------------------------- main
 
-// Last resort if the browser itself hangs on close.
-const watchdog = setTimeout(() => {
-  console.log('FAIL watchdog: the run hung');
-  console.log(`browser: ${passed} passed, ${failed + 1} failed`);
-  process.exit(1);
-}, STEP_MS * 30 + 60_000);
-watchdog.unref();
-
-let browser;
-try {
-  console.log(`browser test against ${BASE_URL} as "${USERNAME}"`);
-  browser = await withTimeout(
-    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true }),
-    STEP_MS * 2,
-    `launch ${CHROMIUM}`,
-  );
-  await mainFlow(browser);
-  await fallbackFlow(browser);
-} catch (err) {
-  if (!(err instanceof StepFailed)) {
-    failed++;
-    console.log(`FAIL setup: ${err.message.split('\n')[0]}`);
-  }
-} finally {
-  if (browser) await withTimeout(browser.close(), 10_000, 'browser.close').catch(() => {});
-}
-
-console.log(`browser: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await runBrowserTest({
+  intro: `browser test against ${BASE_URL} as "${USERNAME}"`,
+  flows: [mainFlow, fallbackFlow],
+  messageSelector: '#message',
+  pageState: () => ({
+    url: location.href,
+    signedIn: !document.getElementById('signed-in').hidden,
+    username: document.getElementById('me-username').textContent,
+    autofill: document.body.dataset.autofill,
+  }),
+  maxSteps: 30,
+});

@@ -4,85 +4,14 @@
 //   cd tests/browser && npm ci && BASE_URL=http://localhost:PORT PAYMENT_API=http://127.0.0.1:PORT2/payments node pay.mjs
 // Env: BASE_URL (required), PAYMENT_API (default http://localhost:8090/payments), TEST_USERNAME
 // (default random), CHROMIUM (default /usr/bin/chromium), STEP_TIMEOUT_MS (default 15000).
-// Prints one line per step and ends with "browser: N passed, M failed".
+// Prints one line per step and ends with "browser: N passed, M failed" (the runner, launch and
+// virtual authenticator are in harness.mjs).
 
-import { createHash, randomBytes } from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { createHash } from 'node:crypto';
+import { BASE_URL, check, openContext, openFallbackContext, runBrowserTest, step, testUsername } from './harness.mjs';
 
-const STEP_MS = Number(process.env.STEP_TIMEOUT_MS || 15000);
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const USERNAME = process.env.TEST_USERNAME || `pay-${randomBytes(5).toString('hex')}`;
+const USERNAME = testUsername('pay');
 const PAYMENT_API = process.env.PAYMENT_API || 'http://localhost:8090/payments';
-// Flags measured to work as root, offline, in a container (as in passkey.mjs).
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-proxy-server',
-];
-
-function baseUrl() {
-  if (!process.env.BASE_URL) {
-    console.error('BASE_URL is required, e.g. BASE_URL=http://localhost:8080 node pay.mjs');
-    process.exit(2);
-  }
-  const url = new URL(process.env.BASE_URL);
-  // An IP address cannot be a WebAuthn RP id, and http:// is a secure context only on localhost.
-  if (['127.0.0.1', '[::1]'].includes(url.hostname)) {
-    console.log(`note: opening ${url.hostname} as localhost (an IP address cannot be an RP id)`);
-    url.hostname = 'localhost';
-  }
-  return url.origin;
-}
-
-const BASE_URL = baseUrl();
-
-// ---------------------------------------------------------------- step runner
-
-let passed = 0;
-let failed = 0;
-let currentPage = null;
-const pageErrors = [];
-
-class StepFailed extends Error {}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function pageState(page) {
-  try {
-    return JSON.stringify(await withTimeout(page.evaluate(() => ({
-      url: location.href,
-      payState: document.body.dataset.payState,
-      message: (document.getElementById('pay-message') || document.getElementById('message'))?.textContent,
-      result: document.getElementById('pay-result')?.textContent?.slice(0, 300),
-    })), 2000, 'page state'));
-  } catch {
-    return '(page not readable)';
-  }
-}
-
-async function step(name, fn) {
-  const started = Date.now();
-  try {
-    await withTimeout(fn(), STEP_MS, name);
-  } catch (err) {
-    failed++;
-    console.log(`FAIL ${name}: ${err.message.split('\n')[0]}`);
-    if (currentPage) console.log(`     page state: ${await pageState(currentPage)}`);
-    for (const line of pageErrors.slice(-5)) console.log(`     page: ${line}`);
-    throw new StepFailed(name);
-  }
-  passed++;
-  console.log(`ok   ${name} (${Date.now() - started} ms)`);
-}
-
-function check(condition, what) {
-  if (!condition) throw new Error(what);
-}
 
 // ---------------------------------------------------------------- helpers
 
@@ -90,37 +19,6 @@ function check(condition, what) {
 function expectedTxn(transaction) {
   const sorted = Object.fromEntries(Object.keys(transaction).sort().map((k) => [k, transaction[k]]));
   return createHash('sha256').update(JSON.stringify(sorted)).digest('base64url');
-}
-
-async function openContext(browser, { withoutJsonHelpers = false } = {}) {
-  const context = await browser.newContext();
-  if (withoutJsonHelpers) {
-    // Exercise the page's fallback for browsers without the WebAuthn L3 JSON helpers.
-    await context.addInitScript(() => {
-      delete PublicKeyCredential.parseCreationOptionsFromJSON;
-      delete PublicKeyCredential.parseRequestOptionsFromJSON;
-      delete PublicKeyCredential.prototype.toJSON;
-    });
-  }
-  const page = await context.newPage();
-  // A ceremony in a tab that is not in front fails with NotAllowedError.
-  await page.bringToFront();
-  page.setDefaultTimeout(STEP_MS);
-  page.on('pageerror', (err) => pageErrors.push(`uncaught ${err.message}`));
-  page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(`console.error ${msg.text()}`); });
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable');
-  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
-      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: false,
-    },
-  });
-  // The authenticator answers only while a step wants it to: on / the page keeps a passkey
-  // autofill request pending while signed out, which must not be answered by accident.
-  const presence = (enabled) => cdp.send('WebAuthn.setAutomaticPresenceSimulation', { authenticatorId, enabled });
-  currentPage = page;
-  return { context, page, presence };
 }
 
 // Registers on / (as passkey.mjs does) and returns the user id from the access token.
@@ -253,8 +151,7 @@ async function signedOutFlow(browser) {
 }
 
 async function fallbackFlow(browser) {
-  const username = `${USERNAME}-fb`.slice(0, 64);
-  const { context, page, presence } = await openContext(browser, { withoutJsonHelpers: true });
+  const { username, context, page, presence } = await openFallbackContext(browser, USERNAME);
   let userId;
   await step(`fallback without L3 JSON helpers: register "${username}"`, async () => {
     userId = await register(page, presence, username);
@@ -269,33 +166,14 @@ async function fallbackFlow(browser) {
 
 // ---------------------------------------------------------------- main
 
-// Last resort if the browser itself hangs on close.
-const watchdog = setTimeout(() => {
-  console.log('FAIL watchdog: the run hung');
-  console.log(`browser: ${passed} passed, ${failed + 1} failed`);
-  process.exit(1);
-}, STEP_MS * 20 + 60_000);
-watchdog.unref();
-
-let browser;
-try {
-  console.log(`pay page test against ${BASE_URL} and ${PAYMENT_API} as "${USERNAME}"`);
-  browser = await withTimeout(
-    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true }),
-    STEP_MS * 2,
-    `launch ${CHROMIUM}`,
-  );
-  await mainFlow(browser);
-  await signedOutFlow(browser);
-  await fallbackFlow(browser);
-} catch (err) {
-  if (!(err instanceof StepFailed)) {
-    failed++;
-    console.log(`FAIL setup: ${err.message.split('\n')[0]}`);
-  }
-} finally {
-  if (browser) await withTimeout(browser.close(), 10_000, 'browser.close').catch(() => {});
-}
-
-console.log(`browser: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await runBrowserTest({
+  intro: `pay page test against ${BASE_URL} and ${PAYMENT_API} as "${USERNAME}"`,
+  flows: [mainFlow, signedOutFlow, fallbackFlow],
+  pageState: () => ({
+    url: location.href,
+    payState: document.body.dataset.payState,
+    message: (document.getElementById('pay-message') || document.getElementById('message'))?.textContent,
+    result: document.getElementById('pay-result')?.textContent?.slice(0, 300),
+  }),
+  maxSteps: 20,
+});

@@ -1,0 +1,178 @@
+// Shared harness of the browser tests (passkey.mjs, pay.mjs): BASE_URL, the headless Chromium
+// launch, the step runner with its timeouts, pass/fail count and failure diagnostics, and a
+// browser context with a CDP virtual passkey authenticator. It exists so that every script
+// runs, reports and ends the same way: one line per step, then "browser: N passed, M failed"
+// (which tests/api/browser.rs reads) and exit status 1 if any step failed.
+// Env: BASE_URL (required), TEST_USERNAME (default random), CHROMIUM (default /usr/bin/chromium),
+// STEP_TIMEOUT_MS (default 15000).
+
+import { randomBytes } from 'node:crypto';
+import { basename } from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const STEP_MS = Number(process.env.STEP_TIMEOUT_MS || 15000);
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// Flags measured to work as root, offline, in a container.
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-proxy-server',
+];
+
+// TEST_USERNAME, or a fresh random name starting with prefix.
+export const testUsername = (prefix) => process.env.TEST_USERNAME || `${prefix}-${randomBytes(5).toString('hex')}`;
+
+function baseUrl() {
+  if (!process.env.BASE_URL) {
+    console.error(`BASE_URL is required, e.g. BASE_URL=http://localhost:8080 node ${basename(process.argv[1])}`);
+    process.exit(2);
+  }
+  const url = new URL(process.env.BASE_URL);
+  // An IP address cannot be a WebAuthn RP id, and http:// is a secure context only on localhost.
+  if (['127.0.0.1', '[::1]'].includes(url.hostname)) {
+    console.log(`note: opening ${url.hostname} as localhost (an IP address cannot be an RP id)`);
+    url.hostname = 'localhost';
+  }
+  return url.origin;
+}
+
+export const BASE_URL = baseUrl();
+
+// ---------------------------------------------------------------- step runner
+
+// One script is one process and one run, so the runner's state is the module's.
+let passed = 0;
+let failed = 0;
+let currentPage = null;
+const pageErrors = [];
+// What a failed step reports about the page: set by runBrowserTest.
+let diagnostics = null;
+
+class StepFailed extends Error {}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// Reads something off the page for a failure report; a page that hangs or is gone does not
+// hang the report.
+async function readPage(read, what) {
+  try {
+    return await withTimeout(read(), 2000, what);
+  } catch {
+    return '(page not readable)';
+  }
+}
+
+async function reportPage(page) {
+  const { messageSelector, pageState } = diagnostics;
+  if (messageSelector) {
+    const text = await readPage(async () => (await page.locator(messageSelector).textContent()) || '(empty)', messageSelector);
+    console.log(`     ${messageSelector}: ${text}`);
+  }
+  console.log(`     page state: ${await readPage(async () => JSON.stringify(await page.evaluate(pageState)), 'page state')}`);
+}
+
+// Runs one step within STEP_MS and prints "ok" or "FAIL" with what the page showed; a failed
+// step ends the run (the rest of the scenario depends on it).
+export async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await withTimeout(fn(), STEP_MS, name);
+  } catch (err) {
+    failed++;
+    console.log(`FAIL ${name}: ${err.message.split('\n')[0]}`);
+    if (currentPage && diagnostics) await reportPage(currentPage);
+    for (const line of pageErrors.slice(-5)) console.log(`     page: ${line}`);
+    throw new StepFailed(name);
+  }
+  passed++;
+  console.log(`ok   ${name} (${Date.now() - started} ms)`);
+}
+
+export function check(condition, what) {
+  if (!condition) throw new Error(what);
+}
+
+// ---------------------------------------------------------------- browser context
+
+// One browser context with its own virtual platform authenticator (Chromium allows only one
+// internal authenticator per context). The authenticator answers only while a step switches
+// presence on: Chromium's virtual environment answers a conditional (autofill) request at once
+// when a passkey exists, where a person would have to pick it, and the page on / keeps such a
+// request pending while signed out, which must not be answered by accident.
+export async function openContext(browser, { withoutJsonHelpers = false } = {}) {
+  const context = await browser.newContext();
+  if (withoutJsonHelpers) {
+    // Exercise the page's fallback for browsers without the WebAuthn L3 JSON helpers.
+    await context.addInitScript(() => {
+      delete PublicKeyCredential.parseCreationOptionsFromJSON;
+      delete PublicKeyCredential.parseRequestOptionsFromJSON;
+      delete PublicKeyCredential.prototype.toJSON;
+    });
+  }
+  const page = await context.newPage();
+  // A ceremony in a tab that is not in front fails with NotAllowedError.
+  await page.bringToFront();
+  page.setDefaultTimeout(STEP_MS);
+  page.on('pageerror', (err) => pageErrors.push(`uncaught ${err.message}`));
+  page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(`console.error ${msg.text()}`); });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
+      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: false,
+    },
+  });
+  const presence = (enabled) => cdp.send('WebAuthn.setAutomaticPresenceSimulation', { authenticatorId, enabled });
+  const credentials = async () => (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
+  currentPage = page;
+  return { context, page, presence, credentials };
+}
+
+// The fallback flows: a context whose page must do without the WebAuthn L3 JSON helpers, and
+// (the authenticator being new) a user of its own, named after username (64 characters at most).
+export async function openFallbackContext(browser, username) {
+  return { username: `${username}-fb`.slice(0, 64), ...(await openContext(browser, { withoutJsonHelpers: true })) };
+}
+
+// ---------------------------------------------------------------- the run
+
+// Prints intro, launches Chromium, runs each flow(browser) in turn until one fails, prints
+// "browser: N passed, M failed" and exits. A failed step reports messageSelector's text (if
+// given) and the JSON of pageState, a function evaluated in the page. maxSteps bounds the
+// watchdog, the last resort if the browser itself hangs.
+export async function runBrowserTest({ intro, flows, pageState, messageSelector = null, maxSteps }) {
+  diagnostics = { messageSelector, pageState };
+  const watchdog = setTimeout(() => {
+    console.log('FAIL watchdog: the run hung');
+    console.log(`browser: ${passed} passed, ${failed + 1} failed`);
+    process.exit(1);
+  }, STEP_MS * maxSteps + 60_000);
+  watchdog.unref();
+
+  let browser;
+  try {
+    console.log(intro);
+    browser = await withTimeout(
+      chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true }),
+      STEP_MS * 2,
+      `launch ${CHROMIUM}`,
+    );
+    for (const flow of flows) await flow(browser);
+  } catch (err) {
+    if (!(err instanceof StepFailed)) {
+      failed++;
+      console.log(`FAIL setup: ${err.message.split('\n')[0]}`);
+    }
+  } finally {
+    if (browser) await withTimeout(browser.close(), 10_000, 'browser.close').catch(() => {});
+  }
+
+  console.log(`browser: ${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
