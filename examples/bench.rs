@@ -151,20 +151,56 @@ fn start_server(url: &str, port: u16, cpu: Option<&str>) -> Server {
     Server { child, base: format!("http://127.0.0.1:{port}"), origin }
 }
 
-async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
-    let response = client.post(url).json(&body).send().await.expect("request");
+async fn post(client: &reqwest::Client, url: String, bearer: Option<&str>, body: Value) -> Value {
+    let mut request = client.post(url).json(&body);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     assert!(status.is_success(), "{status}: {body}");
     body
 }
 
-async fn post_bearer(client: &reqwest::Client, url: String, bearer: &str, body: Value) -> Value {
-    let response = client.post(url).bearer_auth(bearer).json(&body).send().await.expect("request");
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {body}");
-    body
+/// What every phase shares: the users, the HTTP client, the server.
+struct Bench {
+    users: Vec<Arc<Mutex<User>>>,
+    client: reqwest::Client,
+    base: String,
+    pid: u32,
+    db: String,
+}
+
+impl Bench {
+    /// Runs `total` operations with `in_flight` workers, measuring wall
+    /// time, latencies and the server's (and PostgreSQL's) CPU, and prints
+    /// one table row.
+    async fn phase<F, Fut>(&self, what: &str, in_flight: usize, total: usize, op: F)
+    where
+        F: Fn(reqwest::Client, String, Arc<Mutex<User>>) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let (cpu0, pg0) = (cpu_seconds(self.pid), postgres_cpu_seconds());
+        let started = Instant::now();
+        let (client, base) = (self.client.clone(), self.base.clone());
+        let mut latencies =
+            run(&self.users, total, in_flight, move |user| op(client.clone(), base.clone(), user))
+                .await;
+        let secs = started.elapsed().as_secs_f64();
+        latencies.sort();
+        let cpu = cpu_seconds(self.pid) - cpu0;
+        report(
+            what,
+            in_flight,
+            total,
+            secs,
+            &latencies,
+            cpu,
+            postgres_cpu_seconds() - pg0,
+            &self.db,
+        );
+    }
 }
 
 struct User {
@@ -204,7 +240,6 @@ async fn main() {
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     let pid = server.child.id();
 
-    // Registrations, at 8 in flight.
     let users: Vec<Arc<Mutex<User>>> = (0..o.users)
         .map(|i| {
             Arc::new(Mutex::new(User {
@@ -214,32 +249,8 @@ async fn main() {
             }))
         })
         .collect();
-    let (cpu0, pg0) = (cpu_seconds(pid), postgres_cpu_seconds());
-    let t0 = Instant::now();
-    let (shared_client, shared_base) = (client.clone(), server.base.clone());
-    let mut latencies = run(&users, o.users, 8, move |user| {
-        let client = shared_client.clone();
-        let base = shared_base.clone();
-        async move {
-            let mut user = user.lock().await;
-            let started =
-                post(&client, format!("{base}/v1/register/start"), json!({"username": user.name}))
-                    .await;
-            let credential = user.authenticator.register(&started["publicKey"]);
-            let tokens = post(
-                &client,
-                format!("{base}/v1/register/finish"),
-                json!({"ceremony_id": started["ceremony_id"], "credential": credential}),
-            )
-            .await;
-            user.access_token = tokens["access_token"].as_str().unwrap_or_default().to_owned();
-        }
-    })
-    .await;
-    let register_secs = t0.elapsed().as_secs_f64();
-    let register_cpu = cpu_seconds(pid) - cpu0;
-    let register_pg = postgres_cpu_seconds() - pg0;
-    latencies.sort();
+    let bench =
+        Bench { users, client: client.clone(), base: server.base.clone(), pid, db: o.db.clone() };
 
     println!(
         "passgate benchmark: store {}, server cpu {:?}, client cpu {:?}",
@@ -251,86 +262,47 @@ async fn main() {
         "| operation | in flight | ops | ops/s | p50 ms | p95 ms | p99 ms | server CPU ms/op | +PostgreSQL CPU ms/op |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    report("registration", 8, o.users, register_secs, &latencies, register_cpu, register_pg, &o.db);
 
-    for &concurrency in &o.concurrency {
-        let (cpu0, pg0) = (cpu_seconds(pid), postgres_cpu_seconds());
-        let t0 = Instant::now();
-        let (shared_client, shared_base) = (client.clone(), server.base.clone());
-        let mut latencies = run(&users, o.logins, concurrency, move |user| {
-            let client = shared_client.clone();
-            let base = shared_base.clone();
-            async move {
-                let mut user = user.lock().await;
-                let started =
-                    post(&client, format!("{base}/v1/login/start"), json!({"username": user.name}))
-                        .await;
-                let assertion = user.authenticator.login(&started["publicKey"]);
-                let tokens = post(
-                    &client,
-                    format!("{base}/v1/login/finish"),
-                    json!({"ceremony_id": started["ceremony_id"], "credential": assertion}),
-                )
-                .await;
-                assert!(tokens["access_token"].is_string());
-            }
+    bench
+        .phase("registration", 8, o.users, |client, base, user| async move {
+            let mut user = user.lock().await;
+            let body = json!({"username": user.name});
+            let started = post(&client, format!("{base}/v1/register/start"), None, body).await;
+            let credential = user.authenticator.register(&started["publicKey"]);
+            let body = json!({"ceremony_id": started["ceremony_id"], "credential": credential});
+            let tokens = post(&client, format!("{base}/v1/register/finish"), None, body).await;
+            user.access_token = tokens["access_token"].as_str().unwrap_or_default().to_owned();
         })
         .await;
-        let secs = t0.elapsed().as_secs_f64();
-        latencies.sort();
-        report(
-            "passkey login",
-            concurrency,
-            o.logins,
-            secs,
-            &latencies,
-            cpu_seconds(pid) - cpu0,
-            postgres_cpu_seconds() - pg0,
-            &o.db,
-        );
+    for &in_flight in &o.concurrency {
+        bench
+            .phase("passkey login", in_flight, o.logins, |client, base, user| async move {
+                let mut user = user.lock().await;
+                let body = json!({"username": user.name});
+                let started = post(&client, format!("{base}/v1/login/start"), None, body).await;
+                let assertion = user.authenticator.login(&started["publicKey"]);
+                let body = json!({"ceremony_id": started["ceremony_id"], "credential": assertion});
+                let tokens = post(&client, format!("{base}/v1/login/finish"), None, body).await;
+                assert!(tokens["access_token"].is_string());
+            })
+            .await;
     }
-    // Payment step-ups (start + finish, authorization token signed), at 8
-    // in flight.
-    let (cpu0, pg0) = (cpu_seconds(pid), postgres_cpu_seconds());
-    let t0 = Instant::now();
-    let (shared_client, shared_base) = (client.clone(), server.base.clone());
-    let mut latencies = run(&users, o.logins, 8, move |user| {
-        let client = shared_client.clone();
-        let base = shared_base.clone();
-        async move {
+    // Start + finish with the user's bearer token, authorization token signed.
+    bench
+        .phase("payment step-up", 8, o.logins, |client, base, user| async move {
             let mut user = user.lock().await;
+            let bearer = Some(user.access_token.clone());
             let transaction = json!({"amount": "12.50", "currency": "EUR", "payee": "Coffee Shop"});
-            let started = post_bearer(
-                &client,
-                format!("{base}/v1/stepup/start"),
-                &user.access_token,
-                json!({"transaction": transaction}),
-            )
-            .await;
+            let body = json!({"transaction": transaction});
+            let started =
+                post(&client, format!("{base}/v1/stepup/start"), bearer.as_deref(), body).await;
             let assertion = user.authenticator.login(&started["publicKey"]);
-            let approved = post_bearer(
-                &client,
-                format!("{base}/v1/stepup/finish"),
-                &user.access_token,
-                json!({"ceremony_id": started["ceremony_id"], "credential": assertion}),
-            )
-            .await;
+            let body = json!({"ceremony_id": started["ceremony_id"], "credential": assertion});
+            let approved =
+                post(&client, format!("{base}/v1/stepup/finish"), bearer.as_deref(), body).await;
             assert!(approved["authorization_token"].is_string());
-        }
-    })
-    .await;
-    let secs = t0.elapsed().as_secs_f64();
-    latencies.sort();
-    report(
-        "payment step-up",
-        8,
-        o.logins,
-        secs,
-        &latencies,
-        cpu_seconds(pid) - cpu0,
-        postgres_cpu_seconds() - pg0,
-        &o.db,
-    );
+        })
+        .await;
 
     let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
