@@ -234,12 +234,6 @@ pub enum Backend {
 pub struct DatabaseUrl(SecretString);
 
 impl DatabaseUrl {
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let url = DatabaseUrl(SecretString::from(text.to_owned()));
-        url.backend()?;
-        Ok(url)
-    }
-
     pub fn backend(&self) -> anyhow::Result<Backend> {
         let text = self.0.expose_secret();
         if text.starts_with("sqlite:") {

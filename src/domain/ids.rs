@@ -25,10 +25,6 @@ macro_rules! uuid_id {
                     .map_err(|_| ValidationError(concat!($field, ": not a valid UUID").into()))
             }
 
-            pub fn from_uuid(uuid: Uuid) -> Self {
-                $name(uuid)
-            }
-
             pub fn as_uuid(&self) -> &Uuid {
                 &self.0
             }

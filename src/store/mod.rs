@@ -143,7 +143,6 @@ pub enum RefreshOutcome {
 
 #[async_trait]
 pub trait Store: Send + Sync {
-    fn backend(&self) -> Backend;
     /// Connections open in the pool, and how many of them are idle.
     fn pool_state(&self) -> (u32, usize);
     async fn ping(&self) -> StoreResult<()>;

@@ -12,7 +12,7 @@ use super::{
     StoreResult, UserRow,
 };
 use crate::clock::Millis;
-use crate::config::{Backend, DatabaseSettings};
+use crate::config::DatabaseSettings;
 
 type Db = sqlx::Postgres;
 
@@ -35,4 +35,4 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore, Backend::Postgres);
+impl_store!(PgStore);

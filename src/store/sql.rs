@@ -11,13 +11,9 @@ pub(crate) const COUNTED_USE: &str = "update credential set passkey = $2, sign_c
      and (sign_count < $3 or (sign_count = 0 and $3 = 0))";
 
 macro_rules! impl_store {
-    ($store:ty, $backend:expr) => {
+    ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
-            fn backend(&self) -> $crate::config::Backend {
-                $backend
-            }
-
             fn pool_state(&self) -> (u32, usize) {
                 (self.pool.size(), self.pool.num_idle())
             }

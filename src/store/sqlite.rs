@@ -14,7 +14,7 @@ use super::{
     StoreResult, UserRow,
 };
 use crate::clock::Millis;
-use crate::config::{Backend, DatabaseSettings};
+use crate::config::DatabaseSettings;
 
 type Db = sqlx::Sqlite;
 
@@ -54,4 +54,4 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, Backend::Sqlite);
+impl_store!(SqliteStore);
