@@ -20,6 +20,7 @@ RUN mkdir src \
 # The sources; migrations/ and config/ are compiled into the binary.
 COPY src ./src
 COPY migrations ./migrations
+COPY assets ./assets
 COPY config ./config
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin passgate
 

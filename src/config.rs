@@ -33,7 +33,64 @@ struct RawSettings {
     tokens: RawTokens,
     stepup: RawStepup,
     apps: RawApps,
+    password: RawPassword,
+    mfa: RawMfa,
+    smtp: RawSmtp,
+    limits: RawLimits,
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassword {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+    max_concurrent_hashes: usize,
+    max_queued_hashes: usize,
+    min_length: usize,
+    max_length: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMfa {
+    token_ttl_seconds: u64,
+    totp_issuer: String,
+    email_code_ttl_seconds: u64,
+    email_code_max_tries: u32,
+    email_resend_seconds: u64,
+    fresh_auth_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: u16,
+    tls: String,
+    username: String,
+    password: SecretString,
+    from: String,
+    outbox_dir: PathBuf,
+    timeout_seconds: u64,
+}
+
+impl fmt::Debug for RawSmtp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawSmtp").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    ip_requests_per_minute: u64,
+    account_requests_per_minute: u64,
+    lockout_threshold: u64,
+    lockout_base_seconds: u64,
+    lockout_max_seconds: u64,
+    failure_window_seconds: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,7 +175,81 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub stepup: StepupSettings,
     pub apps: AppSettings,
+    pub password: PasswordSettings,
+    pub mfa: MfaSettings,
+    pub smtp: SmtpSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
+}
+
+/// argon2id cost and the hashing pool's bounds, and the password policy.
+#[derive(Clone, Debug)]
+pub struct PasswordSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Threads that hash at once (each holds `memory_kib`).
+    pub max_concurrent_hashes: usize,
+    /// Checks waiting for a thread; more are refused with 429.
+    pub max_queued_hashes: usize,
+    pub min_length: usize,
+    pub max_length: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct MfaSettings {
+    pub token_ttl: Duration,
+    pub totp_issuer: String,
+    pub email_code_ttl: Duration,
+    pub email_code_max_tries: u32,
+    pub email_resend: Duration,
+    /// How recent a sign-in must be for sensitive changes without the
+    /// current password.
+    pub fresh_auth: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    StartTls,
+    Tls,
+}
+
+#[derive(Clone)]
+pub struct SmtpSettings {
+    /// None: mail is written to `outbox_dir` instead of sent.
+    pub host: Option<String>,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: SecretString,
+    pub from: String,
+    pub outbox_dir: PathBuf,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("from", &self.from)
+            .field("outbox_dir", &self.outbox_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Throttling of the password, code and MFA endpoints.
+#[derive(Clone, Debug)]
+pub struct LimitSettings {
+    pub ip_requests_per_minute: u64,
+    pub account_requests_per_minute: u64,
+    pub lockout_threshold: u64,
+    pub lockout_base: Duration,
+    pub lockout_max: Duration,
+    pub failure_window: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -356,6 +487,10 @@ impl RawSettings {
                 require_device_bound: self.stepup.require_device_bound,
             },
             apps: validate_apps(self.apps)?,
+            password: validate_password(self.password)?,
+            mfa: validate_mfa(self.mfa)?,
+            smtp: validate_smtp(self.smtp)?,
+            limits: validate_limits(self.limits)?,
             log: LogSettings { level: self.log.level, format },
         })
     }
@@ -396,6 +531,138 @@ fn validate_webauthn(raw: RawWebauthn) -> anyhow::Result<WebauthnSettings> {
         origins,
         ceremony_ttl: Duration::from_secs(ttl),
         related_origins,
+    })
+}
+
+fn validate_password(raw: RawPassword) -> anyhow::Result<PasswordSettings> {
+    // argon2's own bounds, and RFC 9106's minimum of 8 KiB per lane.
+    if raw.parallelism == 0 || raw.parallelism > 16 {
+        bail!("password.parallelism: {} is outside 1..=16", raw.parallelism);
+    }
+    if raw.memory_kib < 8 * raw.parallelism || raw.memory_kib > 4 * 1024 * 1024 {
+        bail!(
+            "password.memory_kib: {} is outside {}..=4194304",
+            raw.memory_kib,
+            8 * raw.parallelism
+        );
+    }
+    if raw.iterations == 0 || raw.iterations > 100 {
+        bail!("password.iterations: {} is outside 1..=100", raw.iterations);
+    }
+    if raw.max_queued_hashes == 0 {
+        bail!("password.max_queued_hashes: must be at least 1");
+    }
+    if raw.min_length < 8 {
+        bail!("password.min_length: {} is below 8 (NIST SP 800-63B)", raw.min_length);
+    }
+    if raw.max_length < 64 || raw.max_length > 1024 {
+        bail!("password.max_length: {} is outside 64..=1024", raw.max_length);
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // One core stays free for everything else, so a flood of password
+    // checks cannot starve passkey sign-ins.
+    let max_concurrent_hashes = if raw.max_concurrent_hashes == 0 {
+        cores.saturating_sub(1).max(1)
+    } else {
+        raw.max_concurrent_hashes
+    };
+    Ok(PasswordSettings {
+        memory_kib: raw.memory_kib,
+        iterations: raw.iterations,
+        parallelism: raw.parallelism,
+        max_concurrent_hashes,
+        max_queued_hashes: raw.max_queued_hashes,
+        min_length: raw.min_length,
+        max_length: raw.max_length,
+    })
+}
+
+fn validate_mfa(raw: RawMfa) -> anyhow::Result<MfaSettings> {
+    let seconds = |key: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+        if range.contains(&value) {
+            Ok(Duration::from_secs(value))
+        } else {
+            Err(anyhow::anyhow!(
+                "mfa.{key}: {value} is outside {}..={}",
+                range.start(),
+                range.end()
+            ))
+        }
+    };
+    if raw.totp_issuer.trim().is_empty() || raw.totp_issuer.contains(':') {
+        bail!("mfa.totp_issuer: must be a non-empty name without ':'");
+    }
+    if !(1..=20).contains(&raw.email_code_max_tries) {
+        bail!("mfa.email_code_max_tries: {} is outside 1..=20", raw.email_code_max_tries);
+    }
+    Ok(MfaSettings {
+        token_ttl: seconds("token_ttl_seconds", raw.token_ttl_seconds, 30..=1800)?,
+        totp_issuer: raw.totp_issuer.trim().to_owned(),
+        email_code_ttl: seconds("email_code_ttl_seconds", raw.email_code_ttl_seconds, 60..=3600)?,
+        email_code_max_tries: raw.email_code_max_tries,
+        email_resend: seconds("email_resend_seconds", raw.email_resend_seconds, 0..=3600)?,
+        fresh_auth: seconds("fresh_auth_seconds", raw.fresh_auth_seconds, 30..=3600)?,
+    })
+}
+
+fn validate_smtp(raw: RawSmtp) -> anyhow::Result<SmtpSettings> {
+    let tls = match raw.tls.trim().to_ascii_lowercase().as_str() {
+        "none" => SmtpTls::None,
+        "starttls" => SmtpTls::StartTls,
+        "tls" => SmtpTls::Tls,
+        other => bail!("smtp.tls: {other:?} is not one of none, starttls, tls"),
+    };
+    let host = Some(raw.host.trim().to_owned()).filter(|h| !h.is_empty());
+    if host.is_some() && raw.port == 0 {
+        bail!("smtp.port: must not be 0");
+    }
+    if raw.from.parse::<lettre::message::Mailbox>().is_err() {
+        bail!(
+            "smtp.from: {:?} is not an address like \"passgate <no-reply@example.com>\"",
+            raw.from
+        );
+    }
+    if raw.timeout_seconds == 0 {
+        bail!("smtp.timeout_seconds: must be at least 1");
+    }
+    let username = Some(raw.username.trim().to_owned()).filter(|u| !u.is_empty());
+    if username.is_some() && tls == SmtpTls::None {
+        bail!("smtp.username: credentials are refused over smtp.tls = none; use starttls or tls");
+    }
+    Ok(SmtpSettings {
+        host,
+        port: raw.port,
+        tls,
+        username,
+        password: raw.password,
+        from: raw.from,
+        outbox_dir: raw.outbox_dir,
+        timeout: Duration::from_secs(raw.timeout_seconds),
+    })
+}
+
+fn validate_limits(raw: RawLimits) -> anyhow::Result<LimitSettings> {
+    for (key, value) in [
+        ("ip_requests_per_minute", raw.ip_requests_per_minute),
+        ("account_requests_per_minute", raw.account_requests_per_minute),
+        ("lockout_threshold", raw.lockout_threshold),
+        ("lockout_base_seconds", raw.lockout_base_seconds),
+        ("failure_window_seconds", raw.failure_window_seconds),
+    ] {
+        if value == 0 {
+            bail!("limits.{key}: must be at least 1");
+        }
+    }
+    if raw.lockout_max_seconds < raw.lockout_base_seconds {
+        bail!("limits.lockout_max_seconds: must be at least limits.lockout_base_seconds");
+    }
+    Ok(LimitSettings {
+        ip_requests_per_minute: raw.ip_requests_per_minute,
+        account_requests_per_minute: raw.account_requests_per_minute,
+        lockout_threshold: raw.lockout_threshold,
+        lockout_base: Duration::from_secs(raw.lockout_base_seconds),
+        lockout_max: Duration::from_secs(raw.lockout_max_seconds),
+        failure_window: Duration::from_secs(raw.failure_window_seconds),
     })
 }
 

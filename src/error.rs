@@ -36,6 +36,20 @@ pub enum ApiError {
     WebauthnFailed(String),
     #[error("too many requests; retry later")]
     RateLimited { retry_after_secs: u64 },
+    #[error(
+        "too many failed sign-ins: this account's password sign-in is locked for a while (passkey sign-in stays open)"
+    )]
+    AccountLocked { retry_after_secs: u64 },
+    #[error("this account is locked")]
+    AccountDisabled,
+    #[error("{0}")]
+    MfaRequired(String),
+    /// A wrong, expired or used-up one-time code during sign-in (401).
+    #[error("the code is wrong, expired or used up")]
+    InvalidCode,
+    /// The same, while setting up a factor (400: the session is fine).
+    #[error("the code is wrong, expired or used up")]
+    InvalidSetupCode,
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("this method is not allowed on this resource")]
@@ -73,6 +87,9 @@ impl ApiError {
             ApiError::CeremonyNotFound => "ceremony_not_found",
             ApiError::WebauthnFailed(_) => "webauthn_failed",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::AccountLocked { .. } | ApiError::AccountDisabled => "account_locked",
+            ApiError::MfaRequired(_) => "mfa_required",
+            ApiError::InvalidCode | ApiError::InvalidSetupCode => "invalid_code",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
@@ -93,6 +110,9 @@ impl ApiError {
             ApiError::CeremonyNotFound => "Ceremony not found",
             ApiError::WebauthnFailed(_) => "WebAuthn verification failed",
             ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::AccountLocked { .. } | ApiError::AccountDisabled => "Account locked",
+            ApiError::MfaRequired(_) => "Second factor required",
+            ApiError::InvalidCode | ApiError::InvalidSetupCode => "Invalid code",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Unavailable => "Service unavailable",
@@ -135,6 +155,11 @@ impl ResponseError for ApiError {
             ApiError::UsernameTaken => StatusCode::CONFLICT,
             ApiError::WebauthnFailed(_) => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::AccountLocked { .. }
+            | ApiError::AccountDisabled
+            | ApiError::MfaRequired(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidCode => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidSetupCode => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -158,7 +183,8 @@ impl ResponseError for ApiError {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::AccountLocked { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod mailer;
 pub mod metrics;
 pub mod routes;
 pub mod service;

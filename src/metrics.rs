@@ -16,6 +16,10 @@ pub struct Metrics {
     ceremonies: IntCounterVec,
     clone_warnings: IntCounter,
     pool_connections: IntGaugeVec,
+    rate_limited: IntCounterVec,
+    lockouts: IntCounter,
+    lockout_hits: IntCounter,
+    hash_queue: IntGauge,
 }
 
 /// Where a ceremony ended up, for `passgate_ceremonies_total`.
@@ -57,6 +61,25 @@ impl Metrics {
             Opts::new("passgate_db_pool_connections", "Database pool connections by state"),
             &["state"],
         )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "passgate_rate_limited_total",
+                "Requests refused with 429 by what was over its limit (ip, account, hash_queue)",
+            ),
+            &["scope"],
+        )?;
+        let lockouts = IntCounter::with_opts(Opts::new(
+            "passgate_lockouts_total",
+            "Accounts locked (or locked longer) after repeated failed sign-ins",
+        ))?;
+        let lockout_hits = IntCounter::with_opts(Opts::new(
+            "passgate_lockout_refusals_total",
+            "Requests refused with account_locked because of a lockout",
+        ))?;
+        let hash_queue = IntGauge::with_opts(Opts::new(
+            "passgate_password_hash_queue_depth",
+            "Password checks waiting for a hashing thread",
+        ))?;
         let build_info = IntGauge::with_opts(
             Opts::new("passgate_build_info", "Build information; always 1")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -67,6 +90,10 @@ impl Metrics {
         registry.register(Box::new(ceremonies.clone()))?;
         registry.register(Box::new(clone_warnings.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(lockouts.clone()))?;
+        registry.register(Box::new(lockout_hits.clone()))?;
+        registry.register(Box::new(hash_queue.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -75,6 +102,10 @@ impl Metrics {
             ceremonies,
             clone_warnings,
             pool_connections,
+            rate_limited,
+            lockouts,
+            lockout_hits,
+            hash_queue,
         })
     }
 
@@ -105,8 +136,26 @@ impl Metrics {
         self.clone_warnings.inc();
     }
 
-    /// The text exposition, with the pool gauges read at scrape time.
-    pub fn render(&self, pool_size: u32, pool_idle: usize) -> anyhow::Result<String> {
+    pub fn rate_limited(&self, scope: &str) {
+        self.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    pub fn lockout(&self) {
+        self.lockouts.inc();
+    }
+
+    pub fn lockout_hit(&self) {
+        self.lockout_hits.inc();
+    }
+
+    /// The text exposition, with the gauges read at scrape time.
+    pub fn render(
+        &self,
+        pool_size: u32,
+        pool_idle: usize,
+        hash_queue: i64,
+    ) -> anyhow::Result<String> {
+        self.hash_queue.set(hash_queue);
         let idle = i64::try_from(pool_idle).unwrap_or(i64::MAX);
         self.pool_connections.with_label_values(&["idle"]).set(idle);
         self.pool_connections.with_label_values(&["in_use"]).set(i64::from(pool_size) - idle);

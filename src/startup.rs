@@ -152,6 +152,10 @@ fn spawn_housekeeping(core: web::Data<Core>) {
             if let Err(error) = core.store.purge_ended_sessions(now - day).await {
                 tracing::warn!(error.cause_chain = ?error, "session purge failed");
             }
+            let forget = now - core.settings.limits.failure_window.as_millis() as i64;
+            if let Err(error) = core.store.purge_fallback(now, forget).await {
+                tracing::warn!(error.cause_chain = ?error, "purge of codes and counters failed");
+            }
             let keys = match core.settings.tokens.key_rotation {
                 Some(max_age) => core.keys.rotate_if_older(max_age, now).await.map(|_| ()),
                 None => core.keys.reload(now).await,

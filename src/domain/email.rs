@@ -23,6 +23,8 @@ impl EmailAddress {
         if local.is_empty() || local.len() > 64 || !domain_ok {
             return Err(refused());
         }
+        // Also an address the mailer can send to.
+        email.parse::<lettre::Address>().map_err(|_| refused())?;
         Ok(EmailAddress(email))
     }
 }

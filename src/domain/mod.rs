@@ -11,7 +11,7 @@ mod username;
 pub use email::EmailAddress;
 pub use ids::{CeremonyId, DeviceId, SessionId, UserId};
 pub use label::{DeviceName, DisplayName};
-pub use secret::{OpaqueToken, sha256_hex};
+pub use secret::{MfaToken, OneTimeCode, OpaqueToken, Password, sha256_hex};
 pub use transaction::{RawTransaction, Transaction};
 pub use username::Username;
 

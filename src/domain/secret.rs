@@ -24,12 +24,17 @@ impl OpaqueToken {
     }
 
     pub fn parse(input: String) -> Result<Self, ValidationError> {
+        Self::parse_field(input, "refresh_token")
+    }
+
+    /// `parse`, naming the field a malformed token came in.
+    pub fn parse_field(input: String, field: &str) -> Result<Self, ValidationError> {
         let well_formed = input.len() == 43
             && URL_SAFE_NO_PAD.decode(input.as_bytes()).map(|b| b.len() == 32).unwrap_or(false);
         if well_formed {
             Ok(OpaqueToken(SecretString::from(input)))
         } else {
-            Err(ValidationError("refresh_token: malformed token".into()))
+            Err(ValidationError(format!("{field}: malformed token")))
         }
     }
 
@@ -54,6 +59,83 @@ impl TryFrom<String> for OpaqueToken {
 impl fmt::Debug for OpaqueToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("OpaqueToken(<redacted>)")
+    }
+}
+
+/// The token between the password and the second factor: an
+/// `OpaqueToken` that names its own field when malformed.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct MfaToken(pub OpaqueToken);
+
+impl TryFrom<String> for MfaToken {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        OpaqueToken::parse_field(value, "mfa_token").map(MfaToken)
+    }
+}
+
+/// A password as typed: any string (policy is checked where one is set,
+/// not where one is tried). Never printed.
+#[derive(Clone, serde::Deserialize)]
+#[serde(from = "String")]
+pub struct Password(SecretString);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<String> for Password {
+    fn from(value: String) -> Self {
+        Password(SecretString::from(value))
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// A one-time code as typed (TOTP, emailed, or recovery), with spaces and
+/// dashes removed. At most 64 characters. Never printed.
+#[derive(Clone, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct OneTimeCode(SecretString);
+
+impl OneTimeCode {
+    pub fn parse(input: String) -> Result<Self, ValidationError> {
+        let code: String =
+            input.chars().filter(|c| !matches!(c, ' ' | '-')).collect::<String>().to_lowercase();
+        if code.is_empty() || code.len() > 64 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ValidationError("code: expected the digits or letters of a code".into()));
+        }
+        Ok(OneTimeCode(SecretString::from(code)))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// Six digits: a TOTP or emailed code.
+    pub fn is_six_digits(&self) -> bool {
+        let code = self.expose();
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
+impl TryFrom<String> for OneTimeCode {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl fmt::Debug for OneTimeCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OneTimeCode(<redacted>)")
     }
 }
 
@@ -83,6 +165,20 @@ mod tests {
         assert_eq!(token.hash(), again.hash());
         assert_eq!(token.hash().len(), 64);
         assert_ne!(token.hash(), OpaqueToken::generate().hash());
+    }
+
+    #[test]
+    fn codes_are_normalised_and_never_printed() {
+        let code = OneTimeCode::parse(" 123 456 ".into()).unwrap();
+        assert_eq!(code.expose(), "123456");
+        assert!(code.is_six_digits());
+        let recovery = OneTimeCode::parse("ABCDE-FGHJK".into()).unwrap();
+        assert_eq!(recovery.expose(), "abcdefghjk");
+        assert!(!recovery.is_six_digits());
+        assert!(!format!("{code:?}{:?}", Password::from("hunter22".to_owned())).contains("12"));
+        for bad in ["", "  ", "12;456", &"1".repeat(65)] {
+            assert!(OneTimeCode::parse(bad.to_string()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! API contract, "The signed-in user".
 
-use actix_web::web;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::extract::Bearer;
+use crate::domain::{EmailAddress, OneTimeCode, Password};
 use crate::error::{Problem, Result};
 use crate::service::Core;
+use crate::service::fallback::CodeSent;
 use crate::service::profile::Profile;
+use crate::service::tokens::ClientInfo;
+use crate::service::totp::{RecoveryCodes, TotpEnrolment};
 
 #[utoipa::path(get, path = "/v1/me", tag = "me",
     security(("bearer" = [])),
@@ -15,4 +21,146 @@ use crate::service::profile::Profile;
     ))]
 pub async fn me_get(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<Profile>> {
     Ok(web::Json(core.profile(&bearer.0.sub).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordBody {
+    #[schema(value_type = String, format = Password)]
+    password: Password,
+    /// Needed to change an existing password unless the session began
+    /// with a passkey within `mfa.fresh_auth_seconds`.
+    #[schema(value_type = Option<String>, format = Password)]
+    current_password: Option<Password>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct EmailBody {
+    #[schema(value_type = String, example = "alice@example.com")]
+    email: EmailAddress,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CodeBody {
+    #[schema(value_type = String, example = "123456")]
+    code: OneTimeCode,
+}
+
+#[utoipa::path(put, path = "/v1/me/password", tag = "me",
+    security(("bearer" = [])),
+    request_body = PasswordBody,
+    responses(
+        (status = 204, description = "password set"),
+        (status = 401, description = "unauthorized, or invalid_credentials (wrong current_password)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: a change needs current_password or a fresh passkey sign-in; account_locked", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: too short, too long, too common, or the username", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn password_put(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    client: ClientInfo,
+    body: web::Json<PasswordBody>,
+) -> Result<HttpResponse> {
+    core.set_password(&bearer.0, &body.password, body.current_password.as_ref(), &client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/me/email", tag = "me",
+    security(("bearer" = [])),
+    request_body = EmailBody,
+    responses(
+        (status = 202, description = "address stored unverified; a code is mailed to it", body = CodeSent),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited (a code was sent moments ago)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable: the mail server could not be reached", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn email_post(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    client: ClientInfo,
+    body: web::Json<EmailBody>,
+) -> Result<HttpResponse> {
+    let sent = core.set_email(&bearer.0.sub, &body.email, &client).await?;
+    Ok(HttpResponse::Accepted().json(sent))
+}
+
+#[utoipa::path(post, path = "/v1/me/email/verify", tag = "me",
+    security(("bearer" = [])),
+    request_body = CodeBody,
+    responses(
+        (status = 204, description = "address verified"),
+        (status = 400, description = "invalid_code: wrong, expired or out of tries", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn email_verify(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    client: ClientInfo,
+    body: web::Json<CodeBody>,
+) -> Result<HttpResponse> {
+    core.verify_email(&bearer.0.sub, &body.code, &client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/me/totp/start", tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "a new secret, inactive until confirmed", body = TotpEnrolment),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: TOTP is already set up", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn totp_start(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<TotpEnrolment>> {
+    Ok(web::Json(core.totp_start(&bearer.0.sub).await?))
+}
+
+#[utoipa::path(post, path = "/v1/me/totp/finish", tag = "me",
+    security(("bearer" = [])),
+    request_body = CodeBody,
+    responses(
+        (status = 200, description = "TOTP active; ten recovery codes, shown this once", body = RecoveryCodes),
+        (status = 400, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: no enrolment in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn totp_finish(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    client: ClientInfo,
+    body: web::Json<CodeBody>,
+) -> Result<web::Json<RecoveryCodes>> {
+    core.throttle("account", &client, Some(&bearer.0.sub)).await?;
+    Ok(web::Json(core.totp_finish(&bearer.0.sub, &body.code).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/me/totp", tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "TOTP and its recovery codes removed"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: TOTP is not set up", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn totp_delete(core: web::Data<Core>, bearer: Bearer) -> Result<HttpResponse> {
+    core.require_fresh_sign_in(&bearer.0, false).await?;
+    core.totp_delete(&bearer.0.sub).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/me/recovery-codes", tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "ten new recovery codes; the old ones no longer work", body = RecoveryCodes),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: TOTP is not set up", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn recovery_codes_post(
+    core: web::Data<Core>,
+    bearer: Bearer,
+) -> Result<web::Json<RecoveryCodes>> {
+    core.require_fresh_sign_in(&bearer.0, false).await?;
+    Ok(web::Json(core.regenerate_recovery_codes(&bearer.0.sub).await?))
 }

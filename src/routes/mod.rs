@@ -3,6 +3,7 @@
 //! its result.
 
 pub mod extract;
+mod fallback;
 mod me;
 mod operations;
 mod passkeys;
@@ -14,10 +15,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
+use crate::service::fallback::{CodeSent, MfaChallenge};
 use crate::service::passkey::CeremonyStarted;
 use crate::service::profile::Profile;
 use crate::service::stepup::Authorization;
 use crate::service::tokens::TokenSet;
+use crate::service::totp::{RecoveryCodes, TotpEnrolment};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,13 +29,19 @@ use crate::service::tokens::TokenSet;
         passkeys::register_start, passkeys::register_finish,
         passkeys::login_start, passkeys::login_finish,
         tokens::token_refresh, tokens::logout,
-        me::me_get,
+        fallback::login_password, fallback::login_totp,
+        fallback::login_email_send, fallback::login_email_verify,
+        me::me_get, me::password_put, me::email_post, me::email_verify,
+        me::totp_start, me::totp_finish, me::totp_delete, me::recovery_codes_post,
         stepup::stepup_start, stepup::stepup_finish,
         operations::healthz, operations::readyz, operations::metrics, operations::jwks,
         operations::openapi, operations::asset_links, operations::apple_app_site_association,
         operations::related_origins,
     ),
-    components(schemas(Problem, CeremonyStarted, TokenSet, Profile, Authorization)),
+    components(schemas(
+        Problem, CeremonyStarted, TokenSet, Profile, Authorization, MfaChallenge, CodeSent,
+        TotpEnrolment, RecoveryCodes,
+    )),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;
@@ -72,7 +81,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/token/refresh").post(tokens::token_refresh).default_service(refuse()),
     )
     .service(web::resource("/v1/logout").post(tokens::logout).default_service(refuse()))
+    .service(
+        web::resource("/v1/login/password")
+            .post(fallback::login_password)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/login/mfa/totp").post(fallback::login_totp).default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/login/mfa/email/send")
+            .post(fallback::login_email_send)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/login/mfa/email/verify")
+            .post(fallback::login_email_verify)
+            .default_service(refuse()),
+    )
     .service(web::resource("/v1/me").get(me::me_get).default_service(refuse()))
+    .service(web::resource("/v1/me/password").put(me::password_put).default_service(refuse()))
+    .service(web::resource("/v1/me/email").post(me::email_post).default_service(refuse()))
+    .service(web::resource("/v1/me/email/verify").post(me::email_verify).default_service(refuse()))
+    .service(web::resource("/v1/me/totp/start").post(me::totp_start).default_service(refuse()))
+    .service(web::resource("/v1/me/totp/finish").post(me::totp_finish).default_service(refuse()))
+    .service(web::resource("/v1/me/totp").delete(me::totp_delete).default_service(refuse()))
+    .service(
+        web::resource("/v1/me/recovery-codes")
+            .post(me::recovery_codes_post)
+            .default_service(refuse()),
+    )
     .service(web::resource("/v1/stepup/start").post(stepup::stepup_start).default_service(refuse()))
     .service(
         web::resource("/v1/stepup/finish").post(stepup::stepup_finish).default_service(refuse()),

@@ -37,7 +37,7 @@ pub async fn jwks(core: web::Data<Core>) -> Result<HttpResponse> {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn metrics(core: web::Data<Core>) -> Result<HttpResponse> {
     let (size, idle) = core.store.pool_state();
-    let text = core.metrics.render(size, idle)?;
+    let text = core.metrics.render(size, idle, core.passwords.queue_depth())?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }
 

@@ -179,7 +179,9 @@ impl KeyRing {
             .find(|row| row.retired_at.is_none())
             .ok_or_else(|| anyhow!("no active signing key is stored"))?;
         let algorithm = algorithm_of(&newest.algorithm)?;
-        let der = sealer.open(&newest.kid, &newest.private_key)?;
+        let der = sealer
+            .open(&newest.kid, &newest.private_key)
+            .with_context(|| format!("signing key {}", newest.kid))?;
         let key = match algorithm {
             Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
             _ => EncodingKey::from_ec_der(&der),

@@ -2,13 +2,19 @@
 //! here and map its result. Time comes from `Core::clock`, storage from
 //! `Core::store`.
 
+pub mod account;
 mod authenticator_data;
+mod codes;
+pub mod fallback;
 pub mod keys;
 pub mod passkey;
+pub mod password;
 pub mod profile;
 mod sealing;
 pub mod stepup;
+mod throttle;
 pub mod tokens;
+pub mod totp;
 mod well_known;
 
 use std::sync::Arc;
@@ -21,9 +27,13 @@ use webauthn_rs::prelude::{Webauthn, WebauthnBuilder};
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use codes::CodeHasher;
 use keys::SigningKeys;
+use password::PasswordHasher;
+use sealing::Sealer;
 
 /// Everything a request may need, shared by all workers.
 pub struct Core {
@@ -33,6 +43,11 @@ pub struct Core {
     pub webauthn: Webauthn,
     pub keys: SigningKeys,
     pub metrics: Metrics,
+    pub passwords: PasswordHasher,
+    pub mailer: Mailer,
+    codes: CodeHasher,
+    /// Seals TOTP secrets (the same key-encryption key as signing keys).
+    secrets: Sealer,
     decoy_key: Vec<u8>,
 }
 
@@ -66,8 +81,28 @@ impl Core {
             )
             .await?;
         let decoy_key = URL_SAFE_NO_PAD.decode(decoy_key).context("stored decoy key")?;
+        rand::rngs::OsRng.fill_bytes(&mut candidate);
+        let code_key = store
+            .shared_secret("one_time_code_key", &URL_SAFE_NO_PAD.encode(candidate), clock.now_ms())
+            .await?;
+        let codes = CodeHasher::new(URL_SAFE_NO_PAD.decode(code_key).context("stored code key")?);
         let metrics = Metrics::new()?;
-        Ok(Core { settings, store, clock, webauthn, keys, metrics, decoy_key })
+        let passwords = PasswordHasher::new(&settings.password)?;
+        let mailer = Mailer::new(&settings.smtp)?;
+        let secrets = Sealer::new(settings.tokens.key_encryption_key.as_ref())?;
+        Ok(Core {
+            settings,
+            store,
+            clock,
+            webauthn,
+            keys,
+            metrics,
+            passwords,
+            mailer,
+            codes,
+            secrets,
+            decoy_key,
+        })
     }
 }
 

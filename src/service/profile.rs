@@ -13,7 +13,8 @@ pub struct Profile {
     pub display_name: String,
     pub email: Option<String>,
     pub email_verified: bool,
-    /// Ways this account can sign in: `passkey`, later `password`, `totp`.
+    /// Ways this account can sign in: `passkey`, `password`, and the
+    /// second factors `totp`, `email_otp`, `recovery_code`.
     pub factors: Vec<String>,
     pub roles: Vec<String>,
 }
@@ -25,6 +26,14 @@ impl Core {
         let mut factors = Vec::new();
         if !passkeys.is_empty() {
             factors.push("passkey".to_owned());
+        }
+        let counts = self.store.factor_counts(user_id).await?;
+        if counts.passwords > 0 {
+            factors.push("password".to_owned());
+        }
+        factors.extend(self.second_factors(&user).await?.into_iter().map(str::to_owned));
+        if counts.recovery_codes > 0 {
+            factors.push("recovery_code".to_owned());
         }
         Ok(Profile {
             user_id: user.user_id,

@@ -37,7 +37,7 @@ impl Sealer {
             Aad::from(kid.as_bytes()),
             &mut sealed,
         )
-        .map_err(|_| anyhow!("sealing a signing key failed"))?;
+        .map_err(|_| anyhow!("sealing failed"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(out)))
@@ -48,20 +48,19 @@ impl Sealer {
             return STANDARD.decode(stored).context("stored signing key");
         };
         let Some(key) = &self.key else {
-            bail!("signing key {kid} is encrypted: set tokens.key_encryption_key");
+            bail!("{kid} is encrypted: set tokens.key_encryption_key");
         };
         let bytes = STANDARD.decode(sealed).context("stored signing key")?;
         if bytes.len() < NONCE_LEN {
-            bail!("signing key {kid}: sealed value too short");
+            bail!("{kid}: sealed value too short");
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| anyhow!("signing key {kid}: bad nonce"))?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow!("{kid}: bad nonce"))?;
         let mut buffer = ciphertext.to_vec();
-        let plain =
-            key.open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buffer).map_err(|_| {
-                anyhow!("signing key {kid} does not open with tokens.key_encryption_key")
-            })?;
+        let plain = key
+            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buffer)
+            .map_err(|_| anyhow!("{kid} does not open with tokens.key_encryption_key"))?;
         Ok(plain.to_vec())
     }
 

@@ -120,6 +120,36 @@ impl std::fmt::Debug for SigningKeyRow {
     }
 }
 
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TotpRow {
+    pub user_id: String,
+    /// Sealed secret; never logged.
+    pub secret: String,
+    pub confirmed_at: Option<Millis>,
+    pub last_step: i64,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct EmailCodeRow {
+    pub purpose: String,
+    pub user_id: String,
+    /// Keyed hash of the code; never the code itself.
+    pub code_hash: String,
+    pub address: String,
+    pub tries: i32,
+    pub sent_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// Which second factors and fallbacks an account has.
+#[derive(Clone, Copy, Debug, Default, sqlx::FromRow)]
+pub struct FactorCounts {
+    pub passwords: i64,
+    pub totp: i64,
+    pub recovery_codes: i64,
+}
+
 /// A verified assertion's effect on its credential.
 #[derive(Clone, Debug)]
 pub struct CredentialUse {
@@ -219,6 +249,111 @@ pub trait Store: Send + Sync {
         keep_kid: &str,
         now: Millis,
     ) -> StoreResult<()>;
+    // Fallback sign-in (password + second factor).
+
+    async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>>;
+    async fn set_password(&self, user_id: &str, phc: &str, now: Millis) -> StoreResult<()>;
+    /// Replaces the hash only if it is still `old` (a re-hash with new
+    /// parameters must not undo a concurrent password change).
+    async fn upgrade_password(&self, user_id: &str, old: &str, new: &str) -> StoreResult<bool>;
+    async fn factor_counts(&self, user_id: &str) -> StoreResult<FactorCounts>;
+
+    async fn totp(&self, user_id: &str) -> StoreResult<Option<TotpRow>>;
+    /// Stores an unconfirmed secret, replacing an unconfirmed one; false
+    /// (nothing written) when a confirmed one exists.
+    async fn put_pending_totp(&self, user_id: &str, sealed: &str, now: Millis)
+    -> StoreResult<bool>;
+    /// Confirms the pending secret at `step` and replaces the recovery
+    /// codes, at once; false when there was nothing to confirm.
+    async fn confirm_totp(
+        &self,
+        user_id: &str,
+        step: i64,
+        recovery_hashes: &[String],
+        now: Millis,
+    ) -> StoreResult<bool>;
+    /// Records `step` as used; false when it (or a later one) already was:
+    /// a TOTP code is accepted once.
+    async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
+    /// Removes TOTP and the recovery codes that back it up.
+    async fn delete_totp(&self, user_id: &str) -> StoreResult<bool>;
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        hashes: &[String],
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Spends a recovery code; false when unknown or already spent.
+    async fn use_recovery_code(&self, user_id: &str, hash: &str, now: Millis) -> StoreResult<bool>;
+
+    async fn put_mfa_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// The user of a live mfa_token.
+    async fn mfa_token_user(&self, token_hash: &str, now: Millis) -> StoreResult<Option<String>>;
+    /// Takes the mfa_token and opens the session at once; false (nothing
+    /// written) when the token was taken or expired meanwhile.
+    async fn finish_mfa(
+        &self,
+        token_hash: &str,
+        session: &SessionRow,
+        refresh_hash: &str,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Stores a mailed code, replacing the live one of that purpose.
+    async fn put_email_code(&self, code: &EmailCodeRow) -> StoreResult<()>;
+    async fn email_code(&self, purpose: &str, user_id: &str) -> StoreResult<Option<EmailCodeRow>>;
+    /// Counts one try against a live code and returns it; None when there
+    /// is no live code with tries left. Counted before comparing, so that
+    /// parallel guesses cannot exceed the limit.
+    async fn try_email_code(
+        &self,
+        purpose: &str,
+        user_id: &str,
+        max_tries: i32,
+        now: Millis,
+    ) -> StoreResult<Option<EmailCodeRow>>;
+    /// Deletes the code; false when another request used it first.
+    async fn take_email_code(
+        &self,
+        purpose: &str,
+        user_id: &str,
+        code_hash: &str,
+    ) -> StoreResult<bool>;
+    async fn delete_email_code(&self, purpose: &str, user_id: &str) -> StoreResult<()>;
+    /// Sets the address, unverified.
+    async fn set_email(&self, user_id: &str, email: &str) -> StoreResult<()>;
+    /// Marks the address verified if it is still `address`.
+    async fn verify_email(&self, user_id: &str, address: &str) -> StoreResult<bool>;
+
+    /// Counts a hit in a fixed window; returns the hits so far and when the
+    /// window ends.
+    async fn hit_rate_window(
+        &self,
+        bucket: &str,
+        now: Millis,
+        window_ms: i64,
+    ) -> StoreResult<(i64, Millis)>;
+    /// The lock on a sign-in subject, if any (locked_until, 0 when none).
+    async fn locked_until(&self, subject: &str) -> StoreResult<Millis>;
+    /// Counts a failure (forgetting failures older than `forget_before`)
+    /// and returns the consecutive failures so far.
+    async fn record_failure(
+        &self,
+        subject: &str,
+        now: Millis,
+        forget_before: Millis,
+    ) -> StoreResult<i64>;
+    async fn lock_subject(&self, subject: &str, until: Millis) -> StoreResult<()>;
+    async fn clear_failures(&self, subject: &str) -> StoreResult<()>;
+    /// Deletes expired mfa tokens, codes, windows and forgotten failures.
+    async fn purge_fallback(&self, now: Millis, forget_before: Millis) -> StoreResult<u64>;
+
     /// Returns the stored secret of that name, storing `candidate` first
     /// when there is none (first node to start wins).
     async fn shared_secret(&self, name: &str, candidate: &str, now: Millis) -> StoreResult<String>;

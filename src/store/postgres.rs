@@ -8,8 +8,8 @@ use sqlx::postgres::PgPoolOptions;
 
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
-    CeremonyRow, CredentialRow, CredentialUse, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow,
-    StoreResult, UserRow,
+    CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts, MIGRATOR,
+    RefreshOutcome, SessionRow, SigningKeyRow, StoreResult, TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;

@@ -332,6 +332,412 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("select phc from user_password where user_id = $1")
+                        .bind(user_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(phc,)| phc))
+            }
+
+            async fn set_password(&self, user_id: &str, phc: &str, now: Millis) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into user_password (user_id, phc, updated_at) values ($1, $2, $3) \
+                     on conflict (user_id) do update set phc = excluded.phc, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(user_id)
+                .bind(phc)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn upgrade_password(&self, user_id: &str, old: &str, new: &str) -> StoreResult<bool> {
+                let done = sqlx::query("update user_password set phc = $3 where user_id = $1 and phc = $2")
+                    .bind(user_id)
+                    .bind(old)
+                    .bind(new)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn factor_counts(&self, user_id: &str) -> StoreResult<FactorCounts> {
+                Ok(sqlx::query_as::<_, FactorCounts>(
+                    "select (select count(*) from user_password where user_id = $1) as passwords, \
+                     (select count(*) from user_totp where user_id = $1 \
+                      and confirmed_at is not null) as totp, \
+                     (select count(*) from recovery_code where user_id = $1 \
+                      and used_at is null) as recovery_codes",
+                )
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn totp(&self, user_id: &str) -> StoreResult<Option<TotpRow>> {
+                Ok(sqlx::query_as::<_, TotpRow>("select * from user_totp where user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn put_pending_totp(
+                &self,
+                user_id: &str,
+                sealed: &str,
+                now: Millis,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "insert into user_totp (user_id, secret, confirmed_at, last_step, created_at) \
+                     values ($1, $2, null, 0, $3) on conflict (user_id) do update \
+                     set secret = excluded.secret, created_at = excluded.created_at, last_step = 0 \
+                     where user_totp.confirmed_at is null",
+                )
+                .bind(user_id)
+                .bind(sealed)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn confirm_totp(
+                &self,
+                user_id: &str,
+                step: i64,
+                recovery_hashes: &[String],
+                now: Millis,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "update user_totp set confirmed_at = $3, last_step = $2 \
+                     where user_id = $1 and confirmed_at is null and last_step < $2",
+                )
+                .bind(user_id)
+                .bind(step)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                insert_recovery_codes(&mut tx, user_id, recovery_hashes, now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update user_totp set last_step = $2 \
+                     where user_id = $1 and confirmed_at is not null and last_step < $2",
+                )
+                .bind(user_id)
+                .bind(step)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_totp(&self, user_id: &str) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("delete from user_totp where user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("delete from recovery_code where user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn replace_recovery_codes(
+                &self,
+                user_id: &str,
+                hashes: &[String],
+                now: Millis,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                insert_recovery_codes(&mut tx, user_id, hashes, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn use_recovery_code(
+                &self,
+                user_id: &str,
+                hash: &str,
+                now: Millis,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update recovery_code set used_at = $3 \
+                     where user_id = $1 and code_hash = $2 and used_at is null",
+                )
+                .bind(user_id)
+                .bind(hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn put_mfa_token(
+                &self,
+                token_hash: &str,
+                user_id: &str,
+                expires_at: Millis,
+                now: Millis,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into mfa_token (token_hash, user_id, expires_at, created_at) \
+                     values ($1, $2, $3, $4)",
+                )
+                .bind(token_hash)
+                .bind(user_id)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn mfa_token_user(
+                &self,
+                token_hash: &str,
+                now: Millis,
+            ) -> StoreResult<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "select user_id from mfa_token where token_hash = $1 and expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(user_id,)| user_id))
+            }
+
+            async fn finish_mfa(
+                &self,
+                token_hash: &str,
+                session: &SessionRow,
+                refresh_hash: &str,
+                now: Millis,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let taken = sqlx::query(
+                    "delete from mfa_token where token_hash = $1 and user_id = $2 and expires_at > $3",
+                )
+                .bind(token_hash)
+                .bind(&session.user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                insert_session(&mut tx, session, refresh_hash).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn put_email_code(&self, code: &EmailCodeRow) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into email_code (purpose, user_id, code_hash, address, tries, \
+                     sent_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7) \
+                     on conflict (purpose, user_id) do update set code_hash = excluded.code_hash, \
+                     address = excluded.address, tries = excluded.tries, \
+                     sent_at = excluded.sent_at, expires_at = excluded.expires_at",
+                )
+                .bind(&code.purpose)
+                .bind(&code.user_id)
+                .bind(&code.code_hash)
+                .bind(&code.address)
+                .bind(code.tries)
+                .bind(code.sent_at)
+                .bind(code.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn email_code(
+                &self,
+                purpose: &str,
+                user_id: &str,
+            ) -> StoreResult<Option<EmailCodeRow>> {
+                Ok(sqlx::query_as::<_, EmailCodeRow>(
+                    "select * from email_code where purpose = $1 and user_id = $2",
+                )
+                .bind(purpose)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn try_email_code(
+                &self,
+                purpose: &str,
+                user_id: &str,
+                max_tries: i32,
+                now: Millis,
+            ) -> StoreResult<Option<EmailCodeRow>> {
+                Ok(sqlx::query_as::<_, EmailCodeRow>(
+                    "update email_code set tries = tries + 1 where purpose = $1 and user_id = $2 \
+                     and tries < $3 and expires_at > $4 returning *",
+                )
+                .bind(purpose)
+                .bind(user_id)
+                .bind(max_tries)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn take_email_code(
+                &self,
+                purpose: &str,
+                user_id: &str,
+                code_hash: &str,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "delete from email_code where purpose = $1 and user_id = $2 and code_hash = $3",
+                )
+                .bind(purpose)
+                .bind(user_id)
+                .bind(code_hash)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_email_code(&self, purpose: &str, user_id: &str) -> StoreResult<()> {
+                sqlx::query("delete from email_code where purpose = $1 and user_id = $2")
+                    .bind(purpose)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_email(&self, user_id: &str, email: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "update app_user set email = $2, email_verified = false where user_id = $1",
+                )
+                .bind(user_id)
+                .bind(email)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn verify_email(&self, user_id: &str, address: &str) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update app_user set email_verified = true where user_id = $1 and email = $2",
+                )
+                .bind(user_id)
+                .bind(address)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn hit_rate_window(
+                &self,
+                bucket: &str,
+                now: Millis,
+                window_ms: i64,
+            ) -> StoreResult<(i64, Millis)> {
+                // One statement: two nodes counting the same bucket at
+                // once both land in the one row.
+                Ok(sqlx::query_as(
+                    "insert into rate_window (bucket, hits, window_ends) values ($1, 1, $2 + $3) \
+                     on conflict (bucket) do update set \
+                     hits = case when rate_window.window_ends <= $2 then 1 \
+                     else rate_window.hits + 1 end, \
+                     window_ends = case when rate_window.window_ends <= $2 then $2 + $3 \
+                     else rate_window.window_ends end \
+                     returning hits, window_ends",
+                )
+                .bind(bucket)
+                .bind(now)
+                .bind(window_ms)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn locked_until(&self, subject: &str) -> StoreResult<Millis> {
+                let row: Option<(i64,)> =
+                    sqlx::query_as("select locked_until from login_failure where subject = $1")
+                        .bind(subject)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map_or(0, |(until,)| until))
+            }
+
+            async fn record_failure(
+                &self,
+                subject: &str,
+                now: Millis,
+                forget_before: Millis,
+            ) -> StoreResult<i64> {
+                let (failures,): (i64,) = sqlx::query_as(
+                    "insert into login_failure (subject, failures, locked_until, updated_at) \
+                     values ($1, 1, 0, $2) on conflict (subject) do update set \
+                     failures = case when login_failure.updated_at < $3 then 1 \
+                     else login_failure.failures + 1 end, updated_at = $2 \
+                     returning failures",
+                )
+                .bind(subject)
+                .bind(now)
+                .bind(forget_before)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(failures)
+            }
+
+            async fn lock_subject(&self, subject: &str, until: Millis) -> StoreResult<()> {
+                sqlx::query(
+                    "update login_failure set locked_until = $2 \
+                     where subject = $1 and locked_until < $2",
+                )
+                .bind(subject)
+                .bind(until)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn clear_failures(&self, subject: &str) -> StoreResult<()> {
+                sqlx::query("delete from login_failure where subject = $1")
+                    .bind(subject)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn purge_fallback(&self, now: Millis, forget_before: Millis) -> StoreResult<u64> {
+                let mut purged = 0;
+                for (query, cutoff) in [
+                    ("delete from mfa_token where expires_at <= $1", now),
+                    ("delete from email_code where expires_at <= $1", now),
+                    ("delete from rate_window where window_ends <= $1", now),
+                    (
+                        "delete from login_failure where updated_at < $1 and locked_until < $1",
+                        forget_before.min(now),
+                    ),
+                ] {
+                    purged += sqlx::query(query).bind(cutoff).execute(&self.pool).await?.rows_affected();
+                }
+                Ok(purged)
+            }
+
             async fn shared_secret(
                 &self,
                 name: &str,
@@ -354,6 +760,30 @@ macro_rules! impl_store {
                         .await?;
                 Ok(value)
             }
+        }
+
+        async fn insert_recovery_codes(
+            tx: &mut sqlx::Transaction<'_, Db>,
+            user_id: &str,
+            hashes: &[String],
+            now: Millis,
+        ) -> StoreResult<()> {
+            sqlx::query("delete from recovery_code where user_id = $1")
+                .bind(user_id)
+                .execute(&mut **tx)
+                .await?;
+            for hash in hashes {
+                sqlx::query(
+                    "insert into recovery_code (user_id, code_hash, used_at, created_at) \
+                     values ($1, $2, null, $3)",
+                )
+                .bind(user_id)
+                .bind(hash)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
         }
 
         async fn insert_signing_key(

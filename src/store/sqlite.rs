@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
-    CeremonyRow, CredentialRow, CredentialUse, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow,
-    StoreResult, UserRow,
+    CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts, MIGRATOR,
+    RefreshOutcome, SessionRow, SigningKeyRow, StoreResult, TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;

@@ -64,7 +64,7 @@ impl TestDb {
         }
     }
 
-    fn share(&self) -> TestDb {
+    pub fn share(&self) -> TestDb {
         TestDb { db: self.db, url: self.url.clone(), _dir: self._dir.clone() }
     }
 }
@@ -164,6 +164,14 @@ pub fn test_settings(
         ("PASSGATE__WEBAUTHN__ORIGINS", origins.join(",")),
         ("PASSGATE__SERVER__WORKERS", "1".to_owned()),
         ("PASSGATE__DATABASE__MAX_CONNECTIONS", "4".to_owned()),
+        // Mail goes to the loopback SMTP server of this test process.
+        ("PASSGATE__SMTP__HOST", "127.0.0.1".to_owned()),
+        ("PASSGATE__SMTP__PORT", crate::smtp::port().to_string()),
+        ("PASSGATE__SMTP__TLS", "none".to_owned()),
+        // Cheaper argon2 than production's, so many sign-ins stay quick;
+        // the parameters are tested on their own.
+        ("PASSGATE__PASSWORD__MEMORY_KIB", "4096".to_owned()),
+        ("PASSGATE__PASSWORD__ITERATIONS", "1".to_owned()),
     ];
     let env = env
         .into_iter()
@@ -230,6 +238,11 @@ impl Fingerprint {
 }
 
 impl TestApp {
+    /// This node's database, for another node to share.
+    pub fn db_share(&self) -> TestDb {
+        self.db.share()
+    }
+
     pub fn authenticator(&self) -> SoftAuthenticator {
         SoftAuthenticator::new(&self.origin)
     }
@@ -343,7 +356,7 @@ impl TestApp {
 
     /// Counts and sums over every table that a request could change.
     pub async fn fingerprint(&self) -> Fingerprint {
-        const PROBES: [&str; 10] = [
+        const PROBES: [&str; 17] = [
             "select count(*) from app_user",
             "select count(*) from credential",
             "select cast(coalesce(sum(sign_count), 0) as bigint) from credential",
@@ -354,6 +367,13 @@ impl TestApp {
             "select count(*) from refresh_token where retired_at is not null",
             "select count(*) from ceremony",
             "select count(*) from signing_key",
+            "select count(*) from user_password",
+            "select count(*) from user_totp where confirmed_at is not null",
+            "select cast(coalesce(sum(last_step), 0) as bigint) from user_totp",
+            "select count(*) from recovery_code where used_at is null",
+            "select count(*) from mfa_token",
+            "select cast(coalesce(sum(tries), 0) as bigint) from email_code",
+            "select cast(coalesce(sum(failures), 0) as bigint) from login_failure",
         ];
         let mut values = Vec::new();
         macro_rules! probe_all {

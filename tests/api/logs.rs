@@ -3,7 +3,12 @@
 
 use serde_json::{Value, json};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::fallback::{PASSWORD, totp_at};
 use crate::helpers::{Db, captured_logs, spawn_app_configured};
+use crate::smtp;
 
 const KEK: &str = "bG9nLXNjYW4ta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=";
 
@@ -60,6 +65,40 @@ async fn no_token_credential_or_key_reaches_the_logs() {
     }
     secrets.push(approved["authorization_token"].as_str().unwrap().to_owned());
 
+    // The fallback: a password, TOTP, recovery codes, a mailed code, the
+    // mfa_token, and the refusals of wrong ones.
+    let account = app.fallback_account("logscan-fb").await;
+    secrets.push(PASSWORD.to_owned());
+    secrets.push(URL_SAFE_NO_PAD.encode(&account.secret));
+    secrets.push(base32(&account.secret));
+    assert_eq!(crate::fallback::base32_decode(&base32(&account.secret)), account.secret);
+    secrets.extend(account.recovery_codes.iter().cloned());
+    let address = "logscan-fb@example.test";
+    let set =
+        app.post_bearer("/v1/me/email", &account.access_token, &json!({"email": address})).await;
+    assert_eq!(set.status(), 202);
+    let mut codes = vec![smtp::last_code_to(address)];
+    app.post_bearer("/v1/me/email/verify", &account.access_token, &json!({"code": codes[0]})).await;
+    app.password_login("logscan-fb", "a wrong password for the log scan").await;
+    secrets.push("a wrong password for the log scan".to_owned());
+    let mfa = app.mfa_token("logscan-fb", PASSWORD).await;
+    secrets.push(mfa.clone());
+    let totp = totp_at(&account.secret, app.now_secs());
+    codes.push(totp.clone());
+    app.totp_login(&mfa, &account.recovery_codes[0]).await;
+    let mfa = app.mfa_token("logscan-fb", PASSWORD).await;
+    secrets.push(mfa.clone());
+    app.post("/v1/login/mfa/email/send", &json!({"mfa_token": mfa})).await;
+    codes.push(smtp::last_code_to(address));
+    let signed_in: Value = app
+        .post("/v1/login/mfa/email/verify", &json!({"mfa_token": mfa, "code": codes[2]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    secrets.push(signed_in["access_token"].as_str().unwrap().to_owned());
+    secrets.push(signed_in["refresh_token"].as_str().unwrap().to_owned());
+
     let logs = captured_logs();
     assert!(logs.contains(&request_id), "the capture works: this test's request is in it");
     assert!(logs.contains("payment_approved"), "audit events are captured");
@@ -69,4 +108,26 @@ async fn no_token_credential_or_key_reaches_the_logs() {
         let probe = &secret[secret.len().saturating_sub(40)..];
         assert!(!logs.contains(probe), "a secret reached the logs: …{probe}");
     }
+    assert!(logs.contains("code_mailed") && logs.contains("totp_enrolled"));
+    // Six digits occur by chance in timestamps and ids; a code in a log
+    // would sit in a field, quoted or after '='.
+    for code in &codes {
+        for form in [format!("\"{code}\""), format!("={code}"), format!(" {code} ")] {
+            assert!(!logs.contains(&form), "a one-time code reached the logs: {form}");
+        }
+    }
+}
+
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    for chunk in bytes.chunks(5) {
+        let mut buffer = [0u8; 5];
+        buffer[..chunk.len()].copy_from_slice(chunk);
+        let value = buffer.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b));
+        for i in 0..(chunk.len() * 8).div_ceil(5) {
+            out.push(ALPHABET[((value >> (35 - 5 * i)) & 31) as usize] as char);
+        }
+    }
+    out
 }

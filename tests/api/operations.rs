@@ -44,6 +44,16 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/v1/token/refresh"),
     ("post", "/v1/logout"),
     ("get", "/v1/me"),
+    ("post", "/v1/login/password"),
+    ("post", "/v1/login/mfa/totp"),
+    ("post", "/v1/login/mfa/email/send"),
+    ("post", "/v1/login/mfa/email/verify"),
+    ("put", "/v1/me/password"),
+    ("post", "/v1/me/email"),
+    ("post", "/v1/me/email/verify"),
+    ("post", "/v1/me/totp/start"),
+    ("post", "/v1/me/totp/finish"),
+    ("delete", "/v1/me/totp"),
     ("post", "/v1/stepup/start"),
     ("post", "/v1/stepup/finish"),
     ("get", "/healthz"),
@@ -71,6 +81,8 @@ async fn openapi_describes_every_contract_endpoint_and_each_one_exists(db: Db) {
             let request = match method.as_str() {
                 "get" => app.client.get(url),
                 "post" => app.client.post(url).json(&serde_json::json!({})),
+                "put" => app.client.put(url).json(&serde_json::json!({})),
+                "delete" => app.client.delete(url),
                 other => panic!("unexpected method {other}"),
             };
             let response = request.send().await.unwrap();

@@ -1,0 +1,280 @@
+//! Fallback sign-in (API contract, "Fallback"): a password, then a second
+//! factor (TOTP, a recovery code, or a code mailed to the verified
+//! address). The password step hands out a short-lived mfa_token that is
+//! good only for the second step and is used up by it.
+
+use serde::Serialize;
+
+use super::Core;
+use super::password::Checked;
+use super::throttle::subject;
+use super::tokens::{ClientInfo, SessionGrant, TokenSet};
+use crate::domain::{OneTimeCode, OpaqueToken, Password, UserId, Username};
+use crate::error::{ApiError, Result};
+use crate::store::{EmailCodeRow, UserRow};
+
+/// RFC 8176: a password and a one-time code, two factors.
+const FALLBACK_AMR: &[&str] = &["pwd", "otp", "mfa"];
+pub(super) const LOGIN_CODE: &str = "login";
+const GROUP: &str = "login";
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MfaChallenge {
+    /// Good only for /v1/login/mfa/*, once, for `expires_in` seconds.
+    pub mfa_token: String,
+    /// Second factors this account can use: `totp` (also takes a recovery
+    /// code), `email_otp`.
+    pub methods: Vec<&'static str>,
+    pub expires_in: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CodeSent {
+    /// Seconds the mailed code stays good.
+    pub expires_in: u64,
+}
+
+impl Core {
+    /// A password check through the hashing pool, counted in the metrics
+    /// when the pool's queue is full.
+    pub(super) async fn check_password(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Checked> {
+        let checked = self.passwords.check(password, stored).await;
+        if matches!(checked, Err(ApiError::RateLimited { .. })) {
+            self.metrics.rate_limited("hash_queue");
+        }
+        checked
+    }
+
+    pub async fn login_password(
+        &self,
+        username: &Username,
+        password: &Password,
+        client: &ClientInfo,
+    ) -> Result<MfaChallenge> {
+        self.throttle(GROUP, client, Some(username.as_ref())).await?;
+        let user = self.store.find_user_by_username(username.as_ref()).await?;
+        let user_id = user.as_ref().map(|u| u.user_id.as_str());
+        let subject = subject(user_id, username.as_ref());
+        self.ensure_not_locked(&subject).await?;
+        let stored = match user_id {
+            Some(id) => self.store.password_hash(id).await?,
+            None => None,
+        };
+        // An unknown name, an account without a password and a wrong
+        // password all cost one argon2 check and get the same answer.
+        let checked = self.check_password(password, stored.as_deref()).await?;
+        let (Some(user), Some(stored)) = (user, stored) else {
+            return self.password_refused(&subject, None).await;
+        };
+        if checked == Checked::Wrong {
+            return self.password_refused(&subject, Some(&user.user_id)).await;
+        }
+        if let Checked::RightRehashed(fresh) = &checked
+            && self.store.upgrade_password(&user.user_id, &stored, fresh).await?
+        {
+            tracing::info!(target: "audit", event = "password_rehashed", user_id = %user.user_id);
+        }
+        tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
+        if user.locked_at.is_some() {
+            tracing::info!(target: "audit", event = "login_refused_locked", user_id = %user.user_id);
+            return Err(ApiError::AccountDisabled);
+        }
+        let methods = self.second_factors(&user).await?;
+        if methods.is_empty() {
+            return Err(ApiError::MfaRequired(
+                "this account has no second factor: sign in with a passkey and set up TOTP or verify an email address".into(),
+            ));
+        }
+        let token = OpaqueToken::generate();
+        let now = self.clock.now_ms();
+        let ttl = self.settings.mfa.token_ttl;
+        self.store
+            .put_mfa_token(&token.hash(), &user.user_id, now + ttl.as_millis() as i64, now)
+            .await?;
+        tracing::info!(target: "audit", event = "password_verified", user_id = %user.user_id);
+        Ok(MfaChallenge {
+            mfa_token: token.expose().to_owned(),
+            methods,
+            expires_in: ttl.as_secs(),
+        })
+    }
+
+    async fn password_refused<T>(&self, subject: &str, user_id: Option<&str>) -> Result<T> {
+        self.record_failure(subject).await?;
+        tracing::info!(target: "audit", event = "login_failed", method = "password", user_id = user_id.unwrap_or(""));
+        Err(ApiError::InvalidCredentials)
+    }
+
+    pub(super) async fn second_factors(&self, user: &UserRow) -> Result<Vec<&'static str>> {
+        let counts = self.store.factor_counts(&user.user_id).await?;
+        let mut methods = Vec::new();
+        if counts.totp > 0 {
+            methods.push("totp");
+        }
+        if user.email_verified && user.email.is_some() {
+            methods.push("email_otp");
+        }
+        Ok(methods)
+    }
+
+    /// The account behind a live mfa_token, throttled and not locked.
+    async fn mfa_user(&self, token: &OpaqueToken, client: &ClientInfo) -> Result<UserRow> {
+        self.throttle(GROUP, client, None).await?;
+        let user_id = self
+            .store
+            .mfa_token_user(&token.hash(), self.clock.now_ms())
+            .await?
+            .ok_or(ApiError::InvalidCredentials)?;
+        tracing::Span::current().record("user_id", tracing::field::display(&user_id));
+        self.throttle(GROUP, client, Some(&user_id)).await?;
+        self.ensure_not_locked(&subject(Some(&user_id), "")).await?;
+        let user = self.store.find_user(&user_id).await?.ok_or(ApiError::InvalidCredentials)?;
+        if user.locked_at.is_some() {
+            return Err(ApiError::AccountDisabled);
+        }
+        Ok(user)
+    }
+
+    async fn code_refused<T>(&self, user_id: &str, method: &str) -> Result<T> {
+        self.record_failure(&subject(Some(user_id), "")).await?;
+        tracing::info!(target: "audit", event = "login_failed", method, user_id);
+        Err(ApiError::InvalidCode)
+    }
+
+    /// Second step with a TOTP code or a recovery code.
+    pub async fn login_totp(
+        &self,
+        token: &OpaqueToken,
+        code: &OneTimeCode,
+        client: &ClientInfo,
+    ) -> Result<TokenSet> {
+        let user = self.mfa_user(token, client).await?;
+        if !self.check_totp_or_recovery(&user.user_id, &user.username, code).await? {
+            return self.code_refused(&user.user_id, "totp").await;
+        }
+        self.finish_fallback(token, &user, client, "totp").await
+    }
+
+    /// Mails a sign-in code to the account's verified address.
+    pub async fn login_email_send(
+        &self,
+        token: &OpaqueToken,
+        client: &ClientInfo,
+    ) -> Result<CodeSent> {
+        let user = self.mfa_user(token, client).await?;
+        let address = user.email.clone().filter(|_| user.email_verified).ok_or_else(|| {
+            ApiError::Forbidden("this account has no verified email address".into())
+        })?;
+        self.mail_code(&user, LOGIN_CODE, &address, "Your sign-in code", "sign in").await
+    }
+
+    pub async fn login_email_verify(
+        &self,
+        token: &OpaqueToken,
+        code: &OneTimeCode,
+        client: &ClientInfo,
+    ) -> Result<TokenSet> {
+        let user = self.mfa_user(token, client).await?;
+        if self.take_mailed_code(&user.user_id, LOGIN_CODE, code).await?.is_none() {
+            return self.code_refused(&user.user_id, "email_otp").await;
+        }
+        self.finish_fallback(token, &user, client, "email_otp").await
+    }
+
+    async fn finish_fallback(
+        &self,
+        token: &OpaqueToken,
+        user: &UserRow,
+        client: &ClientInfo,
+        method: &str,
+    ) -> Result<TokenSet> {
+        let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
+        let grant =
+            SessionGrant { user_id, roles: &user.roles, amr: FALLBACK_AMR, device_id: None };
+        let session = self.new_session(&grant, client);
+        let now = self.clock.now_ms();
+        if !self.store.finish_mfa(&token.hash(), &session.row, &session.refresh.hash(), now).await?
+        {
+            // Another request used this mfa_token first.
+            return Err(ApiError::InvalidCredentials);
+        }
+        self.clear_failures(&subject(Some(&user.user_id), "")).await?;
+        tracing::info!(target: "audit", event = "login_succeeded", method, user_id = %user.user_id);
+        self.token_set(&session.row, &user.roles, &session.refresh)
+    }
+
+    /// Makes, stores and mails a six-digit code, after the resend wait.
+    pub(super) async fn mail_code(
+        &self,
+        user: &UserRow,
+        purpose: &str,
+        address: &str,
+        subject_line: &str,
+        what_for: &str,
+    ) -> Result<CodeSent> {
+        let mfa = &self.settings.mfa;
+        let now = self.clock.now_ms();
+        if let Some(previous) = self.store.email_code(purpose, &user.user_id).await? {
+            let next_allowed = previous.sent_at + mfa.email_resend.as_millis() as i64;
+            if next_allowed > now && previous.expires_at > now {
+                self.metrics.rate_limited("email_resend");
+                return Err(ApiError::RateLimited {
+                    retry_after_secs: u64::try_from((next_allowed - now + 999) / 1000).unwrap_or(1),
+                });
+            }
+        }
+        let code = super::codes::six_digits();
+        let ttl = mfa.email_code_ttl;
+        self.store
+            .put_email_code(&EmailCodeRow {
+                purpose: purpose.to_owned(),
+                user_id: user.user_id.clone(),
+                code_hash: self.codes.hash(purpose, &user.user_id, &code),
+                address: address.to_owned(),
+                tries: 0,
+                sent_at: now,
+                expires_at: now + ttl.as_millis() as i64,
+            })
+            .await?;
+        let minutes = ttl.as_secs().div_ceil(60);
+        let body = format!(
+            "Hello {},\r\n\r\nYour code to {what_for} is {code}\r\n\r\nIt works once, for {minutes} minutes. \
+             If you did not ask for it, someone may know your password: change it.\r\n",
+            user.display_name
+        );
+        if let Err(error) = self.mailer.send(address, subject_line, body).await {
+            // Not stored as sent: the user can ask again at once.
+            self.store.delete_email_code(purpose, &user.user_id).await?;
+            tracing::error!(error.cause_chain = ?error, "a one-time code could not be mailed");
+            return Err(ApiError::Unavailable);
+        }
+        tracing::info!(target: "audit", event = "code_mailed", purpose, user_id = %user.user_id);
+        Ok(CodeSent { expires_in: ttl.as_secs() })
+    }
+
+    /// Uses up a mailed code if `code` is it; every try counts against the
+    /// code's limit first. Returns the address it was sent to.
+    pub(super) async fn take_mailed_code(
+        &self,
+        user_id: &str,
+        purpose: &str,
+        code: &OneTimeCode,
+    ) -> Result<Option<String>> {
+        let max_tries = i32::try_from(self.settings.mfa.email_code_max_tries).unwrap_or(5);
+        let now = self.clock.now_ms();
+        let Some(row) = self.store.try_email_code(purpose, user_id, max_tries, now).await? else {
+            return Ok(None);
+        };
+        if !self.codes.matches(purpose, user_id, code.expose(), &row.code_hash) {
+            return Ok(None);
+        }
+        if !self.store.take_email_code(purpose, user_id, &row.code_hash).await? {
+            return Ok(None);
+        }
+        Ok(Some(row.address))
+    }
+}
