@@ -804,6 +804,53 @@ mod tests {
         assert_eq!(settings.database.url.backend().unwrap(), Backend::Sqlite);
         assert_eq!(settings.tokens.audience, "payments");
         assert_eq!(settings.tokens.access_ttl, Duration::from_secs(300));
+        // OWASP's argon2id recommendation, and mail to the outbox.
+        let p = &settings.password;
+        assert_eq!((p.memory_kib, p.iterations, p.parallelism), (19456, 2, 1));
+        assert!(p.max_concurrent_hashes >= 1);
+        assert!(settings.smtp.host.is_none());
+        assert_eq!(settings.smtp.tls, SmtpTls::StartTls);
+        assert_eq!(settings.limits.lockout_threshold, 5);
+    }
+
+    #[test]
+    fn fallback_settings_are_read_and_checked_by_name() {
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("PASSGATE__SMTP__HOST", "mail.example"),
+                ("PASSGATE__SMTP__PORT", "465"),
+                ("PASSGATE__SMTP__TLS", "TLS"),
+                ("PASSGATE__SMTP__USERNAME", "passgate"),
+                ("PASSGATE__SMTP__PASSWORD", "smtp-secret"),
+                ("PASSGATE__SMTP__FROM", "Wallet <auth@wallet.example>"),
+                ("PASSGATE__PASSWORD__MAX_CONCURRENT_HASHES", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.smtp.host.as_deref(), Some("mail.example"));
+        assert_eq!((settings.smtp.port, settings.smtp.tls), (465, SmtpTls::Tls));
+        assert_eq!(settings.password.max_concurrent_hashes, 3);
+        assert!(!format!("{:?}", settings.smtp).contains("smtp-secret"));
+        for (key, value, named) in [
+            ("PASSGATE__SMTP__TLS", "ssl", "smtp.tls"),
+            ("PASSGATE__SMTP__FROM", "not an address", "smtp.from"),
+            ("PASSGATE__PASSWORD__MEMORY_KIB", "4", "password.memory_kib"),
+            ("PASSGATE__PASSWORD__MIN_LENGTH", "6", "password.min_length"),
+            ("PASSGATE__PASSWORD__MAX_LENGTH", "32", "password.max_length"),
+            ("PASSGATE__MFA__EMAIL_CODE_MAX_TRIES", "0", "mfa.email_code_max_tries"),
+            ("PASSGATE__MFA__TOKEN_TTL_SECONDS", "5", "mfa.token_ttl_seconds"),
+            ("PASSGATE__LIMITS__LOCKOUT_THRESHOLD", "0", "limits.lockout_threshold"),
+            ("PASSGATE__LIMITS__LOCKOUT_MAX_SECONDS", "1", "limits.lockout_max_seconds"),
+        ] {
+            assert!(load_error(&[(key, value)]).contains(named), "{key}={value}");
+        }
+        let plain_auth = load_error(&[
+            ("PASSGATE__SMTP__HOST", "mail.example"),
+            ("PASSGATE__SMTP__TLS", "none"),
+            ("PASSGATE__SMTP__USERNAME", "passgate"),
+        ]);
+        assert!(plain_auth.contains("smtp.username"), "{plain_auth}");
     }
 
     #[test]

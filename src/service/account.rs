@@ -43,10 +43,10 @@ impl Core {
     ) -> Result<()> {
         let user_id = claims.sub.as_str();
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
+        self.throttle(GROUP, client, Some(user_id)).await?;
         let stored = self.store.password_hash(user_id).await?;
         match (current, &stored) {
-            (Some(current), _) => {
-                self.throttle(GROUP, client, Some(user_id)).await?;
+            (Some(current), Some(_)) => {
                 let subject = subject(Some(user_id), "");
                 self.ensure_not_locked(&subject).await?;
                 if self.check_password(current, stored.as_deref()).await? == Checked::Wrong {
@@ -55,7 +55,9 @@ impl Core {
                     return Err(ApiError::InvalidCredentials);
                 }
             }
-            (None, _) => self.require_fresh_sign_in(claims, true).await?,
+            // No password yet (a current_password proves nothing then), or
+            // none given: only a fresh passkey sign-in may set it.
+            _ => self.require_fresh_sign_in(claims, true).await?,
         }
         self.passwords.check_policy(password, &user.username)?;
         let phc = self.passwords.hash(password).await.inspect_err(|e| {
