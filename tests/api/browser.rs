@@ -58,3 +58,13 @@ async fn the_pay_page_approves_a_payment_that_the_payment_api_accepts() {
     let env = vec![("BASE_URL", app.origin.clone()), ("PAYMENT_API", payment_api)];
     run_browser_script("pay.mjs", env).await;
 }
+
+/// A user registered with a passkey on `/` sets a password and an
+/// authenticator app on `/security.html`, then signs in on
+/// `/fallback.html` with the password and a TOTP code, and again with a
+/// recovery code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_pages_set_up_totp_and_sign_in_with_password_and_code() {
+    let app = spawn_app(Db::Sqlite).await;
+    run_browser_script("fallback.mjs", vec![("BASE_URL", app.origin.clone())]).await;
+}

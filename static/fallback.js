@@ -1,0 +1,203 @@
+// passgate fallback sign-in: username and password (POST /v1/login/password), then the second
+// factor the account has: a code from an authenticator app or a recovery code
+// (/v1/login/mfa/totp), or a mailed code (/v1/login/mfa/email/*). The token set is kept as
+// /app.js keeps a passkey sign-in's, so / and /security.html see the same session.
+// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js.
+
+import {
+  ApiError, api, describeError as describeCommonError, loadTokens, readJson, saveTokens, withAccessToken,
+} from '/webauthn.js';
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- messages
+
+function say(text, kind = 'info') {
+  const el = $('message');
+  el.textContent = text;
+  el.className = text ? kind : '';
+}
+
+// A TypeError's name adds nothing (a failed fetch, say); a wait the server asks for, and what
+// to do next, do.
+function describeError(err) {
+  let text = describeCommonError(err, ['Error', 'TypeError']);
+  if (err?.retryAfter) text += ` Try again in ${err.retryAfter} seconds.`;
+  if (err?.hint) text += ` ${err.hint}`;
+  return text;
+}
+
+const duration = (secs) => (secs >= 120 ? `${Math.round(secs / 60)} minutes` : `${secs} seconds`);
+
+function required(id, what) {
+  const value = $(id).value.trim();
+  if (!value) {
+    $(id).focus();
+    throw new Error(`Enter ${what} first.`);
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------- API
+
+// /webauthn.js's api() drops the response headers; a 429 or a lockout here should say how
+// long to wait (Retry-After).
+async function post(path, body) {
+  const res = await fetch(path, {
+    method: 'POST',
+    headers: { Accept: 'application/json, application/problem+json', 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+    credentials: 'same-origin',
+  });
+  const data = await readJson(res);
+  if (!res.ok) {
+    const err = ApiError.fromResponse(res, data);
+    err.retryAfter = Number(res.headers.get('Retry-After')) || null;
+    throw err;
+  }
+  return data;
+}
+
+// ---------------------------------------------------------------- views
+
+// Mirrored on <body data-view="password|factor|done"> so tests (and styles) can follow the flow.
+function show(view) {
+  document.body.dataset.view = view;
+  $('password-card').hidden = view !== 'password';
+  $('factor-card').hidden = view !== 'factor';
+  $('done-card').hidden = view !== 'done';
+  $(`${view}-title`).focus();
+}
+
+let busy = false;
+
+function setBusy(on) {
+  busy = on;
+  document.body.setAttribute('aria-busy', String(on));
+  for (const button of document.querySelectorAll('main button')) button.disabled = on;
+}
+
+async function run(action) {
+  if (busy) return;
+  setBusy(true);
+  // The last outcome's message would be stale once this one starts.
+  say('');
+  try {
+    await action();
+  } catch (err) {
+    say(describeError(err), 'error');
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ---------------------------------------------------------------- first step: the password
+
+// The answer of the password step: { mfa_token, methods, expires_in }, good for one second step.
+let challenge = null;
+
+async function submitPassword() {
+  const username = required('username', 'your username');
+  const password = $('password').value;
+  if (!password) {
+    $('password').focus();
+    throw new Error('Enter your password first.');
+  }
+  challenge = await post('/v1/login/password', { username, password });
+  $('password').value = '';
+  showFactors(challenge.methods || []);
+}
+
+function showFactors(methods) {
+  $('totp-form').hidden = !methods.includes('totp');
+  $('email-factor').hidden = !methods.includes('email_otp');
+  $('email-form').hidden = true;
+  $('totp-code').value = '';
+  $('email-code').value = '';
+  show('factor');
+  say(`Password accepted. Confirm within ${duration(challenge.expires_in)}.`);
+  if (!$('totp-form').hidden) $('totp-code').focus();
+}
+
+function restart() {
+  challenge = null;
+  show('password');
+  $('password').focus();
+}
+
+// ---------------------------------------------------------------- second step
+
+// The mfa_token is good once and for minutes: when the server no longer knows it
+// (invalid_credentials), only the password step can make a new one.
+async function secondStep(action) {
+  if (!challenge) throw new Error('Enter your password first.');
+  try {
+    await action(challenge.mfa_token);
+  } catch (err) {
+    if (err instanceof ApiError && err.problem.code === 'invalid_credentials') {
+      restart();
+      err.hint = 'Enter your password again.';
+    }
+    throw err;
+  }
+}
+
+const submitTotp = () => secondStep(async (mfaToken) => {
+  const code = required('totp-code', 'the code from your app, or a recovery code');
+  await signedIn(await post('/v1/login/mfa/totp', { mfa_token: mfaToken, code }));
+});
+
+const sendEmailCode = () => secondStep(async (mfaToken) => {
+  const sent = await post('/v1/login/mfa/email/send', { mfa_token: mfaToken });
+  $('email-form').hidden = false;
+  $('email-code').focus();
+  say(`We mailed you a code; it works for ${duration(sent.expires_in)}.`);
+});
+
+const submitEmailCode = () => secondStep(async (mfaToken) => {
+  const code = required('email-code', 'the code from the email');
+  await signedIn(await post('/v1/login/mfa/email/verify', { mfa_token: mfaToken, code }));
+});
+
+// ---------------------------------------------------------------- signed in
+
+// Kept exactly as /app.js keeps a passkey sign-in's token set.
+async function signedIn(tokens) {
+  challenge = null;
+  saveTokens(tokens);
+  await showSignedIn();
+  say('Signed in.');
+}
+
+// Access tokens live minutes: a session from earlier may need its refresh token traded.
+const accessTokenExpired = (err) => err instanceof ApiError && err.status === 401 && err.problem.code === 'unauthorized';
+
+async function showSignedIn() {
+  const me = await withAccessToken((token) => api('/v1/me', { token }), accessTokenExpired);
+  $('done-username').textContent = me.username ?? '';
+  $('done-factors').textContent = (me.factors || []).join(', ') || '—';
+  show('done');
+}
+
+// ---------------------------------------------------------------- wiring
+
+function onSubmit(formId, action) {
+  $(formId).addEventListener('submit', (event) => {
+    event.preventDefault();
+    run(action);
+  });
+}
+
+function init() {
+  onSubmit('password-form', submitPassword);
+  onSubmit('totp-form', submitTotp);
+  onSubmit('email-form', submitEmailCode);
+  $('email-send').addEventListener('click', () => run(sendEmailCode));
+  $('restart').addEventListener('click', () => { say(''); restart(); });
+
+  // Already signed in (in this tab): say so rather than offer a second sign-in. A session that
+  // cannot be restored leaves the sign-in form as it is.
+  if (loadTokens()?.access_token) run(() => showSignedIn().catch(() => show('password')));
+}
+
+init();

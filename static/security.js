@@ -1,0 +1,346 @@
+// passgate sign-in options page: the signed-in user sets up what /fallback.html signs in with
+// (a password, a verified email address, an authenticator app with its recovery codes) through
+// the /v1/me API. Plain ES module, no dependencies, no build step.
+// The session is the one /app.js keeps in sessionStorage; what the pages share is in /webauthn.js.
+
+import {
+  ApiError, describeError as describeCommonError, loadTokens, readJson, withAccessToken,
+} from '/webauthn.js';
+
+const $ = (id) => document.getElementById(id);
+
+// What the factor names of GET /v1/me mean to a person.
+const FACTOR_LABELS = {
+  passkey: 'Passkey',
+  password: 'Password',
+  totp: 'Authenticator app',
+  email_otp: 'Email code',
+  recovery_code: 'Recovery codes',
+};
+
+const CARDS = ['sec-overview', 'password-card', 'email-card', 'totp-card'];
+
+// ---------------------------------------------------------------- messages
+
+function say(text, kind = 'info') {
+  const el = $('message');
+  el.textContent = text;
+  el.className = text ? kind : '';
+}
+
+// A TypeError's name adds nothing (a failed fetch, say); a wait the server asks for does.
+function describeError(err) {
+  const text = describeCommonError(err, ['Error', 'TypeError']);
+  return err?.retryAfter ? `${text} Try again in ${err.retryAfter} seconds.` : text;
+}
+
+const duration = (secs) => (secs >= 120 ? `${Math.round(secs / 60)} minutes` : `${secs} seconds`);
+
+// An input's trimmed value, or (empty) focus on it and an error saying what is missing.
+function required(id, what) {
+  const value = $(id).value.trim();
+  if (!value) {
+    $(id).focus();
+    throw new Error(`Enter ${what} first.`);
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------- API
+
+// /webauthn.js's api() only GETs and POSTs and drops the response headers: this page also
+// PUTs and DELETEs, and a 429 or a lockout should say how long to wait (Retry-After).
+async function request(method, path, { body, token } = {}) {
+  const headers = { Accept: 'application/json, application/problem+json', Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: 'same-origin',
+  });
+  const data = await readJson(res);
+  if (!res.ok) {
+    const err = ApiError.fromResponse(res, data);
+    err.retryAfter = Number(res.headers.get('Retry-After')) || null;
+    throw err;
+  }
+  return data;
+}
+
+// Only an expired access token trades the refresh token: a wrong current password is a 401
+// too, with another code.
+const accessTokenExpired = (err) => err instanceof ApiError && err.status === 401 && err.problem.code === 'unauthorized';
+
+const authed = (method, path, body) => withAccessToken((token) => request(method, path, { body, token }), accessTokenExpired);
+
+// ---------------------------------------------------------------- busy
+
+let busy = false;
+
+function setBusy(on) {
+  busy = on;
+  document.body.setAttribute('aria-busy', String(on));
+  for (const button of document.querySelectorAll('main button')) button.disabled = on;
+}
+
+// One request at a time, and every failure shown in the status line.
+async function run(action) {
+  if (busy) return;
+  setBusy(true);
+  // The last outcome's message would be stale once this one starts.
+  say('');
+  try {
+    await action();
+  } catch (err) {
+    say(describeError(err), 'error');
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ---------------------------------------------------------------- profile
+
+let profile = null;
+const has = (factor) => Boolean(profile?.factors?.includes(factor));
+
+async function loadProfile() {
+  profile = await authed('GET', '/v1/me');
+  render();
+}
+
+function renderFactors() {
+  const list = $('sec-factors');
+  list.replaceChildren(...(profile.factors || []).map((factor) => {
+    const item = document.createElement('li');
+    item.dataset.factor = factor;
+    item.textContent = FACTOR_LABELS[factor] ?? factor;
+    return item;
+  }));
+}
+
+function renderPassword() {
+  const set = has('password');
+  $('password-username').value = profile.username ?? '';
+  // Without a stored password there is nothing to confirm; sending one would fail.
+  $('current-password-field').hidden = !set;
+  if (!set) $('current-password').value = '';
+  const secondFactor = has('totp') || has('email_otp');
+  $('password-state').textContent = set
+    ? 'A password is set. Change it here.'
+    : `No password yet.${secondFactor ? '' : ' To sign in with one you also need an authenticator app or a verified email address.'}`;
+}
+
+function renderEmail() {
+  const { email, email_verified: verified } = profile;
+  $('sec-email').textContent = email ? `${email}${verified ? ' (verified)' : ' (not verified)'}` : '—';
+  $('email-state').textContent = !email
+    ? 'With a verified address, password sign-in can mail you a code.'
+    : verified
+      ? 'Password sign-in can mail a code to this address. Enter another address to change it.'
+      : 'This address is not verified yet: enter the code we mailed to it, or ask for a new one.';
+  if (email && !$('email').value) $('email').value = email;
+}
+
+function renderTotp() {
+  const active = has('totp');
+  const enrolling = !$('totp-enrol').hidden;
+  $('totp-start').hidden = active || enrolling;
+  $('totp-remove').hidden = !active;
+  $('recovery-new').hidden = !active;
+  $('totp-state').textContent = active
+    ? 'An authenticator app is set up.'
+    : 'An authenticator app (Google Authenticator, Authy, 1Password, …) shows a new six-digit code every 30 seconds.';
+}
+
+function render() {
+  $('sec-username').textContent = profile.username ?? '';
+  renderFactors();
+  renderPassword();
+  renderEmail();
+  renderTotp();
+}
+
+// ---------------------------------------------------------------- password
+
+async function savePassword() {
+  const password = $('new-password').value;
+  if (!password) {
+    $('new-password').focus();
+    throw new Error('Enter the new password first.');
+  }
+  if (password !== $('new-password-repeat').value) {
+    $('new-password-repeat').focus();
+    throw new Error('The two new passwords differ.');
+  }
+  const current = $('current-password').value;
+  const hadPassword = has('password');
+  await authed('PUT', '/v1/me/password', current ? { password, current_password: current } : { password });
+  for (const id of ['current-password', 'new-password', 'new-password-repeat']) $(id).value = '';
+  await loadProfile();
+  say(hadPassword ? 'Password changed.' : 'Password set.');
+}
+
+// ---------------------------------------------------------------- email
+
+async function sendEmailCode() {
+  const email = required('email', 'an email address');
+  const sent = await authed('POST', '/v1/me/email', { email });
+  $('email-verify-form').hidden = false;
+  $('email-code').value = '';
+  $('email-code').focus();
+  await loadProfile();
+  say(`We mailed a code to ${email}; it works for ${duration(sent.expires_in)}.`);
+}
+
+async function verifyEmail() {
+  const code = required('email-code', 'the code from the email');
+  await authed('POST', '/v1/me/email/verify', { code });
+  $('email-verify-form').hidden = true;
+  $('email-code').value = '';
+  await loadProfile();
+  say('Email address verified.');
+}
+
+// ---------------------------------------------------------------- authenticator app (TOTP)
+
+// The server's SVG goes in as an image: an <img> never runs script or loads anything that an
+// SVG might hold, where inserting the markup into the page could.
+function svgDataUrl(svg) {
+  if (typeof svg !== 'string' || !svg.includes('<svg')) throw new Error('The server sent no QR code.');
+  const bytes = new TextEncoder().encode(svg);
+  let binary = '';
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return `data:image/svg+xml;base64,${btoa(binary)}`;
+}
+
+// Groups of four are easier to copy by hand; authenticator apps ignore the spaces.
+const groupSecret = (secret) => secret.replace(/(.{4})(?=.)/g, '$1 ');
+
+function showEnrolment({ secret, otpauth_uri: uri, qr_svg: svg }) {
+  $('totp-qr').src = svgDataUrl(svg);
+  $('totp-secret').textContent = groupSecret(secret);
+  // Only an otpauth: link opens an authenticator app; anything else is not followed.
+  const link = $('totp-uri');
+  link.hidden = !/^otpauth:\/\//i.test(uri || '');
+  link.href = link.hidden ? '#' : uri;
+  $('totp-code').value = '';
+  $('totp-enrol').hidden = false;
+  $('recovery').hidden = true;
+  renderTotp();
+  $('totp-enrol-title').focus();
+}
+
+function hideEnrolment() {
+  $('totp-enrol').hidden = true;
+  // The secret should not stay on screen (or in the DOM) once it has served.
+  $('totp-qr').removeAttribute('src');
+  $('totp-secret').textContent = '';
+  $('totp-uri').href = '#';
+  renderTotp();
+}
+
+async function startTotp() {
+  showEnrolment(await authed('POST', '/v1/me/totp/start', {}));
+  say('Scan the QR code, then enter the code your app shows.');
+}
+
+async function confirmTotp() {
+  const code = required('totp-code', 'the code from your app');
+  const { recovery_codes: codes } = await authed('POST', '/v1/me/totp/finish', { code });
+  hideEnrolment();
+  showRecoveryCodes(codes);
+  await loadProfile();
+  say('Authenticator app set up. Save your recovery codes now.');
+}
+
+async function removeTotp() {
+  if (!window.confirm('Remove the authenticator app? Its recovery codes stop working too.')) return;
+  await authed('DELETE', '/v1/me/totp');
+  hideRecoveryCodes();
+  await loadProfile();
+  say('Authenticator app removed.');
+}
+
+// ---------------------------------------------------------------- recovery codes
+
+function showRecoveryCodes(codes) {
+  $('recovery-codes').replaceChildren(...codes.map((code) => {
+    const item = document.createElement('li');
+    item.textContent = code;
+    return item;
+  }));
+  $('recovery').hidden = false;
+  $('recovery-title').focus();
+}
+
+function hideRecoveryCodes() {
+  $('recovery').hidden = true;
+  $('recovery-codes').replaceChildren();
+}
+
+async function newRecoveryCodes() {
+  if (!window.confirm('Make ten new recovery codes? The old ones stop working.')) return;
+  const { recovery_codes: codes } = await authed('POST', '/v1/me/recovery-codes', {});
+  showRecoveryCodes(codes);
+  await loadProfile();
+  say('New recovery codes made; the old ones no longer work. Save these now.');
+}
+
+async function copyRecoveryCodes() {
+  const codes = [...$('recovery-codes').children].map((item) => item.textContent);
+  if (!navigator.clipboard) throw new Error('This browser cannot copy from here: select the codes and copy them.');
+  await navigator.clipboard.writeText(codes.join('\n'));
+  say('Recovery codes copied.');
+}
+
+// ---------------------------------------------------------------- wiring
+
+function showSignedOut(message) {
+  for (const id of CARDS) $(id).hidden = true;
+  $('sec-signed-out').hidden = false;
+  say(message, 'error');
+}
+
+async function restore() {
+  try {
+    await loadProfile();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      showSignedOut(`Your session has ended; sign in again. ${describeError(err)}`);
+      return;
+    }
+    throw err;
+  }
+  for (const id of CARDS) $(id).hidden = false;
+  $('sec-title').focus();
+}
+
+// Forms submit through run(); the page never reloads on submit.
+function onSubmit(formId, action) {
+  $(formId).addEventListener('submit', (event) => {
+    event.preventDefault();
+    run(action);
+  });
+}
+
+function init() {
+  onSubmit('password-form', savePassword);
+  onSubmit('email-form', sendEmailCode);
+  onSubmit('email-verify-form', verifyEmail);
+  onSubmit('totp-confirm-form', confirmTotp);
+  $('totp-start').addEventListener('click', () => run(startTotp));
+  $('totp-cancel').addEventListener('click', () => { hideEnrolment(); say(''); });
+  $('totp-remove').addEventListener('click', () => run(removeTotp));
+  $('recovery-new').addEventListener('click', () => run(newRecoveryCodes));
+  $('recovery-copy').addEventListener('click', () => run(copyRecoveryCodes));
+  $('recovery-done').addEventListener('click', () => { hideRecoveryCodes(); say(''); });
+
+  if (!loadTokens()?.access_token) {
+    showSignedOut('Sign in first: these settings belong to a signed-in account.');
+    return;
+  }
+  run(restore);
+}
+
+init();
