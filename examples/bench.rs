@@ -4,7 +4,10 @@
 //! process on a loopback port, optionally pinned to one core with taskset,
 //! registers users with the test suite's software authenticator, then runs
 //! username-first sign-ins (start + finish, JWT included) at several
-//! concurrency levels. It reports throughput, latency percentiles, and the
+//! concurrency levels, then fallback sign-ins (password + TOTP, at the
+//! default OWASP argon2id cost), and passkey sign-ins again while a flood
+//! of password attempts keeps the hashing pool saturated. It reports
+//! throughput, latency percentiles, and the
 //! server's CPU time per operation read from /proc (plus PostgreSQL's own
 //! CPU when that is the store), so results are per server core.
 //!
@@ -17,6 +20,8 @@
 
 #[path = "../tests/api/authenticator.rs"]
 mod authenticator;
+#[path = "../tests/api/otp.rs"]
+mod otp;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -36,6 +41,8 @@ struct Options {
     concurrency: Vec<usize>,
     server_cpu: Option<String>,
     client_cpu: Option<String>,
+    /// Skip the password phases (setup, logins, flood).
+    passwords: bool,
 }
 
 fn options() -> Options {
@@ -46,6 +53,7 @@ fn options() -> Options {
         concurrency: vec![1, 8, 32],
         server_cpu: Some("0".into()),
         client_cpu: Some("1".into()),
+        passwords: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -61,6 +69,7 @@ fn options() -> Options {
             }
             "--server-cpu" => o.server_cpu = (value != "none").then(|| value.clone()),
             "--client-cpu" => o.client_cpu = (value != "none").then(|| value.clone()),
+            "--passwords" => o.passwords = value != "no",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -145,6 +154,10 @@ fn start_server(url: &str, port: u16, cpu: Option<&str>) -> Server {
         .env("PASSGATE__DATABASE__URL", url)
         .env("PASSGATE__WEBAUTHN__ORIGINS", &origin)
         .env("PASSGATE__LOG__LEVEL", "warn")
+        // The benchmark is one client IP and floods on purpose.
+        .env("PASSGATE__LIMITS__IP_REQUESTS_PER_MINUTE", "100000000")
+        .env("PASSGATE__LIMITS__ACCOUNT_REQUESTS_PER_MINUTE", "100000000")
+        .env("PASSGATE__LIMITS__LOCKOUT_THRESHOLD", "100000000")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let child = command.spawn().expect("start passgate");
@@ -208,6 +221,17 @@ struct User {
     authenticator: SoftAuthenticator,
     /// From registration; step-ups run on it.
     access_token: String,
+    /// The TOTP secret, once the user has a password and TOTP.
+    totp_secret: Vec<u8>,
+}
+
+const PASSWORD: &str = "bench passphrase that is long enough";
+
+/// Unix seconds now.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[tokio::main]
@@ -246,6 +270,7 @@ async fn main() {
                 name: format!("bench-user-{i}"),
                 authenticator: SoftAuthenticator::new(&server.origin),
                 access_token: String::new(),
+                totp_secret: Vec::new(),
             }))
         })
         .collect();
@@ -274,18 +299,89 @@ async fn main() {
             user.access_token = tokens["access_token"].as_str().unwrap_or_default().to_owned();
         })
         .await;
-    for &in_flight in &o.concurrency {
+    if o.passwords {
+        // A password and TOTP for everyone, while the registration tokens are
+        // fresh (setting a first password needs a recent passkey sign-in).
         bench
-            .phase("passkey login", in_flight, o.logins, |client, base, user| async move {
+            .phase("password + TOTP setup", 8, o.users, |client, base, user| async move {
                 let mut user = user.lock().await;
-                let body = json!({"username": user.name});
-                let started = post(&client, format!("{base}/v1/login/start"), None, body).await;
-                let assertion = user.authenticator.login(&started["publicKey"]);
-                let body = json!({"ceremony_id": started["ceremony_id"], "credential": assertion});
-                let tokens = post(&client, format!("{base}/v1/login/finish"), None, body).await;
+                let bearer = Some(user.access_token.clone());
+                let body = json!({"password": PASSWORD});
+                let url = format!("{base}/v1/me/password");
+                let response =
+                    client.put(url).bearer_auth(&user.access_token).json(&body).send().await;
+                assert_eq!(response.expect("request").status().as_u16(), 204);
+                let started =
+                    post(&client, format!("{base}/v1/me/totp/start"), bearer.as_deref(), json!({}))
+                        .await;
+                user.totp_secret =
+                    otp::base32_decode(started["secret"].as_str().unwrap_or_default());
+                let code = otp::totp_at(&user.totp_secret, now_secs());
+                let url = format!("{base}/v1/me/totp/finish");
+                post(&client, url, bearer.as_deref(), json!({"code": code})).await;
+            })
+            .await;
+    }
+    let passkey_login = |client: reqwest::Client, base: String, user: Arc<Mutex<User>>| async move {
+        let mut user = user.lock().await;
+        let body = json!({"username": user.name});
+        let started = post(&client, format!("{base}/v1/login/start"), None, body).await;
+        let assertion = user.authenticator.login(&started["publicKey"]);
+        let body = json!({"ceremony_id": started["ceremony_id"], "credential": assertion});
+        let tokens = post(&client, format!("{base}/v1/login/finish"), None, body).await;
+        assert!(tokens["access_token"].is_string());
+    };
+    for &in_flight in &o.concurrency {
+        bench.phase("passkey login", in_flight, o.logins, passkey_login).await;
+    }
+    if o.passwords {
+        // Each TOTP step is accepted once per user, so every user signs in once,
+        // with the code of the next step (the server allows one step of skew).
+        bench
+            .phase("password + TOTP login", 8, o.users, |client, base, user| async move {
+                let user = user.lock().await;
+                let body = json!({"username": user.name, "password": PASSWORD});
+                let challenge =
+                    post(&client, format!("{base}/v1/login/password"), None, body).await;
+                let code = otp::totp_at(&user.totp_secret, now_secs() + 30);
+                let body = json!({"mfa_token": challenge["mfa_token"], "code": code});
+                let tokens = post(&client, format!("{base}/v1/login/mfa/totp"), None, body).await;
                 assert!(tokens["access_token"].is_string());
             })
             .await;
+        // Passkey sign-ins while 32 clients keep sending wrong passwords: the
+        // hashing pool is saturated the whole time.
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flood: Vec<_> = (0..32)
+        .map(|n| {
+            let (client, base, flooding) = (client.clone(), server.base.clone(), flooding.clone());
+            tokio::spawn(async move {
+                let mut attempts = 0u64;
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body =
+                        json!({"username": format!("bench-user-{n}"), "password": "wrong guess"});
+                    let url = format!("{base}/v1/login/password");
+                    if let Ok(response) = client.post(url).json(&body).send().await {
+                        let _ = response.bytes().await;
+                    }
+                    attempts += 1;
+                }
+                attempts
+            })
+        })
+        .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let flood_started = Instant::now();
+        bench.phase("passkey login, password flood", 8, o.logins, passkey_login).await;
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut attempts = 0;
+        for task in flood {
+            attempts += task.await.unwrap_or(0);
+        }
+        println!(
+            "| (the flood: wrong passwords) | 32 | {attempts} | {:.0} | | | | | |",
+            attempts as f64 / flood_started.elapsed().as_secs_f64()
+        );
     }
     // Start + finish with the user's bearer token, authorization token signed.
     bench

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -14,43 +13,10 @@ use crate::helpers::{
     Db, TestApp, assert_problem, claims_of, on_both, spawn_app, spawn_app_configured,
     spawn_app_with,
 };
+pub use crate::otp::{base32_decode, totp_at};
 use crate::smtp;
 
 pub const PASSWORD: &str = "correct horse battery staple";
-
-/// RFC 6238 TOTP, SHA-1, 6 digits, 30 s: written here from the RFC, not
-/// with the server's library.
-pub fn totp_at(secret: &[u8], unix_secs: i64) -> String {
-    let counter = (unix_secs / 30) as u64;
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret).unwrap();
-    mac.update(&counter.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let offset = (digest[19] & 0x0f) as usize;
-    let value = u32::from_be_bytes([
-        digest[offset] & 0x7f,
-        digest[offset + 1],
-        digest[offset + 2],
-        digest[offset + 3],
-    ]);
-    format!("{:06}", value % 1_000_000)
-}
-
-/// RFC 4648 base32 without padding.
-pub fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut bits, mut value, mut out) = (0u32, 0u32, Vec::new());
-    for c in text.trim_end_matches('=').bytes() {
-        let index = ALPHABET.iter().position(|a| *a == c).expect("base32") as u32;
-        value = (value << 5) | index;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((value >> bits) as u8);
-            value &= (1 << bits) - 1;
-        }
-    }
-    out
-}
 
 #[test]
 fn the_test_side_totp_matches_the_rfc_6238_vectors() {
@@ -159,6 +125,8 @@ on_both!(
     requests_over_the_ip_limit_get_429_on_every_node,
     repeated_failures_lock_the_account_but_not_its_passkey,
     bad_fallback_input_is_refused_and_changes_nothing,
+    without_smtp_mail_goes_to_the_outbox_folder,
+    an_unreachable_mail_server_answers_503_and_keeps_no_code,
 );
 
 async fn password_then_totp_signs_in_and_each_code_works_once(db: Db) {
@@ -738,6 +706,49 @@ async fn bad_fallback_input_is_refused_and_changes_nothing(db: Db) {
     )
     .await;
     assert_eq!(before, app.fingerprint().await);
+}
+
+async fn without_smtp_mail_goes_to_the_outbox_folder(db: Db) {
+    let outbox = tempfile::tempdir().unwrap();
+    let dir = outbox.path().join("outbox");
+    let app = spawn_app_configured(
+        db,
+        &[("PASSGATE__SMTP__HOST", ""), ("PASSGATE__SMTP__OUTBOX_DIR", dir.to_str().unwrap())],
+    )
+    .await;
+    let mut passkey = app.authenticator();
+    let tokens = app.register(&mut passkey, "fb-outbox").await;
+    let bearer = tokens["access_token"].as_str().unwrap();
+    let set =
+        app.post_bearer("/v1/me/email", bearer, &json!({"email": "outbox@example.test"})).await;
+    assert_eq!(set.status(), StatusCode::ACCEPTED);
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].extension().unwrap(), "eml");
+    let message = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(message.contains("To: outbox@example.test"), "{message}");
+    let code: String = message.split(" is ").nth(1).unwrap().chars().take(6).collect();
+    let verified = app.post_bearer("/v1/me/email/verify", bearer, &json!({"code": code})).await;
+    assert_eq!(verified.status(), StatusCode::NO_CONTENT);
+}
+
+async fn an_unreachable_mail_server_answers_503_and_keeps_no_code(db: Db) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = closed.to_string();
+    let app = spawn_app_configured(
+        db,
+        &[("PASSGATE__SMTP__PORT", &port), ("PASSGATE__SMTP__TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    let mut passkey = app.authenticator();
+    let tokens = app.register(&mut passkey, "fb-nomail").await;
+    let bearer = tokens["access_token"].as_str().unwrap();
+    let body = json!({"email": "nomail@example.test"});
+    let before = app.fingerprint().await;
+    assert_problem(app.post_bearer("/v1/me/email", bearer, &body).await, 503, "unavailable").await;
+    assert_eq!(before, app.fingerprint().await);
+    // Not counted as sent: asking again is not held back by the resend wait.
+    assert_problem(app.post_bearer("/v1/me/email", bearer, &body).await, 503, "unavailable").await;
 }
 
 /// A six-digit code that is not `code`.

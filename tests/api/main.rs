@@ -11,6 +11,7 @@ mod helpers;
 mod keys;
 mod logs;
 mod operations;
+mod otp;
 mod passkeys;
 mod smtp;
 mod stepup;
