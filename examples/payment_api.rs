@@ -296,7 +296,7 @@ fn problem(status: StatusCode, code: &str, detail: &str) -> HttpResponse {
 #[allow(dead_code)] // unused where a test includes this file
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    passgate::telemetry::init("info", passgate::config::LogFormat::Pretty);
+    passgate::telemetry::init("info", passgate::config::LogFormat::Pretty, false);
     let run = async {
         let options = Options::from_env_and_args()?;
         let listener = TcpListener::bind(&options.bind)

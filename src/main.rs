@@ -16,12 +16,20 @@ enum Command {
     RotateKeys,
     /// `keys list`: show the stored signing keys (never their secrets).
     ListKeys,
+    /// `admin grant USERNAME` / `admin revoke USERNAME`: the first admin
+    /// has to come from somewhere other than the API.
+    Admin {
+        grant: bool,
+        username: String,
+    },
 }
 
-const USAGE: &str = "usage: passgate [--config FILE] [keys rotate | keys list]
-  (no command)   serve HTTP
-  keys rotate    make a new token signing key; the current one stays valid as the previous key
-  keys list      list stored signing keys
+const USAGE: &str = "usage: passgate [--config FILE] [keys rotate | keys list | admin grant|revoke USERNAME]
+  (no command)           serve HTTP
+  keys rotate            make a new token signing key; the current one stays valid as the previous key
+  keys list              list stored signing keys
+  admin grant USERNAME   give an account the admin role (its next token carries it)
+  admin revoke USERNAME  take the admin role away
 See README.md for every setting.";
 
 #[tokio::main]
@@ -38,11 +46,40 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     let (config_file, command) = parse_args(std::env::args().skip(1))?;
     let settings = Settings::load(config_file.as_deref())?;
-    passgate::telemetry::init(&settings.log.level, settings.log.format);
+    let serving = matches!(command, Command::Serve);
+    passgate::telemetry::init(&settings.log.level, settings.log.format, !serving);
     match command {
         Command::Serve => serve(settings).await,
         Command::RotateKeys | Command::ListKeys => keys(settings, command).await,
+        Command::Admin { grant, username } => admin(settings, grant, &username).await,
     }
+}
+
+/// Runs against the server's database, safely while it serves: the role
+/// is one column, and tokens pick it up at their next refresh.
+async fn admin(settings: Settings, grant: bool, username: &str) -> anyhow::Result<()> {
+    let store = passgate::store::connect(&settings.database).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let core = Core::new(settings, store.clone(), clock).await?;
+    let name = passgate::domain::Username::parse(username.to_owned())?;
+    let Some(user) = store.find_user_by_username(name.as_ref()).await? else {
+        bail!("no account named {:?}", name.as_ref());
+    };
+    let mut roles = passgate::service::tokens::roles_of(&user.roles);
+    roles.retain(|r| r != "admin");
+    if grant {
+        roles.push("admin".to_owned());
+    }
+    let reason = if grant {
+        "granted with passgate admin grant"
+    } else {
+        "revoked with passgate admin revoke"
+    };
+    core.set_roles(None, &user.user_id, &roles, Some(reason))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}: roles [{}]", name.as_ref(), roles.join(", "));
+    Ok(())
 }
 
 /// Key commands run against the same database as the server, safely while
@@ -103,6 +140,9 @@ fn parse_args(
         [] => Command::Serve,
         ["keys", "rotate"] => Command::RotateKeys,
         ["keys", "list"] => Command::ListKeys,
+        ["admin", verb @ ("grant" | "revoke"), username] => {
+            Command::Admin { grant: *verb == "grant", username: (*username).to_owned() }
+        }
         other => bail!("unknown command {:?}\n{USAGE}", other.join(" ")),
     };
     Ok((config, command))

@@ -48,6 +48,7 @@ impl Application {
         let workers = settings.server.workers;
         let static_dir = settings.server.static_dir.clone();
         let trust_request_id = settings.server.trust_request_id;
+        let trust_forwarded_for = settings.server.trust_forwarded_for;
         let core = web::Data::new(Core::new(settings, store, clock).await?);
         if !static_dir.is_dir() {
             tracing::warn!(path = %static_dir.display(), "server.static_dir is not a folder; the demo page is off");
@@ -63,11 +64,20 @@ impl Application {
                 .wrap_fn(record_metrics)
                 .wrap(TracingLogger::<PassgateRootSpan>::new())
                 .wrap_fn(move |request, service| {
-                    with_request_id(request, service, trust_request_id)
+                    with_request_id(request, service, trust_request_id, trust_forwarded_for)
                 })
                 .configure(routes::configure);
             let app = if static_dir.is_dir() {
-                app.service(
+                // The admin console's address (issue 4): /admin.
+                app.route(
+                    "/admin",
+                    web::get().to(|| async {
+                        actix_web::HttpResponse::Found()
+                            .insert_header((actix_web::http::header::LOCATION, "/admin.html"))
+                            .finish()
+                    }),
+                )
+                .service(
                     actix_files::Files::new("/", &static_dir)
                         .index_file("index.html")
                         .default_handler(web::to(extract::not_found)),

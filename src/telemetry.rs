@@ -15,11 +15,42 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+use crate::service::tokens::ClientInfo;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
     static REQUEST_ID: RequestId;
+    static CLIENT: ClientInfo;
+}
+
+const USER_AGENT_MAX: usize = 256;
+
+/// The client's IP and user agent, as the audit trail records them. The
+/// last X-Forwarded-For entry is the one our proxy added; the ones before
+/// it are whatever the client claimed, so only that one is used, and only
+/// behind a proxy (`server.trust_forwarded_for`).
+pub fn client_info(
+    headers: &actix_web::http::header::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+    trust_forwarded_for: bool,
+) -> ClientInfo {
+    let forwarded = trust_forwarded_for
+        .then(|| headers.get("x-forwarded-for")?.to_str().ok())
+        .flatten()
+        .and_then(|list| list.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<std::net::IpAddr>().ok());
+    let ip = forwarded.or_else(|| peer.map(|a| a.ip())).map(|ip| ip.to_string());
+    let user_agent = headers
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
+    ClientInfo { ip, user_agent }
+}
+
+/// The client of the request being served on this task, if any.
+pub fn current_client() -> ClientInfo {
+    CLIENT.try_with(ClientInfo::clone).unwrap_or_default()
 }
 
 /// The id of one HTTP request: taken from a trusted proxy's header, or made here.
@@ -32,15 +63,23 @@ pub fn current_request_id() -> Option<String> {
 }
 
 /// Installs the global subscriber. Safe to call twice (tests): the second
-/// call is a no-op.
-pub fn init(level: &str, format: LogFormat) {
+/// call is a no-op. The server logs to stdout; the CLI commands log to
+/// stderr, so that their stdout is only their answer.
+pub fn init(level: &str, format: LogFormat, to_stderr: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let registry = tracing_subscriber::registry().with(filter);
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) }
+    };
     let _ = match format {
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_current_span(true))
+            .with(
+                tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(writer),
+            )
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        LogFormat::Pretty => {
+            registry.with(tracing_subscriber::fmt::layer().with_writer(writer)).try_init()
+        }
     };
 }
 
@@ -60,6 +99,7 @@ pub fn with_request_id<S, B>(
     request: ServiceRequest,
     service: &S,
     trust_incoming: bool,
+    trust_forwarded_for: bool,
 ) -> impl Future<Output = Result<ServiceResponse<B>, Error>> + use<S, B>
 where
     S: actix_web::dev::Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
@@ -70,14 +110,17 @@ where
         .flatten();
     let id = incoming.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
+    let client = client_info(request.headers(), request.peer_addr(), trust_forwarded_for);
     let future = service.call(request);
-    REQUEST_ID.scope(RequestId(id.clone()), async move {
+    let scope_id = RequestId(id.clone());
+    let scoped = CLIENT.scope(client, async move {
         let mut response = future.await?;
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         Ok(response)
-    })
+    });
+    REQUEST_ID.scope(scope_id, scoped)
 }
 
 /// Root span per request, carrying our request id (not tracing-actix-web's

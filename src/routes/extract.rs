@@ -15,7 +15,6 @@ use crate::service::tokens::{AccessClaims, ClientInfo};
 
 /// Largest JSON body accepted (API contract: 413 above it).
 pub const BODY_LIMIT: usize = 64 * 1024;
-const USER_AGENT_MAX: usize = 256;
 
 pub fn json_config() -> web::JsonConfig {
     web::JsonConfig::default().limit(BODY_LIMIT).error_handler(|error, _| json_error(error).into())
@@ -67,20 +66,9 @@ impl FromRequest for ClientInfo {
         let behind_proxy = request
             .app_data::<web::Data<Core>>()
             .is_some_and(|core| core.settings.server.trust_forwarded_for);
-        // The last X-Forwarded-For entry is the one our proxy added; the
-        // ones before it are whatever the client claimed.
-        let forwarded = behind_proxy
-            .then(|| request.headers().get("x-forwarded-for")?.to_str().ok())
-            .flatten()
-            .and_then(|list| list.rsplit(',').next())
-            .and_then(|last| last.trim().parse::<std::net::IpAddr>().ok());
-        let ip = forwarded.or_else(|| request.peer_addr().map(|a| a.ip())).map(|ip| ip.to_string());
-        let user_agent = request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
-        std::future::ready(Ok(ClientInfo { ip, user_agent }))
+        let client =
+            crate::telemetry::client_info(request.headers(), request.peer_addr(), behind_proxy);
+        std::future::ready(Ok(client))
     }
 }
 

@@ -2,6 +2,8 @@
 //! knows actix; each handler extracts, calls one service function and maps
 //! its result.
 
+mod admin;
+mod devices;
 pub mod extract;
 mod fallback;
 mod me;
@@ -15,12 +17,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
+use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
+use crate::service::devices::{Device, Session};
 use crate::service::fallback::{CodeSent, MfaChallenge};
 use crate::service::passkey::CeremonyStarted;
 use crate::service::profile::Profile;
 use crate::service::stepup::Authorization;
 use crate::service::tokens::TokenSet;
 use crate::service::totp::{RecoveryCodes, TotpEnrolment};
+use crate::store::AuditRow;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +38,11 @@ use crate::service::totp::{RecoveryCodes, TotpEnrolment};
         fallback::login_email_send, fallback::login_email_verify,
         me::me_get, me::password_put, me::email_post, me::email_verify,
         me::totp_start, me::totp_finish, me::totp_delete, me::recovery_codes_post,
+        devices::devices_get, devices::devices_start, devices::devices_finish,
+        devices::device_patch, devices::device_delete, devices::sessions_get,
+        devices::session_delete, devices::enrol_start, devices::enrol_finish,
+        admin::users_get, admin::user_get, admin::reset_devices, admin::device_delete,
+        admin::lock, admin::unlock, admin::roles_put, admin::audit_get,
         stepup::stepup_start, stepup::stepup_finish,
         operations::healthz, operations::readyz, operations::metrics, operations::jwks,
         operations::openapi, operations::asset_links, operations::apple_app_site_association,
@@ -40,7 +50,8 @@ use crate::service::totp::{RecoveryCodes, TotpEnrolment};
     ),
     components(schemas(
         Problem, CeremonyStarted, TokenSet, Profile, Authorization, MfaChallenge, CodeSent,
-        TotpEnrolment, RecoveryCodes,
+        TotpEnrolment, RecoveryCodes, Device, Session, UserPage, UserSummary, UserDetail,
+        ResetOutcome, AuditRow,
     )),
     modifiers(&BearerScheme),
 )]
@@ -111,6 +122,61 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .post(me::recovery_codes_post)
             .default_service(refuse()),
     )
+    .service(web::resource("/v1/me/devices").get(devices::devices_get).default_service(refuse()))
+    .service(
+        web::resource("/v1/me/devices/start")
+            .post(devices::devices_start)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/me/devices/finish")
+            .post(devices::devices_finish)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/me/devices/{device_id}")
+            .patch(devices::device_patch)
+            .delete(devices::device_delete)
+            .default_service(refuse()),
+    )
+    .service(web::resource("/v1/me/sessions").get(devices::sessions_get).default_service(refuse()))
+    .service(
+        web::resource("/v1/me/sessions/{session_id}")
+            .delete(devices::session_delete)
+            .default_service(refuse()),
+    )
+    .service(web::resource("/v1/enrol/start").post(devices::enrol_start).default_service(refuse()))
+    .service(
+        web::resource("/v1/enrol/finish").post(devices::enrol_finish).default_service(refuse()),
+    )
+    .service(web::resource("/v1/admin/users").get(admin::users_get).default_service(refuse()))
+    .service(
+        web::resource("/v1/admin/users/{user_id}").get(admin::user_get).default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/admin/users/{user_id}/reset-devices")
+            .post(admin::reset_devices)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/admin/users/{user_id}/devices/{device_id}")
+            .delete(admin::device_delete)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/admin/users/{user_id}/lock").post(admin::lock).default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/admin/users/{user_id}/unlock")
+            .post(admin::unlock)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/admin/users/{user_id}/roles")
+            .put(admin::roles_put)
+            .default_service(refuse()),
+    )
+    .service(web::resource("/v1/admin/audit").get(admin::audit_get).default_service(refuse()))
     .service(web::resource("/v1/stepup/start").post(stepup::stepup_start).default_service(refuse()))
     .service(
         web::resource("/v1/stepup/finish").post(stepup::stepup_finish).default_service(refuse()),

@@ -3,6 +3,7 @@
 //! recovery codes are in `totp.rs`.
 
 use super::Core;
+use super::audit::Event;
 use super::password::Checked;
 use super::throttle::subject;
 use super::tokens::{AccessClaims, ClientInfo};
@@ -51,7 +52,10 @@ impl Core {
                 self.ensure_not_locked(&subject).await?;
                 if self.check_password(current, stored.as_deref()).await? == Checked::Wrong {
                     self.record_failure(&subject).await?;
-                    tracing::info!(target: "audit", event = "password_change_refused", user_id);
+                    self.audit(
+                        Event::failed("password_change", "wrong current password").user(user_id),
+                    )
+                    .await;
                     return Err(ApiError::InvalidCredentials);
                 }
             }
@@ -67,7 +71,7 @@ impl Core {
         })?;
         self.store.set_password(user_id, &phc, self.clock.now_ms()).await?;
         let event = if stored.is_some() { "password_changed" } else { "password_set" };
-        tracing::info!(target: "audit", event, user_id);
+        self.audit(Event::ok(event).user(user_id)).await;
         Ok(())
     }
 
@@ -90,7 +94,7 @@ impl Core {
             )
             .await?;
         self.store.set_email(user_id, email.as_ref()).await?;
-        tracing::info!(target: "audit", event = "email_set", user_id);
+        self.audit(Event::ok("email_set").user(user_id)).await;
         Ok(sent)
     }
 
@@ -109,7 +113,7 @@ impl Core {
             // The address changed after this code was sent.
             return Err(ApiError::InvalidSetupCode);
         }
-        tracing::info!(target: "audit", event = "email_verified", user_id);
+        self.audit(Event::ok("email_verified").user(user_id)).await;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use super::Core;
+use super::audit::Event;
 use super::password::Checked;
 use super::throttle::subject;
 use super::tokens::{ClientInfo, SessionGrant, TokenSet};
@@ -76,11 +77,11 @@ impl Core {
         if let Checked::RightRehashed(fresh) = &checked
             && self.store.upgrade_password(&user.user_id, &stored, fresh).await?
         {
-            tracing::info!(target: "audit", event = "password_rehashed", user_id = %user.user_id);
+            self.audit(Event::ok("password_rehashed").user(&user.user_id)).await;
         }
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         if user.locked_at.is_some() {
-            tracing::info!(target: "audit", event = "login_refused_locked", user_id = %user.user_id);
+            self.audit(Event::failed("login", "account locked").user(&user.user_id)).await;
             return Err(ApiError::AccountDisabled);
         }
         let methods = self.second_factors(&user).await?;
@@ -95,7 +96,7 @@ impl Core {
         self.store
             .put_mfa_token(&token.hash(), &user.user_id, now + ttl.as_millis() as i64, now)
             .await?;
-        tracing::info!(target: "audit", event = "password_verified", user_id = %user.user_id);
+        self.audit(Event::ok("password_verified").user(&user.user_id)).await;
         Ok(MfaChallenge {
             mfa_token: token.expose().to_owned(),
             methods,
@@ -105,7 +106,8 @@ impl Core {
 
     async fn password_refused<T>(&self, subject: &str, user_id: Option<&str>) -> Result<T> {
         self.record_failure(subject).await?;
-        tracing::info!(target: "audit", event = "login_failed", method = "password", user_id = user_id.unwrap_or(""));
+        self.audit(Event { user_id, ..Event::failed("login", "wrong password or unknown user") })
+            .await;
         Err(ApiError::InvalidCredentials)
     }
 
@@ -141,7 +143,8 @@ impl Core {
 
     async fn code_refused<T>(&self, user_id: &str, method: &str) -> Result<T> {
         self.record_failure(&subject(Some(user_id), "")).await?;
-        tracing::info!(target: "audit", event = "login_failed", method, user_id);
+        let reason = format!("wrong {method} code");
+        self.audit(Event::failed("login", &reason).user(user_id)).await;
         Err(ApiError::InvalidCode)
     }
 
@@ -203,7 +206,8 @@ impl Core {
             return Err(ApiError::InvalidCredentials);
         }
         self.clear_failures(&subject(Some(&user.user_id), "")).await?;
-        tracing::info!(target: "audit", event = "login_succeeded", method, user_id = %user.user_id);
+        let method = format!("password and {method}");
+        self.audit(Event::ok("login").user(&user.user_id).reason(&method)).await;
         self.token_set(&session.row, &user.roles, &session.refresh)
     }
 
@@ -252,7 +256,7 @@ impl Core {
             tracing::error!(error.cause_chain = ?error, "a one-time code could not be mailed");
             return Err(ApiError::Unavailable);
         }
-        tracing::info!(target: "audit", event = "code_mailed", purpose, user_id = %user.user_id);
+        self.audit(Event::ok("code_mailed").user(&user.user_id).reason(purpose)).await;
         Ok(CodeSent { expires_in: ttl.as_secs() })
     }
 

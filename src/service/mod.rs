@@ -2,9 +2,13 @@
 //! here and map its result. Time comes from `Core::clock`, storage from
 //! `Core::store`.
 
+pub mod aaguid;
 pub mod account;
+pub mod admin;
+pub mod audit;
 mod authenticator_data;
 mod codes;
+pub mod devices;
 pub mod fallback;
 pub mod keys;
 pub mod passkey;

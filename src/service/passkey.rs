@@ -19,6 +19,7 @@ use webauthn_rs_proto::{
 };
 
 use super::Core;
+use super::audit::Event;
 use super::authenticator_data::registration_facts;
 use super::tokens::{ClientInfo, SessionGrant, TokenSet};
 use crate::domain::{
@@ -28,7 +29,7 @@ use crate::error::{ApiError, Result};
 use crate::metrics::CeremonyOutcome;
 use crate::store::{CeremonyRow, CredentialRow, CredentialUse, UserRow};
 
-const KIND_REGISTER: &str = "register";
+pub(super) const KIND_REGISTER: &str = "register";
 const KIND_LOGIN: &str = "login";
 /// RFC 8176 methods for a user-verified passkey (API contract, Tokens).
 pub(super) const PASSKEY_AMR: &[&str] = &["hwk", "user"];
@@ -82,22 +83,8 @@ impl Core {
         let user_id = UserId::new();
         let display_name =
             input.display_name.map(|d| d.to_string()).unwrap_or_else(|| input.username.to_string());
-        let (mut challenge, registration) = self
-            .webauthn
-            .start_passkey_registration(
-                *user_id.as_uuid(),
-                input.username.as_ref(),
-                &display_name,
-                None,
-            )
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("starting registration: {e}")))?;
-        // A passkey must be discoverable (so username-less sign-in finds it)
-        // and user-verifying (WebAuthn §5.4.6, residentKey "required").
-        if let Some(selection) = challenge.public_key.authenticator_selection.as_mut() {
-            selection.resident_key = Some(ResidentKeyRequirement::Required);
-            selection.require_resident_key = true;
-            selection.user_verification = UserVerificationPolicy::Required;
-        }
+        let (public_key, registration) =
+            self.start_registration_for(user_id, input.username.as_ref(), &display_name, &[])?;
         let state = RegisterState {
             user_id,
             username: input.username.to_string(),
@@ -105,8 +92,6 @@ impl Core {
             email: input.email.map(|e| e.to_string()),
             registration,
         };
-        let public_key =
-            serde_json::to_value(&challenge.public_key).map_err(anyhow::Error::from)?;
         self.put_ceremony(KIND_REGISTER, Some(user_id), &state, public_key).await
     }
 
@@ -119,6 +104,9 @@ impl Core {
     ) -> Result<TokenSet> {
         let result = self.finish_registration(ceremony_id, credential, device_name, client).await;
         self.metrics.ceremony_result(KIND_REGISTER, &result);
+        if let Err(error @ ApiError::WebauthnFailed(_)) = &result {
+            self.audit(Event::failed("user_registered", error.code())).await;
+        }
         result
     }
 
@@ -130,19 +118,13 @@ impl Core {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let state: RegisterState = self.take_ceremony(KIND_REGISTER, ceremony_id).await?;
-        let passkey = self
-            .webauthn
-            .finish_passkey_registration(credential, &state.registration)
-            .map_err(|e| {
-                tracing::info!(target: "audit", event = "register_failed", reason = %e);
-                ApiError::WebauthnFailed(format!("the registration response was refused: {e}"))
-            })?;
-        let facts = registration_facts(credential.response.attestation_object.as_ref())
-            .ok_or_else(|| ApiError::WebauthnFailed("unreadable authenticator data".into()))?;
-        let now = self.clock.now_ms();
-        let device_id = DeviceId::new();
-        let transports: Vec<&str> =
-            credential.response.transports.iter().flatten().filter_map(transport_name).collect();
+        let row = self.new_credential(
+            &state.user_id.to_string(),
+            credential,
+            &state.registration,
+            device_name,
+        )?;
+        let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
         let user = UserRow {
             user_id: state.user_id.to_string(),
             username: state.username,
@@ -151,21 +133,7 @@ impl Core {
             email_verified: false,
             roles: String::new(),
             locked_at: None,
-            created_at: now,
-        };
-        let row = CredentialRow {
-            credential_id: URL_SAFE_NO_PAD.encode(passkey.cred_id()),
-            device_id: device_id.to_string(),
-            user_id: user.user_id.clone(),
-            name: device_name.map(|n| n.to_string()).unwrap_or_else(|| "Passkey".to_owned()),
-            passkey: serde_json::to_string(&passkey).map_err(anyhow::Error::from)?,
-            sign_count: i64::from(facts.counter),
-            backup_eligible: facts.backup_eligible,
-            backup_state: facts.backup_state,
-            aaguid: facts.aaguid.to_string(),
-            transports: serde_json::to_string(&transports).map_err(anyhow::Error::from)?,
-            created_at: now,
-            last_used_at: None,
+            created_at: row.created_at,
         };
         let grant = SessionGrant {
             user_id: state.user_id,
@@ -176,10 +144,78 @@ impl Core {
         let session = self.new_session(&grant, client);
         self.store.register_user(&user, &row, &session.row, &session.refresh.hash()).await?;
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
-        tracing::info!(target: "audit", event = "user_registered", user_id = %user.user_id, device_id = %device_id);
+        self.audit(Event::ok("user_registered").user(&user.user_id).device(&row.device_id)).await;
         let mut tokens = self.token_set(&session.row, &user.roles, &session.refresh)?;
         tokens.device_id = Some(device_id.to_string());
         Ok(tokens)
+    }
+
+    /// Registration options for a passkey of `user_id`, excluding the
+    /// credentials it already has. A passkey must be discoverable (so
+    /// username-less sign-in finds it) and user-verifying (WebAuthn §5.4.6,
+    /// residentKey "required"); webauthn-rs asks for "discouraged".
+    pub(super) fn start_registration_for(
+        &self,
+        user_id: UserId,
+        username: &str,
+        display_name: &str,
+        existing: &[CredentialRow],
+    ) -> Result<(Value, PasskeyRegistration)> {
+        let exclude: Vec<webauthn_rs::prelude::CredentialID> = existing
+            .iter()
+            .filter_map(|row| URL_SAFE_NO_PAD.decode(&row.credential_id).ok())
+            .map(Into::into)
+            .collect();
+        let (mut challenge, registration) = self
+            .webauthn
+            .start_passkey_registration(
+                *user_id.as_uuid(),
+                username,
+                display_name,
+                (!exclude.is_empty()).then_some(exclude),
+            )
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("starting registration: {e}")))?;
+        if let Some(selection) = challenge.public_key.authenticator_selection.as_mut() {
+            selection.resident_key = Some(ResidentKeyRequirement::Required);
+            selection.require_resident_key = true;
+            selection.user_verification = UserVerificationPolicy::Required;
+        }
+        let public_key =
+            serde_json::to_value(&challenge.public_key).map_err(anyhow::Error::from)?;
+        Ok((public_key, registration))
+    }
+
+    /// Verifies a registration response and makes the credential row of
+    /// the new device (not yet stored).
+    pub(super) fn new_credential(
+        &self,
+        user_id: &str,
+        credential: &RegisterPublicKeyCredential,
+        registration: &PasskeyRegistration,
+        device_name: Option<DeviceName>,
+    ) -> Result<CredentialRow> {
+        let passkey =
+            self.webauthn.finish_passkey_registration(credential, registration).map_err(|e| {
+                ApiError::WebauthnFailed(format!("the registration response was refused: {e}"))
+            })?;
+        let facts = registration_facts(credential.response.attestation_object.as_ref())
+            .ok_or_else(|| ApiError::WebauthnFailed("unreadable authenticator data".into()))?;
+        let transports: Vec<&str> =
+            credential.response.transports.iter().flatten().filter_map(transport_name).collect();
+        Ok(CredentialRow {
+            credential_id: URL_SAFE_NO_PAD.encode(passkey.cred_id()),
+            device_id: DeviceId::new().to_string(),
+            user_id: user_id.to_owned(),
+            name: device_name.map(|n| n.to_string()).unwrap_or_else(|| "Passkey".to_owned()),
+            passkey: serde_json::to_string(&passkey).map_err(anyhow::Error::from)?,
+            sign_count: i64::from(facts.counter),
+            backup_eligible: facts.backup_eligible,
+            backup_state: facts.backup_state,
+            aaguid: facts.aaguid.to_string(),
+            transports: serde_json::to_string(&transports).map_err(anyhow::Error::from)?,
+            created_at: self.clock.now_ms(),
+            last_used_at: None,
+        })
     }
 
     /// Starts a sign-in. With a username it lists that user's credentials;
@@ -240,6 +276,9 @@ impl Core {
     ) -> Result<TokenSet> {
         let result = self.finish_login(ceremony_id, credential, client).await;
         self.metrics.ceremony_result(KIND_LOGIN, &result);
+        if let Err(ApiError::InvalidCredentials) = &result {
+            self.audit(Event::failed("login", "passkey assertion refused")).await;
+        }
         result
     }
 
@@ -262,10 +301,13 @@ impl Core {
                 let row = row
                     .filter(|r| r.user_id == user_id.to_string())
                     .ok_or_else(|| refused("credential is not the user's"))?;
-                let result = self
+                let result = match self
                     .webauthn
                     .finish_passkey_authentication(credential, &authentication)
-                    .map_err(|e| self.assertion_refused(&e, &row))?;
+                {
+                    Ok(result) => result,
+                    Err(error) => return Err(self.assertion_refused(&error, &row).await),
+                };
                 (row, result)
             }
             LoginState::Discoverable { authentication } => {
@@ -278,14 +320,15 @@ impl Core {
                     .ok_or_else(|| refused("credential does not belong to the user handle"))?;
                 let passkey: Passkey =
                     serde_json::from_str(&row.passkey).map_err(anyhow::Error::from)?;
-                let result = self
-                    .webauthn
-                    .finish_discoverable_authentication(
-                        credential,
-                        authentication,
-                        &[DiscoverableKey::from(&passkey)],
-                    )
-                    .map_err(|e| self.assertion_refused(&e, &row))?;
+                let keys = [DiscoverableKey::from(&passkey)];
+                let result = match self.webauthn.finish_discoverable_authentication(
+                    credential,
+                    authentication,
+                    &keys,
+                ) {
+                    Ok(result) => result,
+                    Err(error) => return Err(self.assertion_refused(&error, &row).await),
+                };
                 (row, result)
             }
         };
@@ -302,7 +345,7 @@ impl Core {
         let user = self.store.find_user(&row.user_id).await?.ok_or(ApiError::InvalidCredentials)?;
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         if user.locked_at.is_some() {
-            tracing::info!(target: "audit", event = "login_refused_locked", user_id = %user.user_id);
+            self.audit(Event::failed("login", "account locked").user(&user.user_id)).await;
             return Err(ApiError::InvalidCredentials);
         }
         let used = self.credential_use(&row, result)?;
@@ -318,18 +361,23 @@ impl Core {
         if !self.store.complete_login(&used, &session.row, &session.refresh.hash()).await? {
             // Another sign-in stored a newer counter after this one was
             // verified: the same clone check, lost in a race.
-            return Err(self.clone_warning(&row.user_id, &row.device_id));
+            return Err(self.clone_warning(&row.user_id, &row.device_id).await);
         }
-        tracing::info!(target: "audit", event = "login_succeeded", user_id = %user.user_id, device_id = %device_id);
+        self.audit(Event::ok("login").user(&user.user_id).device(&row.device_id).reason("passkey"))
+            .await;
         self.token_set(&session.row, &user.roles, &session.refresh)
     }
 
     /// Maps a failed assertion check to the client's answer, recording a
     /// counter that did not move forward as a possible clone (WebAuthn §7.2
     /// step 21: webauthn-rs refuses it with CredentialPossibleCompromise).
-    pub(super) fn assertion_refused(&self, error: &WebauthnError, row: &CredentialRow) -> ApiError {
+    pub(super) async fn assertion_refused(
+        &self,
+        error: &WebauthnError,
+        row: &CredentialRow,
+    ) -> ApiError {
         if matches!(error, WebauthnError::CredentialPossibleCompromise) {
-            return self.clone_warning(&row.user_id, &row.device_id);
+            return self.clone_warning(&row.user_id, &row.device_id).await;
         }
         tracing::info!(target: "audit", event = "login_failed", user_id = %row.user_id, reason = %error);
         ApiError::InvalidCredentials
@@ -354,9 +402,10 @@ impl Core {
         })
     }
 
-    pub(super) fn clone_warning(&self, user_id: &str, device_id: &str) -> ApiError {
+    pub(super) async fn clone_warning(&self, user_id: &str, device_id: &str) -> ApiError {
         self.metrics.clone_warning();
-        tracing::warn!(target: "audit", event = "clone_warning", user_id, device_id, "sign counter did not increase");
+        let event = Event::failed("clone_warning", "sign counter did not increase");
+        self.audit(event.user(user_id).device(device_id)).await;
         ApiError::InvalidCredentials
     }
 

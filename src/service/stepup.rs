@@ -15,6 +15,7 @@ use webauthn_rs::prelude::{
 };
 
 use super::Core;
+use super::audit::Event;
 use super::passkey::{CeremonyStarted, PASSKEY_AMR};
 use super::tokens::AccessClaims;
 use crate::domain::{CeremonyId, Transaction, UserId};
@@ -138,13 +139,14 @@ impl Core {
             .await?
             .filter(|row| row.user_id == bearer.sub)
             .ok_or(ApiError::InvalidCredentials)?;
-        let result = self
-            .webauthn
-            .finish_passkey_authentication(credential, &state.authentication)
-            .map_err(|e| self.assertion_refused(&e, &row))?;
+        let result =
+            match self.webauthn.finish_passkey_authentication(credential, &state.authentication) {
+                Ok(result) => result,
+                Err(error) => return Err(self.assertion_refused(&error, &row).await),
+            };
         let used = self.credential_use(&row, &result)?;
         if !self.store.record_credential_use(&used).await? {
-            return Err(self.clone_warning(&row.user_id, &row.device_id));
+            return Err(self.clone_warning(&row.user_id, &row.device_id).await);
         }
         let now = self.clock.now_secs();
         let ttl = self.settings.stepup.token_ttl.as_secs();
@@ -163,7 +165,7 @@ impl Core {
             device_id: row.device_id.clone(),
             amr: PASSKEY_AMR.iter().map(|s| s.to_string()).collect(),
         };
-        tracing::info!(target: "audit", event = "payment_approved", user_id = %bearer.sub, device_id = %row.device_id, txn = %txn);
+        self.audit(Event::ok("payment_approved").user(&bearer.sub).device(&row.device_id)).await;
         let authorization_token = self.keys.sign(&claims, AUTHORIZATION_TYP)?;
         Ok(Authorization { authorization_token, expires_in: ttl, txn })
     }

@@ -11,6 +11,7 @@
 //!   Passkey sign-in never looks at these counters.
 
 use super::Core;
+use super::audit::Event;
 use crate::error::{ApiError, Result};
 use crate::service::tokens::ClientInfo;
 
@@ -87,7 +88,14 @@ impl Core {
                 base.saturating_mul(1 << doublings).min(limits.lockout_max.as_millis() as i64);
             self.store.lock_subject(subject, now + lock).await?;
             self.metrics.lockout();
-            tracing::warn!(target: "audit", event = "account_locked", subject = %subject_kind(subject), failures, lock_seconds = lock / 1000);
+            let reason = format!("{failures} failed sign-ins in a row: locked {} s", lock / 1000);
+            let event = Event::failed("account_locked", &reason);
+            match subject.strip_prefix("user:") {
+                Some(user_id) => self.audit(event.user(user_id)).await,
+                // Names that do not exist are what an attacker typed; they
+                // stay out of the record.
+                None => self.audit(event).await,
+            }
         }
         Ok(())
     }
@@ -95,10 +103,4 @@ impl Core {
     pub async fn clear_failures(&self, subject: &str) -> Result<()> {
         Ok(self.store.clear_failures(subject).await?)
     }
-}
-
-/// The kind of a subject, for logs: names that do not exist are what an
-/// attacker typed, and stay out of the log.
-fn subject_kind(subject: &str) -> &str {
-    if subject.starts_with("user:") { subject } else { "unknown account name" }
 }

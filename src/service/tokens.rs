@@ -180,7 +180,8 @@ impl Core {
                 self.token_set(&session, &user.roles, &next)
             }
             RefreshOutcome::Reused => {
-                tracing::warn!(target: "audit", event = "refresh_token_reused", "a retired refresh token was presented; its session is ended");
+                let reason = "a retired refresh token was presented; its session is ended";
+                self.audit(super::audit::Event::failed("refresh_token_reused", reason)).await;
                 Err(ApiError::InvalidCredentials)
             }
             RefreshOutcome::Invalid => Err(ApiError::InvalidCredentials),

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 
 use super::Core;
+use super::audit::Event;
 use super::codes::{self, RECOVERY_CODES};
 use crate::error::{ApiError, Result};
 
@@ -124,7 +125,7 @@ impl Core {
         if !self.store.confirm_totp(user_id, step, &hashes, self.clock.now_ms()).await? {
             return Err(ApiError::InvalidSetupCode);
         }
-        tracing::info!(target: "audit", event = "totp_enrolled", user_id);
+        self.audit(Event::ok("totp_enrolled").user(user_id)).await;
         Ok(RecoveryCodes { recovery_codes: shown })
     }
 
@@ -132,7 +133,7 @@ impl Core {
         if !self.store.delete_totp(user_id).await? {
             return Err(ApiError::NotFound("TOTP is not set up".into()));
         }
-        tracing::info!(target: "audit", event = "totp_removed", user_id);
+        self.audit(Event::ok("totp_removed").user(user_id)).await;
         Ok(())
     }
 
@@ -146,7 +147,7 @@ impl Core {
         }
         let (shown, hashes) = self.new_recovery_codes(user_id);
         self.store.replace_recovery_codes(user_id, &hashes, self.clock.now_ms()).await?;
-        tracing::info!(target: "audit", event = "recovery_codes_regenerated", user_id);
+        self.audit(Event::ok("recovery_codes_regenerated").user(user_id)).await;
         Ok(RecoveryCodes { recovery_codes: shown })
     }
 
@@ -186,7 +187,7 @@ impl Core {
             let hash = self.codes.hash(RECOVERY_PURPOSE, user_id, code.expose());
             let spent = self.store.use_recovery_code(user_id, &hash, self.clock.now_ms()).await?;
             if spent {
-                tracing::info!(target: "audit", event = "recovery_code_used", user_id);
+                self.audit(Event::ok("recovery_code_used").user(user_id)).await;
             }
             return Ok(spent);
         }

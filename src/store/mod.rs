@@ -150,6 +150,34 @@ pub struct FactorCounts {
     pub recovery_codes: i64,
 }
 
+/// One security event (see migrations: audit_event).
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditRow {
+    pub event_id: String,
+    pub occurred_at: Millis,
+    pub event: String,
+    pub outcome: String,
+    pub user_id: Option<String>,
+    pub actor_id: Option<String>,
+    pub device_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Which audit rows to read: all filters optional, `after` is the last
+/// `event_id` of the previous page.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub user_id: Option<String>,
+    pub event: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
 /// A verified assertion's effect on its credential.
 #[derive(Clone, Debug)]
 pub struct CredentialUse {
@@ -353,6 +381,65 @@ pub trait Store: Send + Sync {
     async fn clear_failures(&self, subject: &str) -> StoreResult<()>;
     /// Deletes expired mfa tokens, codes, windows and forgotten failures.
     async fn purge_fallback(&self, now: Millis, forget_before: Millis) -> StoreResult<u64>;
+
+    // Devices, sessions, roles, admin, audit.
+
+    async fn add_credential(&self, credential: &CredentialRow) -> StoreResult<()>;
+    async fn rename_credential(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: &str,
+    ) -> StoreResult<bool>;
+    /// Unbinds a device and ends the sessions it opened, at once.
+    async fn delete_credential(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        now: Millis,
+    ) -> StoreResult<bool>;
+    /// Unbinds every device, ends every session, and stores an enrolment
+    /// code, at once; returns (devices, sessions) ended.
+    async fn reset_devices(
+        &self,
+        user_id: &str,
+        code_hash: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<(u64, u64)>;
+    async fn user_sessions(&self, user_id: &str, now: Millis) -> StoreResult<Vec<SessionRow>>;
+    async fn end_session(&self, user_id: &str, session_id: &str, now: Millis) -> StoreResult<bool>;
+    async fn set_roles(&self, user_id: &str, roles: &str) -> StoreResult<bool>;
+    async fn set_locked(
+        &self,
+        user_id: &str,
+        locked_at: Option<Millis>,
+        now: Millis,
+    ) -> StoreResult<bool>;
+    /// Users whose name or display name contains `query` (case-insensitive
+    /// on the lowercased username), ordered by username, after `after`.
+    async fn search_users(&self, query: &str, after: &str, limit: i64)
+    -> StoreResult<Vec<UserRow>>;
+    /// The live enrolment code of a user, counting one try; None when there
+    /// is none live with tries left.
+    async fn try_enrolment_code(
+        &self,
+        user_id: &str,
+        max_tries: i32,
+        now: Millis,
+    ) -> StoreResult<Option<(String, Millis)>>;
+    /// Binds the new passkey and takes the enrolment code at once; false
+    /// when the code was used meanwhile.
+    async fn enrol_with_code(
+        &self,
+        code_hash: &str,
+        credential: &CredentialRow,
+        session: &SessionRow,
+        refresh_hash: &str,
+    ) -> StoreResult<bool>;
+
+    async fn append_audit(&self, event: &AuditRow) -> StoreResult<()>;
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>>;
 
     /// Returns the stored secret of that name, storing `candidate` first
     /// when there is none (first node to start wins).

@@ -8,8 +8,8 @@ use sqlx::postgres::PgPoolOptions;
 
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
-    CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts, MIGRATOR,
-    RefreshOutcome, SessionRow, SigningKeyRow, StoreResult, TotpRow, UserRow,
+    AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
+    MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult, TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;
@@ -31,8 +31,32 @@ impl PgStore {
         // The migrator takes an advisory lock, so nodes starting together
         // migrate once.
         MIGRATOR.run(&pool).await.context("PostgreSQL migrations failed")?;
+        guard_audit_trail(&pool).await.context("PostgreSQL audit trail guard")?;
         Ok(PgStore { pool })
     }
+}
+
+/// Makes the audit trail append-only in the database itself, so not even a
+/// bug in this server can rewrite it. Under an advisory lock: nodes
+/// starting together would otherwise race on CREATE OR REPLACE.
+async fn guard_audit_trail(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(7306284417)").execute(&mut *tx).await?;
+    sqlx::query(
+        "create or replace function audit_event_append_only() returns trigger \
+         language plpgsql as $$ begin \
+         raise exception 'audit_event is append-only'; end $$",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "create or replace trigger audit_event_append_only before update or delete \
+         on audit_event for each row execute function audit_event_append_only()",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 impl_store!(PgStore);

@@ -151,25 +151,7 @@ macro_rules! impl_store {
                 .bind(user.created_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "insert into credential (credential_id, device_id, user_id, name, passkey, \
-                     sign_count, backup_eligible, backup_state, aaguid, transports, created_at, \
-                     last_used_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(&credential.credential_id)
-                .bind(&credential.device_id)
-                .bind(&credential.user_id)
-                .bind(&credential.name)
-                .bind(&credential.passkey)
-                .bind(credential.sign_count)
-                .bind(credential.backup_eligible)
-                .bind(credential.backup_state)
-                .bind(&credential.aaguid)
-                .bind(&credential.transports)
-                .bind(credential.created_at)
-                .bind(credential.last_used_at)
-                .execute(&mut *tx)
-                .await?;
+                insert_credential(&mut tx, credential).await?;
                 insert_session(&mut tx, session, refresh_hash).await?;
                 tx.commit().await?;
                 Ok(())
@@ -738,6 +720,261 @@ macro_rules! impl_store {
                 Ok(purged)
             }
 
+            async fn add_credential(&self, credential: &CredentialRow) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                insert_credential(&mut tx, credential).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rename_credential(
+                &self,
+                user_id: &str,
+                device_id: &str,
+                name: &str,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update credential set name = $3 where user_id = $1 and device_id = $2",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_credential(
+                &self,
+                user_id: &str,
+                device_id: &str,
+                now: Millis,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("delete from credential where user_id = $1 and device_id = $2")
+                    .bind(user_id)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "update session set revoked_at = $3 \
+                     where user_id = $1 and device_id = $2 and revoked_at is null",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn reset_devices(
+                &self,
+                user_id: &str,
+                code_hash: &str,
+                expires_at: Millis,
+                now: Millis,
+            ) -> StoreResult<(u64, u64)> {
+                let mut tx = self.pool.begin().await?;
+                let devices = sqlx::query("delete from credential where user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let sessions = sqlx::query(
+                    "update session set revoked_at = $2 where user_id = $1 \
+                     and revoked_at is null and expires_at > $2",
+                )
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "insert into enrolment_code (user_id, code_hash, tries, expires_at, created_at) \
+                     values ($1, $2, 0, $3, $4) on conflict (user_id) do update set \
+                     code_hash = excluded.code_hash, tries = 0, \
+                     expires_at = excluded.expires_at, created_at = excluded.created_at",
+                )
+                .bind(user_id)
+                .bind(code_hash)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok((devices, sessions))
+            }
+
+            async fn user_sessions(&self, user_id: &str, now: Millis) -> StoreResult<Vec<SessionRow>> {
+                Ok(sqlx::query_as::<_, SessionRow>(
+                    "select * from session where user_id = $1 and revoked_at is null \
+                     and expires_at > $2 order by last_used_at desc",
+                )
+                .bind(user_id)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn end_session(&self, user_id: &str, session_id: &str, now: Millis) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update session set revoked_at = $3 where user_id = $1 \
+                     and session_id = $2 and revoked_at is null",
+                )
+                .bind(user_id)
+                .bind(session_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_roles(&self, user_id: &str, roles: &str) -> StoreResult<bool> {
+                let done = sqlx::query("update app_user set roles = $2 where user_id = $1")
+                    .bind(user_id)
+                    .bind(roles)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_locked(
+                &self,
+                user_id: &str,
+                locked_at: Option<Millis>,
+                now: Millis,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("update app_user set locked_at = $2 where user_id = $1")
+                    .bind(user_id)
+                    .bind(locked_at)
+                    .execute(&mut *tx)
+                    .await?;
+                if locked_at.is_some() {
+                    // A locked account keeps no session.
+                    sqlx::query(
+                        "update session set revoked_at = $2 where user_id = $1 and revoked_at is null",
+                    )
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn search_users(
+                &self,
+                query: &str,
+                after: &str,
+                limit: i64,
+            ) -> StoreResult<Vec<UserRow>> {
+                // LIKE wildcards in the query are matched literally.
+                let escaped = query.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                let pattern = format!("%{escaped}%");
+                Ok(sqlx::query_as::<_, UserRow>(
+                    "select * from app_user where (username like $1 escape '\\' \
+                     or lower(display_name) like $1 escape '\\' \
+                     or lower(coalesce(email, '')) like $1 escape '\\') \
+                     and username > $2 order by username limit $3",
+                )
+                .bind(pattern.to_lowercase())
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn try_enrolment_code(
+                &self,
+                user_id: &str,
+                max_tries: i32,
+                now: Millis,
+            ) -> StoreResult<Option<(String, Millis)>> {
+                Ok(sqlx::query_as(
+                    "update enrolment_code set tries = tries + 1 where user_id = $1 \
+                     and tries < $2 and expires_at > $3 returning code_hash, expires_at",
+                )
+                .bind(user_id)
+                .bind(max_tries)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn enrol_with_code(
+                &self,
+                code_hash: &str,
+                credential: &CredentialRow,
+                session: &SessionRow,
+                refresh_hash: &str,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let taken = sqlx::query(
+                    "delete from enrolment_code where user_id = $1 and code_hash = $2",
+                )
+                .bind(&credential.user_id)
+                .bind(code_hash)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                insert_credential(&mut tx, credential).await?;
+                insert_session(&mut tx, session, refresh_hash).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn append_audit(&self, event: &AuditRow) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into audit_event (event_id, occurred_at, event, outcome, user_id, \
+                     actor_id, device_id, client_ip, user_agent, reason, request_id) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&event.event_id)
+                .bind(event.occurred_at)
+                .bind(&event.event)
+                .bind(&event.outcome)
+                .bind(&event.user_id)
+                .bind(&event.actor_id)
+                .bind(&event.device_id)
+                .bind(&event.client_ip)
+                .bind(&event.user_agent)
+                .bind(&event.reason)
+                .bind(&event.request_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
+                // Absent filters are nulls that match everything; one text
+                // for both engines and every combination.
+                Ok(sqlx::query_as::<_, AuditRow>(
+                    "select * from audit_event where \
+                     ($1 is null or user_id = $1) and ($2 is null or event = $2) \
+                     and ($3 is null or occurred_at >= $3) and ($4 is null or occurred_at < $4) \
+                     and ($5 is null or event_id > $5) order by event_id limit $6",
+                )
+                .bind(&filter.user_id)
+                .bind(&filter.event)
+                .bind(filter.since)
+                .bind(filter.until)
+                .bind(&filter.after)
+                .bind(filter.limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn shared_secret(
                 &self,
                 name: &str,
@@ -760,6 +997,32 @@ macro_rules! impl_store {
                         .await?;
                 Ok(value)
             }
+        }
+
+        async fn insert_credential(
+            tx: &mut sqlx::Transaction<'_, Db>,
+            credential: &CredentialRow,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "insert into credential (credential_id, device_id, user_id, name, passkey, \
+                 sign_count, backup_eligible, backup_state, aaguid, transports, created_at, \
+                 last_used_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&credential.credential_id)
+            .bind(&credential.device_id)
+            .bind(&credential.user_id)
+            .bind(&credential.name)
+            .bind(&credential.passkey)
+            .bind(credential.sign_count)
+            .bind(credential.backup_eligible)
+            .bind(credential.backup_state)
+            .bind(&credential.aaguid)
+            .bind(&credential.transports)
+            .bind(credential.created_at)
+            .bind(credential.last_used_at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
         }
 
         async fn insert_recovery_codes(

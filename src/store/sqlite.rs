@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
-    CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts, MIGRATOR,
-    RefreshOutcome, SessionRow, SigningKeyRow, StoreResult, TotpRow, UserRow,
+    AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
+    MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult, TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;
@@ -50,6 +50,15 @@ impl SqliteStore {
             .await
             .with_context(|| format!("cannot open {}", settings.url.redacted()))?;
         MIGRATOR.run(&pool).await.context("SQLite migrations failed")?;
+        // The audit trail is append-only in the database itself.
+        for sql in [
+            "create trigger if not exists audit_event_no_update before update on audit_event \
+             begin select raise(abort, 'audit_event is append-only'); end",
+            "create trigger if not exists audit_event_no_delete before delete on audit_event \
+             begin select raise(abort, 'audit_event is append-only'); end",
+        ] {
+            sqlx::query(sql).execute(&pool).await.context("SQLite audit trail guard")?;
+        }
         Ok(SqliteStore { pool })
     }
 }

@@ -1,10 +1,12 @@
 //! One integration-test binary: every API test runs the real app in-process
 //! on a loopback port, against SQLite and PostgreSQL (`name::sqlite`,
 //! `name::postgres`), plus one browser test in headless Chromium.
+mod admin;
 mod apps;
 mod authenticator;
 mod bad_input;
 mod browser;
+mod devices;
 mod downstream;
 mod fallback;
 mod helpers;

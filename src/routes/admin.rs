@@ -1,0 +1,341 @@
+//! API contract, "Admin": a bearer token whose `roles` holds `admin`; any
+//! other token gets 403, none 401.
+
+use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::Bearer;
+use crate::clock::rfc3339;
+use crate::domain::{DeviceId, UserId};
+use crate::error::{ApiError, Problem, Result};
+use crate::service::Core;
+use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary, mask_email, mask_ip};
+use crate::store::{AuditFilter, AuditRow};
+
+#[derive(Deserialize, IntoParams)]
+pub struct UserQuery {
+    /// Part of a username, display name or email address.
+    #[serde(default)]
+    q: String,
+    /// 1 to 100, default 20.
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ReasonBody {
+    /// Why; required for an action on another admin, and for a reset.
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RolesBody {
+    /// The account's roles after the change (`admin` is the one known).
+    roles: Vec<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct AuditQuery {
+    user_id: Option<String>,
+    event: Option<String>,
+    /// RFC 3339 or Unix milliseconds; inclusive.
+    since: Option<String>,
+    /// RFC 3339 or Unix milliseconds; exclusive.
+    until: Option<String>,
+    /// `json` (default, paged) or `csv` (everything that matches, streamed).
+    format: Option<String>,
+    /// JSON page size, 1 to 1000, default 100.
+    limit: Option<i64>,
+    /// `next_cursor` of the previous JSON page.
+    cursor: Option<String>,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct AuditPage {
+    events: Vec<AuditRow>,
+    next_cursor: Option<String>,
+}
+
+fn admin(core: &Core, bearer: &Bearer) -> Result<()> {
+    core.require_admin(&bearer.0)
+}
+
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
+    params(UserQuery),
+    responses(
+        (status = 200, body = UserPage),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn users_get(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    query: web::Query<UserQuery>,
+) -> Result<web::Json<UserPage>> {
+    admin(&core, &bearer)?;
+    let page =
+        core.search_users(&query.q, query.limit.unwrap_or(20), query.cursor.as_deref()).await?;
+    Ok(web::Json(page))
+}
+
+#[utoipa::path(get, path = "/v1/admin/users/{user_id}", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    responses(
+        (status = 200, body = UserDetail),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn user_get(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<UserId>,
+) -> Result<web::Json<UserDetail>> {
+    admin(&core, &bearer)?;
+    Ok(web::Json(core.user_detail(&path.to_string()).await?))
+}
+
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/reset-devices", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, body = ResetOutcome),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: a reason is required", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reset_devices(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<UserId>,
+    body: web::Json<ReasonBody>,
+) -> Result<web::Json<ResetOutcome>> {
+    admin(&core, &bearer)?;
+    let reason = body.reason.as_deref().unwrap_or("");
+    Ok(web::Json(core.reset_devices(&bearer.0, &path.to_string(), reason).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/admin/users/{user_id}/devices/{device_id}", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path), ("device_id" = String, Path), ("reason" = Option<String>, Query)),
+    responses(
+        (status = 204, description = "unbound"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: a reason is required on an admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn device_delete(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<(UserId, DeviceId)>,
+    query: web::Query<ReasonBody>,
+) -> Result<HttpResponse> {
+    admin(&core, &bearer)?;
+    let (user_id, device_id) = path.into_inner();
+    core.admin_unbind_device(&bearer.0, &user_id.to_string(), &device_id, query.reason.as_deref())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/lock", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "locked; every session ended", body = UserSummary),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn lock(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<UserId>,
+    body: web::Json<ReasonBody>,
+) -> Result<web::Json<UserSummary>> {
+    set_locked(core, bearer, path, body, true).await
+}
+
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/unlock", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, body = UserSummary),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn unlock(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<UserId>,
+    body: web::Json<ReasonBody>,
+) -> Result<web::Json<UserSummary>> {
+    set_locked(core, bearer, path, body, false).await
+}
+
+async fn set_locked(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<UserId>,
+    body: web::Json<ReasonBody>,
+    lock: bool,
+) -> Result<web::Json<UserSummary>> {
+    admin(&core, &bearer)?;
+    let user_id = path.to_string();
+    Ok(web::Json(core.set_locked(&bearer.0, &user_id, lock, body.reason.as_deref()).await?))
+}
+
+#[utoipa::path(put, path = "/v1/admin/users/{user_id}/roles", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    request_body = RolesBody,
+    responses(
+        (status = 200, body = UserSummary),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: unknown role, or no reason for a change to an admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn roles_put(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<UserId>,
+    body: web::Json<RolesBody>,
+) -> Result<web::Json<UserSummary>> {
+    admin(&core, &bearer)?;
+    let user_id = path.to_string();
+    let summary =
+        core.set_roles(Some(&bearer.0), &user_id, &body.roles, body.reason.as_deref()).await?;
+    Ok(web::Json(summary))
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>> {
+    let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+        .map_err(|_| {
+            ApiError::ValidationFailed(format!("{name}: not RFC 3339 or Unix milliseconds"))
+        })
+}
+
+/// What exports show: IPs and any email address in a reason masked.
+fn masked(mut row: AuditRow) -> AuditRow {
+    row.client_ip = row.client_ip.as_deref().map(mask_ip);
+    row.reason = row.reason.as_deref().map(mask_email);
+    row
+}
+
+fn csv_field(value: &str) -> String {
+    // RFC 4180 quoting, and a leading ' for what a spreadsheet would run as
+    // a formula (CSV injection).
+    let value = if value.starts_with(['=', '+', '-', '@']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+fn csv_line(row: &AuditRow) -> String {
+    let fields = [
+        row.event_id.clone(),
+        rfc3339(row.occurred_at),
+        row.event.clone(),
+        row.outcome.clone(),
+        row.user_id.clone().unwrap_or_default(),
+        row.actor_id.clone().unwrap_or_default(),
+        row.device_id.clone().unwrap_or_default(),
+        row.client_ip.clone().unwrap_or_default(),
+        row.user_agent.clone().unwrap_or_default(),
+        row.reason.clone().unwrap_or_default(),
+        row.request_id.clone().unwrap_or_default(),
+    ];
+    let mut line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+    line.push_str("\r\n");
+    line
+}
+
+const CSV_HEADER: &str = "event_id,occurred_at,event,outcome,user_id,actor_id,device_id,client_ip,user_agent,reason,request_id\r\n";
+const CSV_PAGE: i64 = 500;
+
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "JSON page, or text/csv of every match (streamed); IPs and addresses masked", body = AuditPage),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn audit_get(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse> {
+    admin(&core, &bearer)?;
+    let query = query.into_inner();
+    let filter = AuditFilter {
+        user_id: query.user_id.filter(|u| !u.is_empty()),
+        event: query.event.filter(|e| !e.is_empty()),
+        since: time_param("since", query.since.as_deref())?,
+        until: time_param("until", query.until.as_deref())?,
+        after: query.cursor.filter(|c| !c.is_empty()),
+        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    match query.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let mut probe = filter.clone();
+            probe.limit += 1;
+            let mut events = core.audit_events(&probe).await?;
+            let more = events.len() as i64 > filter.limit;
+            events.truncate(filter.limit as usize);
+            let next_cursor = more.then(|| events.last().map(|e| e.event_id.clone())).flatten();
+            let events = events.into_iter().map(masked).collect();
+            Ok(HttpResponse::Ok().json(AuditPage { events, next_cursor }))
+        }
+        "csv" => {
+            // Page by page through the database, so a large export holds
+            // one page in memory at a time.
+            let stream = futures_util::stream::unfold(
+                (core.into_inner(), AuditFilter { limit: CSV_PAGE, ..filter }, true),
+                |(core, mut filter, first)| async move {
+                    if filter.limit == 0 {
+                        return None;
+                    }
+                    let page = match core.audit_events(&filter).await {
+                        Ok(page) => page,
+                        Err(error) => {
+                            tracing::error!(error.cause_chain = ?error, "audit export stopped");
+                            return None;
+                        }
+                    };
+                    let mut chunk = if first { CSV_HEADER.to_owned() } else { String::new() };
+                    for row in &page {
+                        chunk.push_str(&csv_line(&masked(row.clone())));
+                    }
+                    filter.after = page.last().map(|r| r.event_id.clone()).or(filter.after);
+                    if (page.len() as i64) < CSV_PAGE {
+                        filter.limit = 0;
+                    }
+                    let bytes = web::Bytes::from(chunk);
+                    Some((Ok::<_, actix_web::Error>(bytes), (core, filter, false)))
+                },
+            );
+            Ok(HttpResponse::Ok()
+                .insert_header((CONTENT_TYPE, "text/csv; charset=utf-8"))
+                .insert_header((CONTENT_DISPOSITION, "attachment; filename=\"passgate-audit.csv\""))
+                .streaming(stream))
+        }
+        other => Err(ApiError::ValidationFailed(format!("format: {other:?} is not json or csv"))),
+    }
+}

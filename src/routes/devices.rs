@@ -1,0 +1,180 @@
+//! API contract, "The signed-in user": bound devices and sessions; and the
+//! enrolment ceremony (an addition) for binding a passkey with the code an
+//! admin's device reset mailed.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use webauthn_rs::prelude::RegisterPublicKeyCredential;
+
+use super::extract::Bearer;
+use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, SessionId, Username};
+use crate::error::{Problem, Result};
+use crate::service::Core;
+use crate::service::devices::{Device, Session};
+use crate::service::passkey::CeremonyStarted;
+use crate::service::tokens::{ClientInfo, TokenSet};
+
+#[derive(Deserialize, ToSchema)]
+pub struct BindFinishBody {
+    #[schema(value_type = String)]
+    ceremony_id: CeremonyId,
+    /// `PublicKeyCredential.toJSON()` of the new credential.
+    #[schema(value_type = Object)]
+    credential: RegisterPublicKeyCredential,
+    #[schema(value_type = Option<String>)]
+    device_name: Option<DeviceName>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RenameBody {
+    #[schema(value_type = String, example = "Work laptop")]
+    name: DeviceName,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct EnrolStartBody {
+    #[schema(value_type = String)]
+    username: Username,
+    /// The enrolment code from the mail (`xxxxx-xxxxx`).
+    #[schema(value_type = String)]
+    code: OneTimeCode,
+}
+
+#[utoipa::path(get, path = "/v1/me/devices", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, body = [Device]),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn devices_get(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<Vec<Device>>> {
+    Ok(web::Json(core.devices(&bearer.0.sub).await?))
+}
+
+#[utoipa::path(post, path = "/v1/me/devices/start", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, body = CeremonyStarted),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn devices_start(
+    core: web::Data<Core>,
+    bearer: Bearer,
+) -> Result<web::Json<CeremonyStarted>> {
+    Ok(web::Json(core.bind_start(&bearer.0).await?))
+}
+
+#[utoipa::path(post, path = "/v1/me/devices/finish", tag = "me", security(("bearer" = [])),
+    request_body = BindFinishBody,
+    responses(
+        (status = 201, body = Device),
+        (status = 400, description = "webauthn_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn devices_finish(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    body: web::Json<BindFinishBody>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let device =
+        core.bind_finish(&bearer.0, &body.ceremony_id, &body.credential, body.device_name).await?;
+    Ok(HttpResponse::Created().json(device))
+}
+
+#[utoipa::path(patch, path = "/v1/me/devices/{device_id}", tag = "me", security(("bearer" = [])),
+    params(("device_id" = String, Path)),
+    request_body = RenameBody,
+    responses(
+        (status = 200, body = Device),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn device_patch(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<DeviceId>,
+    body: web::Json<RenameBody>,
+) -> Result<web::Json<Device>> {
+    Ok(web::Json(core.rename_device(&bearer.0.sub, &path, &body.name).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/me/devices/{device_id}", tag = "me", security(("bearer" = [])),
+    params(("device_id" = String, Path)),
+    responses(
+        (status = 204, description = "unbound; the sessions it began are ended"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: the last way to sign in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn device_delete(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<DeviceId>,
+) -> Result<HttpResponse> {
+    core.unbind_device(&bearer.0.sub, &path, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/v1/me/sessions", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, body = [Session]),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn sessions_get(
+    core: web::Data<Core>,
+    bearer: Bearer,
+) -> Result<web::Json<Vec<Session>>> {
+    Ok(web::Json(core.sessions(&bearer.0).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/me/sessions/{session_id}", tag = "me", security(("bearer" = [])),
+    params(("session_id" = String, Path)),
+    responses(
+        (status = 204, description = "ended; its refresh token no longer works"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn session_delete(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    path: web::Path<SessionId>,
+) -> Result<HttpResponse> {
+    core.end_session(&bearer.0.sub, &path.to_string()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/enrol/start", tag = "passkeys",
+    request_body = EnrolStartBody,
+    responses(
+        (status = 200, body = CeremonyStarted),
+        (status = 401, description = "invalid_code: unknown user, or a wrong, expired or used enrolment code", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn enrol_start(
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: web::Json<EnrolStartBody>,
+) -> Result<web::Json<CeremonyStarted>> {
+    Ok(web::Json(core.enrol_start(&body.username, &body.code, &client).await?))
+}
+
+#[utoipa::path(post, path = "/v1/enrol/finish", tag = "passkeys",
+    request_body = BindFinishBody,
+    responses(
+        (status = 201, description = "token set plus device_id", body = TokenSet),
+        (status = 400, description = "webauthn_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_code: the code was used meanwhile", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn enrol_finish(
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: web::Json<BindFinishBody>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let tokens =
+        core.enrol_finish(&body.ceremony_id, &body.credential, body.device_name, &client).await?;
+    Ok(HttpResponse::Created().json(tokens))
+}

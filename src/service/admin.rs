@@ -1,0 +1,315 @@
+//! The admin console's operations (API contract, "Admin"): find users,
+//! see their factors, devices, sessions and lock state, reset their
+//! devices when a phone is lost, lock and unlock, grant and revoke roles,
+//! and read the audit trail. Every action is audited with the acting admin.
+
+use serde::Serialize;
+
+use super::Core;
+use super::audit::Event;
+use super::devices::{Device, ENROLMENT_PURPOSE, Session};
+use super::profile::Profile;
+use super::tokens::{AccessClaims, roles_of};
+use crate::clock::rfc3339;
+use crate::domain::DeviceId;
+use crate::error::{ApiError, Result};
+use crate::store::{AuditFilter, AuditRow, UserRow};
+
+pub const ADMIN_ROLE: &str = "admin";
+/// Roles the API may grant; anything else is refused.
+const KNOWN_ROLES: &[&str] = &[ADMIN_ROLE];
+/// How long a reset's enrolment code lives: a day, to reach a user who
+/// lost their phone.
+const ENROLMENT_TTL_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserSummary {
+    pub user_id: String,
+    pub username: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub roles: Vec<String>,
+    pub locked: bool,
+    pub created_at: String,
+}
+
+impl From<&UserRow> for UserSummary {
+    fn from(user: &UserRow) -> Self {
+        UserSummary {
+            user_id: user.user_id.clone(),
+            username: user.username.clone(),
+            display_name: user.display_name.clone(),
+            email: user.email.clone(),
+            roles: roles_of(&user.roles),
+            locked: user.locked_at.is_some(),
+            created_at: rfc3339(user.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserPage {
+    pub users: Vec<UserSummary>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserDetail {
+    #[serde(flatten)]
+    pub profile: Profile,
+    pub locked: bool,
+    pub locked_at: Option<String>,
+    pub devices: Vec<Device>,
+    pub sessions: Vec<Session>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ResetOutcome {
+    pub revoked_devices: u64,
+    pub revoked_sessions: u64,
+    /// Where the one-time enrolment code was mailed (the verified address).
+    pub enrolment_code_sent_to: Option<String>,
+    /// Only when the user has no verified address: the admin hands it over
+    /// in person. Shown once; stored only as a keyed hash.
+    pub enrolment_code: Option<String>,
+}
+
+impl Core {
+    /// The bearer, if an admin; 403 otherwise.
+    pub fn require_admin(&self, claims: &AccessClaims) -> Result<()> {
+        if claims.roles.iter().any(|r| r == ADMIN_ROLE) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this needs the admin role".into()))
+        }
+    }
+
+    async fn target(&self, user_id: &str) -> Result<UserRow> {
+        self.store
+            .find_user(user_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such user".into()))
+    }
+
+    /// Actions on another admin need a reason on record.
+    fn check_reason<'a>(
+        &self,
+        target: &UserRow,
+        reason: Option<&'a str>,
+    ) -> Result<Option<&'a str>> {
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        if reason.is_none() && roles_of(&target.roles).iter().any(|r| r == ADMIN_ROLE) {
+            return Err(ApiError::ValidationFailed(
+                "reason: required for an action on an admin".into(),
+            ));
+        }
+        Ok(reason)
+    }
+
+    pub async fn search_users(
+        &self,
+        query: &str,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<UserPage> {
+        let limit = limit.clamp(1, 100);
+        let rows = self
+            .store
+            .search_users(&query.trim().to_lowercase(), cursor.unwrap_or(""), limit + 1)
+            .await?;
+        let more = rows.len() as i64 > limit;
+        let users: Vec<UserSummary> =
+            rows.iter().take(limit as usize).map(UserSummary::from).collect();
+        let next_cursor = more.then(|| users.last().map(|u| u.username.clone())).flatten();
+        Ok(UserPage { users, next_cursor })
+    }
+
+    pub async fn user_detail(&self, user_id: &str) -> Result<UserDetail> {
+        let user = self.target(user_id).await?;
+        let profile = self.profile(user_id).await?;
+        let devices = self.devices(user_id).await?;
+        let sessions = self.store.user_sessions(user_id, self.clock.now_ms()).await?;
+        Ok(UserDetail {
+            profile,
+            locked: user.locked_at.is_some(),
+            locked_at: user.locked_at.map(rfc3339),
+            devices,
+            sessions: sessions.iter().map(|s| Session::of(s, "")).collect(),
+        })
+    }
+
+    /// A lost or stolen phone: every passkey unbound, every session and
+    /// refresh token ended, and a one-time enrolment code for a new device.
+    pub async fn reset_devices(
+        &self,
+        admin: &AccessClaims,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<ResetOutcome> {
+        let user = self.target(user_id).await?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(ApiError::ValidationFailed("reason: required".into()));
+        }
+        let code = super::codes::recovery_code();
+        let normalised = super::codes::normalise_recovery(&code);
+        let hash = self.codes.hash(ENROLMENT_PURPOSE, user_id, &normalised);
+        let now = self.clock.now_ms();
+        let (devices, sessions) =
+            self.store.reset_devices(user_id, &hash, now + ENROLMENT_TTL_MS, now).await?;
+        self.audit(Event::ok("devices_reset").user(user_id).actor(&admin.sub).reason(reason)).await;
+        let address = user.email.clone().filter(|_| user.email_verified);
+        let mut outcome = ResetOutcome {
+            revoked_devices: devices,
+            revoked_sessions: sessions,
+            enrolment_code_sent_to: None,
+            enrolment_code: None,
+        };
+        match address {
+            Some(address) => {
+                let body = format!(
+                    "Hello {},\r\n\r\nThe passkeys of your account {} were unbound by an administrator. \
+                     To bind a new device, open the sign-in page, choose \"I have an enrolment code\" and \
+                     enter:\r\n\r\n    {code}\r\n\r\nIt works once, for 24 hours.\r\n",
+                    user.display_name, user.username
+                );
+                if let Err(error) = self.mailer.send(&address, "Bind a new device", body).await {
+                    tracing::error!(error.cause_chain = ?error, "the enrolment code could not be mailed");
+                    outcome.enrolment_code = Some(code);
+                } else {
+                    outcome.enrolment_code_sent_to = Some(address);
+                }
+            }
+            None => outcome.enrolment_code = Some(code),
+        }
+        Ok(outcome)
+    }
+
+    pub async fn admin_unbind_device(
+        &self,
+        admin: &AccessClaims,
+        user_id: &str,
+        device_id: &DeviceId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let user = self.target(user_id).await?;
+        let reason = self.check_reason(&user, reason)?;
+        self.unbind_device(user_id, device_id, Some(&admin.sub)).await?;
+        if let Some(reason) = reason {
+            let device = device_id.to_string();
+            let event = Event::ok("admin_note").user(user_id).actor(&admin.sub).device(&device);
+            self.audit(event.reason(reason)).await;
+        }
+        Ok(())
+    }
+
+    /// Locks (ending every session) or unlocks an account.
+    pub async fn set_locked(
+        &self,
+        admin: &AccessClaims,
+        user_id: &str,
+        lock: bool,
+        reason: Option<&str>,
+    ) -> Result<UserSummary> {
+        let user = self.target(user_id).await?;
+        let reason = self.check_reason(&user, reason)?;
+        if lock && user_id == admin.sub {
+            return Err(ApiError::Forbidden("an admin cannot lock their own account".into()));
+        }
+        let now = self.clock.now_ms();
+        self.store.set_locked(user_id, lock.then_some(now), now).await?;
+        let mut event = Event::ok(if lock { "account_disabled" } else { "account_enabled" })
+            .user(user_id)
+            .actor(&admin.sub);
+        event.reason = reason;
+        self.audit(event).await;
+        Ok(UserSummary::from(&self.target(user_id).await?))
+    }
+
+    /// Sets the account's roles (each must be known); a change to an
+    /// admin's roles needs a reason.
+    pub async fn set_roles(
+        &self,
+        admin: Option<&AccessClaims>,
+        user_id: &str,
+        roles: &[String],
+        reason: Option<&str>,
+    ) -> Result<UserSummary> {
+        let user = self.target(user_id).await?;
+        let reason = self.check_reason(&user, reason)?;
+        if let Some(unknown) = roles.iter().find(|r| !KNOWN_ROLES.contains(&r.as_str())) {
+            return Err(ApiError::ValidationFailed(format!("roles: unknown role {unknown:?}")));
+        }
+        if let Some(admin) = admin
+            && admin.sub == user_id
+            && !roles.iter().any(|r| r == ADMIN_ROLE)
+        {
+            return Err(ApiError::Forbidden("an admin cannot revoke their own admin role".into()));
+        }
+        let mut sorted: Vec<&str> = roles.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        self.store.set_roles(user_id, &sorted.join(",")).await?;
+        let change = format!("roles: [{}]", sorted.join(", "));
+        let mut event = Event::ok("roles_changed").user(user_id).reason(&change);
+        event.actor_id = admin.map(|a| a.sub.as_str());
+        self.audit(event).await;
+        if let Some(reason) = reason {
+            let mut note = Event::ok("admin_note").user(user_id).reason(reason);
+            note.actor_id = admin.map(|a| a.sub.as_str());
+            self.audit(note).await;
+        }
+        Ok(UserSummary::from(&self.target(user_id).await?))
+    }
+
+    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
+        Ok(self.store.audit_events(filter).await?)
+    }
+}
+
+/// An IP as exports show it: IPv4 without its last octet, IPv6 to its /48.
+pub fn mask_ip(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.x")
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::x", s[0], s[1], s[2])
+        }
+        Err(_) => "x".to_owned(),
+    }
+}
+
+/// An email address as exports show it: first letter and domain.
+pub fn mask_email(text: &str) -> String {
+    // Reasons are free text an admin typed; any address in one is masked.
+    text.split(' ')
+        .map(|word| match word.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && domain.contains('.') => {
+                format!("{}***@{domain}", &local[..local.chars().next().map_or(0, char::len_utf8)])
+            }
+            _ => word.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_mask_ips_and_addresses() {
+        assert_eq!(mask_ip("203.0.113.77"), "203.0.113.x");
+        assert_eq!(mask_ip("2001:db8:85a3::8a2e:370:7334"), "2001:db8:85a3::x");
+        assert_eq!(mask_ip("nonsense"), "x");
+        assert_eq!(
+            mask_email("lost phone, mailed alice@example.com today"),
+            "lost phone, mailed a***@example.com today"
+        );
+        assert_eq!(mask_email("no address here"), "no address here");
+    }
+}

@@ -1,0 +1,292 @@
+//! Bound devices and sessions the signed-in user can see and manage, and
+//! the enrolment ceremony with which a user whose devices an admin reset
+//! binds a new passkey.
+
+use serde::{Deserialize, Serialize};
+use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
+
+use super::Core;
+use super::aaguid::authenticator_name;
+use super::audit::Event;
+use super::passkey::{CeremonyStarted, PASSKEY_AMR};
+use super::tokens::{AccessClaims, ClientInfo, SessionGrant, TokenSet};
+use crate::clock::rfc3339;
+use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, UserId, Username};
+use crate::error::{ApiError, Result};
+use crate::store::{CredentialRow, SessionRow};
+
+const KIND_BIND: &str = "bind";
+const KIND_ENROL: &str = "enrol";
+pub(super) const ENROLMENT_PURPOSE: &str = "enrolment";
+/// Wrong enrolment codes allowed before the code is void.
+const ENROLMENT_TRIES: i32 = 5;
+
+/// A bound passkey, as GET /v1/me/devices lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Device {
+    pub device_id: String,
+    pub name: String,
+    /// Always `passkey` for now.
+    pub kind: &'static str,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    /// Backup eligible: a synced passkey can be (BE flag).
+    pub backup_eligible: bool,
+    /// Backed up now (BS flag): a synced passkey, not bound to one device.
+    pub backup_state: bool,
+    pub aaguid: String,
+    /// The authenticator model, when its AAGUID is well known.
+    pub authenticator: Option<&'static str>,
+}
+
+impl From<&CredentialRow> for Device {
+    fn from(row: &CredentialRow) -> Self {
+        Device {
+            device_id: row.device_id.clone(),
+            name: row.name.clone(),
+            kind: "passkey",
+            created_at: rfc3339(row.created_at),
+            last_used_at: row.last_used_at.map(rfc3339),
+            backup_eligible: row.backup_eligible,
+            backup_state: row.backup_state,
+            aaguid: row.aaguid.clone(),
+            authenticator: authenticator_name(&row.aaguid),
+        }
+    }
+}
+
+/// A live session, as GET /v1/me/sessions lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Session {
+    pub session_id: String,
+    /// The bound device it began with, if a passkey was used.
+    pub device_id: Option<String>,
+    /// RFC 8176 methods it began with.
+    pub amr: Vec<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub expires_at: String,
+    /// The session of the token making this request.
+    pub current: bool,
+}
+
+impl Session {
+    pub fn of(row: &SessionRow, current_sid: &str) -> Session {
+        Session {
+            session_id: row.session_id.clone(),
+            device_id: row.device_id.clone(),
+            amr: row.amr.split(' ').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
+            client_ip: row.client_ip.clone(),
+            user_agent: row.user_agent.clone(),
+            created_at: rfc3339(row.created_at),
+            last_used_at: rfc3339(row.last_used_at),
+            expires_at: rfc3339(row.expires_at),
+            current: row.session_id == current_sid,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct BindState {
+    registration: PasskeyRegistration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnrolState {
+    user_id: UserId,
+    code_hash: String,
+    registration: PasskeyRegistration,
+}
+
+impl Core {
+    pub async fn devices(&self, user_id: &str) -> Result<Vec<Device>> {
+        Ok(self.store.user_credentials(user_id).await?.iter().map(Device::from).collect())
+    }
+
+    /// Starts binding one more passkey; needs a recent sign-in.
+    pub async fn bind_start(&self, claims: &AccessClaims) -> Result<CeremonyStarted> {
+        self.require_fresh_sign_in(claims, false).await?;
+        let user = self.store.find_user(&claims.sub).await?.ok_or(ApiError::Unauthorized)?;
+        let existing = self.store.user_credentials(&user.user_id).await?;
+        let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
+        let (public_key, registration) =
+            self.start_registration_for(user_id, &user.username, &user.display_name, &existing)?;
+        self.put_ceremony(KIND_BIND, Some(user_id), &BindState { registration }, public_key).await
+    }
+
+    pub async fn bind_finish(
+        &self,
+        claims: &AccessClaims,
+        ceremony_id: &CeremonyId,
+        credential: &RegisterPublicKeyCredential,
+        device_name: Option<DeviceName>,
+    ) -> Result<Device> {
+        let row = self
+            .store
+            .take_owned_ceremony(ceremony_id.as_ref(), KIND_BIND, &claims.sub, self.clock.now_ms())
+            .await?
+            .ok_or(ApiError::CeremonyNotFound)?;
+        let state: BindState = serde_json::from_str(&row.state).map_err(anyhow::Error::from)?;
+        let result = self.new_credential(&claims.sub, credential, &state.registration, device_name);
+        let credential = match result {
+            Ok(credential) => credential,
+            Err(error) => {
+                self.audit(Event::failed("device_bound", error.code()).user(&claims.sub)).await;
+                return Err(error);
+            }
+        };
+        self.store.add_credential(&credential).await?;
+        self.audit(Event::ok("device_bound").user(&claims.sub).device(&credential.device_id)).await;
+        Ok(Device::from(&credential))
+    }
+
+    pub async fn rename_device(
+        &self,
+        user_id: &str,
+        device_id: &DeviceId,
+        name: &DeviceName,
+    ) -> Result<Device> {
+        if !self.store.rename_credential(user_id, &device_id.to_string(), name.as_ref()).await? {
+            return Err(ApiError::NotFound("no such device".into()));
+        }
+        self.audit(Event::ok("device_renamed").user(user_id).device(&device_id.to_string())).await;
+        let devices = self.store.user_credentials(user_id).await?;
+        let row = devices
+            .iter()
+            .find(|d| d.device_id == device_id.to_string())
+            .ok_or_else(|| ApiError::NotFound("no such device".into()))?;
+        Ok(Device::from(row))
+    }
+
+    /// Unbinds a device (and ends the sessions it began), unless it is the
+    /// account's last way to sign in.
+    pub async fn unbind_device(
+        &self,
+        user_id: &str,
+        device_id: &DeviceId,
+        actor: Option<&str>,
+    ) -> Result<()> {
+        let device_id = device_id.to_string();
+        let devices = self.store.user_credentials(user_id).await?;
+        if !devices.iter().any(|d| d.device_id == device_id) {
+            return Err(ApiError::NotFound("no such device".into()));
+        }
+        if devices.len() == 1 && actor.is_none() && !self.has_fallback(user_id).await? {
+            return Err(ApiError::Forbidden(
+                "this is the account's last way to sign in: bind another passkey, or set a password and a second factor, first".into(),
+            ));
+        }
+        if !self.store.delete_credential(user_id, &device_id, self.clock.now_ms()).await? {
+            return Err(ApiError::NotFound("no such device".into()));
+        }
+        let mut event = Event::ok("device_unbound").user(user_id).device(&device_id);
+        event.actor_id = actor;
+        self.audit(event).await;
+        Ok(())
+    }
+
+    /// A password and a second factor: a way in without any passkey.
+    async fn has_fallback(&self, user_id: &str) -> Result<bool> {
+        let counts = self.store.factor_counts(user_id).await?;
+        let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
+        let second = counts.totp > 0 || (user.email_verified && user.email.is_some());
+        Ok(counts.passwords > 0 && second)
+    }
+
+    pub async fn sessions(&self, claims: &AccessClaims) -> Result<Vec<Session>> {
+        let rows = self.store.user_sessions(&claims.sub, self.clock.now_ms()).await?;
+        Ok(rows.iter().map(|row| Session::of(row, &claims.sid)).collect())
+    }
+
+    pub async fn end_session(&self, user_id: &str, session_id: &str) -> Result<()> {
+        if !self.store.end_session(user_id, session_id, self.clock.now_ms()).await? {
+            return Err(ApiError::NotFound("no such live session".into()));
+        }
+        self.audit(Event::ok("session_ended").user(user_id).reason("ended by the user")).await;
+        Ok(())
+    }
+
+    /// Starts binding a new passkey with the one-time code an admin's
+    /// device reset mailed. Wrong codes count; five void the code.
+    pub async fn enrol_start(
+        &self,
+        username: &Username,
+        code: &OneTimeCode,
+        client: &ClientInfo,
+    ) -> Result<CeremonyStarted> {
+        self.throttle("enrol", client, Some(username.as_ref())).await?;
+        let user = self.store.find_user_by_username(username.as_ref()).await?;
+        let Some(user) = user else {
+            self.audit(Event::failed("device_enrolled", "unknown user")).await;
+            return Err(ApiError::InvalidCode);
+        };
+        let live = self
+            .store
+            .try_enrolment_code(&user.user_id, ENROLMENT_TRIES, self.clock.now_ms())
+            .await?;
+        let code_hash = match live {
+            Some((stored, _))
+                if self.codes.matches(ENROLMENT_PURPOSE, &user.user_id, code.expose(), &stored) =>
+            {
+                stored
+            }
+            _ => {
+                self.audit(
+                    Event::failed("device_enrolled", "wrong or expired enrolment code")
+                        .user(&user.user_id),
+                )
+                .await;
+                return Err(ApiError::InvalidCode);
+            }
+        };
+        if user.locked_at.is_some() {
+            return Err(ApiError::AccountDisabled);
+        }
+        let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
+        let existing = self.store.user_credentials(&user.user_id).await?;
+        let (public_key, registration) =
+            self.start_registration_for(user_id, &user.username, &user.display_name, &existing)?;
+        let state = EnrolState { user_id, code_hash, registration };
+        self.put_ceremony(KIND_ENROL, Some(user_id), &state, public_key).await
+    }
+
+    /// Binds the new passkey and uses up the code, at once; signs in.
+    pub async fn enrol_finish(
+        &self,
+        ceremony_id: &CeremonyId,
+        credential: &RegisterPublicKeyCredential,
+        device_name: Option<DeviceName>,
+        client: &ClientInfo,
+    ) -> Result<TokenSet> {
+        let state: EnrolState = self.take_ceremony(KIND_ENROL, ceremony_id).await?;
+        let user_id = state.user_id.to_string();
+        let user = self.store.find_user(&user_id).await?.ok_or(ApiError::InvalidCode)?;
+        let row = self.new_credential(&user_id, credential, &state.registration, device_name)?;
+        let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
+        let grant = SessionGrant {
+            user_id: state.user_id,
+            roles: &user.roles,
+            amr: PASSKEY_AMR,
+            device_id: Some(device_id),
+        };
+        let session = self.new_session(&grant, client);
+        if !self
+            .store
+            .enrol_with_code(&state.code_hash, &row, &session.row, &session.refresh.hash())
+            .await?
+        {
+            self.audit(
+                Event::failed("device_enrolled", "enrolment code already used").user(&user_id),
+            )
+            .await;
+            return Err(ApiError::InvalidCode);
+        }
+        self.audit(Event::ok("device_enrolled").user(&user_id).device(&row.device_id)).await;
+        let mut tokens = self.token_set(&session.row, &user.roles, &session.refresh)?;
+        tokens.device_id = Some(row.device_id);
+        Ok(tokens)
+    }
+}
