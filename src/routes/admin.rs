@@ -60,8 +60,8 @@ pub struct AuditPage {
     next_cursor: Option<String>,
 }
 
-fn admin(core: &Core, bearer: &Bearer) -> Result<()> {
-    core.require_admin(&bearer.0)
+async fn admin(core: &Core, bearer: &Bearer) -> Result<()> {
+    core.require_admin(&bearer.0).await
 }
 
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
@@ -76,7 +76,7 @@ pub async fn users_get(
     bearer: Bearer,
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<UserPage>> {
-    admin(&core, &bearer)?;
+    admin(&core, &bearer).await?;
     let page =
         core.search_users(&query.q, query.limit.unwrap_or(20), query.cursor.as_deref()).await?;
     Ok(web::Json(page))
@@ -95,7 +95,7 @@ pub async fn user_get(
     bearer: Bearer,
     path: web::Path<UserId>,
 ) -> Result<web::Json<UserDetail>> {
-    admin(&core, &bearer)?;
+    admin(&core, &bearer).await?;
     Ok(web::Json(core.user_detail(&path.to_string()).await?))
 }
 
@@ -115,7 +115,7 @@ pub async fn reset_devices(
     path: web::Path<UserId>,
     body: web::Json<ReasonBody>,
 ) -> Result<web::Json<ResetOutcome>> {
-    admin(&core, &bearer)?;
+    admin(&core, &bearer).await?;
     let reason = body.reason.as_deref().unwrap_or("");
     Ok(web::Json(core.reset_devices(&bearer.0, &path.to_string(), reason).await?))
 }
@@ -135,7 +135,7 @@ pub async fn device_delete(
     path: web::Path<(UserId, DeviceId)>,
     query: web::Query<ReasonBody>,
 ) -> Result<HttpResponse> {
-    admin(&core, &bearer)?;
+    admin(&core, &bearer).await?;
     let (user_id, device_id) = path.into_inner();
     core.admin_unbind_device(&bearer.0, &user_id.to_string(), &device_id, query.reason.as_deref())
         .await?;
@@ -185,7 +185,7 @@ async fn set_locked(
     body: web::Json<ReasonBody>,
     lock: bool,
 ) -> Result<web::Json<UserSummary>> {
-    admin(&core, &bearer)?;
+    admin(&core, &bearer).await?;
     let user_id = path.to_string();
     Ok(web::Json(core.set_locked(&bearer.0, &user_id, lock, body.reason.as_deref()).await?))
 }
@@ -206,7 +206,7 @@ pub async fn roles_put(
     path: web::Path<UserId>,
     body: web::Json<RolesBody>,
 ) -> Result<web::Json<UserSummary>> {
-    admin(&core, &bearer)?;
+    admin(&core, &bearer).await?;
     let user_id = path.to_string();
     let summary =
         core.set_roles(Some(&bearer.0), &user_id, &body.roles, body.reason.as_deref()).await?;
@@ -282,7 +282,7 @@ pub async fn audit_get(
     bearer: Bearer,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse> {
-    admin(&core, &bearer)?;
+    admin(&core, &bearer).await?;
     let query = query.into_inner();
     let filter = AuditFilter {
         user_id: query.user_id.filter(|u| !u.is_empty()),

@@ -76,12 +76,19 @@ pub struct ResetOutcome {
 }
 
 impl Core {
-    /// The bearer, if an admin; 403 otherwise.
-    pub fn require_admin(&self, claims: &AccessClaims) -> Result<()> {
-        if claims.roles.iter().any(|r| r == ADMIN_ROLE) {
+    /// The bearer, if an admin; 403 otherwise. The role is read from the
+    /// account too, so a revoked admin's token stops working at once rather
+    /// than when it expires.
+    pub async fn require_admin(&self, claims: &AccessClaims) -> Result<()> {
+        let refused = || ApiError::Forbidden("this needs the admin role".into());
+        if !claims.roles.iter().any(|r| r == ADMIN_ROLE) {
+            return Err(refused());
+        }
+        let user = self.store.find_user(&claims.sub).await?.ok_or_else(refused)?;
+        if roles_of(&user.roles).iter().any(|r| r == ADMIN_ROLE) && user.locked_at.is_none() {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this needs the admin role".into()))
+            Err(refused())
         }
     }
 

@@ -99,6 +99,13 @@ async fn the_cli_grants_and_revokes_the_admin_role(db: Db) {
     let refreshed: Value =
         app.refresh(tokens["refresh_token"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(claims_of(refreshed["access_token"].as_str().unwrap())["roles"], json!([]));
+    // A revoked admin's unexpired token no longer opens the admin API.
+    assert_problem(
+        app.get("/v1/admin/users", Some(tokens["access_token"].as_str().unwrap())).await,
+        403,
+        "forbidden",
+    )
+    .await;
     let missing = run("grant", "adm-nobody");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no account named"));
