@@ -316,7 +316,13 @@ pub async fn audit_get(
                         Ok(page) => page,
                         Err(error) => {
                             tracing::error!(error.cause_chain = ?error, "audit export stopped");
-                            return None;
+                            // An error item aborts the chunked response, so
+                            // the client sees a failed download, not a
+                            // short file that looks complete.
+                            filter.limit = 0;
+                            let failed =
+                                actix_web::error::ErrorInternalServerError("export failed");
+                            return Some((Err(failed), (core, filter, false)));
                         }
                     };
                     let mut chunk = if first { CSV_HEADER.to_owned() } else { String::new() };

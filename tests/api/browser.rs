@@ -68,3 +68,34 @@ async fn the_fallback_pages_set_up_totp_and_sign_in_with_password_and_code() {
     let app = spawn_app(Db::Sqlite).await;
     run_browser_script("fallback.mjs", vec![("BASE_URL", app.origin.clone())]).await;
 }
+
+/// An admin (made with `passgate admin grant`) signs in on `/admin.html`,
+/// resets the devices of a user who lost their phone, locks and unlocks the
+/// account, reads and exports the audit trail; the user binds a new passkey
+/// on `/enrol.html` with the enrolment code the admin page showed, which
+/// then works no more; and the admin unbinds that new device. The old
+/// passkey no longer signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_resets_a_users_devices_and_the_user_enrols_a_new_one() {
+    let app = spawn_app(Db::Sqlite).await;
+    let mut phone = app.authenticator();
+    app.register(&mut phone, "lost-phone-user").await;
+    let env = vec![
+        ("BASE_URL", app.origin.clone()),
+        ("PASSGATE_BIN", env!("CARGO_BIN_EXE_passgate").to_owned()),
+        ("DATABASE_URL", app.db.url.clone()),
+    ];
+    run_browser_script("admin.mjs", env).await;
+
+    // The old passkey signs in no more: discoverable, it is refused...
+    let response = app.login(&mut phone, None).await;
+    assert_ne!(response.status(), reqwest::StatusCode::OK, "the old passkey still signs in");
+    assert_eq!(response.status(), reqwest::StatusCode::UNAUTHORIZED);
+    // ...and username-first, the server no longer offers it. (The soft
+    // authenticator holds none of the ids offered, so it cannot answer.)
+    let (_, options) = app.started_login(Some("lost-phone-user")).await;
+    let offered = options["allowCredentials"].to_string();
+    for id in phone.credential_ids() {
+        assert!(!offered.contains(&id), "login offers the old passkey {id}: {offered}");
+    }
+}

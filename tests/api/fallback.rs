@@ -577,6 +577,7 @@ async fn requests_over_the_ip_limit_get_429_on_every_node(db: Db) {
     assert_problem(app.password_login("fb-ip-y", "some password").await, 429, "rate_limited").await;
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     assert!(metrics.contains("passgate_rate_limited_total{scope=\"ip\"} 1"), "{metrics}");
+    assert!(metrics.contains("passgate_password_hash_queue_depth 0"), "{metrics}");
     // Passkey sign-in is not behind this limit.
     assert_eq!(app.login_start(Some("fb-ip-y")).await.status(), StatusCode::OK);
     app.clock.advance(Duration::from_secs(61));

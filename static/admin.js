@@ -1,0 +1,670 @@
+// passgate admin console: an admin signs in with a passkey (the session is the one /app.js keeps,
+// so an admin signed in on / is signed in here too), finds users, sees their factors, roles,
+// devices and sessions, resets their devices, unbinds one device, locks and unlocks accounts, and
+// reads and exports the audit trail, through the /v1/admin API.
+// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js.
+// Every server-provided text goes into the page as textContent, never as markup.
+
+import {
+  ApiError, api, clearTokens, credentialToJSON, describeError as describeCommonError,
+  loadTokens, readJson, requestOptionsFromJSON, saveTokens, withAccessToken,
+} from '/webauthn.js';
+
+const $ = (id) => document.getElementById(id);
+
+const USERS_PAGE = 20;
+// The audit API pages oldest first; the newest are found by reading every page (at most
+// AUDIT_MAX_PAGES of AUDIT_PAGE), then shown newest first, AUDIT_SHOW at a time.
+const AUDIT_PAGE = 1000;
+const AUDIT_MAX_PAGES = 20;
+const AUDIT_SHOW = 50;
+
+// ---------------------------------------------------------------- messages
+
+function say(text, kind = 'info') {
+  const el = $('message');
+  el.textContent = text;
+  el.className = text ? kind : '';
+}
+
+const describeError = (err) => describeCommonError(err, ['Error', 'TypeError']);
+
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+// An RFC 3339 string or Unix milliseconds as "YYYY-MM-DD HH:MM:SS" (UTC), or — when absent.
+function when(value) {
+  if (value === null || value === undefined || value === '') return '—';
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? String(value) : date.toISOString().slice(0, 19).replace('T', ' ');
+}
+
+const listText = (items) => (Array.isArray(items) && items.length ? items.join(', ') : '—');
+
+// A new element with text content (never markup) and optional class and data attributes.
+function el(tag, text = '', { className, data, title } = {}) {
+  const node = document.createElement(tag);
+  if (text !== '') node.textContent = text;
+  if (className) node.className = className;
+  if (title) node.title = title;
+  for (const [key, value] of Object.entries(data || {})) node.dataset[key] = value ?? '';
+  return node;
+}
+
+// ---------------------------------------------------------------- API
+
+// /webauthn.js's api() only GETs and POSTs: this page also PUTs and DELETEs, and reads CSV.
+async function request(method, path, { body, token } = {}) {
+  const headers = { Accept: 'application/json, application/problem+json', Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: 'same-origin',
+  });
+  const data = await readJson(res);
+  if (!res.ok) throw ApiError.fromResponse(res, data);
+  return data;
+}
+
+// A download: a plain <a href> cannot send the bearer token, so the page fetches the file and
+// offers the blob. Returns { blob, filename }.
+async function download(path, token) {
+  const res = await fetch(path, {
+    headers: { Accept: 'text/csv, application/problem+json', Authorization: `Bearer ${token}` },
+    credentials: 'same-origin',
+  });
+  if (!res.ok) throw ApiError.fromResponse(res, await readJson(res));
+  const disposition = res.headers.get('Content-Disposition') || '';
+  const filename = /filename="?([^";]+)"?/i.exec(disposition)?.[1] || 'passgate-audit.csv';
+  return { blob: await res.blob(), filename };
+}
+
+// Only an expired access token trades the refresh token.
+const accessTokenExpired = (err) => err instanceof ApiError && err.status === 401 && err.problem.code === 'unauthorized';
+
+// What an API call gives once neither the access token nor its refresh token works (a refused
+// refresh is invalid_credentials).
+const sessionEnded = (err) => err instanceof ApiError && err.status === 401
+  && ['unauthorized', 'invalid_credentials'].includes(err.problem.code);
+
+const authed = (method, path, body) => withAccessToken((token) => request(method, path, { body, token }), accessTokenExpired);
+
+const userPath = (userId, rest = '') => `/v1/admin/users/${encodeURIComponent(userId)}${rest}`;
+
+// ---------------------------------------------------------------- busy
+
+let busy = false;
+
+function setBusy(on) {
+  busy = on;
+  document.body.setAttribute('aria-busy', String(on));
+  for (const button of document.querySelectorAll('main button')) button.disabled = on;
+  if (!on && !window.PublicKeyCredential) $('admin-login').disabled = true;
+}
+
+// One request at a time, and every failure shown in the status line.
+async function run(action) {
+  if (busy) return;
+  setBusy(true);
+  say('');
+  try {
+    await action();
+  } catch (err) {
+    if (sessionEnded(err) && document.body.dataset.view === 'console') {
+      // The session ended meanwhile (its refresh token too): back to the sign-in card.
+      clearTokens();
+      showSignIn('Your session has ended; sign in again.');
+    }
+    say(describeError(err), 'error');
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ---------------------------------------------------------------- names
+
+// Usernames of the user ids this page has seen, so audit rows can show names; the API's rows
+// carry ids only.
+const names = new Map();
+
+function remember(user) {
+  if (user?.user_id && user.username) names.set(user.user_id, user.username);
+}
+
+// ---------------------------------------------------------------- views
+
+// Mirrored on <body data-view="loading|signin|console"> so tests (and styles) can follow it.
+function showView(view) {
+  document.body.dataset.view = view;
+  $('admin-signin').hidden = view !== 'signin';
+  $('admin-console').hidden = view !== 'console';
+}
+
+function showSignIn(state) {
+  $('admin-signin-state').textContent = state;
+  showView('signin');
+  $('admin-signin-title').focus();
+}
+
+// ---------------------------------------------------------------- signing in
+
+let me = null;
+
+// The bearer is an admin when listing users works. A 403 may come from a token issued before
+// the role was granted (roles are read when a token is made): the refresh token is traded once
+// for a token that carries the account's current roles.
+async function probeAdmin() {
+  const probe = () => authed('GET', `/v1/admin/users?limit=1`);
+  try {
+    await probe();
+    return null;
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 403)) throw err;
+    const tokens = loadTokens();
+    if (!tokens?.refresh_token) return err;
+    const fresh = await api('/v1/token/refresh', { body: { refresh_token: tokens.refresh_token } });
+    saveTokens({ ...tokens, ...fresh });
+    try {
+      await probe();
+      return null;
+    } catch (again) {
+      if (again instanceof ApiError && again.status === 403) return again;
+      throw again;
+    }
+  }
+}
+
+// With a session in sessionStorage: the console for an admin, else the sign-in card saying why.
+async function enter() {
+  me = await authed('GET', '/v1/me');
+  remember(me);
+  const refused = await probeAdmin();
+  if (refused) {
+    const text = `You are signed in as ${me.username}, which is not an administrator: ${describeError(refused)}. `
+      + 'Sign in with an administrator\'s passkey.';
+    showSignIn(text);
+    say(text, 'error');
+    return;
+  }
+  $('admin-username').textContent = me.username ?? '';
+  showView('console');
+  $('admin-who-title').focus();
+  await searchUsers(false);
+}
+
+async function signIn() {
+  say('Waiting for your passkey…');
+  const start = await api('/v1/login/start', { body: {} });
+  const credential = await navigator.credentials.get({ publicKey: requestOptionsFromJSON(start.publicKey) });
+  const tokens = await api('/v1/login/finish', {
+    body: { ceremony_id: start.ceremony_id, credential: credentialToJSON(credential) },
+  });
+  saveTokens(tokens);
+  await enter();
+  if (document.body.dataset.view === 'console') say('Signed in.');
+}
+
+async function signOut() {
+  const tokens = loadTokens();
+  clearTokens();
+  me = null;
+  closeUser();
+  clearAudit();
+  $('user-results').replaceChildren();
+  $('user-more').hidden = true;
+  showSignIn('Signed out. Sign in with an administrator\'s passkey.');
+  if (tokens?.refresh_token) {
+    try {
+      await api('/v1/logout', { body: { refresh_token: tokens.refresh_token } });
+    } catch (err) {
+      say(`Signed out here, but the server said: ${describeError(err)}`, 'error');
+      return;
+    }
+  }
+  say('Signed out.');
+}
+
+// ---------------------------------------------------------------- users
+
+const search = { q: '', cursor: null };
+
+function userItem(user) {
+  remember(user);
+  const button = el('button', '', { data: { userId: user.user_id } });
+  button.type = 'button';
+  button.append(el('strong', user.username));
+  if (user.display_name && user.display_name !== user.username) button.append(el('span', user.display_name, { className: 'sub' }));
+  if (user.email) button.append(el('span', user.email, { className: 'sub' }));
+  for (const role of user.roles || []) button.append(el('span', role, { className: 'badge' }));
+  if (user.locked) button.append(el('span', 'locked', { className: 'badge locked' }));
+  if (current?.user_id === user.user_id) button.setAttribute('aria-current', 'true');
+  button.addEventListener('click', () => run(() => openUser(user.user_id)));
+  const item = el('li', '', { data: { userId: user.user_id, username: user.username } });
+  item.append(button);
+  return item;
+}
+
+async function searchUsers(more) {
+  if (!more) {
+    search.q = $('user-q').value.trim();
+    search.cursor = null;
+  }
+  const params = new URLSearchParams({ q: search.q, limit: String(USERS_PAGE) });
+  if (more && search.cursor) params.set('cursor', search.cursor);
+  const page = await authed('GET', `/v1/admin/users?${params}`);
+  const items = (page.users || []).map(userItem);
+  if (more) $('user-results').append(...items);
+  else $('user-results').replaceChildren(...items);
+  search.cursor = page.next_cursor || null;
+  $('user-more').hidden = !search.cursor;
+  $('user-results-empty').hidden = $('user-results').children.length > 0;
+}
+
+// ---------------------------------------------------------------- one user
+
+// The detail of the user on screen (GET /v1/admin/users/{id}).
+let current = null;
+
+function markCurrentInResults() {
+  for (const button of $('user-results').querySelectorAll('button[data-user-id]')) {
+    if (button.dataset.userId === current?.user_id) button.setAttribute('aria-current', 'true');
+    else button.removeAttribute('aria-current');
+  }
+}
+
+// Opening a user (again) starts afresh: a reset's outcome, with its enrolment code, is not
+// shown twice.
+async function openUser(userId) {
+  hideResetConfirm();
+  hideResetOutcome();
+  $('reset-reason').value = '';
+  $('action-reason').value = '';
+  await loadUser(userId);
+  $('user-title').focus();
+}
+
+async function loadUser(userId) {
+  current = await authed('GET', userPath(userId));
+  remember(current);
+  renderUser();
+  markCurrentInResults();
+  $('user-card').hidden = false;
+}
+
+function closeUser() {
+  current = null;
+  hideResetConfirm();
+  hideResetOutcome();
+  $('user-card').hidden = true;
+}
+
+function deviceRow(device) {
+  const row = el('tr', '', { data: { deviceId: device.device_id } });
+  const synced = device.backup_state ? 'yes' : device.backup_eligible ? 'can be' : 'no';
+  row.append(
+    el('td', device.name || '—'),
+    el('td', device.authenticator || device.aaguid || '—', { title: device.aaguid || '' }),
+    el('td', when(device.created_at), { className: 'nowrap' }),
+    el('td', when(device.last_used_at), { className: 'nowrap' }),
+    el('td', synced),
+    el('td', device.device_id, { className: 'mono' }),
+  );
+  const unbind = el('button', 'Unbind', { data: { deviceId: device.device_id } });
+  unbind.type = 'button';
+  unbind.setAttribute('aria-label', `Unbind ${device.name || device.device_id}`);
+  unbind.addEventListener('click', () => run(() => unbindDevice(device)));
+  const cell = el('td');
+  cell.append(unbind);
+  row.append(cell);
+  return row;
+}
+
+// A client's address, and its user agent on one line below (whole in the tooltip).
+function clientCell(ip, userAgent) {
+  const cell = el('td', ip || (userAgent ? '' : '—'));
+  if (userAgent) cell.append(el('span', userAgent, { className: 'ua', title: userAgent }));
+  return cell;
+}
+
+function sessionRow(session, devices) {
+  const device = devices.find((d) => d.device_id === session.device_id);
+  const methods = listText(session.amr) + (device ? ` (${device.name})` : '');
+  const row = el('tr', '', { data: { sessionId: session.session_id } });
+  row.append(
+    el('td', when(session.created_at), { className: 'nowrap' }),
+    el('td', when(session.last_used_at), { className: 'nowrap' }),
+    el('td', when(session.expires_at), { className: 'nowrap' }),
+    el('td', methods),
+    clientCell(session.client_ip, session.user_agent),
+    el('td', session.session_id, { className: 'mono' }),
+  );
+  return row;
+}
+
+function renderUser() {
+  const user = current;
+  $('user-title').textContent = user.display_name || user.username || '';
+  $('user-username').textContent = user.username ?? '';
+  $('user-display-name').textContent = user.display_name || '—';
+  $('user-email').textContent = user.email ? `${user.email}${user.email_verified ? ' (verified)' : ' (not verified)'}` : '—';
+  $('user-id').textContent = user.user_id ?? '';
+  $('user-factors').textContent = listText(user.factors);
+  $('user-roles').textContent = listText(user.roles);
+  $('user-locked').textContent = user.locked ? `Locked since ${when(user.locked_at)} UTC` : 'Active';
+  $('user-lock-badge').textContent = user.locked ? 'locked' : 'active';
+  $('user-lock-badge').className = `badge${user.locked ? ' locked' : ''}`;
+  $('user-card').dataset.locked = String(Boolean(user.locked));
+  $('lock-toggle').textContent = user.locked ? 'Unlock account' : 'Lock account';
+
+  const devices = user.devices || [];
+  const sessions = user.sessions || [];
+  $('user-devices').replaceChildren(...devices.map(deviceRow));
+  $('devices-table').hidden = devices.length === 0;
+  $('user-no-devices').hidden = devices.length > 0;
+  $('user-sessions').replaceChildren(...sessions.map((s) => sessionRow(s, devices)));
+  $('sessions-table').hidden = sessions.length === 0;
+  $('user-no-sessions').hidden = sessions.length > 0;
+}
+
+// An input's trimmed value, or (empty) focus on it and an error saying what is missing.
+function required(id, what) {
+  const value = $(id).value.trim();
+  if (!value) {
+    $(id).focus();
+    throw new Error(`Enter ${what} first.`);
+  }
+  return value;
+}
+
+const actionReason = () => $('action-reason').value.trim();
+
+async function toggleLock() {
+  if (!current) return;
+  const lock = !current.locked;
+  const reason = actionReason();
+  const { username } = current;
+  await authed('POST', userPath(current.user_id, lock ? '/lock' : '/unlock'), reason ? { reason } : {});
+  $('action-reason').value = '';
+  await loadUser(current.user_id);
+  await refreshResultItem(current);
+  say(lock ? `${username} is locked; every session of theirs has ended.` : `${username} is unlocked.`);
+}
+
+// Keeps the search result's badges in step with the detail.
+async function refreshResultItem(user) {
+  const item = $('user-results').querySelector(`li[data-user-id="${CSS.escape(user.user_id)}"]`);
+  if (item) item.replaceWith(userItem(user));
+}
+
+async function unbindDevice(device) {
+  if (!current) return;
+  const { username, user_id: userId } = current;
+  const label = device.name || device.device_id;
+  if (!window.confirm(`Unbind the device "${label}" from ${username}? The sessions it began end too.`)) return;
+  const reason = actionReason();
+  const query = reason ? `?${new URLSearchParams({ reason })}` : '';
+  await authed('DELETE', `${userPath(userId, `/devices/${encodeURIComponent(device.device_id)}`)}${query}`);
+  $('action-reason').value = '';
+  await loadUser(userId);
+  say(`Unbound "${label}" from ${username}.`);
+}
+
+// ---------------------------------------------------------------- reset devices
+
+function askReset() {
+  if (!current) return;
+  required('reset-reason', 'a reason for the reset');
+  const devices = current.devices?.length ?? 0;
+  const sessions = current.sessions?.length ?? 0;
+  hideResetOutcome();
+  $('reset-confirm-text').textContent = `Reset the devices of ${current.username}? This unbinds `
+    + `${plural(devices, 'passkey')} and ends ${plural(sessions, 'session')}. They will need an enrolment `
+    + 'code to bind a new device.';
+  $('reset-confirm').hidden = false;
+  $('reset-devices').hidden = true;
+  $('reset-confirm-no').focus();
+}
+
+function hideResetConfirm() {
+  $('reset-confirm').hidden = true;
+  $('reset-confirm-text').textContent = '';
+  $('reset-devices').hidden = false;
+}
+
+async function resetDevices() {
+  if (!current) return;
+  const reason = required('reset-reason', 'a reason for the reset');
+  const { user_id: userId, username } = current;
+  const outcome = await authed('POST', userPath(userId, '/reset-devices'), { reason });
+  hideResetConfirm();
+  $('reset-reason').value = '';
+  showResetOutcome(username, outcome);
+  await loadUser(userId);
+  $('reset-outcome-title').focus();
+  say(`Devices of ${username} reset.`);
+}
+
+function showResetOutcome(username, outcome) {
+  const devices = Number(outcome.revoked_devices) || 0;
+  const sessions = Number(outcome.revoked_sessions) || 0;
+  const box = $('reset-outcome');
+  box.dataset.revokedDevices = String(devices);
+  box.dataset.revokedSessions = String(sessions);
+  $('reset-counts').textContent = `Unbound ${plural(devices, 'device')} of ${username} and ended ${plural(sessions, 'session')}.`;
+  // Shown once: the server keeps only a hash of it.
+  $('enrolment-code').textContent = outcome.enrolment_code || '';
+  $('enrolment-code-box').hidden = !outcome.enrolment_code;
+  $('enrolment-sent-to').textContent = outcome.enrolment_code_sent_to || '';
+  $('enrolment-sent').hidden = !outcome.enrolment_code_sent_to;
+  box.hidden = false;
+}
+
+function hideResetOutcome() {
+  const box = $('reset-outcome');
+  box.hidden = true;
+  delete box.dataset.revokedDevices;
+  delete box.dataset.revokedSessions;
+  // The code should not stay in the page once handed over.
+  $('enrolment-code').textContent = '';
+  $('enrolment-code-box').hidden = true;
+  $('enrolment-sent-to').textContent = '';
+  $('enrolment-sent').hidden = true;
+  $('reset-counts').textContent = '';
+}
+
+// ---------------------------------------------------------------- audit trail
+
+const audit = { rows: [], shown: 0 };
+let exportUrl = null;
+
+// A datetime-local value (local time) as Unix milliseconds, or null when empty.
+function localTime(id, what) {
+  const value = $(id).value;
+  if (!value) return null;
+  const ms = new Date(value).getTime();
+  if (Number.isNaN(ms)) {
+    $(id).focus();
+    throw new Error(`${what} is not a date and time.`);
+  }
+  return ms;
+}
+
+function auditFilter() {
+  const params = new URLSearchParams();
+  const userId = $('audit-user').value.trim();
+  const event = $('audit-event').value.trim();
+  const since = localTime('audit-since', 'Since');
+  const until = localTime('audit-until', 'Until');
+  if (since !== null && until !== null && until <= since) {
+    $('audit-until').focus();
+    throw new Error('Until must be later than Since.');
+  }
+  if (userId) params.set('user_id', userId);
+  if (event) params.set('event', event);
+  if (since !== null) params.set('since', String(since));
+  if (until !== null) params.set('until', String(until));
+  return params;
+}
+
+// A user id as the name this page knows for it (the id stays in the title and data).
+function userCell(userId, field) {
+  const name = userId ? names.get(userId) : null;
+  const cell = el('td', userId ? (name ?? userId) : '—', { className: name ? '' : 'mono', title: userId || '' });
+  cell.dataset.field = field;
+  cell.dataset.userId = userId ?? '';
+  return cell;
+}
+
+function auditRow(event) {
+  const row = el('tr', '', { data: { eventId: event.event_id, event: event.event, outcome: event.outcome } });
+  const user = userCell(event.user_id, 'user');
+  const actor = userCell(event.actor_id, 'actor');
+  const reason = el('td', event.reason || '—');
+  reason.dataset.field = 'reason';
+  row.append(
+    el('td', when(event.occurred_at), { className: 'nowrap' }),
+    el('td', event.event, { data: { field: 'event' } }),
+    el('td', event.outcome, { data: { field: 'outcome' } }),
+    user,
+    actor,
+    el('td', event.device_id || '—', { className: 'mono' }),
+    reason,
+    clientCell(event.client_ip, event.user_agent),
+    el('td', event.request_id || '—', { className: 'mono' }),
+  );
+  return row;
+}
+
+function showMoreAudit() {
+  const next = audit.rows.slice(audit.shown, audit.shown + AUDIT_SHOW);
+  $('audit-events').append(...next.map(auditRow));
+  audit.shown += next.length;
+  $('audit-more').hidden = audit.shown >= audit.rows.length;
+}
+
+async function loadAudit() {
+  const filter = auditFilter();
+  const rows = [];
+  let cursor = null;
+  let pages = 0;
+  do {
+    const params = new URLSearchParams(filter);
+    params.set('format', 'json');
+    params.set('limit', String(AUDIT_PAGE));
+    if (cursor) params.set('cursor', cursor);
+    const page = await authed('GET', `/v1/admin/audit?${params}`);
+    rows.push(...(page.events || []));
+    cursor = page.next_cursor || null;
+    pages += 1;
+  } while (cursor && pages < AUDIT_MAX_PAGES);
+  // Newest first, whatever order the pages came in.
+  rows.sort((a, b) => (b.occurred_at - a.occurred_at) || (a.event_id < b.event_id ? 1 : a.event_id > b.event_id ? -1 : 0));
+  audit.rows = rows;
+  audit.shown = 0;
+  $('audit-events').replaceChildren();
+  $('audit-table').hidden = rows.length === 0;
+  showMoreAudit();
+  $('audit-note').textContent = cursor
+    ? `More than ${AUDIT_PAGE * AUDIT_MAX_PAGES} events match; these are the newest of the first `
+      + `${AUDIT_PAGE * AUDIT_MAX_PAGES}. Narrow the filter (a later Since) to see later ones.`
+    : rows.length ? `${plural(rows.length, 'event')} match, newest first.` : 'No event matches.';
+  $('audit-card').dataset.loaded = 'true';
+}
+
+function clearExport() {
+  if (exportUrl) URL.revokeObjectURL(exportUrl);
+  exportUrl = null;
+  const link = $('audit-download');
+  link.hidden = true;
+  link.removeAttribute('href');
+}
+
+function clearAudit() {
+  audit.rows = [];
+  audit.shown = 0;
+  $('audit-events').replaceChildren();
+  $('audit-table').hidden = true;
+  $('audit-more').hidden = true;
+  $('audit-note').textContent = '';
+  delete $('audit-card').dataset.loaded;
+  clearExport();
+}
+
+async function exportAudit() {
+  const params = auditFilter();
+  params.set('format', 'csv');
+  const { blob, filename } = await withAccessToken(
+    (token) => download(`/v1/admin/audit?${params}`, token),
+    accessTokenExpired,
+  );
+  clearExport();
+  exportUrl = URL.createObjectURL(blob);
+  const link = $('audit-download');
+  link.href = exportUrl;
+  link.download = filename;
+  link.textContent = `Save ${filename} (${Math.max(1, Math.round(blob.size / 1024))} KB)`;
+  link.hidden = false;
+  link.focus();
+  say('The export is ready: save it with the link beside the button.');
+}
+
+async function showUserAudit() {
+  if (!current) return;
+  $('audit-user').value = current.user_id;
+  $('audit-event').value = '';
+  $('audit-since').value = '';
+  $('audit-until').value = '';
+  clearExport();
+  await loadAudit();
+  $('audit-title').focus();
+}
+
+// ---------------------------------------------------------------- wiring
+
+function onSubmit(formId, action) {
+  $(formId).addEventListener('submit', (event) => {
+    event.preventDefault();
+    run(action);
+  });
+}
+
+function init() {
+  setBusy(false);
+  $('admin-login').addEventListener('click', () => run(signIn));
+  $('admin-logout').addEventListener('click', () => run(signOut));
+  onSubmit('user-search-form', () => searchUsers(false));
+  $('user-more').addEventListener('click', () => run(() => searchUsers(true)));
+  $('lock-toggle').addEventListener('click', () => run(toggleLock));
+  $('user-audit').addEventListener('click', () => run(showUserAudit));
+  onSubmit('reset-form', async () => askReset());
+  $('reset-confirm-yes').addEventListener('click', () => run(resetDevices));
+  $('reset-confirm-no').addEventListener('click', () => { hideResetConfirm(); say(''); $('reset-reason').focus(); });
+  $('reset-outcome-done').addEventListener('click', () => { hideResetOutcome(); say(''); });
+  onSubmit('audit-form', loadAudit);
+  $('audit-export').addEventListener('click', () => run(exportAudit));
+  $('audit-more').addEventListener('click', showMoreAudit);
+  // An export is of the filter it was made with: a changed filter withdraws it.
+  $('audit-form').addEventListener('input', clearExport);
+
+  if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
+  if (!loadTokens()?.access_token) {
+    showSignIn('This console needs an account with the admin role.');
+    return;
+  }
+  run(async () => {
+    try {
+      await enter();
+    } catch (err) {
+      if (sessionEnded(err)) {
+        clearTokens();
+        showSignIn('Your session has ended; sign in with an administrator\'s passkey.');
+      } else {
+        showSignIn('The console could not be loaded; try again, or sign in again.');
+      }
+      throw err;
+    }
+  });
+}
+
+init();
