@@ -132,7 +132,7 @@ impl Core {
             .await?
             .ok_or(ApiError::InvalidCredentials)?;
         tracing::Span::current().record("user_id", tracing::field::display(&user_id));
-        self.throttle(GROUP, client, Some(&user_id)).await?;
+        self.throttle_account(GROUP, &user_id).await?;
         self.ensure_not_locked(&subject(Some(&user_id), "")).await?;
         let user = self.store.find_user(&user_id).await?.ok_or(ApiError::InvalidCredentials)?;
         if user.locked_at.is_some() {

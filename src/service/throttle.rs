@@ -38,26 +38,29 @@ impl Core {
         client: &ClientInfo,
         account: Option<&str>,
     ) -> Result<()> {
-        let limits = &self.settings.limits;
-        let now = self.clock.now_ms();
         let ip = client.ip.as_deref().unwrap_or("unknown");
-        let mut buckets = vec![("ip", format!("ip:{group}:{ip}"), limits.ip_requests_per_minute)];
-        if let Some(account) = account {
-            buckets.push((
-                "account",
-                format!("acct:{group}:{account}"),
-                limits.account_requests_per_minute,
-            ));
+        let limit = self.settings.limits.ip_requests_per_minute;
+        self.count_hit("ip", format!("ip:{group}:{ip}"), limit, group).await?;
+        match account {
+            Some(account) => self.throttle_account(group, account).await,
+            None => Ok(()),
         }
-        for (scope, bucket, limit) in buckets {
-            let (hits, window_ends) = self.store.hit_rate_window(&bucket, now, WINDOW_MS).await?;
-            if u64::try_from(hits).unwrap_or(0) > limit {
-                self.metrics.rate_limited(scope);
-                tracing::info!(target: "audit", event = "rate_limited", scope, group);
-                return Err(ApiError::RateLimited {
-                    retry_after_secs: retry_after(window_ends, now),
-                });
-            }
+    }
+
+    /// Counts this request against the account only (its IP was counted
+    /// before the account was known).
+    pub async fn throttle_account(&self, group: &str, account: &str) -> Result<()> {
+        let limit = self.settings.limits.account_requests_per_minute;
+        self.count_hit("account", format!("acct:{group}:{account}"), limit, group).await
+    }
+
+    async fn count_hit(&self, scope: &str, bucket: String, limit: u64, group: &str) -> Result<()> {
+        let now = self.clock.now_ms();
+        let (hits, window_ends) = self.store.hit_rate_window(&bucket, now, WINDOW_MS).await?;
+        if u64::try_from(hits).unwrap_or(0) > limit {
+            self.metrics.rate_limited(scope);
+            tracing::info!(target: "audit", event = "rate_limited", scope, group);
+            return Err(ApiError::RateLimited { retry_after_secs: retry_after(window_ends, now) });
         }
         Ok(())
     }
