@@ -71,6 +71,7 @@ pub async fn password_put(
     responses(
         (status = 202, description = "address stored unverified; a code is mailed to it", body = CodeSent),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (a code was sent moments ago)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "unavailable: the mail server could not be reached", body = Problem, content_type = "application/problem+json"),
@@ -81,6 +82,8 @@ pub async fn email_post(
     client: ClientInfo,
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse> {
+    // A new address becomes a second factor: only a fresh sign-in may set it.
+    core.require_fresh_sign_in(&bearer.0, false).await?;
     let sent = core.set_email(&bearer.0.sub, &body.email, &client).await?;
     Ok(HttpResponse::Accepted().json(sent))
 }
@@ -109,9 +112,12 @@ pub async fn email_verify(
     responses(
         (status = 200, description = "a new secret, inactive until confirmed", body = TotpEnrolment),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed: TOTP is already set up", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn totp_start(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<TotpEnrolment>> {
+    // A second factor: a stolen but stale token must not add its own.
+    core.require_fresh_sign_in(&bearer.0, false).await?;
     Ok(web::Json(core.totp_start(&bearer.0.sub).await?))
 }
 
@@ -122,6 +128,7 @@ pub async fn totp_start(core: web::Data<Core>, bearer: Bearer) -> Result<web::Js
         (status = 200, description = "TOTP active; ten recovery codes, shown this once", body = RecoveryCodes),
         (status = 400, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: no enrolment in progress", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -132,6 +139,7 @@ pub async fn totp_finish(
     body: web::Json<CodeBody>,
 ) -> Result<web::Json<RecoveryCodes>> {
     core.throttle("account", &client, Some(&bearer.0.sub)).await?;
+    core.require_fresh_sign_in(&bearer.0, false).await?;
     Ok(web::Json(core.totp_finish(&bearer.0.sub, &body.code).await?))
 }
 

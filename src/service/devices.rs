@@ -264,6 +264,9 @@ impl Core {
         let state: EnrolState = self.take_ceremony(KIND_ENROL, ceremony_id).await?;
         let user_id = state.user_id.to_string();
         let user = self.store.find_user(&user_id).await?.ok_or(ApiError::InvalidCode)?;
+        if user.locked_at.is_some() {
+            return Err(ApiError::AccountDisabled);
+        }
         let row = self.new_credential(&user_id, credential, &state.registration, device_name)?;
         let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
         let grant = SessionGrant {

@@ -122,7 +122,11 @@ impl Core {
         let step = matching_step(&totp, code.expose(), self.clock.now_secs(), row.last_step)
             .ok_or(ApiError::InvalidSetupCode)?;
         let (shown, hashes) = self.new_recovery_codes(user_id);
-        if !self.store.confirm_totp(user_id, step, &hashes, self.clock.now_ms()).await? {
+        if !self
+            .store
+            .confirm_totp(user_id, &row.secret, step, &hashes, self.clock.now_ms())
+            .await?
+        {
             return Err(ApiError::InvalidSetupCode);
         }
         self.audit(Event::ok("totp_enrolled").user(user_id)).await;

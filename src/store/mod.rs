@@ -291,11 +291,13 @@ pub trait Store: Send + Sync {
     /// (nothing written) when a confirmed one exists.
     async fn put_pending_totp(&self, user_id: &str, sealed: &str, now: Millis)
     -> StoreResult<bool>;
-    /// Confirms the pending secret at `step` and replaces the recovery
-    /// codes, at once; false when there was nothing to confirm.
+    /// Confirms the pending secret `sealed` (the one the code was checked
+    /// against) at `step` and replaces the recovery codes, at once; false
+    /// when it is no longer the pending one.
     async fn confirm_totp(
         &self,
         user_id: &str,
+        sealed: &str,
         step: i64,
         recovery_hashes: &[String],
         now: Millis,

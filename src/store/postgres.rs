@@ -55,6 +55,12 @@ async fn guard_audit_trail(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     )
     .execute(&mut *tx)
     .await?;
+    sqlx::query(
+        "create or replace trigger audit_event_no_truncate before truncate \
+         on audit_event for each statement execute function audit_event_append_only()",
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

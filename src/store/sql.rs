@@ -390,6 +390,7 @@ macro_rules! impl_store {
             async fn confirm_totp(
                 &self,
                 user_id: &str,
+                sealed: &str,
                 step: i64,
                 recovery_hashes: &[String],
                 now: Millis,
@@ -397,11 +398,13 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "update user_totp set confirmed_at = $3, last_step = $2 \
-                     where user_id = $1 and confirmed_at is null and last_step < $2",
+                     where user_id = $1 and confirmed_at is null and last_step < $2 \
+                     and secret = $4",
                 )
                 .bind(user_id)
                 .bind(step)
                 .bind(now)
+                .bind(sealed)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {

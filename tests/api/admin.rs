@@ -47,9 +47,10 @@ async fn admin_endpoints_answer_401_without_a_token_and_403_to_users(db: Db) {
         ("GET", format!("/v1/admin/users/{id}"), Value::Null),
         ("POST", format!("/v1/admin/users/{id}/lock"), json!({"reason": "test"})),
         ("POST", format!("/v1/admin/users/{id}/unlock"), json!({"reason": "test"})),
-        ("PUT", format!("/v1/admin/users/{id}/roles"), json!({"roles": []})),
+        // A user making themselves admin, were the check missing.
+        ("PUT", format!("/v1/admin/users/{id}/roles"), json!({"roles": ["admin"]})),
         ("GET", "/v1/admin/audit".into(), Value::Null),
-        ("DELETE", format!("/v1/admin/users/{id}/devices/{device}"), Value::Null),
+        ("DELETE", format!("/v1/admin/users/{id}/devices/{device}?reason=test"), Value::Null),
         ("POST", format!("/v1/admin/users/{id}/reset-devices"), json!({"reason": "test"})),
     ];
     let send = |method: &str, path: &str, body: &Value, bearer: Option<&str>| {
@@ -430,13 +431,17 @@ async fn the_audit_trail_is_append_only(db: Db) {
     match app.db.db {
         Db::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
-            assert!(sqlx::query(update).execute(&pool).await.is_err());
-            assert!(sqlx::query(delete).execute(&pool).await.is_err());
+            for sql in [update, delete] {
+                let error = sqlx::query(sql).execute(&pool).await.unwrap_err().to_string();
+                assert!(error.contains("append-only"), "{sql}: {error}");
+            }
         }
         Db::Postgres => {
             let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
-            assert!(sqlx::query(update).execute(&pool).await.is_err());
-            assert!(sqlx::query(delete).execute(&pool).await.is_err());
+            for sql in [update, delete] {
+                let error = sqlx::query(sql).execute(&pool).await.unwrap_err().to_string();
+                assert!(error.contains("append-only"), "{sql}: {error}");
+            }
         }
     }
     assert!(all_audit_text(&app).await.contains("user_registered"));

@@ -434,6 +434,13 @@ async fn removing_totp_needs_a_fresh_sign_in_and_leaves_no_second_factor(db: Db)
     app.clock.advance(Duration::from_secs(301));
     assert_problem(app.delete_bearer("/v1/me/totp", &account.access_token).await, 403, "forbidden")
         .await;
+    // Nor may a stale session add a second factor of its own.
+    let stale = &account.access_token;
+    let email = json!({"email": "attacker@example.test"});
+    assert_problem(app.post_bearer("/v1/me/email", stale, &email).await, 403, "forbidden").await;
+    assert_problem(app.post_bearer("/v1/me/totp/start", stale, &json!({})).await, 403, "forbidden")
+        .await;
+    assert!(smtp::mails_to("attacker@example.test").is_empty());
     let fresh: Value = app.login(&mut account.passkey, None).await.json().await.unwrap();
     let bearer = fresh["access_token"].as_str().unwrap();
     assert_eq!(app.delete_bearer("/v1/me/totp", bearer).await.status(), StatusCode::NO_CONTENT);

@@ -356,7 +356,7 @@ impl TestApp {
 
     /// Counts and sums over every table that a request could change.
     pub async fn fingerprint(&self) -> Fingerprint {
-        const PROBES: [&str; 17] = [
+        const PROBES: [&str; 21] = [
             "select count(*) from app_user",
             "select count(*) from credential",
             "select cast(coalesce(sum(sign_count), 0) as bigint) from credential",
@@ -374,6 +374,10 @@ impl TestApp {
             "select count(*) from mfa_token",
             "select cast(coalesce(sum(tries), 0) as bigint) from email_code",
             "select cast(coalesce(sum(failures), 0) as bigint) from login_failure",
+            "select count(*) from app_user where roles <> '' or locked_at is not null",
+            "select count(*) from app_user where email_verified",
+            "select count(*) from email_code",
+            "select count(*) from enrolment_code",
         ];
         let mut values = Vec::new();
         macro_rules! probe_all {

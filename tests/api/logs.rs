@@ -85,13 +85,20 @@ async fn no_token_credential_or_key_reaches_the_logs() {
     secrets.push(mfa.clone());
     let totp = totp_at(&account.secret, app.now_secs());
     codes.push(totp.clone());
+    let wrong = format!("{:06}", (totp.parse::<u32>().unwrap() + 1) % 1_000_000);
+    app.totp_login(&mfa, &wrong).await;
+    codes.push(wrong);
+    app.totp_login(&mfa, &totp).await;
+    let mfa = app.mfa_token("logscan-fb", PASSWORD).await;
+    secrets.push(mfa.clone());
     app.totp_login(&mfa, &account.recovery_codes[0]).await;
     let mfa = app.mfa_token("logscan-fb", PASSWORD).await;
     secrets.push(mfa.clone());
     app.post("/v1/login/mfa/email/send", &json!({"mfa_token": mfa})).await;
-    codes.push(smtp::last_code_to(address));
+    let mailed = smtp::last_code_to(address);
+    codes.push(mailed.clone());
     let signed_in: Value = app
-        .post("/v1/login/mfa/email/verify", &json!({"mfa_token": mfa, "code": codes[2]}))
+        .post("/v1/login/mfa/email/verify", &json!({"mfa_token": mfa, "code": mailed}))
         .await
         .json()
         .await
