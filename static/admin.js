@@ -6,7 +6,7 @@
 // Every server-provided text goes into the page as textContent, never as markup.
 
 import {
-  ApiError, api, clearTokens, credentialToJSON, describeError as describeCommonError,
+  ApiError, accessTokenExpired, api, clearTokens, credentialToJSON, describeError as describeCommonError,
   loadTokens, readJson, requestOptionsFromJSON, saveTokens, withAccessToken,
 } from '/webauthn.js';
 
@@ -52,21 +52,6 @@ function el(tag, text = '', { className, data, title } = {}) {
 
 // ---------------------------------------------------------------- API
 
-// /webauthn.js's api() only GETs and POSTs: this page also PUTs and DELETEs, and reads CSV.
-async function request(method, path, { body, token } = {}) {
-  const headers = { Accept: 'application/json, application/problem+json', Authorization: `Bearer ${token}` };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: 'same-origin',
-  });
-  const data = await readJson(res);
-  if (!res.ok) throw ApiError.fromResponse(res, data);
-  return data;
-}
-
 // A download: a plain <a href> cannot send the bearer token, so the page fetches the file and
 // offers the blob. Returns { blob, filename }.
 async function download(path, token) {
@@ -80,15 +65,13 @@ async function download(path, token) {
   return { blob: await res.blob(), filename };
 }
 
-// Only an expired access token trades the refresh token.
-const accessTokenExpired = (err) => err instanceof ApiError && err.status === 401 && err.problem.code === 'unauthorized';
 
 // What an API call gives once neither the access token nor its refresh token works (a refused
 // refresh is invalid_credentials).
 const sessionEnded = (err) => err instanceof ApiError && err.status === 401
   && ['unauthorized', 'invalid_credentials'].includes(err.problem.code);
 
-const authed = (method, path, body) => withAccessToken((token) => request(method, path, { body, token }), accessTokenExpired);
+const authed = (method, path, body) => withAccessToken((token) => api(path, { method, body, token }), accessTokenExpired);
 
 const userPath = (userId, rest = '') => `/v1/admin/users/${encodeURIComponent(userId)}${rest}`;
 

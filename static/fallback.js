@@ -5,7 +5,7 @@
 // Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js.
 
 import {
-  ApiError, api, describeError as describeCommonError, loadTokens, readJson, saveTokens, withAccessToken,
+  ApiError, accessTokenExpired, api, describeError as describeCommonError, loadTokens, saveTokens, withAccessToken,
 } from '/webauthn.js';
 
 const $ = (id) => document.getElementById(id);
@@ -40,23 +40,7 @@ function required(id, what) {
 
 // ---------------------------------------------------------------- API
 
-// /webauthn.js's api() drops the response headers; a 429 or a lockout here should say how
-// long to wait (Retry-After).
-async function post(path, body) {
-  const res = await fetch(path, {
-    method: 'POST',
-    headers: { Accept: 'application/json, application/problem+json', 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-    credentials: 'same-origin',
-  });
-  const data = await readJson(res);
-  if (!res.ok) {
-    const err = ApiError.fromResponse(res, data);
-    err.retryAfter = Number(res.headers.get('Retry-After')) || null;
-    throw err;
-  }
-  return data;
-}
+const post = (path, body) => api(path, { body });
 
 // ---------------------------------------------------------------- views
 
@@ -169,8 +153,6 @@ async function signedIn(tokens) {
   say('Signed in.');
 }
 
-// Access tokens live minutes: a session from earlier may need its refresh token traded.
-const accessTokenExpired = (err) => err instanceof ApiError && err.status === 401 && err.problem.code === 'unauthorized';
 
 async function showSignedIn() {
   const me = await withAccessToken((token) => api('/v1/me', { token }), accessTokenExpired);

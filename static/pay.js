@@ -5,7 +5,7 @@
 // The session is the one /app.js keeps in sessionStorage; what both share is in /webauthn.js.
 
 import {
-  ApiError, api, bufferToB64url, credentialToJSON, decodeJwtPayload, describeError as describeCommonError,
+  ApiError, accessTokenExpired, api, bufferToB64url, credentialToJSON, decodeJwtPayload, describeError as describeCommonError,
   loadTokens, readJson, requestOptionsFromJSON, withAccessToken,
 } from '/webauthn.js';
 
@@ -30,8 +30,8 @@ async function txnOf(transaction) {
 // ---------------------------------------------------------------- session
 
 // Access tokens live minutes; the user may have signed in a while ago on /. An expired one
-// (401 unauthorized) trades the refresh token once, and the new tokens serve both pages.
-const accessTokenExpired = (err) => err instanceof ApiError && err.status === 401 && err.problem.code === 'unauthorized';
+// (401 unauthorized, see accessTokenExpired) trades the refresh token once, and the new
+// tokens serve both pages.
 
 // ---------------------------------------------------------------- messages
 

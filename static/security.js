@@ -4,7 +4,7 @@
 // The session is the one /app.js keeps in sessionStorage; what the pages share is in /webauthn.js.
 
 import {
-  ApiError, describeError as describeCommonError, loadTokens, readJson, withAccessToken,
+  ApiError, accessTokenExpired, api, describeError as describeCommonError, loadTokens, withAccessToken,
 } from '/webauthn.js';
 
 const $ = (id) => document.getElementById(id);
@@ -48,31 +48,8 @@ function required(id, what) {
 
 // ---------------------------------------------------------------- API
 
-// /webauthn.js's api() only GETs and POSTs and drops the response headers: this page also
-// PUTs and DELETEs, and a 429 or a lockout should say how long to wait (Retry-After).
-async function request(method, path, { body, token } = {}) {
-  const headers = { Accept: 'application/json, application/problem+json', Authorization: `Bearer ${token}` };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: 'same-origin',
-  });
-  const data = await readJson(res);
-  if (!res.ok) {
-    const err = ApiError.fromResponse(res, data);
-    err.retryAfter = Number(res.headers.get('Retry-After')) || null;
-    throw err;
-  }
-  return data;
-}
 
-// Only an expired access token trades the refresh token: a wrong current password is a 401
-// too, with another code.
-const accessTokenExpired = (err) => err instanceof ApiError && err.status === 401 && err.problem.code === 'unauthorized';
-
-const authed = (method, path, body) => withAccessToken((token) => request(method, path, { body, token }), accessTokenExpired);
+const authed = (method, path, body) => withAccessToken((token) => api(path, { method, body, token }), accessTokenExpired);
 
 // ---------------------------------------------------------------- busy
 

@@ -17,9 +17,12 @@ export class ApiError extends Error {
     this.problem = problem;
   }
 
-  // The error for a response that is not ok; data is its parsed body (see readJson).
+  // The error for a response that is not ok; data is its parsed body (see readJson). A 429 or a
+  // lockout says how long to wait (Retry-After, in seconds), which pages show.
   static fromResponse(res, data) {
-    return new ApiError(res.status, data && typeof data === 'object' ? data : { title: res.statusText });
+    const err = new ApiError(res.status, data && typeof data === 'object' ? data : { title: res.statusText });
+    err.retryAfter = Number(res.headers.get('Retry-After')) || null;
+    return err;
   }
 }
 
@@ -46,13 +49,18 @@ export async function readJson(res) {
   try { return text ? JSON.parse(text) : null; } catch { return null; }
 }
 
-// GET without a body, POST with one (as JSON); throws an ApiError unless the answer is ok.
-export async function api(path, { body, token, signal } = {}) {
+// Whether err says the access token expired (or its session ended): the one 401 that trading
+// the refresh token can fix. A wrong password or code is a 401 too, with another code.
+export const accessTokenExpired = (err) => err instanceof ApiError && err.status === 401 && err.problem.code === 'unauthorized';
+
+// GET without a body, POST with one (as JSON), or the method given; throws an ApiError unless
+// the answer is ok.
+export async function api(path, { method, body, token, signal } = {}) {
   const headers = { Accept: 'application/json, application/problem+json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
   const res = await fetch(path, {
-    method: body === undefined ? 'GET' : 'POST',
+    method: method ?? (body === undefined ? 'GET' : 'POST'),
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     signal,
