@@ -9,8 +9,7 @@ import {
   ApiError, accessTokenExpired, api, clearTokens, credentialToJSON, describeError as describeCommonError,
   loadTokens, readJson, requestOptionsFromJSON, saveTokens, withAccessToken,
 } from '/webauthn.js';
-
-const $ = (id) => document.getElementById(id);
+import { $, required, say } from '/page.js';
 
 const USERS_PAGE = 20;
 // The audit API pages oldest first; the newest are found by reading every page (at most
@@ -21,11 +20,6 @@ const AUDIT_SHOW = 50;
 
 // ---------------------------------------------------------------- messages
 
-function say(text, kind = 'info') {
-  const el = $('message');
-  el.textContent = text;
-  el.className = text ? kind : '';
-}
 
 const describeError = (err) => describeCommonError(err, ['Error', 'TypeError']);
 
@@ -350,15 +344,6 @@ function renderUser() {
   $('user-no-sessions').hidden = sessions.length > 0;
 }
 
-// An input's trimmed value, or (empty) focus on it and an error saying what is missing.
-function required(id, what) {
-  const value = $(id).value.trim();
-  if (!value) {
-    $(id).focus();
-    throw new Error(`Enter ${what} first.`);
-  }
-  return value;
-}
 
 const actionReason = () => $('action-reason').value.trim();
 

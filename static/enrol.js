@@ -8,16 +8,9 @@ import {
   ApiError, api, creationOptionsFromJSON, credentialToJSON, describeError as describeCommonError,
   saveTokens, withAccessToken,
 } from '/webauthn.js';
-
-const $ = (id) => document.getElementById(id);
+import { $, oneAtATime, required, say } from '/page.js';
 
 // ---------------------------------------------------------------- messages
-
-function say(text, kind = 'info') {
-  const el = $('message');
-  el.textContent = text;
-  el.className = text ? kind : '';
-}
 
 function describeError(err) {
   if (err && err.name === 'InvalidStateError') {
@@ -31,37 +24,12 @@ function describeError(err) {
   return text;
 }
 
-function required(id, what) {
-  const value = $(id).value.trim();
-  if (!value) {
-    $(id).focus();
-    throw new Error(`Enter ${what} first.`);
-  }
-  return value;
-}
+// One enrolment at a time; the button stays off where there is no WebAuthn.
+const run = oneAtATime(describeError, (on) => {
+  $('enrol-submit').disabled = on || !window.PublicKeyCredential;
+});
 
 // ---------------------------------------------------------------- busy
-
-let busy = false;
-
-function setBusy(on) {
-  busy = on;
-  document.body.setAttribute('aria-busy', String(on));
-  $('enrol-submit').disabled = on || !window.PublicKeyCredential;
-}
-
-async function run(action) {
-  if (busy) return;
-  setBusy(true);
-  say('');
-  try {
-    await action();
-  } catch (err) {
-    say(describeError(err), 'error');
-  } finally {
-    setBusy(false);
-  }
-}
 
 // Mirrored on <body data-view="form|done"> so tests (and styles) can follow the flow.
 function show(view) {
@@ -98,7 +66,7 @@ async function enrol() {
 // ---------------------------------------------------------------- wiring
 
 function init() {
-  setBusy(false);
+  run.setBusy(false);
   if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
   $('enrol-form').addEventListener('submit', (event) => {
     event.preventDefault();

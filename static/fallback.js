@@ -7,16 +7,9 @@
 import {
   ApiError, accessTokenExpired, api, describeError as describeCommonError, loadTokens, saveTokens, withAccessToken,
 } from '/webauthn.js';
-
-const $ = (id) => document.getElementById(id);
+import { $, duration, oneAtATime, required, say } from '/page.js';
 
 // ---------------------------------------------------------------- messages
-
-function say(text, kind = 'info') {
-  const el = $('message');
-  el.textContent = text;
-  el.className = text ? kind : '';
-}
 
 // A TypeError's name adds nothing (a failed fetch, say); a wait the server asks for, and what
 // to do next, do.
@@ -27,16 +20,8 @@ function describeError(err) {
   return text;
 }
 
-const duration = (secs) => (secs >= 120 ? `${Math.round(secs / 60)} minutes` : `${secs} seconds`);
-
-function required(id, what) {
-  const value = $(id).value.trim();
-  if (!value) {
-    $(id).focus();
-    throw new Error(`Enter ${what} first.`);
-  }
-  return value;
-}
+// One request at a time, and every failure shown in the status line.
+const run = oneAtATime(describeError);
 
 // ---------------------------------------------------------------- API
 
@@ -51,28 +36,6 @@ function show(view) {
   $('factor-card').hidden = view !== 'factor';
   $('done-card').hidden = view !== 'done';
   $(`${view}-title`).focus();
-}
-
-let busy = false;
-
-function setBusy(on) {
-  busy = on;
-  document.body.setAttribute('aria-busy', String(on));
-  for (const button of document.querySelectorAll('main button')) button.disabled = on;
-}
-
-async function run(action) {
-  if (busy) return;
-  setBusy(true);
-  // The last outcome's message would be stale once this one starts.
-  say('');
-  try {
-    await action();
-  } catch (err) {
-    say(describeError(err), 'error');
-  } finally {
-    setBusy(false);
-  }
 }
 
 // ---------------------------------------------------------------- first step: the password
@@ -152,7 +115,6 @@ async function signedIn(tokens) {
   await showSignedIn();
   say('Signed in.');
 }
-
 
 async function showSignedIn() {
   const me = await withAccessToken((token) => api('/v1/me', { token }), accessTokenExpired);

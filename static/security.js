@@ -6,8 +6,7 @@
 import {
   ApiError, accessTokenExpired, api, describeError as describeCommonError, loadTokens, withAccessToken,
 } from '/webauthn.js';
-
-const $ = (id) => document.getElementById(id);
+import { $, duration, oneAtATime, required, say } from '/page.js';
 
 // What the factor names of GET /v1/me mean to a person.
 const FACTOR_LABELS = {
@@ -22,59 +21,18 @@ const CARDS = ['sec-overview', 'password-card', 'email-card', 'totp-card'];
 
 // ---------------------------------------------------------------- messages
 
-function say(text, kind = 'info') {
-  const el = $('message');
-  el.textContent = text;
-  el.className = text ? kind : '';
-}
-
 // A TypeError's name adds nothing (a failed fetch, say); a wait the server asks for does.
 function describeError(err) {
   const text = describeCommonError(err, ['Error', 'TypeError']);
   return err?.retryAfter ? `${text} Try again in ${err.retryAfter} seconds.` : text;
 }
 
-const duration = (secs) => (secs >= 120 ? `${Math.round(secs / 60)} minutes` : `${secs} seconds`);
-
-// An input's trimmed value, or (empty) focus on it and an error saying what is missing.
-function required(id, what) {
-  const value = $(id).value.trim();
-  if (!value) {
-    $(id).focus();
-    throw new Error(`Enter ${what} first.`);
-  }
-  return value;
-}
+// One request at a time, and every failure shown in the status line.
+const run = oneAtATime(describeError);
 
 // ---------------------------------------------------------------- API
 
-
 const authed = (method, path, body) => withAccessToken((token) => api(path, { method, body, token }), accessTokenExpired);
-
-// ---------------------------------------------------------------- busy
-
-let busy = false;
-
-function setBusy(on) {
-  busy = on;
-  document.body.setAttribute('aria-busy', String(on));
-  for (const button of document.querySelectorAll('main button')) button.disabled = on;
-}
-
-// One request at a time, and every failure shown in the status line.
-async function run(action) {
-  if (busy) return;
-  setBusy(true);
-  // The last outcome's message would be stale once this one starts.
-  say('');
-  try {
-    await action();
-  } catch (err) {
-    say(describeError(err), 'error');
-  } finally {
-    setBusy(false);
-  }
-}
 
 // ---------------------------------------------------------------- profile
 
