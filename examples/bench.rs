@@ -43,6 +43,13 @@ struct Options {
     client_cpu: Option<String>,
     /// Skip the password phases (setup, logins, flood).
     passwords: bool,
+    /// Users written straight into the database before the run, so the
+    /// sign-ins run against a large table (0: none).
+    seed_users: usize,
+    /// The server binary (to compare builds).
+    server: String,
+    /// A command the server runs under (a profiler, say).
+    wrapper: Vec<String>,
 }
 
 fn options() -> Options {
@@ -54,6 +61,9 @@ fn options() -> Options {
         server_cpu: Some("0".into()),
         client_cpu: Some("1".into()),
         passwords: true,
+        seed_users: 0,
+        server: concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/passgate").into(),
+        wrapper: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -70,6 +80,9 @@ fn options() -> Options {
             "--server-cpu" => o.server_cpu = (value != "none").then(|| value.clone()),
             "--client-cpu" => o.client_cpu = (value != "none").then(|| value.clone()),
             "--passwords" => o.passwords = value != "no",
+            "--server" => o.server = value.clone(),
+            "--seed-users" => o.seed_users = value.parse().expect("--seed-users N"),
+            "--wrapper" => o.wrapper = value.split_whitespace().map(str::to_owned).collect(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -111,7 +124,18 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so a profiler wrapping the server writes its data.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid; no memory involved.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        for _ in 0..600 {
+            if self.child.try_wait().is_ok_and(|status| status.is_some()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -137,18 +161,18 @@ async fn database_url(db: &str, scratch: &std::path::Path) -> String {
     }
 }
 
-fn start_server(url: &str, port: u16, cpu: Option<&str>) -> Server {
-    let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/passgate");
+fn start_server(url: &str, port: u16, o: &Options) -> Server {
+    let binary = o.server.as_str();
     assert!(std::path::Path::new(binary).exists(), "build the server first: cargo build --release");
     let origin = format!("http://localhost:{port}");
-    let mut command = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu, binary]);
-            c
-        }
-        None => Command::new(binary),
-    };
+    let mut argv: Vec<&str> = Vec::new();
+    if let Some(cpu) = &o.server_cpu {
+        argv.extend(["taskset", "-c", cpu]);
+    }
+    argv.extend(o.wrapper.iter().map(String::as_str));
+    argv.push(binary);
+    let mut command = Command::new(argv[0]);
+    command.args(&argv[1..]);
     command
         .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("PASSGATE__DATABASE__URL", url)
@@ -162,6 +186,66 @@ fn start_server(url: &str, port: u16, cpu: Option<&str>) -> Server {
         .stderr(Stdio::inherit());
     let child = command.spawn().expect("start passgate");
     Server { child, base: format!("http://127.0.0.1:{port}"), origin }
+}
+
+/// Writes `count` users, each with one passkey row of a realistic size,
+/// in the database's own SQL (a recursive CTE on SQLite, generate_series
+/// on PostgreSQL), after the server has made the schema. The rows are
+/// never signed in with; they are there so that every lookup the sign-ins
+/// make has a large table under it.
+async fn seed(url: &str, count: usize) {
+    // The size of a stored webauthn-rs passkey, so pages hold as many
+    // rows as in real use.
+    let filler = "x".repeat(700);
+    let (numbers, hex8, hex12) = if url.starts_with("sqlite:") {
+        (
+            "with recursive n(i) as (select 1 union all select i + 1 from n where i < $1)",
+            "printf('%08x', i)",
+            "printf('%012x', i)",
+        )
+    } else {
+        (
+            "with n(i) as (select generate_series(1, $1::bigint))",
+            "lpad(to_hex(i), 8, '0')",
+            "lpad(to_hex(i), 12, '0')",
+        )
+    };
+    let users = format!(
+        "{numbers} insert into app_user (user_id, username, display_name, roles, created_at) \
+         select {hex8} || '-0000-7000-8000-' || {hex12}, 'seed-user-' || i, 'Seed user ' || i, '', 0 \
+         from n"
+    );
+    let credentials = format!(
+        "{numbers} insert into credential (credential_id, device_id, user_id, name, passkey, \
+         sign_count, backup_eligible, backup_state, aaguid, transports, created_at) \
+         select 'seed-credential-' || {hex12}, {hex8} || '-0000-7000-9000-' || {hex12}, \
+         {hex8} || '-0000-7000-8000-' || {hex12}, 'Passkey', $2, 0, true, true, \
+         '00000000-0000-0000-0000-000000000000', '[\"internal\"]', 0 from n"
+    );
+    let count = count as i64;
+    // One sequence of statements for either engine's pool type.
+    macro_rules! run {
+        ($pool:expr) => {{
+            let pool = $pool.await.expect("open the bench database");
+            sqlx::query(sqlx::AssertSqlSafe(users))
+                .bind(count)
+                .execute(&pool)
+                .await
+                .expect("seed users");
+            sqlx::query(sqlx::AssertSqlSafe(credentials))
+                .bind(count)
+                .bind(&filler)
+                .execute(&pool)
+                .await
+                .expect("seed credentials");
+            sqlx::query("analyze").execute(&pool).await.expect("analyze");
+        }};
+    }
+    if url.starts_with("sqlite:") {
+        run!(sqlx::SqlitePool::connect(url))
+    } else {
+        run!(sqlx::PgPool::connect(url))
+    }
 }
 
 async fn post(client: &reqwest::Client, url: String, bearer: Option<&str>, body: Value) -> Value {
@@ -247,7 +331,7 @@ async fn main() {
     let url = database_url(&o.db, scratch.path()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let started = Instant::now();
-    let server = start_server(&url, port, o.server_cpu.as_deref());
+    let server = start_server(&url, port, &o);
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     loop {
         if client
@@ -258,11 +342,17 @@ async fn main() {
         {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "server did not become ready");
+        let patience = if o.wrapper.is_empty() { 20 } else { 300 };
+        assert!(started.elapsed() < Duration::from_secs(patience), "server did not become ready");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     let pid = server.child.id();
+    if o.seed_users > 0 {
+        let started = Instant::now();
+        seed(&url, o.seed_users).await;
+        println!("seeded {} users in {:.1} s", o.seed_users, started.elapsed().as_secs_f64());
+    }
 
     let users: Vec<Arc<Mutex<User>>> = (0..o.users)
         .map(|i| {

@@ -55,9 +55,20 @@ impl Core {
     /// Records `event`. A failure to write is logged, not returned: the
     /// action it records has already happened.
     pub async fn audit(&self, event: Event<'_>) {
+        let row = self.audit_row(event);
+        log_audit(&row);
+        if let Err(error) = self.store.append_audit(&row).await {
+            tracing::error!(error.cause_chain = ?error, event = %row.event, "audit row not written");
+        }
+    }
+
+    /// The row for `event`, for a caller that writes it in the same
+    /// transaction as the action (so both or neither stay), and logs it
+    /// with `log_audit` once that committed.
+    pub fn audit_row(&self, event: Event<'_>) -> AuditRow {
         let client = current_client();
         let outcome = if event.failed { "failure" } else { "success" };
-        let row = AuditRow {
+        AuditRow {
             event_id: uuid::Uuid::now_v7().to_string(),
             occurred_at: self.clock.now_ms(),
             event: event.event.to_owned(),
@@ -69,18 +80,20 @@ impl Core {
             user_agent: client.user_agent,
             reason: event.reason.map(|r| r.chars().take(REASON_MAX).collect()),
             request_id: current_request_id(),
-        };
-        tracing::info!(
-            target: "audit",
-            event = %row.event,
-            outcome,
-            user_id = row.user_id.as_deref().unwrap_or(""),
-            actor_id = row.actor_id.as_deref().unwrap_or(""),
-            device_id = row.device_id.as_deref().unwrap_or(""),
-            reason = row.reason.as_deref().unwrap_or(""),
-        );
-        if let Err(error) = self.store.append_audit(&row).await {
-            tracing::error!(error.cause_chain = ?error, event = %row.event, "audit row not written");
         }
     }
+}
+
+/// The audit row as a log line (target `audit`), for log-based tooling.
+pub fn log_audit(row: &AuditRow) {
+    let outcome = row.outcome.as_str();
+    tracing::info!(
+        target: "audit",
+        event = %row.event,
+        outcome,
+        user_id = row.user_id.as_deref().unwrap_or(""),
+        actor_id = row.actor_id.as_deref().unwrap_or(""),
+        device_id = row.device_id.as_deref().unwrap_or(""),
+        reason = row.reason.as_deref().unwrap_or(""),
+    );
 }

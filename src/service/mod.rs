@@ -5,6 +5,7 @@
 pub mod aaguid;
 pub mod account;
 pub mod admin;
+pub mod assertion;
 pub mod audit;
 mod authenticator_data;
 mod codes;
@@ -45,6 +46,8 @@ pub struct Core {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub webauthn: Webauthn,
+    /// Checks sign-in and step-up assertions (see `assertion`).
+    pub rp: assertion::RelyingParty,
     pub keys: SigningKeys,
     pub metrics: Metrics,
     pub passwords: PasswordHasher,
@@ -62,6 +65,8 @@ impl Core {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Core> {
         let webauthn = build_webauthn(&settings)?;
+        let rp =
+            assertion::RelyingParty::new(&settings.webauthn.rp_id, allowed_origins(&settings)?);
         let sealer = sealing::Sealer::new(settings.tokens.key_encryption_key.as_ref())?;
         let keys = SigningKeys::load_or_create(
             store.clone(),
@@ -99,6 +104,7 @@ impl Core {
             store,
             clock,
             webauthn,
+            rp,
             keys,
             metrics,
             passwords,
@@ -130,4 +136,16 @@ fn build_webauthn(settings: &Settings) -> anyhow::Result<Webauthn> {
         builder = builder.append_allowed_origin(&origin);
     }
     builder.build().context("webauthn configuration")
+}
+
+/// Every origin an assertion may come from: web origins, related
+/// origins and Android apps, as given to webauthn-rs above.
+fn allowed_origins(settings: &Settings) -> anyhow::Result<Vec<url::Url>> {
+    let config = &settings.webauthn;
+    let mut origins: Vec<url::Url> =
+        config.origins.iter().chain(&config.related_origins).cloned().collect();
+    for app in &settings.apps.android {
+        origins.push(url::Url::parse(&app.origin()).context("apps.android origin")?);
+    }
+    Ok(origins)
 }

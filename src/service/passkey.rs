@@ -9,17 +9,19 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
+use uuid::Uuid;
 use webauthn_rs::prelude::{
-    AuthenticationResult, Base64UrlSafeData, DiscoverableAuthentication, DiscoverableKey, Passkey,
-    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
-    RequestChallengeResponse, WebauthnError,
+    Base64UrlSafeData, COSEKey, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential,
 };
 use webauthn_rs_proto::{
-    AllowCredentials, AuthenticatorTransport, ResidentKeyRequirement, UserVerificationPolicy,
+    AllowCredentials, AuthenticatorTransport, PublicKeyCredentialRequestOptions,
+    RequestAuthenticationExtensions, ResidentKeyRequirement, UserVerificationPolicy,
 };
 
 use super::Core;
-use super::audit::Event;
+use super::assertion::{PublicKey, Refusal, Stored, Verified};
+use super::audit::{Event, log_audit};
 use super::authenticator_data::registration_facts;
 use super::tokens::{ClientInfo, SessionGrant, TokenSet};
 use crate::domain::{
@@ -60,15 +62,19 @@ struct RegisterState {
     registration: PasskeyRegistration,
 }
 
+/// A sign-in in progress. Only what the check needs is kept: the
+/// challenge, and for a username-first sign-in whose credentials were
+/// offered.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "flow", rename_all = "snake_case")]
 enum LoginState {
     UsernameFirst {
         user_id: UserId,
-        authentication: PasskeyAuthentication,
+        challenge: Base64UrlSafeData,
+        credentials: Vec<String>,
     },
     Discoverable {
-        authentication: DiscoverableAuthentication,
+        challenge: Base64UrlSafeData,
     },
     /// Started for a username with no passkeys: it can never finish, but
     /// looks like any other until then.
@@ -222,48 +228,38 @@ impl Core {
     /// an unknown username gets made-up ids that are stable for the name,
     /// so the answer does not reveal whether the account exists.
     pub async fn login_start(&self, username: Option<Username>) -> Result<CeremonyStarted> {
+        let challenge = new_challenge();
         let Some(username) = username else {
-            let (challenge, authentication) =
-                self.webauthn.start_discoverable_authentication().map_err(|e| {
-                    ApiError::Internal(anyhow::anyhow!("starting discoverable login: {e}"))
-                })?;
-            let state = LoginState::Discoverable { authentication };
-            return self.put_login(challenge, None, &state).await;
+            // Conditional UI asks for user verification metrics, as
+            // webauthn-rs's discoverable flow does.
+            let extensions = RequestAuthenticationExtensions {
+                appid: None,
+                uvm: Some(true),
+                hmac_get_secret: None,
+            };
+            let options = self.request_options(&challenge, Vec::new(), Some(extensions));
+            let state = LoginState::Discoverable { challenge: challenge.into() };
+            return self.put_login(options, None, &state).await;
         };
-        let user = self.store.find_user_by_username(username.as_ref()).await?;
-        let rows = match &user {
-            Some(user) => self.store.user_credentials(&user.user_id).await?,
-            None => Vec::new(),
-        };
-        let passkeys: Vec<Passkey> = rows
-            .iter()
-            .map(|row| serde_json::from_str(&row.passkey))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(anyhow::Error::from)?;
-        match user {
-            Some(user) if !passkeys.is_empty() => {
-                let user_id = UserId::parse(user.user_id).map_err(anyhow::Error::from)?;
-                let (mut challenge, authentication) = self
-                    .webauthn
-                    .start_passkey_authentication(&passkeys)
-                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("starting login: {e}")))?;
-                for (allowed, row) in challenge.public_key.allow_credentials.iter_mut().zip(&rows) {
-                    allowed.transports = Some(parse_transports(&row.transports));
-                }
-                let state = LoginState::UsernameFirst { user_id, authentication };
-                self.put_login(challenge, Some(user_id), &state).await
+        let rows = self.store.credentials_by_username(username.as_ref()).await?;
+        match rows.first() {
+            Some(first) => {
+                let user_id = UserId::parse(first.user_id.clone()).map_err(anyhow::Error::from)?;
+                let allowed = allow_credentials(&rows)?;
+                let options = self.request_options(&challenge, allowed, None);
+                let state = LoginState::UsernameFirst {
+                    user_id,
+                    challenge: challenge.into(),
+                    credentials: rows.into_iter().map(|row| row.credential_id).collect(),
+                };
+                self.put_login(options, Some(user_id), &state).await
             }
-            _ => {
+            None => {
                 // Shaped like the known-user answer above: no extensions,
-                // no mediation, a fresh challenge, stable made-up ids.
-                let (mut challenge, _) = self
-                    .webauthn
-                    .start_discoverable_authentication()
-                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("starting login: {e}")))?;
-                challenge.mediation = None;
-                challenge.public_key.extensions = None;
-                challenge.public_key.allow_credentials = self.decoy_credentials(&username)?;
-                self.put_login(challenge, None, &LoginState::Decoy).await
+                // a fresh challenge, stable made-up ids.
+                let options =
+                    self.request_options(&challenge, self.decoy_credentials(&username)?, None);
+                self.put_login(options, None, &LoginState::Decoy).await
             }
         }
     }
@@ -290,65 +286,80 @@ impl Core {
     ) -> Result<TokenSet> {
         let state: LoginState = self.take_ceremony(KIND_LOGIN, ceremony_id).await?;
         let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
-        let row = self.store.find_credential(&credential_id).await?;
         let refused = |reason: &str| {
             tracing::info!(target: "audit", event = "login_failed", reason);
             ApiError::InvalidCredentials
         };
-        let (row, result) = match state {
+        let (challenge, expected_user) = match &state {
             LoginState::Decoy => return Err(refused("no such account")),
-            LoginState::UsernameFirst { user_id, authentication } => {
-                let row = row
-                    .filter(|r| r.user_id == user_id.to_string())
-                    .ok_or_else(|| refused("credential is not the user's"))?;
-                let result = match self
-                    .webauthn
-                    .finish_passkey_authentication(credential, &authentication)
-                {
-                    Ok(result) => result,
-                    Err(error) => return Err(self.assertion_refused(&error, &row).await),
-                };
-                (row, result)
+            LoginState::UsernameFirst { user_id, challenge, credentials } => {
+                if !credentials.contains(&credential_id) {
+                    return Err(refused("credential was not offered to this sign-in"));
+                }
+                (challenge, Some(*user_id))
             }
-            LoginState::Discoverable { authentication } => {
-                let (user_handle, _) = self
-                    .webauthn
-                    .identify_discoverable_authentication(credential)
-                    .map_err(|e| refused(&e.to_string()))?;
-                let row = row
-                    .filter(|r| r.user_id == user_handle.to_string())
-                    .ok_or_else(|| refused("credential does not belong to the user handle"))?;
-                let passkey: Passkey =
-                    serde_json::from_str(&row.passkey).map_err(anyhow::Error::from)?;
-                let keys = [DiscoverableKey::from(&passkey)];
-                let result = match self.webauthn.finish_discoverable_authentication(
-                    credential,
-                    authentication,
-                    &keys,
-                ) {
-                    Ok(result) => result,
-                    Err(error) => return Err(self.assertion_refused(&error, &row).await),
-                };
-                (row, result)
-            }
+            LoginState::Discoverable { challenge } => (challenge, None),
         };
-        self.complete_login(row, &result, client).await
+        let found = self.store.find_credential_with_user(&credential_id).await?;
+        let (row, user) = found.ok_or_else(|| refused("unknown credential"))?;
+        // §7.2 step 6: the user handle, when the authenticator returns
+        // one, must name the credential's owner; a discoverable sign-in
+        // has nothing else to name the user with, so it must be there.
+        let handle_matches = credential
+            .get_user_unique_id()
+            .map(|handle| Uuid::from_slice(handle).is_ok_and(|h| h.to_string() == row.user_id));
+        let owner_ok = match expected_user {
+            Some(user_id) => row.user_id == user_id.to_string() && handle_matches != Some(false),
+            None => handle_matches == Some(true),
+        };
+        if !owner_ok {
+            return Err(refused("credential does not belong to the user"));
+        }
+        let verified = self.verify_assertion(credential, challenge.as_slice(), &row).await?;
+        self.complete_login(row, user, verified, client).await
+    }
+
+    /// Checks an assertion against a stored credential; a refusal is
+    /// logged with its reason (a counter that did not move forward also
+    /// as a possible clone) and answered as invalid credentials.
+    pub(super) async fn verify_assertion(
+        &self,
+        credential: &PublicKeyCredential,
+        challenge: &[u8],
+        row: &CredentialRow,
+    ) -> Result<Verified> {
+        let key = public_key_of(&row.passkey)?;
+        let stored = Stored {
+            key: &key,
+            sign_count: u32::try_from(row.sign_count).unwrap_or(u32::MAX),
+            backup_eligible: row.backup_eligible,
+        };
+        match self.rp.verify(credential, challenge, &stored) {
+            Ok(verified) => Ok(verified),
+            Err(Refusal::CounterNotIncreased) => {
+                Err(self.clone_warning(&row.user_id, &row.device_id).await)
+            }
+            Err(reason) => {
+                tracing::info!(target: "audit", event = "login_failed", user_id = %row.user_id, reason = %reason);
+                Err(ApiError::InvalidCredentials)
+            }
+        }
     }
 
     /// Stores the new counter and opens the session in one transaction.
     async fn complete_login(
         &self,
         row: CredentialRow,
-        result: &AuthenticationResult,
+        user: UserRow,
+        verified: Verified,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
-        let user = self.store.find_user(&row.user_id).await?.ok_or(ApiError::InvalidCredentials)?;
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         if user.locked_at.is_some() {
             self.audit(Event::failed("login", "account locked").user(&user.user_id)).await;
             return Err(ApiError::InvalidCredentials);
         }
-        let used = self.credential_use(&row, result)?;
+        let used = self.credential_use(&row, verified);
         let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
         let grant = SessionGrant {
@@ -358,48 +369,28 @@ impl Core {
             device_id: Some(device_id),
         };
         let session = self.new_session(&grant, client);
-        if !self.store.complete_login(&used, &session.row, &session.refresh.hash()).await? {
+        let audit = Event::ok("login").user(&user.user_id).device(&row.device_id).reason("passkey");
+        let audit = self.audit_row(audit);
+        if !self.store.complete_login(&used, &session.row, &session.refresh.hash(), &audit).await? {
             // Another sign-in stored a newer counter after this one was
             // verified: the same clone check, lost in a race.
             return Err(self.clone_warning(&row.user_id, &row.device_id).await);
         }
-        self.audit(Event::ok("login").user(&user.user_id).device(&row.device_id).reason("passkey"))
-            .await;
+        log_audit(&audit);
         self.token_set(&session.row, &user.roles, &session.refresh)
     }
 
-    /// Maps a failed assertion check to the client's answer, recording a
-    /// counter that did not move forward as a possible clone (WebAuthn §7.2
-    /// step 21: webauthn-rs refuses it with CredentialPossibleCompromise).
-    pub(super) async fn assertion_refused(
-        &self,
-        error: &WebauthnError,
-        row: &CredentialRow,
-    ) -> ApiError {
-        if matches!(error, WebauthnError::CredentialPossibleCompromise) {
-            return self.clone_warning(&row.user_id, &row.device_id).await;
-        }
-        tracing::info!(target: "audit", event = "login_failed", user_id = %row.user_id, reason = %error);
-        ApiError::InvalidCredentials
-    }
-
-    /// What a verified assertion changes in its credential row: the
-    /// passkey with its new counter and backup state.
-    pub(super) fn credential_use(
-        &self,
-        row: &CredentialRow,
-        result: &AuthenticationResult,
-    ) -> Result<CredentialUse> {
-        let mut passkey: Passkey =
-            serde_json::from_str(&row.passkey).map_err(anyhow::Error::from)?;
-        passkey.update_credential(result);
-        Ok(CredentialUse {
+    /// What a verified assertion changes in its credential row. The
+    /// counter and backup flags live in their columns; the passkey JSON
+    /// keeps those of its registration.
+    pub(super) fn credential_use(&self, row: &CredentialRow, verified: Verified) -> CredentialUse {
+        CredentialUse {
             credential_id: row.credential_id.clone(),
-            passkey: serde_json::to_string(&passkey).map_err(anyhow::Error::from)?,
-            sign_count: i64::from(result.counter()),
-            backup_state: result.backup_state(),
+            sign_count: i64::from(verified.counter),
+            backup_eligible: verified.backup_eligible,
+            backup_state: verified.backup_state,
             used_at: self.clock.now_ms(),
-        })
+        }
     }
 
     pub(super) async fn clone_warning(&self, user_id: &str, device_id: &str) -> ApiError {
@@ -409,14 +400,33 @@ impl Core {
         ApiError::InvalidCredentials
     }
 
+    /// WebAuthn request options, shaped as webauthn-rs makes them.
+    pub(super) fn request_options(
+        &self,
+        challenge: &[u8],
+        allow_credentials: Vec<AllowCredentials>,
+        extensions: Option<RequestAuthenticationExtensions>,
+    ) -> PublicKeyCredentialRequestOptions {
+        PublicKeyCredentialRequestOptions {
+            challenge: Base64UrlSafeData::from(challenge.to_vec()),
+            timeout: Some(
+                u32::try_from(self.settings.webauthn.ceremony_ttl.as_millis()).unwrap_or(u32::MAX),
+            ),
+            rp_id: self.rp.rp_id().to_owned(),
+            allow_credentials,
+            user_verification: UserVerificationPolicy::Required,
+            hints: None,
+            extensions,
+        }
+    }
+
     async fn put_login(
         &self,
-        challenge: RequestChallengeResponse,
+        options: PublicKeyCredentialRequestOptions,
         user_id: Option<UserId>,
         state: &LoginState,
     ) -> Result<CeremonyStarted> {
-        let public_key =
-            serde_json::to_value(&challenge.public_key).map_err(anyhow::Error::from)?;
+        let public_key = serde_json::to_value(&options).map_err(anyhow::Error::from)?;
         self.put_ceremony(KIND_LOGIN, user_id, state, public_key).await
     }
 
@@ -451,7 +461,12 @@ impl Core {
             .take_ceremony(ceremony_id.as_ref(), kind, self.clock.now_ms())
             .await?
             .ok_or(ApiError::CeremonyNotFound)?;
-        Ok(serde_json::from_str(&row.state).map_err(anyhow::Error::from)?)
+        // A ceremony another release started (during a rolling upgrade)
+        // may keep its state in another shape: the client starts again.
+        serde_json::from_str(&row.state).map_err(|error| {
+            tracing::warn!(kind, %error, "ceremony state from another release; treated as expired");
+            ApiError::CeremonyNotFound
+        })
     }
 
     /// One or two made-up credential ids for a username, the same every
@@ -480,6 +495,43 @@ impl Core {
             })
             .collect()
     }
+}
+
+/// 32 fresh random bytes, as webauthn-rs draws them.
+pub(super) fn new_challenge() -> Vec<u8> {
+    let mut challenge = vec![0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut challenge);
+    challenge
+}
+
+/// The allowCredentials entries for a user's credentials.
+pub(super) fn allow_credentials(rows: &[CredentialRow]) -> Result<Vec<AllowCredentials>> {
+    rows.iter()
+        .map(|row| {
+            let id = URL_SAFE_NO_PAD.decode(&row.credential_id).map_err(anyhow::Error::from)?;
+            Ok(AllowCredentials {
+                type_: "public-key".to_owned(),
+                id: Base64UrlSafeData::from(id),
+                transports: Some(parse_transports(&row.transports)),
+            })
+        })
+        .collect()
+}
+
+/// The public key of a stored passkey, read from its JSON without
+/// building the whole webauthn-rs `Passkey`.
+fn public_key_of(passkey_json: &str) -> Result<PublicKey> {
+    #[derive(Deserialize)]
+    struct StoredPasskey {
+        cred: StoredCredential,
+    }
+    #[derive(Deserialize)]
+    struct StoredCredential {
+        cred: COSEKey,
+    }
+    let stored: StoredPasskey = serde_json::from_str(passkey_json).map_err(anyhow::Error::from)?;
+    PublicKey::from_cose(&stored.cred.cred)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored passkey has an unusable key")))
 }
 
 fn transport_name(transport: &AuthenticatorTransport) -> Option<&'static str> {

@@ -10,13 +10,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use webauthn_rs::prelude::{
-    Base64UrlSafeData, Passkey, PasskeyAuthentication, PublicKeyCredential,
-};
+use webauthn_rs::prelude::{Base64UrlSafeData, PublicKeyCredential};
 
 use super::Core;
 use super::audit::Event;
-use super::passkey::{CeremonyStarted, PASSKEY_AMR};
+use super::passkey::{CeremonyStarted, PASSKEY_AMR, allow_credentials};
 use super::tokens::AccessClaims;
 use crate::domain::{CeremonyId, Transaction, UserId};
 use crate::error::{ApiError, Result};
@@ -32,7 +30,9 @@ pub const AUTHORIZATION_TYP: &str = "payment-authz+jwt";
 struct StepupState {
     user_id: UserId,
     transaction: Transaction,
-    authentication: PasskeyAuthentication,
+    challenge: Base64UrlSafeData,
+    /// The credentials offered: only these may approve.
+    credentials: Vec<String>,
 }
 
 /// Claims of a payment authorization token.
@@ -70,29 +70,26 @@ impl Core {
         let user_id = UserId::parse(bearer.sub.clone()).map_err(|_| ApiError::Unauthorized)?;
         let rows = self.store.user_credentials(&bearer.sub).await?;
         let device_bound_only = self.settings.stepup.require_device_bound;
-        let passkeys: Vec<Passkey> = rows
-            .iter()
-            .filter(|row| !(device_bound_only && row.backup_eligible))
-            .map(|row| serde_json::from_str(&row.passkey))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(anyhow::Error::from)?;
-        if passkeys.is_empty() {
-            let why = if device_bound_only && !rows.is_empty() {
+        let any_passkey = !rows.is_empty();
+        let offered: Vec<_> =
+            rows.into_iter().filter(|row| !(device_bound_only && row.backup_eligible)).collect();
+        if offered.is_empty() {
+            let why = if device_bound_only && any_passkey {
                 "payments need a device-bound passkey; synced passkeys are not accepted here"
             } else {
                 "this account has no passkey to approve payments with"
             };
             return Err(ApiError::Forbidden(why.into()));
         }
-        let (mut options, authentication) =
-            self.webauthn
-                .start_passkey_authentication(&passkeys)
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("starting step-up: {e}")))?;
         let challenge = transaction_challenge(&transaction);
-        options.public_key.challenge = Base64UrlSafeData::from(challenge.clone());
-        let authentication = with_challenge(authentication, &challenge)?;
-        let state = StepupState { user_id, transaction, authentication };
-        let public_key = serde_json::to_value(&options.public_key).map_err(anyhow::Error::from)?;
+        let options = self.request_options(&challenge, allow_credentials(&offered)?, None);
+        let state = StepupState {
+            user_id,
+            transaction,
+            challenge: challenge.into(),
+            credentials: offered.into_iter().map(|row| row.credential_id).collect(),
+        };
+        let public_key = serde_json::to_value(&options).map_err(anyhow::Error::from)?;
         self.put_ceremony(KIND_STEPUP, Some(user_id), &state, public_key).await
     }
 
@@ -133,18 +130,17 @@ impl Core {
             return Err(ApiError::InvalidCredentials);
         }
         let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
+        if !state.credentials.contains(&credential_id) {
+            return Err(ApiError::InvalidCredentials);
+        }
         let row = self
             .store
             .find_credential(&credential_id)
             .await?
             .filter(|row| row.user_id == bearer.sub)
             .ok_or(ApiError::InvalidCredentials)?;
-        let result =
-            match self.webauthn.finish_passkey_authentication(credential, &state.authentication) {
-                Ok(result) => result,
-                Err(error) => return Err(self.assertion_refused(&error, &row).await),
-            };
-        let used = self.credential_use(&row, &result)?;
+        let verified = self.verify_assertion(credential, state.challenge.as_slice(), &row).await?;
+        let used = self.credential_use(&row, verified);
         if !self.store.record_credential_use(&used).await? {
             return Err(self.clone_warning(&row.user_id, &row.device_id).await);
         }
@@ -178,20 +174,4 @@ fn transaction_challenge(transaction: &Transaction) -> Vec<u8> {
     rand::rngs::OsRng.fill_bytes(&mut challenge);
     challenge.extend_from_slice(&transaction.digest());
     challenge
-}
-
-/// webauthn-rs draws its own random challenge; this swaps ours into the
-/// stored state (serialisable with danger-allow-state-serialisation), so
-/// the assertion is checked against the transaction-bound one.
-fn with_challenge(
-    authentication: PasskeyAuthentication,
-    challenge: &[u8],
-) -> Result<PasskeyAuthentication> {
-    let mut state = serde_json::to_value(&authentication).map_err(anyhow::Error::from)?;
-    let slot = state
-        .pointer_mut("/ast/challenge")
-        .ok_or_else(|| anyhow::anyhow!("webauthn-rs state has no ast.challenge"))?;
-    *slot = serde_json::to_value(Base64UrlSafeData::from(challenge.to_vec()))
-        .map_err(anyhow::Error::from)?;
-    Ok(serde_json::from_value(state).map_err(anyhow::Error::from)?)
 }

@@ -75,6 +75,37 @@ pub struct CredentialRow {
     pub last_used_at: Option<Millis>,
 }
 
+/// A credential row with its owner's columns, prefixed `owner_` (both
+/// tables have `user_id` and `created_at`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct CredentialOwnerRow {
+    #[sqlx(flatten)]
+    credential: CredentialRow,
+    owner_username: String,
+    owner_display_name: String,
+    owner_email: Option<String>,
+    owner_email_verified: bool,
+    owner_roles: String,
+    owner_locked_at: Option<Millis>,
+    owner_created_at: Millis,
+}
+
+impl CredentialOwnerRow {
+    pub(crate) fn split(self) -> (CredentialRow, UserRow) {
+        let user = UserRow {
+            user_id: self.credential.user_id.clone(),
+            username: self.owner_username,
+            display_name: self.owner_display_name,
+            email: self.owner_email,
+            email_verified: self.owner_email_verified,
+            roles: self.owner_roles,
+            locked_at: self.owner_locked_at,
+            created_at: self.owner_created_at,
+        };
+        (self.credential, user)
+    }
+}
+
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct CeremonyRow {
     pub ceremony_id: String,
@@ -182,7 +213,7 @@ pub struct AuditFilter {
 #[derive(Clone, Debug)]
 pub struct CredentialUse {
     pub credential_id: String,
-    pub passkey: String,
+    pub backup_eligible: bool,
     pub sign_count: i64,
     pub backup_state: bool,
     pub used_at: Millis,
@@ -209,6 +240,14 @@ pub trait Store: Send + Sync {
     async fn find_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>>;
     async fn user_credentials(&self, user_id: &str) -> StoreResult<Vec<CredentialRow>>;
     async fn find_credential(&self, credential_id: &str) -> StoreResult<Option<CredentialRow>>;
+    /// The passkeys of the user with that username (none for an unknown
+    /// one), in one query (the sign-in path).
+    async fn credentials_by_username(&self, username: &str) -> StoreResult<Vec<CredentialRow>>;
+    /// A credential and its owner, in one query (the sign-in path).
+    async fn find_credential_with_user(
+        &self,
+        credential_id: &str,
+    ) -> StoreResult<Option<(CredentialRow, UserRow)>>;
 
     async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()>;
     /// Deletes and returns a live ceremony of that kind: single-use even
@@ -251,6 +290,7 @@ pub trait Store: Send + Sync {
         used: &CredentialUse,
         session: &SessionRow,
         refresh_hash: &str,
+        audit: &AuditRow,
     ) -> StoreResult<bool>;
 
     /// Records a verified assertion that opens no session (a step-up);

@@ -6,7 +6,7 @@
 /// is enforced here as well, so that two concurrent sign-ins cannot both
 /// pass with one counter value; zero on both sides is a synced passkey
 /// that keeps no counter.
-pub(crate) const COUNTED_USE: &str = "update credential set passkey = $2, sign_count = $3, \
+pub(crate) const COUNTED_USE: &str = "update credential set backup_eligible = $2, sign_count = $3, \
      backup_state = $4, last_used_at = $5 where credential_id = $1 \
      and (sign_count < $3 or (sign_count = 0 and $3 = 0))";
 
@@ -46,6 +46,19 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn credentials_by_username(
+                &self,
+                username: &str,
+            ) -> StoreResult<Vec<CredentialRow>> {
+                Ok(sqlx::query_as::<_, CredentialRow>(
+                    "select c.* from credential c join app_user u on u.user_id = c.user_id \
+                     where u.username = $1 order by c.created_at",
+                )
+                .bind(username)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn find_credential(
                 &self,
                 credential_id: &str,
@@ -56,6 +69,24 @@ macro_rules! impl_store {
                 .bind(credential_id)
                 .fetch_optional(&self.pool)
                 .await?)
+            }
+
+            async fn find_credential_with_user(
+                &self,
+                credential_id: &str,
+            ) -> StoreResult<Option<(CredentialRow, UserRow)>> {
+                let row = sqlx::query_as::<_, $crate::store::CredentialOwnerRow>(
+                    "select c.*, u.username as owner_username, \
+                     u.display_name as owner_display_name, u.email as owner_email, \
+                     u.email_verified as owner_email_verified, u.roles as owner_roles, \
+                     u.locked_at as owner_locked_at, u.created_at as owner_created_at \
+                     from credential c join app_user u on u.user_id = c.user_id \
+                     where c.credential_id = $1",
+                )
+                .bind(credential_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map($crate::store::CredentialOwnerRow::split))
             }
 
             async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
@@ -158,7 +189,7 @@ macro_rules! impl_store {
             }
 
             async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool> {
-                let updated = sqlx::query(COUNTED_USE).bind(&used.credential_id).bind(&used.passkey)
+                let updated = sqlx::query(COUNTED_USE).bind(&used.credential_id).bind(used.backup_eligible)
                     .bind(used.sign_count).bind(used.backup_state).bind(used.used_at)
                     .execute(&self.pool).await?;
                 Ok(updated.rows_affected() == 1)
@@ -169,11 +200,12 @@ macro_rules! impl_store {
                 used: &CredentialUse,
                 session: &SessionRow,
                 refresh_hash: &str,
+                audit: &AuditRow,
             ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 let updated = sqlx::query(COUNTED_USE)
                 .bind(&used.credential_id)
-                .bind(&used.passkey)
+                .bind(used.backup_eligible)
                 .bind(used.sign_count)
                 .bind(used.backup_state)
                 .bind(used.used_at)
@@ -184,6 +216,7 @@ macro_rules! impl_store {
                     return Ok(false);
                 }
                 insert_session(&mut tx, session, refresh_hash).await?;
+                insert_audit(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -938,25 +971,7 @@ macro_rules! impl_store {
             }
 
             async fn append_audit(&self, event: &AuditRow) -> StoreResult<()> {
-                sqlx::query(
-                    "insert into audit_event (event_id, occurred_at, event, outcome, user_id, \
-                     actor_id, device_id, client_ip, user_agent, reason, request_id) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(&event.event_id)
-                .bind(event.occurred_at)
-                .bind(&event.event)
-                .bind(&event.outcome)
-                .bind(&event.user_id)
-                .bind(&event.actor_id)
-                .bind(&event.device_id)
-                .bind(&event.client_ip)
-                .bind(&event.user_agent)
-                .bind(&event.reason)
-                .bind(&event.request_id)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                insert_audit(&self.pool, event).await
             }
 
             async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
@@ -1067,6 +1082,31 @@ macro_rules! impl_store {
             .bind(key.created_at)
             .bind(key.retired_at)
             .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_audit<'e, E>(executor: E, event: &AuditRow) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            sqlx::query(
+                "insert into audit_event (event_id, occurred_at, event, outcome, user_id, \
+                 actor_id, device_id, client_ip, user_agent, reason, request_id) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&event.event_id)
+            .bind(event.occurred_at)
+            .bind(&event.event)
+            .bind(&event.outcome)
+            .bind(&event.user_id)
+            .bind(&event.actor_id)
+            .bind(&event.device_id)
+            .bind(&event.client_ip)
+            .bind(&event.user_agent)
+            .bind(&event.reason)
+            .bind(&event.request_id)
+            .execute(executor)
             .await?;
             Ok(())
         }

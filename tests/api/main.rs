@@ -3,6 +3,7 @@
 //! `name::postgres`), plus one browser test in headless Chromium.
 mod admin;
 mod apps;
+mod assertion;
 mod authenticator;
 mod bad_input;
 mod browser;

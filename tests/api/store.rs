@@ -63,17 +63,42 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     let credential = store.user_credentials(&session.user_id).await.unwrap().remove(0);
     let used = passgate::store::CredentialUse {
         credential_id: credential.credential_id.clone(),
-        passkey: credential.passkey.clone(),
+        backup_eligible: false,
         sign_count: credential.sign_count + 1,
         backup_state: false,
         used_at: 2,
     };
-    assert!(store.complete_login(&used, &session, "first-hash").await.unwrap());
-    // The same counter again is refused, and writes nothing.
+    let audit = |id: &str| passgate::store::AuditRow {
+        event_id: id.to_owned(),
+        occurred_at: 2,
+        event: "login".into(),
+        outcome: "success".into(),
+        user_id: Some(session.user_id.clone()),
+        actor_id: None,
+        device_id: None,
+        client_ip: None,
+        user_agent: None,
+        reason: None,
+        request_id: None,
+    };
+    let first = audit("0190f000-0000-7000-8000-000000000001");
+    assert!(store.complete_login(&used, &session, "first-hash", &first).await.unwrap());
+    // The same counter again is refused, and writes nothing: no session,
+    // no audit row.
     let mut again = session.clone();
     again.session_id = uuid::Uuid::new_v4().to_string();
-    assert!(!store.complete_login(&used, &again, "other-hash").await.unwrap());
+    let second = audit("0190f000-0000-7000-8000-000000000002");
+    assert!(!store.complete_login(&used, &again, "other-hash", &second).await.unwrap());
     assert!(store.find_session(&again.session_id).await.unwrap().is_none());
+    let filter = passgate::store::AuditFilter {
+        user_id: Some(session.user_id.clone()),
+        event: Some("login".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let ids: Vec<String> =
+        store.audit_events(&filter).await.unwrap().into_iter().map(|row| row.event_id).collect();
+    assert!(ids.contains(&first.event_id) && !ids.contains(&second.event_id), "{ids:?}");
 
     let (a, b) = tokio::join!(
         store.rotate_refresh("first-hash", "second-a", 3),
