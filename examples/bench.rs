@@ -225,7 +225,7 @@ async fn seed(url: &str, count: usize) {
     let count = count as i64;
     // One sequence of statements for either engine's pool type.
     macro_rules! run {
-        ($pool:expr) => {{
+        ($pool:expr, $finish:expr) => {{
             let pool = $pool.await.expect("open the bench database");
             sqlx::query(sqlx::AssertSqlSafe(users))
                 .bind(count)
@@ -238,13 +238,17 @@ async fn seed(url: &str, count: usize) {
                 .execute(&pool)
                 .await
                 .expect("seed credentials");
-            sqlx::query("analyze").execute(&pool).await.expect("analyze");
+            for sql in $finish {
+                sqlx::query(sql).execute(&pool).await.expect(sql);
+            }
         }};
     }
     if url.starts_with("sqlite:") {
-        run!(sqlx::SqlitePool::connect(url))
+        // Statistics, and the write-ahead log folded into the database
+        // file, as it would be long after the users signed up.
+        run!(sqlx::SqlitePool::connect(url), ["analyze", "pragma wal_checkpoint(truncate)"])
     } else {
-        run!(sqlx::PgPool::connect(url))
+        run!(sqlx::PgPool::connect(url), ["vacuum analyze", "checkpoint"])
     }
 }
 

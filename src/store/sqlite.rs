@@ -18,6 +18,10 @@ use crate::config::DatabaseSettings;
 
 type Db = sqlx::Sqlite;
 
+/// The most of the database file mapped into memory (address space, not
+/// memory: pages are only resident while the OS keeps them cached).
+const MMAP_SIZE: u64 = 1 << 30;
+
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
 }
@@ -33,6 +37,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // Pages are read through a mapping instead of a read(2) and a
+            // copy each (BENCHMARKS.md, "SQLite settings").
+            .pragma("mmap_size", MMAP_SIZE.to_string())
             .busy_timeout(Duration::from_secs(5));
         if let Some(parent) = options.get_filename().parent()
             && !parent.as_os_str().is_empty()
@@ -41,10 +48,12 @@ impl SqliteStore {
                 format!("database.url: cannot create folder {}", parent.display())
             })?;
         }
-        // SQLite has one writer at a time; a small pool avoids queueing
-        // many connections on its lock.
+        // SQLite has one writer at a time. With more connections, writers
+        // wait on its lock (busy_timeout sleeps: the p99 doubled), and each
+        // write empties the other connections' page caches. One connection
+        // queues in the pool instead, which is cheaper and fair.
         let pool = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections.min(4))
+            .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
