@@ -13,7 +13,7 @@ use super::tokens::{AccessClaims, ClientInfo, SessionGrant, TokenSet};
 use crate::clock::rfc3339;
 use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, UserId, Username};
 use crate::error::{ApiError, Result};
-use crate::store::{CredentialRow, SessionRow};
+use crate::store::{CredentialRow, SessionRow, Unbound};
 
 const KIND_BIND: &str = "bind";
 const KIND_ENROL: &str = "enrol";
@@ -174,13 +174,25 @@ impl Core {
         if !devices.iter().any(|d| d.device_id == device_id) {
             return Err(ApiError::NotFound("no such device".into()));
         }
-        if devices.len() == 1 && actor.is_none() && !self.has_fallback(user_id).await? {
-            return Err(ApiError::Forbidden(
+        let last_way = || {
+            ApiError::Forbidden(
                 "this is the account's last way to sign in: bind another passkey, or set a password and a second factor, first".into(),
-            ));
+            )
+        };
+        // An admin may remove the last one (a lost phone); a user keeps a
+        // way in. The store counts again under the user's lock.
+        let keep_one = actor.is_none() && !self.has_fallback(user_id).await?;
+        if devices.len() == 1 && keep_one {
+            return Err(last_way());
         }
-        if !self.store.delete_credential(user_id, &device_id, self.clock.now_ms()).await? {
-            return Err(ApiError::NotFound("no such device".into()));
+        match self
+            .store
+            .delete_credential(user_id, &device_id, keep_one, self.clock.now_ms())
+            .await?
+        {
+            Unbound::Deleted => {}
+            Unbound::NotFound => return Err(ApiError::NotFound("no such device".into())),
+            Unbound::LastOne => return Err(last_way()),
         }
         let mut event = Event::ok("device_unbound").user(user_id).device(&device_id);
         event.actor_id = actor;
@@ -231,6 +243,7 @@ impl Core {
             Some((stored, _))
                 if self.codes.matches(ENROLMENT_PURPOSE, &user.user_id, code.expose(), &stored) =>
             {
+                self.store.return_enrolment_try(&user.user_id, &stored).await?;
                 stored
             }
             _ => {

@@ -10,6 +10,7 @@ use super::audit::Event;
 use super::password::Checked;
 use super::throttle::subject;
 use super::tokens::{ClientInfo, SessionGrant, TokenSet};
+use crate::clock::Millis;
 use crate::domain::{OneTimeCode, OpaqueToken, Password, UserId, Username};
 use crate::error::{ApiError, Result};
 use crate::store::{EmailCodeRow, UserRow};
@@ -222,28 +223,36 @@ impl Core {
     ) -> Result<CodeSent> {
         let mfa = &self.settings.mfa;
         let now = self.clock.now_ms();
-        if let Some(previous) = self.store.email_code(purpose, &user.user_id).await? {
-            let next_allowed = previous.sent_at + mfa.email_resend.as_millis() as i64;
-            if next_allowed > now && previous.expires_at > now {
-                self.metrics.rate_limited("email_resend");
-                return Err(ApiError::RateLimited {
-                    retry_after_secs: u64::try_from((next_allowed - now + 999) / 1000).unwrap_or(1),
-                });
+        let resend = mfa.email_resend.as_millis() as i64;
+        let wait = |sent_at: Millis| {
+            self.metrics.rate_limited("email_resend");
+            ApiError::RateLimited {
+                retry_after_secs: u64::try_from((sent_at + resend - now + 999) / 1000).unwrap_or(1),
             }
+        };
+        if let Some(previous) = self.store.email_code(purpose, &user.user_id).await?
+            && previous.sent_at + resend > now
+            && previous.expires_at > now
+        {
+            return Err(wait(previous.sent_at));
         }
         let code = super::codes::six_digits();
         let ttl = mfa.email_code_ttl;
-        self.store
-            .put_email_code(&EmailCodeRow {
-                purpose: purpose.to_owned(),
-                user_id: user.user_id.clone(),
-                code_hash: self.codes.hash(purpose, &user.user_id, &code),
-                address: address.to_owned(),
-                tries: 0,
-                sent_at: now,
-                expires_at: now + ttl.as_millis() as i64,
-            })
-            .await?;
+        let code_hash = self.codes.hash(purpose, &user.user_id, &code);
+        let row = EmailCodeRow {
+            purpose: purpose.to_owned(),
+            user_id: user.user_id.clone(),
+            code_hash: code_hash.clone(),
+            address: address.to_owned(),
+            tries: 0,
+            sent_at: now,
+            expires_at: now + ttl.as_millis() as i64,
+        };
+        // The store checks the wait again, so of two sends at once only
+        // one stores (and mails) a code.
+        if !self.store.put_email_code(&row, now - resend).await? {
+            return Err(wait(now));
+        }
         let minutes = ttl.as_secs().div_ceil(60);
         let body = format!(
             "Hello {},\r\n\r\nYour code to {what_for} is {code}\r\n\r\nIt works once, for {minutes} minutes. \
@@ -251,8 +260,9 @@ impl Core {
             user.display_name
         );
         if let Err(error) = self.mailer.send(address, subject_line, body).await {
-            // Not stored as sent: the user can ask again at once.
-            self.store.delete_email_code(purpose, &user.user_id).await?;
+            // Not stored as sent: the user can ask again at once. Only
+            // this code goes; a newer one sent meanwhile stays.
+            self.store.take_email_code(purpose, &user.user_id, &code_hash).await?;
             tracing::error!(error.cause_chain = ?error, "a one-time code could not be mailed");
             return Err(ApiError::Unavailable);
         }

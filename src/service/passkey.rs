@@ -29,7 +29,7 @@ use crate::domain::{
 };
 use crate::error::{ApiError, Result};
 use crate::metrics::CeremonyOutcome;
-use crate::store::{CeremonyRow, CredentialRow, CredentialUse, UserRow};
+use crate::store::{CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, UserRow};
 
 pub(super) const KIND_REGISTER: &str = "register";
 const KIND_LOGIN: &str = "login";
@@ -271,6 +271,11 @@ impl Core {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let result = self.finish_login(ceremony_id, credential, client).await;
+        if result.is_err() {
+            // A refused answer uses the ceremony up, as any finish does;
+            // a good one took it in the sign-in's own transaction.
+            self.store.take_ceremony(ceremony_id.as_ref(), KIND_LOGIN, i64::MIN).await?;
+        }
         self.metrics.ceremony_result(KIND_LOGIN, &result);
         if let Err(ApiError::InvalidCredentials) = &result {
             self.audit(Event::failed("login", "passkey assertion refused")).await;
@@ -284,7 +289,7 @@ impl Core {
         credential: &PublicKeyCredential,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
-        let state: LoginState = self.take_ceremony(KIND_LOGIN, ceremony_id).await?;
+        let state: LoginState = self.ceremony_state(KIND_LOGIN, ceremony_id, false).await?;
         let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
         let refused = |reason: &str| {
             tracing::info!(target: "audit", event = "login_failed", reason);
@@ -316,7 +321,7 @@ impl Core {
             return Err(refused("credential does not belong to the user"));
         }
         let verified = self.verify_assertion(credential, challenge.as_slice(), &row).await?;
-        self.complete_login(row, user, verified, client).await
+        self.complete_login(ceremony_id, row, user, verified, client).await
     }
 
     /// Checks an assertion against a stored credential; a refusal is
@@ -346,9 +351,11 @@ impl Core {
         }
     }
 
-    /// Stores the new counter and opens the session in one transaction.
+    /// Takes the ceremony, stores the new counter, opens the session and
+    /// writes the audit row, in one transaction.
     async fn complete_login(
         &self,
+        ceremony_id: &CeremonyId,
         row: CredentialRow,
         user: UserRow,
         verified: Verified,
@@ -371,10 +378,22 @@ impl Core {
         let session = self.new_session(&grant, client);
         let audit = Event::ok("login").user(&user.user_id).device(&row.device_id).reason("passkey");
         let audit = self.audit_row(audit);
-        if !self.store.complete_login(&used, &session.row, &session.refresh.hash(), &audit).await? {
+        let login = LoginRows {
+            ceremony_id: ceremony_id.as_ref(),
+            used: &used,
+            session: &session.row,
+            refresh_hash: &session.refresh.hash(),
+            audit: &audit,
+        };
+        match self.store.complete_login(&login).await? {
+            LoginStored::Done => {}
+            // Another finish of the same ceremony got there first.
+            LoginStored::CeremonyGone => return Err(ApiError::CeremonyNotFound),
             // Another sign-in stored a newer counter after this one was
             // verified: the same clone check, lost in a race.
-            return Err(self.clone_warning(&row.user_id, &row.device_id).await);
+            LoginStored::CounterNotIncreased => {
+                return Err(self.clone_warning(&row.user_id, &row.device_id).await);
+            }
         }
         log_audit(&audit);
         self.token_set(&session.row, &user.roles, &session.refresh)
@@ -451,22 +470,31 @@ impl Core {
         Ok(CeremonyStarted { ceremony_id: ceremony_id.to_string(), public_key })
     }
 
+    /// A live ceremony's state, taken (deleted) at once: single use even
+    /// when two finishes race, since only one DELETE returns the row.
     pub(super) async fn take_ceremony<S: for<'de> Deserialize<'de>>(
         &self,
         kind: &str,
         ceremony_id: &CeremonyId,
     ) -> Result<S> {
-        let row = self
-            .store
-            .take_ceremony(ceremony_id.as_ref(), kind, self.clock.now_ms())
-            .await?
-            .ok_or(ApiError::CeremonyNotFound)?;
-        // A ceremony another release started (during a rolling upgrade)
-        // may keep its state in another shape: the client starts again.
-        serde_json::from_str(&row.state).map_err(|error| {
-            tracing::warn!(kind, %error, "ceremony state from another release; treated as expired");
-            ApiError::CeremonyNotFound
-        })
+        self.ceremony_state(kind, ceremony_id, true).await
+    }
+
+    /// A live ceremony's state; unless `take`, left in place for the
+    /// caller to take (in its own transaction, or after a refusal).
+    async fn ceremony_state<S: for<'de> Deserialize<'de>>(
+        &self,
+        kind: &str,
+        ceremony_id: &CeremonyId,
+        take: bool,
+    ) -> Result<S> {
+        let (id, now) = (ceremony_id.as_ref(), self.clock.now_ms());
+        let row = if take {
+            self.store.take_ceremony(id, kind, now).await?
+        } else {
+            self.store.find_ceremony(id, kind, now).await?
+        };
+        parse_state(kind, &row.ok_or(ApiError::CeremonyNotFound)?)
     }
 
     /// One or two made-up credential ids for a username, the same every
@@ -495,6 +523,15 @@ impl Core {
             })
             .collect()
     }
+}
+
+/// A ceremony another release started (during a rolling upgrade) may keep
+/// its state in another shape: the client starts again.
+fn parse_state<S: for<'de> Deserialize<'de>>(kind: &str, row: &CeremonyRow) -> Result<S> {
+    serde_json::from_str(&row.state).map_err(|error| {
+        tracing::warn!(kind, %error, "ceremony state from another release; treated as expired");
+        ApiError::CeremonyNotFound
+    })
 }
 
 /// 32 fresh random bytes, as webauthn-rs draws them.

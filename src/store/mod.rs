@@ -209,6 +209,35 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// Everything a passkey sign-in writes, in one transaction.
+pub struct LoginRows<'a> {
+    /// Taken (deleted) first: a finish that finds it gone writes nothing.
+    pub ceremony_id: &'a str,
+    pub used: &'a CredentialUse,
+    pub session: &'a SessionRow,
+    pub refresh_hash: &'a str,
+    pub audit: &'a AuditRow,
+}
+
+/// What storing a sign-in did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginStored {
+    Done,
+    /// Nothing written: another finish took the ceremony.
+    CeremonyGone,
+    /// Nothing written: a newer counter was stored meanwhile.
+    CounterNotIncreased,
+}
+
+/// What an unbind did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unbound {
+    Deleted,
+    NotFound,
+    /// Not done: it was the last passkey, and one had to stay.
+    LastOne,
+}
+
 /// A verified assertion's effect on its credential.
 #[derive(Clone, Debug)]
 pub struct CredentialUse {
@@ -250,6 +279,13 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Option<(CredentialRow, UserRow)>>;
 
     async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()>;
+    /// A live ceremony of that kind, left in place.
+    async fn find_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>>;
     /// Deletes and returns a live ceremony of that kind: single-use even
     /// when two finishes race, since only one DELETE can return the row.
     async fn take_ceremony(
@@ -285,13 +321,7 @@ pub trait Store: Send + Sync {
     /// Records the assertion and opens a session, at once. Returns false
     /// (and writes nothing) when the stored counter moved past the
     /// reported one in the meantime: a cloned authenticator, or a race.
-    async fn complete_login(
-        &self,
-        used: &CredentialUse,
-        session: &SessionRow,
-        refresh_hash: &str,
-        audit: &AuditRow,
-    ) -> StoreResult<bool>;
+    async fn complete_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored>;
 
     /// Records a verified assertion that opens no session (a step-up);
     /// false, writing nothing, when the counter did not move forward.
@@ -375,8 +405,11 @@ pub trait Store: Send + Sync {
         now: Millis,
     ) -> StoreResult<bool>;
 
-    /// Stores a mailed code, replacing the live one of that purpose.
-    async fn put_email_code(&self, code: &EmailCodeRow) -> StoreResult<()>;
+    /// Stores a mailed code, replacing the one of that purpose if it was
+    /// sent at or before `resend_before` or has expired; false, storing
+    /// nothing, when a newer live code is there (two sends at once).
+    async fn put_email_code(&self, code: &EmailCodeRow, resend_before: Millis)
+    -> StoreResult<bool>;
     async fn email_code(&self, purpose: &str, user_id: &str) -> StoreResult<Option<EmailCodeRow>>;
     /// Counts one try against a live code and returns it; None when there
     /// is no live code with tries left. Counted before comparing, so that
@@ -395,7 +428,6 @@ pub trait Store: Send + Sync {
         user_id: &str,
         code_hash: &str,
     ) -> StoreResult<bool>;
-    async fn delete_email_code(&self, purpose: &str, user_id: &str) -> StoreResult<()>;
     /// Sets the address, unverified.
     async fn set_email(&self, user_id: &str, email: &str) -> StoreResult<()>;
     /// Marks the address verified if it is still `address`.
@@ -433,13 +465,17 @@ pub trait Store: Send + Sync {
         device_id: &str,
         name: &str,
     ) -> StoreResult<bool>;
-    /// Unbinds a device and ends the sessions it opened, at once.
+    /// Unbinds a device and ends the sessions it opened, at once. With
+    /// `keep_one`, refuses (`LastOne`) when it is the user's only passkey,
+    /// counted after locking the user's row, so two unbinds at once
+    /// cannot remove the last two.
     async fn delete_credential(
         &self,
         user_id: &str,
         device_id: &str,
+        keep_one: bool,
         now: Millis,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Unbound>;
     /// Unbinds every device, ends every session, and stores an enrolment
     /// code, at once; returns (devices, sessions) ended.
     async fn reset_devices(
@@ -471,6 +507,9 @@ pub trait Store: Send + Sync {
         now: Millis,
     ) -> StoreResult<Option<(String, Millis)>>;
     /// Binds the new passkey and takes the enrolment code at once; false
+    /// Gives back the try a right code counted, so only wrong codes
+    /// use the code up.
+    async fn return_enrolment_try(&self, user_id: &str, code_hash: &str) -> StoreResult<()>;
     /// when the code was used meanwhile.
     async fn enrol_with_code(
         &self,

@@ -121,6 +121,23 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn find_ceremony(
+                &self,
+                ceremony_id: &str,
+                kind: &str,
+                now: Millis,
+            ) -> StoreResult<Option<CeremonyRow>> {
+                Ok(sqlx::query_as::<_, CeremonyRow>(
+                    "select ceremony_id, kind, user_id, state, expires_at from ceremony \
+                     where ceremony_id = $1 and kind = $2 and expires_at > $3",
+                )
+                .bind(ceremony_id)
+                .bind(kind)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
             async fn take_owned_ceremony(
                 &self,
                 ceremony_id: &str,
@@ -197,28 +214,35 @@ macro_rules! impl_store {
 
             async fn complete_login(
                 &self,
-                used: &CredentialUse,
-                session: &SessionRow,
-                refresh_hash: &str,
-                audit: &AuditRow,
-            ) -> StoreResult<bool> {
+                login: &$crate::store::LoginRows<'_>,
+            ) -> StoreResult<$crate::store::LoginStored> {
+                use $crate::store::LoginStored;
                 let mut tx = self.pool.begin().await?;
+                let taken = sqlx::query("delete from ceremony where ceremony_id = $1")
+                    .bind(login.ceremony_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if taken.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(LoginStored::CeremonyGone);
+                }
+                let used = login.used;
                 let updated = sqlx::query(COUNTED_USE)
-                .bind(&used.credential_id)
-                .bind(used.backup_eligible)
-                .bind(used.sign_count)
-                .bind(used.backup_state)
-                .bind(used.used_at)
-                .execute(&mut *tx)
-                .await?;
+                    .bind(&used.credential_id)
+                    .bind(used.backup_eligible)
+                    .bind(used.sign_count)
+                    .bind(used.backup_state)
+                    .bind(used.used_at)
+                    .execute(&mut *tx)
+                    .await?;
                 if updated.rows_affected() != 1 {
                     tx.rollback().await?;
-                    return Ok(false);
+                    return Ok(LoginStored::CounterNotIncreased);
                 }
-                insert_session(&mut tx, session, refresh_hash).await?;
-                insert_audit(&mut *tx, audit).await?;
+                insert_session(&mut tx, login.session, login.refresh_hash).await?;
+                insert_audit(&mut *tx, login.audit).await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(LoginStored::Done)
             }
 
             async fn rotate_refresh(
@@ -565,13 +589,18 @@ macro_rules! impl_store {
                 Ok(true)
             }
 
-            async fn put_email_code(&self, code: &EmailCodeRow) -> StoreResult<()> {
-                sqlx::query(
+            async fn put_email_code(
+                &self,
+                code: &EmailCodeRow,
+                resend_before: Millis,
+            ) -> StoreResult<bool> {
+                let stored = sqlx::query(
                     "insert into email_code (purpose, user_id, code_hash, address, tries, \
                      sent_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7) \
                      on conflict (purpose, user_id) do update set code_hash = excluded.code_hash, \
                      address = excluded.address, tries = excluded.tries, \
-                     sent_at = excluded.sent_at, expires_at = excluded.expires_at",
+                     sent_at = excluded.sent_at, expires_at = excluded.expires_at \
+                     where email_code.sent_at <= $8 or email_code.expires_at <= $6",
                 )
                 .bind(&code.purpose)
                 .bind(&code.user_id)
@@ -580,9 +609,10 @@ macro_rules! impl_store {
                 .bind(code.tries)
                 .bind(code.sent_at)
                 .bind(code.expires_at)
+                .bind(resend_before)
                 .execute(&self.pool)
                 .await?;
-                Ok(())
+                Ok(stored.rows_affected() == 1)
             }
 
             async fn email_code(
@@ -633,15 +663,6 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)
-            }
-
-            async fn delete_email_code(&self, purpose: &str, user_id: &str) -> StoreResult<()> {
-                sqlx::query("delete from email_code where purpose = $1 and user_id = $2")
-                    .bind(purpose)
-                    .bind(user_id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
             }
 
             async fn set_email(&self, user_id: &str, email: &str) -> StoreResult<()> {
@@ -784,9 +805,28 @@ macro_rules! impl_store {
                 &self,
                 user_id: &str,
                 device_id: &str,
+                keep_one: bool,
                 now: Millis,
-            ) -> StoreResult<bool> {
+            ) -> StoreResult<$crate::store::Unbound> {
+                use $crate::store::Unbound;
                 let mut tx = self.pool.begin().await?;
+                // A no-op update takes the user's row lock on PostgreSQL
+                // (SQLite's write lock covers the whole database): a
+                // concurrent unbind of the same user waits here, then
+                // counts what this one left.
+                sqlx::query("update app_user set user_id = user_id where user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let (count,): (i64,) =
+                    sqlx::query_as("select count(*) from credential where user_id = $1")
+                        .bind(user_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if keep_one && count <= 1 {
+                    tx.rollback().await?;
+                    return Ok(Unbound::LastOne);
+                }
                 let done = sqlx::query("delete from credential where user_id = $1 and device_id = $2")
                     .bind(user_id)
                     .bind(device_id)
@@ -794,7 +834,7 @@ macro_rules! impl_store {
                     .await?;
                 if done.rows_affected() != 1 {
                     tx.rollback().await?;
-                    return Ok(false);
+                    return Ok(Unbound::NotFound);
                 }
                 sqlx::query(
                     "update session set revoked_at = $3 \
@@ -806,7 +846,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(Unbound::Deleted)
             }
 
             async fn reset_devices(
@@ -943,6 +983,18 @@ macro_rules! impl_store {
                 .bind(now)
                 .fetch_optional(&self.pool)
                 .await?)
+            }
+
+            async fn return_enrolment_try(&self, user_id: &str, code_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "update enrolment_code set tries = tries - 1 \
+                     where user_id = $1 and code_hash = $2 and tries > 0",
+                )
+                .bind(user_id)
+                .bind(code_hash)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn enrol_with_code(

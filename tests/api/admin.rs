@@ -206,6 +206,13 @@ async fn a_device_reset_ends_everything_and_the_enrolment_code_binds_one_new_pas
         .post("/v1/enrol/start", &json!({"username": "lost-phone", "code": "aaaaa-aaaaa"}))
         .await;
     assert_problem(wrong, 401, "invalid_code").await;
+    // Prompts the user cancelled: the right code is not used up by them
+    // (five tries are for wrong codes).
+    for _ in 0..6 {
+        let cancelled =
+            app.post("/v1/enrol/start", &json!({"username": "lost-phone", "code": code})).await;
+        assert_eq!(cancelled.status(), StatusCode::OK);
+    }
     let mut new_phone = app.authenticator();
     let started =
         app.post("/v1/enrol/start", &json!({"username": "lost-phone", "code": code})).await;

@@ -12,6 +12,7 @@ use crate::helpers::{Db, TestApp, assert_problem, on_both, spawn_app, spawn_app_
 on_both!(
     devices_are_listed_bound_renamed_and_unbound,
     the_last_way_to_sign_in_cannot_be_unbound,
+    two_unbinds_at_once_leave_the_last_passkey,
     binding_a_device_needs_a_recent_sign_in,
     sessions_are_listed_and_ended_one_by_one,
 );
@@ -159,6 +160,39 @@ async fn the_last_way_to_sign_in_cannot_be_unbound(db: Db) {
         app.delete_bearer(&path, &account.access_token).await.status(),
         StatusCode::NO_CONTENT
     );
+}
+
+/// Both requests see two passkeys when they start; the store counts again
+/// under the user's lock, so one of them must be refused.
+async fn two_unbinds_at_once_leave_the_last_passkey(db: Db) {
+    let app = spawn_app(db).await;
+    // A few users, so the two requests meet in more than one order.
+    for round in 0..3 {
+        let mut phone = app.authenticator();
+        let tokens = app.register(&mut phone, &format!("dev-race-{round}")).await;
+        let bearer = tokens["access_token"].as_str().unwrap();
+        let user_id = tokens["user_id"].as_str().unwrap();
+        let mut laptop = app.authenticator();
+        app.bind_device(bearer, &mut laptop, "Laptop").await;
+        let paths: Vec<String> = app
+            .devices(bearer)
+            .await
+            .iter()
+            .map(|d| format!("/v1/me/devices/{}", d["device_id"].as_str().unwrap()))
+            .collect();
+        assert_eq!(paths.len(), 2);
+        let (a, b) = tokio::join!(
+            app.delete_bearer(&paths[0], bearer),
+            app.delete_bearer(&paths[1], bearer)
+        );
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort();
+        assert_eq!(statuses, [204, 403], "round {round}");
+        // Read from the store: the bearer's own session may have ended
+        // with the device that began it.
+        let left = app.store.user_credentials(user_id).await.unwrap();
+        assert_eq!(left.len(), 1, "one passkey stays");
+    }
 }
 
 async fn binding_a_device_needs_a_recent_sign_in(db: Db) {

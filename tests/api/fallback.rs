@@ -120,6 +120,7 @@ on_both!(
     totp_secrets_are_encrypted_at_rest,
     removing_totp_needs_a_fresh_sign_in_and_leaves_no_second_factor,
     an_email_address_is_verified_then_signs_in_with_a_mailed_code,
+    two_sends_at_once_mail_one_code,
     mailed_codes_expire_and_allow_five_tries,
     mfa_tokens_expire_and_are_good_for_one_sign_in,
     requests_over_the_ip_limit_get_429_on_every_node,
@@ -454,6 +455,29 @@ async fn verified_email(app: &TestApp, bearer: &str, address: &str) {
     let set = app.post_bearer("/v1/me/email", bearer, &json!({"email": address})).await;
     assert_eq!(set.status(), StatusCode::ACCEPTED);
     let code = smtp::last_code_to(address);
+    let verified = app.post_bearer("/v1/me/email/verify", bearer, &json!({"code": code})).await;
+    assert_eq!(verified.status(), StatusCode::NO_CONTENT);
+}
+
+/// Both requests find no code within the resend wait when they start;
+/// the store checks again, so one code is stored and mailed.
+async fn two_sends_at_once_mail_one_code(db: Db) {
+    let app = spawn_app(db).await;
+    let mut passkey = app.authenticator();
+    let tokens = app.register(&mut passkey, "fb-twice").await;
+    let bearer = tokens["access_token"].as_str().unwrap();
+    let address = format!("fb-twice-{}@example.test", db_tag(&app));
+    let body = json!({"email": address});
+    let (a, b) = tokio::join!(
+        app.post_bearer("/v1/me/email", bearer, &body),
+        app.post_bearer("/v1/me/email", bearer, &body)
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [202, 429]);
+    assert_eq!(smtp::mails_to(&address).len(), 1);
+    // The one mailed code is the one that works.
+    let code = smtp::last_code_to(&address);
     let verified = app.post_bearer("/v1/me/email/verify", bearer, &json!({"code": code})).await;
     assert_eq!(verified.status(), StatusCode::NO_CONTENT);
 }

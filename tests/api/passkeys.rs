@@ -169,9 +169,15 @@ async fn a_wrong_origin_is_refused_at_registration_and_sign_in(db: Db) {
     app.register(&mut phone, "alice").await;
     phone.set_origin(&format!("http://localhost:{}", app.port + 1));
     let before = app.fingerprint().await;
-    let response = app.login(&mut phone, Some("alice")).await;
+    let (ceremony_id, options) = app.started_login(Some("alice")).await;
+    let response = app.login_finish(&ceremony_id, &phone.login(&options)).await;
     assert_problem(response, 401, "invalid_credentials").await;
     assert_eq!(app.fingerprint().await.ignoring_ceremonies(), before.ignoring_ceremonies());
+    // The refused answer used the ceremony up: a good answer to the same
+    // challenge comes too late.
+    phone.set_origin(&app.origin);
+    let late = app.login_finish(&ceremony_id, &phone.login(&options)).await;
+    assert_problem(late, 404, "ceremony_not_found").await;
 }
 
 async fn a_passkey_without_user_verification_is_refused(db: Db) {

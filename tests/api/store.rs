@@ -1,7 +1,7 @@
 //! Store conformance: the guarantees the services rely on, checked
 //! directly against both engines, with racing callers.
 
-use passgate::store::{CeremonyRow, RefreshOutcome, SessionRow};
+use passgate::store::{CeremonyRow, LoginStored, RefreshOutcome, SessionRow};
 
 use crate::helpers::{Db, on_both, spawn_app};
 
@@ -81,14 +81,41 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         reason: None,
         request_id: None,
     };
+    let ceremony = |id: &str| CeremonyRow {
+        ceremony_id: id.to_owned(),
+        kind: "login".into(),
+        user_id: None,
+        state: "{}".into(),
+        expires_at: i64::MAX,
+    };
+    let login = |ceremony_id, session, refresh_hash, audit| passgate::store::LoginRows {
+        ceremony_id,
+        used: &used,
+        session,
+        refresh_hash,
+        audit,
+    };
+    store.put_ceremony(&ceremony("ceremony-1")).await.unwrap();
+    store.put_ceremony(&ceremony("ceremony-2")).await.unwrap();
     let first = audit("0190f000-0000-7000-8000-000000000001");
-    assert!(store.complete_login(&used, &session, "first-hash", &first).await.unwrap());
-    // The same counter again is refused, and writes nothing: no session,
-    // no audit row.
+    assert_eq!(
+        store.complete_login(&login("ceremony-1", &session, "first-hash", &first)).await.unwrap(),
+        LoginStored::Done
+    );
+    // The same ceremony again, or the same counter again, is refused and
+    // writes nothing: no session, no audit row, the ceremony stays.
     let mut again = session.clone();
     again.session_id = uuid::Uuid::new_v4().to_string();
     let second = audit("0190f000-0000-7000-8000-000000000002");
-    assert!(!store.complete_login(&used, &again, "other-hash", &second).await.unwrap());
+    assert_eq!(
+        store.complete_login(&login("ceremony-1", &again, "other-hash", &second)).await.unwrap(),
+        LoginStored::CeremonyGone
+    );
+    assert_eq!(
+        store.complete_login(&login("ceremony-2", &again, "other-hash", &second)).await.unwrap(),
+        LoginStored::CounterNotIncreased
+    );
+    assert!(store.find_ceremony("ceremony-2", "login", 0).await.unwrap().is_some());
     assert!(store.find_session(&again.session_id).await.unwrap().is_none());
     let filter = passgate::store::AuditFilter {
         user_id: Some(session.user_id.clone()),
