@@ -320,26 +320,49 @@ impl Core {
         if !owner_ok {
             return Err(refused("credential does not belong to the user"));
         }
-        let verified = self.verify_assertion(credential, challenge.as_slice(), &row).await?;
+        let verified = match self.verify_assertion(credential, challenge.as_slice(), &row).await? {
+            // The same answer, finished twice at once (a double submit):
+            // the other finish stored its counter and took the ceremony.
+            // Not a clone.
+            Err(Refusal::CounterNotIncreased)
+                if self
+                    .store
+                    .find_ceremony(ceremony_id.as_ref(), KIND_LOGIN, 0)
+                    .await?
+                    .is_none() =>
+            {
+                return Err(ApiError::CeremonyNotFound);
+            }
+            other => self.refusal_answer(other, &row).await?,
+        };
         self.complete_login(ceremony_id, row, user, verified, client).await
     }
 
-    /// Checks an assertion against a stored credential; a refusal is
-    /// logged with its reason (a counter that did not move forward also
-    /// as a possible clone) and answered as invalid credentials.
+    /// Checks an assertion against a stored credential.
     pub(super) async fn verify_assertion(
         &self,
         credential: &PublicKeyCredential,
         challenge: &[u8],
         row: &CredentialRow,
-    ) -> Result<Verified> {
+    ) -> Result<std::result::Result<Verified, Refusal>> {
         let key = public_key_of(&row.passkey)?;
         let stored = Stored {
             key: &key,
             sign_count: u32::try_from(row.sign_count).unwrap_or(u32::MAX),
             backup_eligible: row.backup_eligible,
         };
-        match self.rp.verify(credential, challenge, &stored) {
+        Ok(self.rp.verify(credential, challenge, &stored))
+    }
+
+    /// A refusal is logged with its reason (a counter that did not move
+    /// forward also as a possible clone) and answered as invalid
+    /// credentials.
+    pub(super) async fn refusal_answer(
+        &self,
+        checked: std::result::Result<Verified, Refusal>,
+        row: &CredentialRow,
+    ) -> Result<Verified> {
+        match checked {
             Ok(verified) => Ok(verified),
             Err(Refusal::CounterNotIncreased) => {
                 Err(self.clone_warning(&row.user_id, &row.device_id).await)

@@ -139,7 +139,8 @@ impl Core {
             .await?
             .filter(|row| row.user_id == bearer.sub)
             .ok_or(ApiError::InvalidCredentials)?;
-        let verified = self.verify_assertion(credential, state.challenge.as_slice(), &row).await?;
+        let checked = self.verify_assertion(credential, state.challenge.as_slice(), &row).await?;
+        let verified = self.refusal_answer(checked, &row).await?;
         let used = self.credential_use(&row, verified);
         if !self.store.record_credential_use(&used).await? {
             return Err(self.clone_warning(&row.user_id, &row.device_id).await);

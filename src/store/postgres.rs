@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::Row;
 use sqlx::postgres::PgPoolOptions;
 
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
-    MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult, TotpRow, UserRow,
+    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
+    TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;
@@ -63,6 +65,52 @@ async fn guard_audit_trail(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+impl PgStore {
+    /// A sign-in's writes as one statement: one round trip and one
+    /// implicit transaction instead of seven round trips (each costs
+    /// PostgreSQL CPU; BENCHMARKS.md). Each step runs only if the one
+    /// before it wrote: the counter only if the ceremony was taken, the
+    /// session, refresh token and audit row only if the counter moved
+    /// forward. Unlike on SQLite, a counter that did not move forward
+    /// still takes the ceremony (the caller takes it anyway on refusal).
+    /// Foreign keys are checked at the end of the statement, so the
+    /// refresh token may point at the session inserted beside it.
+    async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
+        const LOGIN: &str = "with taken as (delete from ceremony where ceremony_id = $1 returning 1), \
+             used as (update credential set backup_eligible = $3, sign_count = $4, \
+               backup_state = $5, last_used_at = $6 where credential_id = $2 \
+               and (sign_count < $4 or (sign_count = 0 and $4 = 0)) \
+               and exists (select 1 from taken) returning 1), \
+             opened as (insert into session (session_id, user_id, device_id, amr, client_ip, \
+               user_agent, created_at, last_used_at, expires_at, revoked_at) \
+               select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
+               where exists (select 1 from used) returning session_id), \
+             refresh as (insert into refresh_token (token_hash, session_id, created_at) \
+               select $17, session_id, $13 from opened returning 1), \
+             audited as (insert into audit_event (event_id, occurred_at, event, outcome, \
+               user_id, actor_id, device_id, client_ip, user_agent, reason, request_id) \
+               select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 \
+               where exists (select 1 from used) returning 1) \
+             select (select count(*) from taken), (select count(*) from used)";
+        let used = login.used;
+        let query = sqlx::query(LOGIN)
+            .bind(login.ceremony_id)
+            .bind(&used.credential_id)
+            .bind(used.backup_eligible)
+            .bind(used.sign_count)
+            .bind(used.backup_state)
+            .bind(used.used_at);
+        let query = bind_session(query, login.session).bind(login.refresh_hash);
+        let row = bind_audit(query, login.audit).fetch_one(&self.pool).await?;
+        let (taken, counted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(match (taken, counted) {
+            (0, _) => LoginStored::CeremonyGone,
+            (_, 0) => LoginStored::CounterNotIncreased,
+            _ => LoginStored::Done,
+        })
+    }
 }
 
 impl_store!(PgStore);

@@ -216,33 +216,9 @@ macro_rules! impl_store {
                 &self,
                 login: &$crate::store::LoginRows<'_>,
             ) -> StoreResult<$crate::store::LoginStored> {
-                use $crate::store::LoginStored;
-                let mut tx = self.pool.begin().await?;
-                let taken = sqlx::query("delete from ceremony where ceremony_id = $1")
-                    .bind(login.ceremony_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if taken.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Ok(LoginStored::CeremonyGone);
-                }
-                let used = login.used;
-                let updated = sqlx::query(COUNTED_USE)
-                    .bind(&used.credential_id)
-                    .bind(used.backup_eligible)
-                    .bind(used.sign_count)
-                    .bind(used.backup_state)
-                    .bind(used.used_at)
-                    .execute(&mut *tx)
-                    .await?;
-                if updated.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Ok(LoginStored::CounterNotIncreased);
-                }
-                insert_session(&mut tx, login.session, login.refresh_hash).await?;
-                insert_audit(&mut *tx, login.audit).await?;
-                tx.commit().await?;
-                Ok(LoginStored::Done)
+                // The one statement that differs by engine (see the store's
+                // `store_login`).
+                self.store_login(login).await
             }
 
             async fn rotate_refresh(
@@ -1138,28 +1114,50 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
+
+        /// Binds an audit row's eleven columns, in table order, after
+        /// whatever `query` has bound so far.
+        fn bind_audit<'q>(query: Query<'q>, event: &'q AuditRow) -> Query<'q> {
+            query
+                .bind(&event.event_id)
+                .bind(event.occurred_at)
+                .bind(&event.event)
+                .bind(&event.outcome)
+                .bind(&event.user_id)
+                .bind(&event.actor_id)
+                .bind(&event.device_id)
+                .bind(&event.client_ip)
+                .bind(&event.user_agent)
+                .bind(&event.reason)
+                .bind(&event.request_id)
+        }
+
+        /// Binds a session row's ten columns, in table order.
+        fn bind_session<'q>(query: Query<'q>, session: &'q SessionRow) -> Query<'q> {
+            query
+                .bind(&session.session_id)
+                .bind(&session.user_id)
+                .bind(&session.device_id)
+                .bind(&session.amr)
+                .bind(&session.client_ip)
+                .bind(&session.user_agent)
+                .bind(session.created_at)
+                .bind(session.last_used_at)
+                .bind(session.expires_at)
+                .bind(session.revoked_at)
+        }
+
         async fn insert_audit<'e, E>(executor: E, event: &AuditRow) -> StoreResult<()>
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
-            sqlx::query(
+            let query = sqlx::query(
                 "insert into audit_event (event_id, occurred_at, event, outcome, user_id, \
                  actor_id, device_id, client_ip, user_agent, reason, request_id) \
                  values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&event.event_id)
-            .bind(event.occurred_at)
-            .bind(&event.event)
-            .bind(&event.outcome)
-            .bind(&event.user_id)
-            .bind(&event.actor_id)
-            .bind(&event.device_id)
-            .bind(&event.client_ip)
-            .bind(&event.user_agent)
-            .bind(&event.reason)
-            .bind(&event.request_id)
-            .execute(executor)
-            .await?;
+            );
+            bind_audit(query, event).execute(executor).await?;
             Ok(())
         }
 
@@ -1168,23 +1166,12 @@ macro_rules! impl_store {
             session: &SessionRow,
             refresh_hash: &str,
         ) -> StoreResult<()> {
-            sqlx::query(
+            let query = sqlx::query(
                 "insert into session (session_id, user_id, device_id, amr, client_ip, user_agent, \
                  created_at, last_used_at, expires_at, revoked_at) \
                  values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&session.session_id)
-            .bind(&session.user_id)
-            .bind(&session.device_id)
-            .bind(&session.amr)
-            .bind(&session.client_ip)
-            .bind(&session.user_agent)
-            .bind(session.created_at)
-            .bind(session.last_used_at)
-            .bind(session.expires_at)
-            .bind(session.revoked_at)
-            .execute(&mut **tx)
-            .await?;
+            );
+            bind_session(query, session).execute(&mut **tx).await?;
             sqlx::query(
                 "insert into refresh_token (token_hash, session_id, created_at) values ($1, $2, $3)",
             )

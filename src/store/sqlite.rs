@@ -11,7 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
-    MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult, TotpRow, UserRow,
+    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
+    TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;
@@ -69,6 +70,39 @@ impl SqliteStore {
             sqlx::query(sql).execute(&pool).await.context("SQLite audit trail guard")?;
         }
         Ok(SqliteStore { pool })
+    }
+}
+
+impl SqliteStore {
+    /// A sign-in's writes in one transaction; nothing is written when the
+    /// ceremony is gone or the counter did not move forward.
+    async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query("delete from ceremony where ceremony_id = $1")
+            .bind(login.ceremony_id)
+            .execute(&mut *tx)
+            .await?;
+        if taken.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(LoginStored::CeremonyGone);
+        }
+        let used = login.used;
+        let updated = sqlx::query(COUNTED_USE)
+            .bind(&used.credential_id)
+            .bind(used.backup_eligible)
+            .bind(used.sign_count)
+            .bind(used.backup_state)
+            .bind(used.used_at)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(LoginStored::CounterNotIncreased);
+        }
+        insert_session(&mut tx, login.session, login.refresh_hash).await?;
+        insert_audit(&mut *tx, login.audit).await?;
+        tx.commit().await?;
+        Ok(LoginStored::Done)
     }
 }
 

@@ -187,7 +187,10 @@ async fn two_unbinds_at_once_leave_the_last_passkey(db: Db) {
         );
         let mut statuses = [a.status().as_u16(), b.status().as_u16()];
         statuses.sort();
-        assert_eq!(statuses, [204, 403], "round {round}");
+        // The loser is refused as the last way in (403), or, when the
+        // winner unbound the device that began the bearer's session,
+        // as signed out (401).
+        assert!(statuses == [204, 403] || statuses == [204, 401], "round {round}: {statuses:?}");
         // Read from the store: the bearer's own session may have ended
         // with the device that began it.
         let left = app.store.user_credentials(user_id).await.unwrap();
