@@ -273,7 +273,8 @@ impl Core {
         let result = self.finish_login(ceremony_id, credential, client).await;
         if result.is_err() {
             // A refused answer uses the ceremony up, as any finish does;
-            // a good one took it in the sign-in's own transaction.
+            // i64::MIN as "now" takes it whether or not it has expired. A
+            // good answer took it in the sign-in's own transaction.
             self.store.take_ceremony(ceremony_id.as_ref(), KIND_LOGIN, i64::MIN).await?;
         }
         self.metrics.ceremony_result(KIND_LOGIN, &result);
