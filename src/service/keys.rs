@@ -121,31 +121,29 @@ impl SigningKeys {
     }
 
     /// RFC 7517 key set of the published keys, read fresh from the store
-    /// (a rotation by another node or the CLI shows at once). The private
-    /// key is opened again only when the stored set differs from the ring.
+    /// (a rotation by another node or the CLI shows at once).
     pub async fn jwks(&self, now: Millis) -> anyhow::Result<Value> {
-        let rows = self.store.signing_keys().await?;
-        let unchanged = {
-            let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
-            let newest = rows.iter().find(|row| row.retired_at.is_none());
-            let published: Vec<&str> = published(&rows, now).map(|row| row.kid.as_str()).collect();
-            newest.is_some_and(|row| row.kid == ring.signing.0)
-                && published.len() == ring.verifying.len()
-                && published.iter().all(|kid| ring.verifying.contains_key(*kid))
-        };
-        if !unchanged {
-            let fresh = KeyRing::from_rows(&rows, &self.sealer, now)?;
-            *self.ring.write().map_err(|_| anyhow!("signing key lock poisoned"))? = fresh;
-        }
+        self.reload(now).await?;
         let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
         Ok(json!({ "keys": ring.jwks }))
     }
 
-    /// Picks up keys other nodes (or the CLI) stored.
+    /// Picks up keys other nodes (or the CLI) stored. The private key is
+    /// opened and parsed again only when the stored set differs from the
+    /// ring's, so a reload on every JWKS request costs one read.
     pub async fn reload(&self, now: Millis) -> anyhow::Result<()> {
         let rows = self.store.signing_keys().await?;
-        let fresh = KeyRing::from_rows(&rows, &self.sealer, now)?;
-        *self.ring.write().map_err(|_| anyhow!("signing key lock poisoned"))? = fresh;
+        let mut ring = self.ring.write().map_err(|_| anyhow!("signing key lock poisoned"))?;
+        let newest = rows.iter().find(|row| row.retired_at.is_none());
+        let published: Vec<&str> = published(&rows, now).map(|row| row.kid.as_str()).collect();
+        let unchanged = newest.is_some_and(|row| row.kid == ring.signing.0)
+            && published.len() == ring.verifying.len()
+            && published.iter().all(|kid| ring.verifying.contains_key(*kid));
+        if unchanged {
+            ring.loaded_at = Instant::now();
+        } else {
+            *ring = KeyRing::from_rows(&rows, &self.sealer, now)?;
+        }
         Ok(())
     }
 

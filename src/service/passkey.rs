@@ -321,7 +321,7 @@ impl Core {
         if !owner_ok {
             return Err(refused("credential does not belong to the user"));
         }
-        let verified = match self.verify_assertion(credential, challenge.as_slice(), &row).await? {
+        let verified = match self.verify_assertion(credential, challenge.as_slice(), &row)? {
             // The same answer, finished twice at once (a double submit):
             // the other finish stored its counter and took the ceremony.
             // Not a clone.
@@ -340,7 +340,7 @@ impl Core {
     }
 
     /// Checks an assertion against a stored credential.
-    pub(super) async fn verify_assertion(
+    pub(super) fn verify_assertion(
         &self,
         credential: &PublicKeyCredential,
         challenge: &[u8],

@@ -139,7 +139,7 @@ impl Core {
             .await?
             .filter(|row| row.user_id == bearer.sub)
             .ok_or(ApiError::InvalidCredentials)?;
-        let checked = self.verify_assertion(credential, state.challenge.as_slice(), &row).await?;
+        let checked = self.verify_assertion(credential, state.challenge.as_slice(), &row)?;
         let verified = self.refusal_answer(checked, &row).await?;
         let used = self.credential_use(&row, verified);
         if !self.store.record_credential_use(&used).await? {
