@@ -290,8 +290,11 @@ impl Core {
         credential: &PublicKeyCredential,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
-        let state: LoginState = self.ceremony_state(KIND_LOGIN, ceremony_id, false).await?;
         let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
+        let now = self.clock.now_ms();
+        let found = self.store.find_login(ceremony_id.as_ref(), KIND_LOGIN, now, &credential_id);
+        let (ceremony, owned) = found.await?.ok_or(ApiError::CeremonyNotFound)?;
+        let state: LoginState = parse_state(KIND_LOGIN, &ceremony)?;
         let refused = |reason: &str| {
             tracing::info!(target: "audit", event = "login_failed", reason);
             ApiError::InvalidCredentials
@@ -306,8 +309,7 @@ impl Core {
             }
             LoginState::Discoverable { challenge } => (challenge, None),
         };
-        let found = self.store.find_credential_with_user(&credential_id).await?;
-        let (row, user) = found.ok_or_else(|| refused("unknown credential"))?;
+        let (row, user) = owned.ok_or_else(|| refused("unknown credential"))?;
         // §7.2 step 6: the user handle, when the authenticator returns
         // one, must name the credential's owner; a discoverable sign-in
         // has nothing else to name the user with, so it must be there.
@@ -501,23 +503,8 @@ impl Core {
         kind: &str,
         ceremony_id: &CeremonyId,
     ) -> Result<S> {
-        self.ceremony_state(kind, ceremony_id, true).await
-    }
-
-    /// A live ceremony's state; unless `take`, left in place for the
-    /// caller to take (in its own transaction, or after a refusal).
-    async fn ceremony_state<S: for<'de> Deserialize<'de>>(
-        &self,
-        kind: &str,
-        ceremony_id: &CeremonyId,
-        take: bool,
-    ) -> Result<S> {
         let (id, now) = (ceremony_id.as_ref(), self.clock.now_ms());
-        let row = if take {
-            self.store.take_ceremony(id, kind, now).await?
-        } else {
-            self.store.find_ceremony(id, kind, now).await?
-        };
+        let row = self.store.take_ceremony(id, kind, now).await?;
         parse_state(kind, &row.ok_or(ApiError::CeremonyNotFound)?)
     }
 

@@ -272,11 +272,16 @@ pub trait Store: Send + Sync {
     /// The passkeys of the user with that username (none for an unknown
     /// one), in one query (the sign-in path).
     async fn credentials_by_username(&self, username: &str) -> StoreResult<Vec<CredentialRow>>;
-    /// A credential and its owner, in one query (the sign-in path).
-    async fn find_credential_with_user(
+    /// A live sign-in ceremony, with the credential the answer names and
+    /// that credential's owner when it is known: the reads of a sign-in's
+    /// finish in one query.
+    async fn find_login(
         &self,
+        ceremony_id: &str,
+        kind: &str,
+        now: Millis,
         credential_id: &str,
-    ) -> StoreResult<Option<(CredentialRow, UserRow)>>;
+    ) -> StoreResult<Option<(CeremonyRow, Option<(CredentialRow, UserRow)>)>>;
 
     async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()>;
     /// A live ceremony of that kind, left in place.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::Row;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, Postgres};
 
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
@@ -18,6 +20,9 @@ use crate::config::DatabaseSettings;
 
 type Db = sqlx::Postgres;
 
+/// A connection idle this long is pinged before it is used.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 pub struct PgStore {
     pool: sqlx::PgPool,
 }
@@ -27,6 +32,19 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings a connection (a round trip to PostgreSQL) each
+            // time it hands one out. A connection in steady use has just
+            // answered; only one that sat idle may have been dropped by
+            // the server or a proxy in the meantime.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(settings.url.expose())
             .await
             .with_context(|| format!("cannot connect to {}", settings.url.redacted()))?;
@@ -68,12 +86,20 @@ async fn guard_audit_trail(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 }
 
 impl PgStore {
+    async fn db(&self) -> StoreResult<PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    fn pool_use(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     /// A sign-in's writes as one statement: one round trip and one
     /// implicit transaction instead of seven round trips (each costs
     /// PostgreSQL CPU; BENCHMARKS.md). Each step runs only if the one
     /// before it wrote: the counter only if the ceremony was taken, the
     /// session, refresh token and audit row only if the counter moved
-    /// forward. Unlike on SQLite, a counter that did not move forward
+    /// forward. A counter that did not move forward
     /// still takes the ceremony (the caller takes it anyway on refusal).
     /// Foreign keys are checked at the end of the statement, so the
     /// refresh token may point at the session inserted beside it.
@@ -103,7 +129,7 @@ impl PgStore {
             .bind(used.backup_state)
             .bind(used.used_at);
         let query = bind_session(query, login.session).bind(login.refresh_hash);
-        let row = bind_audit(query, login.audit).fetch_one(&self.pool).await?;
+        let row = bind_audit(query, login.audit).fetch_one(&mut *self.db().await?).await?;
         let (taken, counted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
         Ok(match (taken, counted) {
             (0, _) => LoginStored::CeremonyGone,

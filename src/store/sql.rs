@@ -15,25 +15,25 @@ macro_rules! impl_store {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             fn pool_state(&self) -> (u32, usize) {
-                (self.pool.size(), self.pool.num_idle())
+                self.pool_use()
             }
 
             async fn ping(&self) -> StoreResult<()> {
-                sqlx::query("select 1").execute(&self.pool).await?;
+                sqlx::query("select 1").execute(&mut *self.db().await?).await?;
                 Ok(())
             }
 
             async fn find_user(&self, user_id: &str) -> StoreResult<Option<UserRow>> {
                 Ok(sqlx::query_as::<_, UserRow>("select * from app_user where user_id = $1")
                     .bind(user_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.db().await?)
                     .await?)
             }
 
             async fn find_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>> {
                 Ok(sqlx::query_as::<_, UserRow>("select * from app_user where username = $1")
                     .bind(username)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.db().await?)
                     .await?)
             }
 
@@ -42,7 +42,7 @@ macro_rules! impl_store {
                     "select * from credential where user_id = $1 order by created_at",
                 )
                 .bind(user_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.db().await?)
                 .await?)
             }
 
@@ -55,7 +55,7 @@ macro_rules! impl_store {
                      where u.username = $1 order by c.created_at",
                 )
                 .bind(username)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.db().await?)
                 .await?)
             }
 
@@ -67,26 +67,54 @@ macro_rules! impl_store {
                     "select * from credential where credential_id = $1",
                 )
                 .bind(credential_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?)
             }
 
-            async fn find_credential_with_user(
+            async fn find_login(
                 &self,
+                ceremony_id: &str,
+                kind: &str,
+                now: Millis,
                 credential_id: &str,
-            ) -> StoreResult<Option<(CredentialRow, UserRow)>> {
-                let row = sqlx::query_as::<_, $crate::store::CredentialOwnerRow>(
-                    "select c.*, u.username as owner_username, \
-                     u.display_name as owner_display_name, u.email as owner_email, \
-                     u.email_verified as owner_email_verified, u.roles as owner_roles, \
-                     u.locked_at as owner_locked_at, u.created_at as owner_created_at \
-                     from credential c join app_user u on u.user_id = c.user_id \
-                     where c.credential_id = $1",
+            ) -> StoreResult<Option<(CeremonyRow, Option<(CredentialRow, UserRow)>)>> {
+                // The ceremony's columns are renamed: the credential's own
+                // `user_id` and the owner's columns come under theirs.
+                let row = sqlx::query(
+                    "select e.ceremony_id, e.kind as ceremony_kind, e.user_id as ceremony_user_id, \
+                     e.state as ceremony_state, e.expires_at as ceremony_expires_at, c.*, \
+                     u.username as owner_username, u.display_name as owner_display_name, \
+                     u.email as owner_email, u.email_verified as owner_email_verified, \
+                     u.roles as owner_roles, u.locked_at as owner_locked_at, \
+                     u.created_at as owner_created_at \
+                     from ceremony e \
+                     left join credential c on c.credential_id = $4 \
+                     left join app_user u on u.user_id = c.user_id \
+                     where e.ceremony_id = $1 and e.kind = $2 and e.expires_at > $3",
                 )
+                .bind(ceremony_id)
+                .bind(kind)
+                .bind(now)
                 .bind(credential_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?;
-                Ok(row.map($crate::store::CredentialOwnerRow::split))
+                let Some(row) = row else { return Ok(None) };
+                let ceremony = CeremonyRow {
+                    ceremony_id: sqlx::Row::try_get(&row, "ceremony_id")?,
+                    kind: sqlx::Row::try_get(&row, "ceremony_kind")?,
+                    user_id: sqlx::Row::try_get(&row, "ceremony_user_id")?,
+                    state: sqlx::Row::try_get(&row, "ceremony_state")?,
+                    expires_at: sqlx::Row::try_get(&row, "ceremony_expires_at")?,
+                };
+                let known: Option<String> = sqlx::Row::try_get(&row, "credential_id")?;
+                let owned = match known {
+                    Some(_) => Some(
+                        <$crate::store::CredentialOwnerRow as sqlx::FromRow<_>>::from_row(&row)?
+                            .split(),
+                    ),
+                    None => None,
+                };
+                Ok(Some((ceremony, owned)))
             }
 
             async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
@@ -99,7 +127,7 @@ macro_rules! impl_store {
                 .bind(&ceremony.user_id)
                 .bind(&ceremony.state)
                 .bind(ceremony.expires_at)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(())
             }
@@ -117,7 +145,7 @@ macro_rules! impl_store {
                 .bind(ceremony_id)
                 .bind(kind)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?)
             }
 
@@ -134,7 +162,7 @@ macro_rules! impl_store {
                 .bind(ceremony_id)
                 .bind(kind)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?)
             }
 
@@ -153,14 +181,14 @@ macro_rules! impl_store {
                 .bind(kind)
                 .bind(now)
                 .bind(user_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?)
             }
 
             async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64> {
                 let done = sqlx::query("delete from ceremony where expires_at <= $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&mut *self.db().await?)
                     .await?;
                 Ok(done.rows_affected())
             }
@@ -171,7 +199,7 @@ macro_rules! impl_store {
                     "delete from session where expires_at <= $1 or revoked_at <= $1",
                 )
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected())
             }
@@ -183,7 +211,8 @@ macro_rules! impl_store {
                 session: &SessionRow,
                 refresh_hash: &str,
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
                     "insert into app_user (user_id, username, display_name, email, \
                      email_verified, roles, locked_at, created_at) \
@@ -208,7 +237,7 @@ macro_rules! impl_store {
             async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool> {
                 let updated = sqlx::query(COUNTED_USE).bind(&used.credential_id).bind(used.backup_eligible)
                     .bind(used.sign_count).bind(used.backup_state).bind(used.used_at)
-                    .execute(&self.pool).await?;
+                    .execute(&mut *self.db().await?).await?;
                 Ok(updated.rows_affected() == 1)
             }
 
@@ -227,7 +256,8 @@ macro_rules! impl_store {
                 new_hash: &str,
                 now: Millis,
             ) -> StoreResult<RefreshOutcome> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 // Retire first: of two racing presentations of one token,
                 // exactly one wins this update; the other sees it retired.
                 // A refusal after this point rolls the retirement back.
@@ -299,7 +329,7 @@ macro_rules! impl_store {
                 )
                 .bind(token_hash)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -307,7 +337,7 @@ macro_rules! impl_store {
             async fn find_session(&self, session_id: &str) -> StoreResult<Option<SessionRow>> {
                 Ok(sqlx::query_as::<_, SessionRow>("select * from session where session_id = $1")
                     .bind(session_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.db().await?)
                     .await?)
             }
 
@@ -315,12 +345,13 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as::<_, SigningKeyRow>(
                     "select * from signing_key order by created_at desc, kid desc",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.db().await?)
                 .await?)
             }
 
             async fn add_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_signing_key(&mut tx, key).await?;
                 tx.commit().await?;
                 Ok(())
@@ -332,7 +363,8 @@ macro_rules! impl_store {
                 keep_kid: &str,
                 now: Millis,
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_signing_key(&mut tx, key).await?;
                 sqlx::query(
                     "update signing_key set retired_at = $1 \
@@ -351,7 +383,7 @@ macro_rules! impl_store {
                 let row: Option<(String,)> =
                     sqlx::query_as("select phc from user_password where user_id = $1")
                         .bind(user_id)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *self.db().await?)
                         .await?;
                 Ok(row.map(|(phc,)| phc))
             }
@@ -365,7 +397,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(phc)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(())
             }
@@ -375,7 +407,7 @@ macro_rules! impl_store {
                     .bind(user_id)
                     .bind(old)
                     .bind(new)
-                    .execute(&self.pool)
+                    .execute(&mut *self.db().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -389,14 +421,14 @@ macro_rules! impl_store {
                       and used_at is null) as recovery_codes",
                 )
                 .bind(user_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.db().await?)
                 .await?)
             }
 
             async fn totp(&self, user_id: &str) -> StoreResult<Option<TotpRow>> {
                 Ok(sqlx::query_as::<_, TotpRow>("select * from user_totp where user_id = $1")
                     .bind(user_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.db().await?)
                     .await?)
             }
 
@@ -415,7 +447,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(sealed)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -428,7 +460,8 @@ macro_rules! impl_store {
                 recovery_hashes: &[String],
                 now: Millis,
             ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
                     "update user_totp set confirmed_at = $3, last_step = $2 \
                      where user_id = $1 and confirmed_at is null and last_step < $2 \
@@ -456,13 +489,14 @@ macro_rules! impl_store {
                 )
                 .bind(user_id)
                 .bind(step)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn delete_totp(&self, user_id: &str) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query("delete from user_totp where user_id = $1")
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -481,7 +515,8 @@ macro_rules! impl_store {
                 hashes: &[String],
                 now: Millis,
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_recovery_codes(&mut tx, user_id, hashes, now).await?;
                 tx.commit().await?;
                 Ok(())
@@ -500,7 +535,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(hash)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -520,7 +555,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(expires_at)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(())
             }
@@ -535,7 +570,7 @@ macro_rules! impl_store {
                 )
                 .bind(token_hash)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?;
                 Ok(row.map(|(user_id,)| user_id))
             }
@@ -547,7 +582,8 @@ macro_rules! impl_store {
                 refresh_hash: &str,
                 now: Millis,
             ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let taken = sqlx::query(
                     "delete from mfa_token where token_hash = $1 and user_id = $2 and expires_at > $3",
                 )
@@ -586,7 +622,7 @@ macro_rules! impl_store {
                 .bind(code.sent_at)
                 .bind(code.expires_at)
                 .bind(resend_before)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(stored.rows_affected() == 1)
             }
@@ -601,7 +637,7 @@ macro_rules! impl_store {
                 )
                 .bind(purpose)
                 .bind(user_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?)
             }
 
@@ -620,7 +656,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(max_tries)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?)
             }
 
@@ -636,7 +672,7 @@ macro_rules! impl_store {
                 .bind(purpose)
                 .bind(user_id)
                 .bind(code_hash)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -647,7 +683,7 @@ macro_rules! impl_store {
                 )
                 .bind(user_id)
                 .bind(email)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(())
             }
@@ -658,7 +694,7 @@ macro_rules! impl_store {
                 )
                 .bind(user_id)
                 .bind(address)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -683,7 +719,7 @@ macro_rules! impl_store {
                 .bind(bucket)
                 .bind(now)
                 .bind(window_ms)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.db().await?)
                 .await?)
             }
 
@@ -691,7 +727,7 @@ macro_rules! impl_store {
                 let row: Option<(i64,)> =
                     sqlx::query_as("select locked_until from login_failure where subject = $1")
                         .bind(subject)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *self.db().await?)
                         .await?;
                 Ok(row.map_or(0, |(until,)| until))
             }
@@ -712,7 +748,7 @@ macro_rules! impl_store {
                 .bind(subject)
                 .bind(now)
                 .bind(forget_before)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.db().await?)
                 .await?;
                 Ok(failures)
             }
@@ -724,7 +760,7 @@ macro_rules! impl_store {
                 )
                 .bind(subject)
                 .bind(until)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(())
             }
@@ -732,7 +768,7 @@ macro_rules! impl_store {
             async fn clear_failures(&self, subject: &str) -> StoreResult<()> {
                 sqlx::query("delete from login_failure where subject = $1")
                     .bind(subject)
-                    .execute(&self.pool)
+                    .execute(&mut *self.db().await?)
                     .await?;
                 Ok(())
             }
@@ -748,13 +784,14 @@ macro_rules! impl_store {
                         forget_before.min(now),
                     ),
                 ] {
-                    purged += sqlx::query(query).bind(cutoff).execute(&self.pool).await?.rows_affected();
+                    purged += sqlx::query(query).bind(cutoff).execute(&mut *self.db().await?).await?.rows_affected();
                 }
                 Ok(purged)
             }
 
             async fn add_credential(&self, credential: &CredentialRow) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_credential(&mut tx, credential).await?;
                 tx.commit().await?;
                 Ok(())
@@ -772,7 +809,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(device_id)
                 .bind(name)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -785,7 +822,8 @@ macro_rules! impl_store {
                 now: Millis,
             ) -> StoreResult<$crate::store::Unbound> {
                 use $crate::store::Unbound;
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 // A no-op update takes the user's row lock on PostgreSQL
                 // (SQLite's write lock covers the whole database): a
                 // concurrent unbind of the same user waits here, then
@@ -832,7 +870,8 @@ macro_rules! impl_store {
                 expires_at: Millis,
                 now: Millis,
             ) -> StoreResult<(u64, u64)> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let devices = sqlx::query("delete from credential where user_id = $1")
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -870,7 +909,7 @@ macro_rules! impl_store {
                 )
                 .bind(user_id)
                 .bind(now)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.db().await?)
                 .await?)
             }
 
@@ -882,7 +921,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(session_id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -891,7 +930,7 @@ macro_rules! impl_store {
                 let done = sqlx::query("update app_user set roles = $2 where user_id = $1")
                     .bind(user_id)
                     .bind(roles)
-                    .execute(&self.pool)
+                    .execute(&mut *self.db().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -902,7 +941,8 @@ macro_rules! impl_store {
                 locked_at: Option<Millis>,
                 now: Millis,
             ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query("update app_user set locked_at = $2 where user_id = $1")
                     .bind(user_id)
                     .bind(locked_at)
@@ -940,7 +980,7 @@ macro_rules! impl_store {
                 .bind(pattern.to_lowercase())
                 .bind(after)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.db().await?)
                 .await?)
             }
 
@@ -957,7 +997,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(max_tries)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.db().await?)
                 .await?)
             }
 
@@ -968,7 +1008,7 @@ macro_rules! impl_store {
                 )
                 .bind(user_id)
                 .bind(code_hash)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 Ok(())
             }
@@ -980,7 +1020,8 @@ macro_rules! impl_store {
                 session: &SessionRow,
                 refresh_hash: &str,
             ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let taken = sqlx::query(
                     "delete from enrolment_code where user_id = $1 and code_hash = $2",
                 )
@@ -999,7 +1040,7 @@ macro_rules! impl_store {
             }
 
             async fn append_audit(&self, event: &AuditRow) -> StoreResult<()> {
-                insert_audit(&self.pool, event).await
+                insert_audit(&mut *self.db().await?, event).await
             }
 
             async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
@@ -1017,7 +1058,7 @@ macro_rules! impl_store {
                 .bind(filter.until)
                 .bind(&filter.after)
                 .bind(filter.limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.db().await?)
                 .await?)
             }
 
@@ -1034,12 +1075,12 @@ macro_rules! impl_store {
                 .bind(name)
                 .bind(candidate)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
                 let (value,): (String,) =
                     sqlx::query_as("select value from server_secret where name = $1")
                         .bind(name)
-                        .fetch_one(&self.pool)
+                        .fetch_one(&mut *self.db().await?)
                         .await?;
                 Ok(value)
             }

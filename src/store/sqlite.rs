@@ -6,7 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Row};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
@@ -23,8 +25,19 @@ type Db = sqlx::Sqlite;
 /// memory: pages are only resident while the OS keeps them cached).
 const MMAP_SIZE: u64 = 1 << 30;
 
+/// How long a request waits for the connection before it gives up with a
+/// 503, as a pool's acquire timeout would.
+const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(5);
+
+/// One connection, taken in turn. SQLite has one writer at a time: with
+/// more connections, writers wait on its lock (busy_timeout sleeps: the
+/// p99 doubled), and each write empties the other connections' page
+/// caches. Not a sqlx pool either: a pool pings the connection when it
+/// hands it out and again when it takes it back, and sqlx-sqlite runs the
+/// connection on its own thread, so each ping is a round trip between
+/// threads; three per statement instead of one (BENCHMARKS.md).
 pub struct SqliteStore {
-    pool: sqlx::SqlitePool,
+    conn: Mutex<SqliteConnection>,
 }
 
 impl SqliteStore {
@@ -49,17 +62,11 @@ impl SqliteStore {
                 format!("database.url: cannot create folder {}", parent.display())
             })?;
         }
-        // SQLite has one writer at a time. With more connections, writers
-        // wait on its lock (busy_timeout sleeps: the p99 doubled), and each
-        // write empties the other connections' page caches. One connection
-        // queues in the pool instead, which is cheaper and fair.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+        let mut conn = options
+            .connect()
             .await
             .with_context(|| format!("cannot open {}", settings.url.redacted()))?;
-        MIGRATOR.run(&pool).await.context("SQLite migrations failed")?;
+        MIGRATOR.run(&mut conn).await.context("SQLite migrations failed")?;
         // The audit trail is append-only in the database itself.
         for sql in [
             "create trigger if not exists audit_event_no_update before update on audit_event \
@@ -67,42 +74,69 @@ impl SqliteStore {
             "create trigger if not exists audit_event_no_delete before delete on audit_event \
              begin select raise(abort, 'audit_event is append-only'); end",
         ] {
-            sqlx::query(sql).execute(&pool).await.context("SQLite audit trail guard")?;
+            sqlx::query(sql).execute(&mut conn).await.context("SQLite audit trail guard")?;
         }
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 }
 
 impl SqliteStore {
-    /// A sign-in's writes in one transaction; nothing is written when the
-    /// ceremony is gone or the counter did not move forward.
+    async fn db(&self) -> StoreResult<MutexGuard<'_, SqliteConnection>> {
+        tokio::time::timeout(WAIT_FOR_CONNECTION, self.conn.lock())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut.into())
+    }
+
+    /// Connections open and idle, as a pool would count them.
+    fn pool_use(&self) -> (u32, usize) {
+        (1, usize::from(self.conn.try_lock().is_ok()))
+    }
+
+    /// A sign-in's writes in one transaction, and in one call to the
+    /// connection's thread: the statements go as one text, each running
+    /// only if the one before it wrote a row (`changes()` counts the
+    /// statement that finished last). The counter only if the ceremony was
+    /// taken; the session, refresh token and audit row only if the counter
+    /// moved forward. As on PostgreSQL, a counter that did not move forward
+    /// still takes the ceremony (the caller takes it anyway on refusal).
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
-        let mut tx = self.pool.begin().await?;
-        let taken = sqlx::query("delete from ceremony where ceremony_id = $1")
-            .bind(login.ceremony_id)
-            .execute(&mut *tx)
-            .await?;
-        if taken.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(LoginStored::CeremonyGone);
-        }
+        const LOGIN: &str = "delete from ceremony where ceremony_id = $1 returning 'taken'; \
+             update credential set backup_eligible = $3, sign_count = $4, backup_state = $5, \
+               last_used_at = $6 where credential_id = $2 \
+               and (sign_count < $4 or (sign_count = 0 and $4 = 0)) and changes() = 1 \
+               returning 'counted'; \
+             insert into session (session_id, user_id, device_id, amr, client_ip, user_agent, \
+               created_at, last_used_at, expires_at, revoked_at) \
+               select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 where changes() = 1; \
+             insert into refresh_token (token_hash, session_id, created_at) \
+               select $17, $7, $13 where changes() = 1; \
+             insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
+               device_id, client_ip, user_agent, reason, request_id) \
+               select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1";
+        let mut conn = self.db().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let used = login.used;
-        let updated = sqlx::query(COUNTED_USE)
+        let query = sqlx::query(LOGIN)
+            .bind(login.ceremony_id)
             .bind(&used.credential_id)
             .bind(used.backup_eligible)
             .bind(used.sign_count)
             .bind(used.backup_state)
-            .bind(used.used_at)
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(LoginStored::CounterNotIncreased);
-        }
-        insert_session(&mut tx, login.session, login.refresh_hash).await?;
-        insert_audit(&mut *tx, login.audit).await?;
+            .bind(used.used_at);
+        let query = bind_session(query, login.session).bind(login.refresh_hash);
+        let steps = bind_audit(query, login.audit).fetch_all(&mut *tx).await?;
+        let done = |step: &str| {
+            steps.iter().any(|row| row.try_get::<&str, _>(0).is_ok_and(|done| done == step))
+        };
+        let stored = if !done("taken") {
+            LoginStored::CeremonyGone
+        } else if !done("counted") {
+            LoginStored::CounterNotIncreased
+        } else {
+            LoginStored::Done
+        };
         tx.commit().await?;
-        Ok(LoginStored::Done)
+        Ok(stored)
     }
 }
 

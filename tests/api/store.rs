@@ -115,7 +115,13 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         store.complete_login(&login("ceremony-2", &again, "other-hash", &second)).await.unwrap(),
         LoginStored::CounterNotIncreased
     );
+    // That ceremony is used up all the same, on both engines.
+    assert!(store.find_ceremony("ceremony-2", "login", 0).await.unwrap().is_none());
     assert!(store.find_session(&again.session_id).await.unwrap().is_none());
+    assert!(matches!(
+        store.rotate_refresh("other-hash", "third-hash", 3).await.unwrap(),
+        RefreshOutcome::Invalid
+    ));
     let filter = passgate::store::AuditFilter {
         user_id: Some(session.user_id.clone()),
         event: Some("login".into()),
