@@ -181,7 +181,7 @@ impl PasswordHasher {
 
 thread_local! {
     /// A hashing thread's argon2 memory, kept between hashes: allocating
-    /// 19 MiB per hash leaves glibc's arenas holding several times that
+    /// it per hash (19 MiB then) left glibc's arenas holding several times that
     /// (measured: 113 MiB of RSS after 40 sign-ins), and costs page faults.
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }

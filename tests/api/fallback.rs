@@ -356,7 +356,7 @@ async fn a_hash_with_old_parameters_is_upgraded_at_the_next_sign_in(db: Db) {
     let owasp = spawn_app_with(
         app.db_share(),
         &[],
-        &[("PASSGATE__PASSWORD__MEMORY_KIB", "19456"), ("PASSGATE__PASSWORD__ITERATIONS", "2")],
+        &[("PASSGATE__PASSWORD__MEMORY_KIB", "7168"), ("PASSGATE__PASSWORD__ITERATIONS", "5")],
     )
     .await;
     assert_problem(
@@ -372,7 +372,7 @@ async fn a_hash_with_old_parameters_is_upgraded_at_the_next_sign_in(db: Db) {
     );
     owasp.mfa_token("fb-upgrade", PASSWORD).await;
     let after = app.store.password_hash(&user.user_id).await.unwrap().unwrap();
-    assert!(after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{after}");
+    assert!(after.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{after}");
     owasp.mfa_token("fb-upgrade", PASSWORD).await;
 }
 
