@@ -122,6 +122,25 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         store.rotate_refresh("other-hash", "third-hash", 3).await.unwrap(),
         RefreshOutcome::Invalid
     ));
+    // A write that fails half-way (the session id is taken) stores
+    // nothing, not even the ceremony's end, and leaves the store usable.
+    store.put_ceremony(&ceremony("ceremony-3")).await.unwrap();
+    let newer = passgate::store::CredentialUse { sign_count: used.sign_count + 1, ..used.clone() };
+    let third = audit("0190f000-0000-7000-8000-000000000003");
+    let clash = passgate::store::LoginRows {
+        ceremony_id: "ceremony-3",
+        used: &newer,
+        session: &session,
+        refresh_hash: "third-hash",
+        audit: &third,
+    };
+    assert!(matches!(
+        store.complete_login(&clash).await,
+        Err(passgate::store::StoreError::Conflict(_))
+    ));
+    assert!(store.find_ceremony("ceremony-3", "login", 0).await.unwrap().is_some());
+    let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
+    assert_eq!(credential_now.sign_count, used.sign_count, "the counter is rolled back");
     let filter = passgate::store::AuditFilter {
         user_id: Some(session.user_id.clone()),
         event: Some("login".into()),
