@@ -3,19 +3,18 @@
 //! only power loss can drop the last commits).
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row};
-use tokio::sync::{Mutex, MutexGuard, OwnedMutexGuard};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
-    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreError,
-    StoreResult, TotpRow, UserRow,
+    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
+    TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;
@@ -38,7 +37,7 @@ const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(5);
 /// connection on its own thread, so each ping is a round trip between
 /// threads; three per statement instead of one (BENCHMARKS.md).
 pub struct SqliteStore {
-    conn: Arc<Mutex<SqliteConnection>>,
+    conn: Mutex<SqliteConnection>,
 }
 
 impl SqliteStore {
@@ -77,7 +76,7 @@ impl SqliteStore {
         ] {
             sqlx::query(sql).execute(&mut conn).await.context("SQLite audit trail guard")?;
         }
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 }
 
@@ -88,36 +87,20 @@ impl SqliteStore {
             .map_err(|_| sqlx::Error::PoolTimedOut.into())
     }
 
-    /// The connection, held by a task of its own.
-    async fn owned_db(
-        conn: Arc<Mutex<SqliteConnection>>,
-    ) -> StoreResult<OwnedMutexGuard<SqliteConnection>> {
-        tokio::time::timeout(WAIT_FOR_CONNECTION, conn.lock_owned())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut.into())
-    }
-
     /// Connections open and idle, as a pool would count them.
     fn pool_use(&self) -> (u32, usize) {
         (1, usize::from(self.conn.try_lock().is_ok()))
     }
 
     /// A sign-in's writes in one transaction, and in one call to the
-    /// connection's thread: BEGIN, the statements and COMMIT go as one
-    /// text, each statement running only if the one before it wrote a row
-    /// (`changes()` counts the statement that finished last). The counter
-    /// only if the ceremony was taken; the session, refresh token and audit
-    /// row only if the counter moved forward. As on PostgreSQL, a counter
-    /// that did not move forward still takes the ceremony (the caller
-    /// takes it anyway on refusal).
-    ///
-    /// The transaction is opened by the text and not by sqlx, so it runs
-    /// in a task of its own: a request that goes away mid-call cannot
-    /// leave it open on the shared connection, and a failed statement is
-    /// rolled back before the connection is handed on.
+    /// connection's thread: the statements go as one text, each running
+    /// only if the one before it wrote a row (`changes()` counts the
+    /// statement that finished last). The counter only if the ceremony was
+    /// taken; the session, refresh token and audit row only if the counter
+    /// moved forward. As on PostgreSQL, a counter that did not move forward
+    /// still takes the ceremony (the caller takes it anyway on refusal).
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
-        const LOGIN: &str = "begin immediate; \
-             delete from ceremony where ceremony_id = $1 returning 'taken'; \
+        const LOGIN: &str = "delete from ceremony where ceremony_id = $1 returning 'taken'; \
              update credential set backup_eligible = $3, sign_count = $4, backup_state = $5, \
                last_used_at = $6 where credential_id = $2 \
                and (sign_count < $4 or (sign_count = 0 and $4 = 0)) and changes() = 1 \
@@ -129,44 +112,31 @@ impl SqliteStore {
                select $17, $7, $13 where changes() = 1; \
              insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
                device_id, client_ip, user_agent, reason, request_id) \
-               select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1; \
-             commit";
-        let conn = self.conn.clone();
-        let ceremony_id = login.ceremony_id.to_owned();
-        let used = login.used.clone();
-        let session = login.session.clone();
-        let refresh_hash = login.refresh_hash.to_owned();
-        let audit = login.audit.clone();
-        let stored = tokio::spawn(async move {
-            let mut conn = Self::owned_db(conn).await?;
-            let query = sqlx::query(LOGIN)
-                .bind(&ceremony_id)
-                .bind(&used.credential_id)
-                .bind(used.backup_eligible)
-                .bind(used.sign_count)
-                .bind(used.backup_state)
-                .bind(used.used_at);
-            let query = bind_session(query, &session).bind(&refresh_hash);
-            let steps = match bind_audit(query, &audit).fetch_all(&mut *conn).await {
-                Ok(steps) => steps,
-                Err(error) => {
-                    // Nothing to roll back when BEGIN itself failed.
-                    let _ = sqlx::query("rollback").execute(&mut *conn).await;
-                    return Err(StoreError::from(error));
-                }
-            };
-            let done = |step: &str| {
-                steps.iter().any(|row| row.try_get::<&str, _>(0).is_ok_and(|done| done == step))
-            };
-            Ok(if !done("taken") {
-                LoginStored::CeremonyGone
-            } else if !done("counted") {
-                LoginStored::CounterNotIncreased
-            } else {
-                LoginStored::Done
-            })
-        });
-        stored.await.map_err(|error| StoreError::Other(error.into()))?
+               select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1";
+        let mut conn = self.db().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let used = login.used;
+        let query = sqlx::query(LOGIN)
+            .bind(login.ceremony_id)
+            .bind(&used.credential_id)
+            .bind(used.backup_eligible)
+            .bind(used.sign_count)
+            .bind(used.backup_state)
+            .bind(used.used_at);
+        let query = bind_session(query, login.session).bind(login.refresh_hash);
+        let steps = bind_audit(query, login.audit).fetch_all(&mut *tx).await?;
+        let done = |step: &str| {
+            steps.iter().any(|row| row.try_get::<&str, _>(0).is_ok_and(|done| done == step))
+        };
+        let stored = if !done("taken") {
+            LoginStored::CeremonyGone
+        } else if !done("counted") {
+            LoginStored::CounterNotIncreased
+        } else {
+            LoginStored::Done
+        };
+        tx.commit().await?;
+        Ok(stored)
     }
 }
 
