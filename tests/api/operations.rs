@@ -167,32 +167,76 @@ async fn a_lost_database_makes_readiness_fail_without_leaking_internals() {
     }
 }
 
+/// The real binary on the embedded defaults, started in `folder`.
+struct Binary {
+    server: std::process::Child,
+    base: String,
+}
+
+impl Binary {
+    /// Starts it and waits until /readyz answers (None if it never does).
+    async fn start(folder: &std::path::Path, port: u16) -> Option<Binary> {
+        let server = std::process::Command::new(env!("CARGO_BIN_EXE_passgate"))
+            .current_dir(folder)
+            .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("PASSGATE__WEBAUTHN__ORIGINS", format!("http://localhost:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut binary = Binary { server, base: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            let response = client.get(format!("{}/readyz", binary.base)).send().await;
+            if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return Some(binary);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        binary.kill();
+        None
+    }
+
+    /// SIGKILL: no shutdown, no flush, no checkpoint.
+    fn kill(&mut self) {
+        self.server.kill().unwrap();
+        self.server.wait().unwrap();
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        reqwest::Client::new().post(format!("{}{path}", self.base)).json(body).send().await.unwrap()
+    }
+
+    /// Runs a ceremony's start and finish; returns the finish's body.
+    async fn ceremony(
+        &self,
+        kind: &str,
+        start: Value,
+        answer: impl FnOnce(&Value) -> Value,
+    ) -> Value {
+        let started: Value =
+            self.post(&format!("/v1/{kind}/start"), &start).await.json().await.unwrap();
+        let credential = answer(&started["publicKey"]);
+        let body =
+            serde_json::json!({ "ceremony_id": started["ceremony_id"], "credential": credential });
+        let finished = self.post(&format!("/v1/{kind}/finish"), &body).await;
+        assert!(finished.status().is_success(), "{kind}: {}", finished.status());
+        finished.json().await.unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// The README's first command, as a newcomer runs it: the real binary with
 /// the embedded defaults, in an empty folder.
 #[tokio::test]
 async fn the_binary_starts_on_embedded_defaults_and_creates_its_sqlite_file() {
     let folder = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_passgate"))
-        .current_dir(folder.path())
-        .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("PASSGATE__WEBAUTHN__ORIGINS", format!("http://localhost:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        let response = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await;
-        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let binary = Binary::start(folder.path(), free_port()).await;
     let database = folder.path().join("data/passgate.db");
-    let journal_mode = if ready {
+    let journal_mode = if binary.is_some() {
         let pool =
             sqlx::SqlitePool::connect(&format!("sqlite:{}", database.display())).await.unwrap();
         let (mode,): (String,) =
@@ -201,12 +245,47 @@ async fn the_binary_starts_on_embedded_defaults_and_creates_its_sqlite_file() {
     } else {
         String::new()
     };
-    server.kill().unwrap();
-    server.wait().unwrap();
-
-    assert!(ready, "the server never became ready");
+    binary.expect("the server never became ready").kill();
     assert!(database.is_file());
     assert_eq!(journal_mode, "wal");
+}
+
+/// Issue 6's durability rule: what a sign-in wrote before its answer went
+/// out (ceremony taken, counter, session, refresh token, audit row) is
+/// there after a SIGKILL, and a restarted server honours the session.
+#[tokio::test]
+async fn a_sign_in_answered_before_a_sigkill_is_all_there_after_it() {
+    let folder = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut binary = Binary::start(folder.path(), port).await.expect("ready");
+    let mut passkey =
+        crate::authenticator::SoftAuthenticator::new(&format!("http://localhost:{port}"));
+    let register = serde_json::json!({ "username": "kill-me" });
+    binary.ceremony("register", register, |options| passkey.register(options)).await;
+    let login = serde_json::json!({ "username": "kill-me" });
+    let tokens = binary.ceremony("login", login, |options| passkey.login(options)).await;
+    binary.kill();
+
+    let database = folder.path().join("data/passgate.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", database.display())).await.unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    assert_eq!(count("select count(*) from ceremony").await, 0, "both ceremonies taken");
+    let counted = "select count(*) from credential where sign_count > 0 and last_used_at > 0";
+    assert_eq!(count(counted).await, 1, "the sign-in's counter");
+    assert_eq!(count("select count(*) from session where amr like '%hwk%'").await, 2);
+    assert_eq!(count("select count(*) from refresh_token").await, 2);
+    let logins = "select count(*) from audit_event where event = 'login' and outcome = 'success'";
+    assert_eq!(count(logins).await, 1);
+    pool.close().await;
+
+    let mut again = Binary::start(folder.path(), port).await.expect("ready after the kill");
+    let refresh = serde_json::json!({ "refresh_token": tokens["refresh_token"] });
+    let refreshed = again.post("/v1/token/refresh", &refresh).await;
+    again.kill();
+    assert_eq!(refreshed.status(), StatusCode::OK);
 }
 
 #[test]
