@@ -50,6 +50,9 @@ struct Options {
     server: String,
     /// A command the server runs under (a profiler, say).
     wrapper: Vec<String>,
+    /// The server's `sslmode` to PostgreSQL: `prefer` (sqlx's default:
+    /// TLS when the server offers it) or `disable`.
+    pg_sslmode: String,
 }
 
 fn options() -> Options {
@@ -64,6 +67,7 @@ fn options() -> Options {
         seed_users: 0,
         server: concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/passgate").into(),
         wrapper: Vec::new(),
+        pg_sslmode: "prefer".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -83,6 +87,7 @@ fn options() -> Options {
             "--server" => o.server = value.clone(),
             "--seed-users" => o.seed_users = value.parse().expect("--seed-users N"),
             "--wrapper" => o.wrapper = value.split_whitespace().map(str::to_owned).collect(),
+            "--pg-sslmode" => o.pg_sslmode = value.clone(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -141,7 +146,7 @@ impl Drop for Server {
     }
 }
 
-async fn database_url(db: &str, scratch: &std::path::Path) -> String {
+async fn database_url(db: &str, scratch: &std::path::Path, sslmode: &str) -> String {
     match db {
         "sqlite" => format!("sqlite:{}", scratch.join("bench.db").display()),
         "postgres" => {
@@ -155,7 +160,7 @@ async fn database_url(db: &str, scratch: &std::path::Path) -> String {
                 .execute(&pool)
                 .await
                 .expect("create bench db");
-            format!("postgres://postgres@127.0.0.1:5432/{name}")
+            format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode={sslmode}")
         }
         other => panic!("--db must be sqlite or postgres, not {other}"),
     }
@@ -332,7 +337,7 @@ async fn main() {
             .output();
     }
     let scratch = tempfile::tempdir().expect("scratch dir");
-    let url = database_url(&o.db, scratch.path()).await;
+    let url = database_url(&o.db, scratch.path(), &o.pg_sslmode).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let started = Instant::now();
     let server = start_server(&url, port, &o);
@@ -508,6 +513,7 @@ async fn main() {
 
 async fn drop_database(url: &str) {
     let Some((_, name)) = url.rsplit_once('/') else { return };
+    let name = name.split('?').next().unwrap_or(name);
     let admin = sqlx::PgPool::connect(ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
     let sql = format!("drop database if exists {name} with (force)");
     let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;

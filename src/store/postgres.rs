@@ -50,8 +50,13 @@ impl PgStore {
             .with_context(|| format!("cannot connect to {}", settings.url.redacted()))?;
         // The migrator takes an advisory lock, so nodes starting together
         // migrate once.
-        MIGRATOR.run(&pool).await.context("PostgreSQL migrations failed")?;
-        guard_audit_trail(&pool).await.context("PostgreSQL audit trail guard")?;
+        // On one connection: the pool takes a connection back in a task of
+        // its own, so a second step would open a second connection (a TLS
+        // handshake, about 100 ms here) before the first is back.
+        let mut conn = pool.acquire().await.context("PostgreSQL connection")?;
+        MIGRATOR.run(&mut *conn).await.context("PostgreSQL migrations failed")?;
+        guard_audit_trail(&mut conn).await.context("PostgreSQL audit trail guard")?;
+        drop(conn);
         Ok(PgStore { pool })
     }
 }
@@ -59,8 +64,8 @@ impl PgStore {
 /// Makes the audit trail append-only in the database itself, so not even a
 /// bug in this server can rewrite it. Under an advisory lock: nodes
 /// starting together would otherwise race on CREATE OR REPLACE.
-async fn guard_audit_trail(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
+async fn guard_audit_trail(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await?;
     sqlx::query("select pg_advisory_xact_lock(7306284417)").execute(&mut *tx).await?;
     sqlx::query(
         "create or replace function audit_event_append_only() returns trigger \
