@@ -25,9 +25,6 @@ type Db = sqlx::Sqlite;
 /// memory: pages are only resident while the OS keeps them cached).
 const MMAP_SIZE: u64 = 1 << 30;
 
-/// Pages of write-ahead log between copies into the database file.
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
-
 /// How long a request waits for the connection before it gives up with a
 /// 503, as a pool's acquire timeout would.
 const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(5);
@@ -57,13 +54,6 @@ impl SqliteStore {
             // Pages are read through a mapping instead of a read(2) and a
             // copy each (BENCHMARKS.md, "SQLite settings").
             .pragma("mmap_size", MMAP_SIZE.to_string())
-            // Copy the log back into the database every 10,000 pages
-            // (about 40 MB of log) instead of every 1,000: a sign-in
-            // writes about ten pages, the same few over and over, and each
-            // copy ends in two fsyncs (6 % of the server's CPU in a
-            // profile at the default). What the log holds is committed;
-            // after a kill it is read back at the next start.
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
             .busy_timeout(Duration::from_secs(5));
         if let Some(parent) = options.get_filename().parent()
             && !parent.as_os_str().is_empty()
