@@ -35,6 +35,15 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.constraint().unwrap_or(db.message()).to_owned())
             }
+            // PostgreSQL shutting down or restarting (57P0x), or the
+            // connection lost (08xxx): the database, not the request.
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
+            {
+                StoreError::Unavailable(error)
+            }
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed

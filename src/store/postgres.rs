@@ -99,6 +99,11 @@ impl PgStore {
         (self.pool.size(), self.pool.num_idle())
     }
 
+    async fn ping_db(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&mut *self.db().await?).await?;
+        Ok(())
+    }
+
     /// A sign-in's writes as one statement: one round trip and one
     /// implicit transaction instead of seven round trips (each costs
     /// PostgreSQL CPU; BENCHMARKS.md). Each step runs only if the one

@@ -19,8 +19,7 @@ macro_rules! impl_store {
             }
 
             async fn ping(&self) -> StoreResult<()> {
-                sqlx::query("select 1").execute(&mut *self.db().await?).await?;
-                Ok(())
+                self.ping_db().await
             }
 
             async fn find_user(&self, user_id: &str) -> StoreResult<Option<UserRow>> {

@@ -13,8 +13,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::sql::{COUNTED_USE, impl_store};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
-    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
-    TotpRow, UserRow,
+    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreError,
+    StoreResult, TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;
@@ -38,6 +38,8 @@ const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(5);
 /// threads; three per statement instead of one (BENCHMARKS.md).
 pub struct SqliteStore {
     conn: Mutex<SqliteConnection>,
+    /// To open the connection again if its thread is gone.
+    options: SqliteConnectOptions,
 }
 
 impl SqliteStore {
@@ -63,6 +65,7 @@ impl SqliteStore {
             })?;
         }
         let mut conn = options
+            .clone()
             .connect()
             .await
             .with_context(|| format!("cannot open {}", settings.url.redacted()))?;
@@ -76,7 +79,7 @@ impl SqliteStore {
         ] {
             sqlx::query(sql).execute(&mut conn).await.context("SQLite audit trail guard")?;
         }
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore { conn: Mutex::new(conn), options })
     }
 }
 
@@ -85,6 +88,24 @@ impl SqliteStore {
         tokio::time::timeout(WAIT_FOR_CONNECTION, self.conn.lock())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut.into())
+    }
+
+    /// Readiness. A pool would replace a connection whose thread has
+    /// gone (sqlx-sqlite stops it after a panic, or when a cancelled
+    /// transaction cannot be rolled back); with one connection and no
+    /// pool, the readiness probe does: it opens the file again, so the
+    /// node answers 503 only until the next probe.
+    async fn ping_db(&self) -> StoreResult<()> {
+        let mut conn = self.db().await?;
+        match sqlx::query("select 1").execute(&mut *conn).await {
+            Err(sqlx::Error::WorkerCrashed | sqlx::Error::Io(_)) => {
+                tracing::warn!("the SQLite connection's thread is gone; opening the file again");
+                *conn = self.options.connect().await?;
+                sqlx::query("select 1").execute(&mut *conn).await?;
+                Ok(())
+            }
+            done => done.map(drop).map_err(StoreError::from),
+        }
     }
 
     /// Connections open and idle, as a pool would count them.
@@ -128,13 +149,14 @@ impl SqliteStore {
         let done = |step: &str| {
             steps.iter().any(|row| row.try_get::<&str, _>(0).is_ok_and(|done| done == step))
         };
-        let stored = if !done("taken") {
-            LoginStored::CeremonyGone
-        } else if !done("counted") {
-            LoginStored::CounterNotIncreased
-        } else {
-            LoginStored::Done
-        };
+        if !done("taken") {
+            // Nothing was written; and should a later edit break the
+            // chain, nothing is kept either.
+            tx.rollback().await?;
+            return Ok(LoginStored::CeremonyGone);
+        }
+        let stored =
+            if done("counted") { LoginStored::Done } else { LoginStored::CounterNotIncreased };
         tx.commit().await?;
         Ok(stored)
     }

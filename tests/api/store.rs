@@ -141,6 +141,21 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     assert!(store.find_ceremony("ceremony-3", "login", 0).await.unwrap().is_some());
     let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
     assert_eq!(credential_now.sign_count, used.sign_count, "the counter is rolled back");
+    // A ceremony that is not there (never was, or already taken) stops
+    // everything after it, even with a counter that would have moved on.
+    let mut replayed = session.clone();
+    replayed.session_id = uuid::Uuid::new_v4().to_string();
+    let replay = passgate::store::LoginRows {
+        ceremony_id: "no-such-ceremony",
+        used: &newer,
+        session: &replayed,
+        refresh_hash: "replayed-hash",
+        audit: &third,
+    };
+    assert_eq!(store.complete_login(&replay).await.unwrap(), LoginStored::CeremonyGone);
+    assert!(store.find_session(&replayed.session_id).await.unwrap().is_none());
+    let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
+    assert_eq!(credential_now.sign_count, used.sign_count, "the counter did not move");
     let filter = passgate::store::AuditFilter {
         user_id: Some(session.user_id.clone()),
         event: Some("login".into()),
