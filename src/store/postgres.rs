@@ -109,8 +109,8 @@ impl PgStore {
     /// PostgreSQL CPU; BENCHMARKS.md). Each step runs only if the one
     /// before it wrote: the counter only if the ceremony was taken, the
     /// session, refresh token and audit row only if the counter moved
-    /// forward. A counter that did not move forward
-    /// still takes the ceremony (the caller takes it anyway on refusal).
+    /// forward. A counter that did not move forward still takes the
+    /// ceremony (the caller takes it anyway on refusal).
     /// Foreign keys are checked at the end of the statement, so the
     /// refresh token may point at the session inserted beside it.
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {

@@ -54,7 +54,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             // Pages are read through a mapping instead of a read(2) and a
-            // copy each (BENCHMARKS.md, "SQLite settings").
+            // copy each (BENCHMARKS.md, "One change at a time").
             .pragma("mmap_size", MMAP_SIZE.to_string())
             .busy_timeout(Duration::from_secs(5));
         if let Some(parent) = options.get_filename().parent()
