@@ -9,7 +9,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Postgres};
 
-use super::sql::{COUNTED_USE, impl_store};
+use super::sql::{COUNTED_USE, audit_columns, impl_store, session_columns};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
@@ -114,22 +114,24 @@ impl PgStore {
     /// Foreign keys are checked at the end of the statement, so the
     /// refresh token may point at the session inserted beside it.
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
-        const LOGIN: &str = "with taken as (delete from ceremony where ceremony_id = $1 returning 1), \
+        const LOGIN: &str = concat!(
+            "with taken as (delete from ceremony where ceremony_id = $1 returning 1), \
              used as (update credential set backup_eligible = $3, sign_count = $4, \
                backup_state = $5, last_used_at = $6 where credential_id = $2 \
                and (sign_count < $4 or (sign_count = 0 and $4 = 0)) \
                and exists (select 1 from taken) returning 1), \
-             opened as (insert into session (session_id, user_id, device_id, amr, client_ip, \
-               user_agent, created_at, last_used_at, expires_at, revoked_at) \
-               select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
+             opened as (insert into ",
+            session_columns!(),
+            " select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
                where exists (select 1 from used) returning session_id), \
              refresh as (insert into refresh_token (token_hash, session_id, created_at) \
                select $17, session_id, $13 from opened returning 1), \
-             audited as (insert into audit_event (event_id, occurred_at, event, outcome, \
-               user_id, actor_id, device_id, client_ip, user_agent, reason, request_id) \
-               select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 \
+             audited as (insert into ",
+            audit_columns!(),
+            " select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 \
                where exists (select 1 from used) returning 1) \
-             select (select count(*) from taken), (select count(*) from used)";
+             select (select count(*) from taken), (select count(*) from used)"
+        );
         let used = login.used;
         let query = sqlx::query(LOGIN)
             .bind(login.ceremony_id)

@@ -10,6 +10,23 @@ pub(crate) const COUNTED_USE: &str = "update credential set backup_eligible = $2
      backup_state = $4, last_used_at = $5 where credential_id = $1 \
      and (sign_count < $3 or (sign_count = 0 and $3 = 0))";
 
+/// The columns `bind_session` binds, in its order; every statement that
+/// writes a session names them through this.
+macro_rules! session_columns {
+    () => {
+        "session (session_id, user_id, device_id, amr, client_ip, user_agent, created_at, \
+         last_used_at, expires_at, revoked_at)"
+    };
+}
+
+/// The columns `bind_audit` binds, in its order.
+macro_rules! audit_columns {
+    () => {
+        "audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, device_id, \
+         client_ip, user_agent, reason, request_id)"
+    };
+}
+
 macro_rules! impl_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -1192,11 +1209,11 @@ macro_rules! impl_store {
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
-            let query = sqlx::query(
-                "insert into audit_event (event_id, occurred_at, event, outcome, user_id, \
-                 actor_id, device_id, client_ip, user_agent, reason, request_id) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            );
+            let query = sqlx::query(concat!(
+                "insert into ",
+                $crate::store::sql::audit_columns!(),
+                " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ));
             bind_audit(query, event).execute(executor).await?;
             Ok(())
         }
@@ -1206,11 +1223,11 @@ macro_rules! impl_store {
             session: &SessionRow,
             refresh_hash: &str,
         ) -> StoreResult<()> {
-            let query = sqlx::query(
-                "insert into session (session_id, user_id, device_id, amr, client_ip, user_agent, \
-                 created_at, last_used_at, expires_at, revoked_at) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            );
+            let query = sqlx::query(concat!(
+                "insert into ",
+                $crate::store::sql::session_columns!(),
+                " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ));
             bind_session(query, session).execute(&mut **tx).await?;
             sqlx::query(
                 "insert into refresh_token (token_hash, session_id, created_at) values ($1, $2, $3)",
@@ -1225,4 +1242,4 @@ macro_rules! impl_store {
     };
 }
 
-pub(crate) use impl_store;
+pub(crate) use {audit_columns, impl_store, session_columns};

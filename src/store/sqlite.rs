@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{ConnectOptions, Row};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::sql::{COUNTED_USE, impl_store};
+use super::sql::{COUNTED_USE, audit_columns, impl_store, session_columns};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreError,
@@ -121,19 +121,21 @@ impl SqliteStore {
     /// moved forward. As on PostgreSQL, a counter that did not move forward
     /// still takes the ceremony (the caller takes it anyway on refusal).
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
-        const LOGIN: &str = "delete from ceremony where ceremony_id = $1 returning 'taken'; \
+        const LOGIN: &str = concat!(
+            "delete from ceremony where ceremony_id = $1 returning 'taken'; \
              update credential set backup_eligible = $3, sign_count = $4, backup_state = $5, \
                last_used_at = $6 where credential_id = $2 \
                and (sign_count < $4 or (sign_count = 0 and $4 = 0)) and changes() = 1 \
                returning 'counted'; \
-             insert into session (session_id, user_id, device_id, amr, client_ip, user_agent, \
-               created_at, last_used_at, expires_at, revoked_at) \
-               select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 where changes() = 1; \
+             insert into ",
+            session_columns!(),
+            " select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 where changes() = 1; \
              insert into refresh_token (token_hash, session_id, created_at) \
                select $17, $7, $13 where changes() = 1; \
-             insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
-               device_id, client_ip, user_agent, reason, request_id) \
-               select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1";
+             insert into ",
+            audit_columns!(),
+            " select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1"
+        );
         let mut conn = self.db().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let used = login.used;
