@@ -9,7 +9,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Postgres};
 
-use super::sql::{COUNTED_USE, audit_columns, impl_store, session_columns};
+use super::sql::{COUNTED_USE, audit_columns, ceremony_insert, impl_store, session_columns};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
@@ -93,6 +93,17 @@ async fn guard_audit_trail(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> 
 impl PgStore {
     async fn db(&self) -> StoreResult<PoolConnection<Postgres>> {
         Ok(self.pool.acquire().await?)
+    }
+
+    /// Every connection reads committed rows; SQLite's differs.
+    async fn read_db(&self) -> StoreResult<PoolConnection<Postgres>> {
+        self.db().await
+    }
+
+    async fn store_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
+        let query = sqlx::query(ceremony_insert!());
+        bind_ceremony(query, ceremony).execute(&mut *self.db().await?).await?;
+        Ok(())
     }
 
     fn pool_use(&self) -> (u32, usize) {

@@ -27,6 +27,14 @@ macro_rules! audit_columns {
     };
 }
 
+/// Stores a new ceremony; `bind_ceremony` binds its columns.
+macro_rules! ceremony_insert {
+    () => {
+        "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+         values ($1, $2, $3, $4, $5)"
+    };
+}
+
 macro_rules! impl_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -71,7 +79,7 @@ macro_rules! impl_store {
                      where u.username = $1 order by c.created_at",
                 )
                 .bind(username)
-                .fetch_all(&mut *self.db().await?)
+                .fetch_all(&mut *self.read_db().await?)
                 .await?)
             }
 
@@ -112,7 +120,7 @@ macro_rules! impl_store {
                 .bind(kind)
                 .bind(now)
                 .bind(credential_id)
-                .fetch_optional(&mut *self.db().await?)
+                .fetch_optional(&mut *self.read_db().await?)
                 .await?;
                 let Some(row) = row else { return Ok(None) };
                 let ceremony = CeremonyRow {
@@ -134,18 +142,8 @@ macro_rules! impl_store {
             }
 
             async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
-                sqlx::query(
-                    "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
-                     values ($1, $2, $3, $4, $5)",
-                )
-                .bind(&ceremony.ceremony_id)
-                .bind(&ceremony.kind)
-                .bind(&ceremony.user_id)
-                .bind(&ceremony.state)
-                .bind(ceremony.expires_at)
-                .execute(&mut *self.db().await?)
-                .await?;
-                Ok(())
+                // Differs by engine: SQLite may write it in a batch.
+                self.store_ceremony(ceremony).await
             }
 
             async fn take_ceremony(
@@ -1190,6 +1188,16 @@ macro_rules! impl_store {
                 .bind(&event.request_id)
         }
 
+        /// Binds a ceremony row's five columns, in `ceremony_insert!`'s order.
+        fn bind_ceremony<'q>(query: Query<'q>, ceremony: &'q CeremonyRow) -> Query<'q> {
+            query
+                .bind(&ceremony.ceremony_id)
+                .bind(&ceremony.kind)
+                .bind(&ceremony.user_id)
+                .bind(&ceremony.state)
+                .bind(ceremony.expires_at)
+        }
+
         /// Binds a session row's ten columns, in table order.
         fn bind_session<'q>(query: Query<'q>, session: &'q SessionRow) -> Query<'q> {
             query
@@ -1242,4 +1250,4 @@ macro_rules! impl_store {
     };
 }
 
-pub(crate) use {audit_columns, impl_store, session_columns};
+pub(crate) use {audit_columns, ceremony_insert, impl_store, session_columns};

@@ -3,14 +3,16 @@
 //! only power loss can drop the last commits).
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, watch};
 
-use super::sql::{COUNTED_USE, audit_columns, impl_store, session_columns};
+use super::sql::{COUNTED_USE, audit_columns, ceremony_insert, impl_store, session_columns};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreError,
@@ -36,8 +38,19 @@ const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(5);
 /// hands it out and again when it takes it back, and sqlx-sqlite runs the
 /// connection on its own thread, so each ping is a round trip between
 /// threads; three per statement instead of one (BENCHMARKS.md).
+///
+/// The sign-in's two writes (its ceremony at start; ceremony, counter,
+/// session, refresh token and audit row at finish) commit in groups:
+/// while other requests wait for the connection, a write leaves its
+/// transaction open for them to join, and the last of the group, or a
+/// task that queues behind them, commits it. Each write is answered only
+/// after its group committed, so an answered write survives a SIGKILL as
+/// before; a group shares one commit (one round trip to the connection's
+/// thread, one set of log pages and locks) instead of paying one each.
 pub struct SqliteStore {
-    conn: Mutex<SqliteConnection>,
+    held: Arc<Mutex<Held>>,
+    /// Tasks waiting for the connection.
+    waiting: Arc<AtomicUsize>,
     /// To open the connection again if its thread is gone.
     options: SqliteConnectOptions,
 }
@@ -79,15 +92,270 @@ impl SqliteStore {
         ] {
             sqlx::query(sql).execute(&mut conn).await.context("SQLite audit trail guard")?;
         }
-        Ok(SqliteStore { conn: Mutex::new(conn), options })
+        let held = Held { conn, group: None, groups: 0, unsure: false };
+        Ok(SqliteStore {
+            held: Arc::new(Mutex::new(held)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            options,
+        })
+    }
+}
+
+/// The connection and the group of writes open on it.
+struct Held {
+    conn: SqliteConnection,
+    group: Option<Group>,
+    groups: u64,
+    /// Set while a statement that may leave a transaction open runs. Found
+    /// set by the next holder, its caller went away midway (a request that
+    /// was cancelled) and the transaction's state is unknown.
+    unsure: bool,
+}
+
+/// An open transaction holding answered-to-be writes.
+struct Group {
+    id: u64,
+    /// Some(true) once committed, Some(false) once rolled back; a dropped
+    /// sender also means rolled back.
+    done: watch::Sender<Option<bool>>,
+    committer: bool,
+}
+
+impl Held {
+    /// Commits the open group, if any, and tells its writers. False if it
+    /// had to be rolled back.
+    async fn commit(&mut self) -> bool {
+        let Some(id) = self.group.as_ref().map(|group| group.id) else { return true };
+        self.unsure = true;
+        let committed = sqlx::query("commit").execute(&mut self.conn).await;
+        self.unsure = false;
+        match committed {
+            Ok(_) => {
+                if let Some(group) = self.group.take() {
+                    group.done.send_replace(Some(true));
+                }
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, group = id, "a group of writes could not be committed");
+                self.abandon().await;
+                false
+            }
+        }
+    }
+
+    /// Rolls back whatever transaction is open (none is fine) and tells the
+    /// open group's writers that nothing of theirs was kept.
+    async fn abandon(&mut self) {
+        self.unsure = true;
+        // With no transaction open this fails, which is what was wanted.
+        let _ = sqlx::query("rollback").execute(&mut self.conn).await;
+        self.unsure = false;
+        if let Some(group) = self.group.take() {
+            group.done.send_replace(Some(false));
+        }
+    }
+}
+
+/// A write's statements as sent each of three ways: alone in a transaction
+/// of its own, opening a group, or joining the open group.
+struct GroupedSql {
+    alone: &'static str,
+    open: &'static str,
+    join: &'static str,
+}
+
+macro_rules! grouped_sql {
+    ($steps:expr) => {
+        GroupedSql {
+            alone: concat!("begin immediate; ", $steps, "; commit"),
+            open: concat!("begin immediate; ", $steps),
+            join: $steps,
+        }
+    };
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    Alone,
+    Open,
+    Join,
+}
+
+/// The connection, held for one grouped write.
+struct WriteTurn<'a> {
+    held: MutexGuard<'a, Held>,
+    way: Way,
+    store: &'a SqliteStore,
+    tidy: Tidy,
+}
+
+impl WriteTurn<'_> {
+    fn sql(&self, sql: &GroupedSql) -> &'static str {
+        match self.way {
+            Way::Alone => sql.alone,
+            Way::Open => sql.open,
+            Way::Join => sql.join,
+        }
+    }
+
+    fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.held.conn
+    }
+
+    /// After the write's statements ran: answers once its group committed.
+    async fn finish<T>(self, wrote: Result<T, sqlx::Error>) -> StoreResult<T> {
+        let WriteTurn { held, way, store, mut tidy } = self;
+        let answer = settle(held, way, store, wrote).await;
+        tidy.0 = None;
+        answer
+    }
+}
+
+async fn settle<T>(
+    mut held: MutexGuard<'_, Held>,
+    way: Way,
+    store: &SqliteStore,
+    wrote: Result<T, sqlx::Error>,
+) -> StoreResult<T> {
+    held.unsure = false;
+    let value = match wrote {
+        Ok(value) => value,
+        Err(error) => {
+            // Part of a group's writes cannot be taken back alone: the
+            // group goes, and its writers are told so.
+            held.abandon().await;
+            return Err(error.into());
+        }
+    };
+    if way == Way::Alone {
+        return Ok(value);
+    }
+    if store.waiting.load(Ordering::Acquire) == 0 {
+        // Nobody left to join: commit now rather than hand over.
+        return if held.commit().await { Ok(value) } else { Err(group_lost()) };
+    }
+    let Some(group) = held.group.as_mut() else {
+        return Err(group_lost());
+    };
+    let mut done = group.done.subscribe();
+    if !group.committer {
+        group.committer = true;
+        let (shared, waiting) = (store.held.clone(), store.waiting.clone());
+        tokio::spawn(commit_later(shared, waiting, group.id));
+    }
+    drop(held);
+    match done.wait_for(Option::is_some).await.map(|done| *done) {
+        Ok(Some(true)) => Ok(value),
+        _ => Err(group_lost()),
+    }
+}
+
+/// Armed while a write's turn may leave the connection half-done: a
+/// request cancelled midway may leave a transaction open, which holds
+/// SQLite's write lock against every other process until the next request
+/// here. Dropped armed, it rolls that back at once.
+struct Tidy(Option<Arc<Mutex<Held>>>);
+
+impl Drop for Tidy {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            tokio::spawn(async move {
+                let mut held = shared.lock().await;
+                if held.unsure {
+                    held.abandon().await;
+                }
+            });
+        }
+    }
+}
+
+fn group_lost() -> StoreError {
+    StoreError::Other(anyhow::anyhow!("a group of writes was rolled back; see the log before this"))
+}
+
+/// Queues for the connection behind the requests waiting now, which may
+/// join the group, and then commits it unless someone did already.
+async fn commit_later(held: Arc<Mutex<Held>>, waiting: Arc<AtomicUsize>, id: u64) {
+    let mut held = {
+        let _waiting = Waiting::new(&waiting);
+        held.lock().await
+    };
+    if held.unsure {
+        held.abandon().await;
+    }
+    if held.group.as_ref().is_some_and(|group| group.id == id) {
+        held.commit().await;
+    }
+}
+
+/// Counts a task in `waiting` for as long as it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl SqliteStore {
-    async fn db(&self) -> StoreResult<MutexGuard<'_, SqliteConnection>> {
-        tokio::time::timeout(WAIT_FOR_CONNECTION, self.conn.lock())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut.into())
+    /// The connection, with nothing left half-done on it; a group of
+    /// writes may still be open.
+    async fn lock(&self) -> StoreResult<MutexGuard<'_, Held>> {
+        let mut held = {
+            let _waiting = Waiting::new(&self.waiting);
+            tokio::time::timeout(WAIT_FOR_CONNECTION, self.held.lock())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?
+        };
+        if held.unsure {
+            held.abandon().await;
+        }
+        Ok(held)
+    }
+
+    /// The connection with no group open: what it reads is committed, and
+    /// transactions begun on it are its own.
+    async fn db(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
+        let mut held = self.lock().await?;
+        // A failed commit has told its own writers; this caller goes on.
+        held.commit().await;
+        Ok(MutexGuard::map(held, |held| &mut held.conn))
+    }
+
+    /// The connection, for the sign-in's reads: they may see the open
+    /// group's writes. Whatever they read feeds a write that waits for the
+    /// group (or a later one), and a write that finds its ceremony gone
+    /// stores nothing, so nothing is answered on rows that may not stay.
+    async fn read_db(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
+        Ok(MutexGuard::map(self.lock().await?, |held| &mut held.conn))
+    }
+
+    /// The connection for a write that may be grouped. Alone while nobody
+    /// else waits (one round trip, as an ungrouped write); joining the open
+    /// group if there is one; else opening one.
+    async fn write_turn(&self) -> StoreResult<WriteTurn<'_>> {
+        let mut held = self.lock().await?;
+        let way = if held.group.is_some() {
+            Way::Join
+        } else if self.waiting.load(Ordering::Acquire) > 0 {
+            held.groups += 1;
+            let id = held.groups;
+            held.group = Some(Group { id, done: watch::channel(None).0, committer: false });
+            Way::Open
+        } else {
+            Way::Alone
+        };
+        held.unsure = true;
+        let tidy = Tidy(Some(self.held.clone()));
+        Ok(WriteTurn { held, way, store: self, tidy })
     }
 
     /// Readiness. A pool would replace a connection whose thread has
@@ -96,12 +364,14 @@ impl SqliteStore {
     /// pool, the readiness probe does: it opens the file again, so the
     /// node answers 503 only until the next probe.
     async fn ping_db(&self) -> StoreResult<()> {
-        let mut conn = self.db().await?;
-        match sqlx::query("select 1").execute(&mut *conn).await {
+        let mut held = self.lock().await?;
+        held.commit().await;
+        match sqlx::query("select 1").execute(&mut held.conn).await {
             Err(sqlx::Error::WorkerCrashed | sqlx::Error::Io(_)) => {
                 tracing::warn!("the SQLite connection's thread is gone; opening the file again");
-                *conn = self.options.connect().await?;
-                sqlx::query("select 1").execute(&mut *conn).await?;
+                held.conn = self.options.connect().await?;
+                held.group = None;
+                sqlx::query("select 1").execute(&mut held.conn).await?;
                 Ok(())
             }
             done => done.map(drop).map_err(StoreError::from),
@@ -110,7 +380,17 @@ impl SqliteStore {
 
     /// Connections open and idle, as a pool would count them.
     fn pool_use(&self) -> (u32, usize) {
-        (1, usize::from(self.conn.try_lock().is_ok()))
+        (1, usize::from(self.held.try_lock().is_ok()))
+    }
+
+    async fn store_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
+        // Alone, one statement is its own transaction.
+        const PUT: GroupedSql =
+            GroupedSql { alone: ceremony_insert!(), ..grouped_sql!(ceremony_insert!()) };
+        let mut turn = self.write_turn().await?;
+        let query = sqlx::query(turn.sql(&PUT));
+        let wrote = bind_ceremony(query, ceremony).execute(turn.conn()).await;
+        turn.finish(wrote.map(drop)).await
     }
 
     /// A sign-in's writes in one transaction, and in one call to the
@@ -118,10 +398,11 @@ impl SqliteStore {
     /// only if the one before it wrote a row (`changes()` counts the
     /// statement that finished last). The counter only if the ceremony was
     /// taken; the session, refresh token and audit row only if the counter
-    /// moved forward. As on PostgreSQL, a counter that did not move forward
-    /// still takes the ceremony (the caller takes it anyway on refusal).
+    /// moved forward, so a ceremony already gone writes nothing. As on
+    /// PostgreSQL, a counter that did not move forward still takes the
+    /// ceremony (the caller takes it anyway on refusal).
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
-        const LOGIN: &str = concat!(
+        const LOGIN: GroupedSql = grouped_sql!(concat!(
             "delete from ceremony where ceremony_id = $1 returning 'taken'; \
              update credential set backup_eligible = $3, sign_count = $4, backup_state = $5, \
                last_used_at = $6 where credential_id = $2 \
@@ -135,11 +416,10 @@ impl SqliteStore {
              insert into ",
             audit_columns!(),
             " select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1"
-        );
-        let mut conn = self.db().await?;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        ));
+        let mut turn = self.write_turn().await?;
         let used = login.used;
-        let query = sqlx::query(LOGIN)
+        let query = sqlx::query(turn.sql(&LOGIN))
             .bind(login.ceremony_id)
             .bind(&used.credential_id)
             .bind(used.backup_eligible)
@@ -147,20 +427,18 @@ impl SqliteStore {
             .bind(used.backup_state)
             .bind(used.used_at);
         let query = bind_session(query, login.session).bind(login.refresh_hash);
-        let steps = bind_audit(query, login.audit).fetch_all(&mut *tx).await?;
+        let wrote = bind_audit(query, login.audit).fetch_all(turn.conn()).await;
+        let steps = turn.finish(wrote).await?;
         let done = |step: &str| {
             steps.iter().any(|row| row.try_get::<&str, _>(0).is_ok_and(|done| done == step))
         };
-        if !done("taken") {
-            // Nothing was written; and should a later edit break the
-            // chain, nothing is kept either.
-            tx.rollback().await?;
-            return Ok(LoginStored::CeremonyGone);
-        }
-        let stored =
-            if done("counted") { LoginStored::Done } else { LoginStored::CounterNotIncreased };
-        tx.commit().await?;
-        Ok(stored)
+        Ok(if !done("taken") {
+            LoginStored::CeremonyGone
+        } else if done("counted") {
+            LoginStored::Done
+        } else {
+            LoginStored::CounterNotIncreased
+        })
     }
 }
 

@@ -402,6 +402,54 @@ impl TestApp {
     }
 }
 
+/// A pool of the test's own on the app's database: it sees only what the
+/// app has committed, as another node or process would.
+pub enum Observer {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Observer {
+    /// A count, by a query with one text parameter.
+    pub async fn count(&self, sql: &'static str, arg: &str) -> i64 {
+        match self {
+            Observer::Sqlite(pool) => sqlx::query_scalar(sql).bind(arg).fetch_one(pool).await,
+            Observer::Postgres(pool) => sqlx::query_scalar(sql).bind(arg).fetch_one(pool).await,
+        }
+        .expect(sql)
+    }
+
+    /// A write with one text parameter; the rows it wrote, or its error.
+    pub async fn execute(&self, sql: &'static str, arg: &str) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            Observer::Sqlite(pool) => {
+                sqlx::query(sql).bind(arg).execute(pool).await?.rows_affected()
+            }
+            Observer::Postgres(pool) => {
+                sqlx::query(sql).bind(arg).execute(pool).await?.rows_affected()
+            }
+        })
+    }
+}
+
+impl TestApp {
+    /// An observer whose writes give up after `wait` on a locked database.
+    pub async fn observer(&self, wait: std::time::Duration) -> Observer {
+        match self.db.db {
+            Db::Sqlite => {
+                let options: sqlx::sqlite::SqliteConnectOptions =
+                    self.db.url.parse().expect("sqlite url");
+                let pool = sqlx::SqlitePool::connect_with(options.busy_timeout(wait));
+                Observer::Sqlite(pool.await.expect("sqlite"))
+            }
+            Db::Postgres => {
+                let pool = sqlx::postgres::PgPoolOptions::new().acquire_timeout(wait);
+                Observer::Postgres(pool.connect(&self.db.url).await.expect("postgres"))
+            }
+        }
+    }
+}
+
 async fn started(response: Response) -> (String, Value) {
     assert_eq!(response.status(), StatusCode::OK, "ceremony start");
     let body: Value = response.json().await.expect("start body");

@@ -3,12 +3,18 @@
 
 use passgate::store::{CeremonyRow, LoginStored, RefreshOutcome, SessionRow};
 
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
 use crate::helpers::{Db, on_both, spawn_app};
 
 on_both!(
     of_many_racing_takes_of_one_ceremony_exactly_one_gets_it,
     of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_the_session,
     the_first_shared_secret_stored_wins,
+    every_write_answered_amid_a_crowd_is_already_committed,
+    a_write_cancelled_midway_leaves_the_database_to_other_writers,
 );
 
 fn ceremony(id: &str, expires_at: i64) -> CeremonyRow {
@@ -190,4 +196,70 @@ async fn the_first_shared_secret_stored_wins(db: Db) {
     let first = app.store.shared_secret("test-secret", "one", 1).await.unwrap();
     let second = app.store.shared_secret("test-secret", "two", 2).await.unwrap();
     assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
+}
+
+/// SQLite commits writes that wait for the connection together; each is
+/// answered only once its group is committed. Sixteen writers keep groups
+/// forming, and each checks every answered write at once through a
+/// connection of its own, which sees committed rows only.
+async fn every_write_answered_amid_a_crowd_is_already_committed(db: Db) {
+    let app = spawn_app(db).await;
+    let sql = "select count(*) from ceremony where ceremony_id = $1";
+    let mut writers = Vec::new();
+    for writer in 0..16 {
+        let (store, observer) = (app.store.clone(), app.observer(Duration::from_secs(5)).await);
+        assert_eq!(observer.count(sql, "warm-up").await, 0);
+        writers.push(tokio::spawn(async move {
+            for n in 0..16 {
+                let id = format!("crowd-{writer}-{n}");
+                store.put_ceremony(&ceremony(&id, i64::MAX)).await.unwrap();
+                assert_eq!(observer.count(sql, &id).await, 1, "{id} answered before committed");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+/// Polls a future once, as a request does before it goes away; its output
+/// if that poll finished it. (Fused: a finished one is not polled again.)
+async fn poll_once<F: Future>(future: &mut std::pin::Pin<Box<F>>) -> Option<F::Output> {
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx)));
+    match polled.await {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A request that goes away midway (its future dropped) must not leave a
+/// transaction open: on SQLite that would hold the write lock against
+/// every other process, such as `passgate admin`, until the next request.
+async fn a_write_cancelled_midway_leaves_the_database_to_other_writers(db: Db) {
+    let app = spawn_app(db).await;
+    let mut rows = ["first", "cancelled", "queued"].map(|id| ceremony(id, i64::MAX));
+    // Large enough that its write is still running when it goes away.
+    rows[1].state = format!("\"{}\"", "x".repeat(16 << 20));
+    let [mut first, mut cancelled, mut queued] =
+        rows.each_ref().map(|row| Box::pin(app.store.put_ceremony(row).fuse()));
+    let first_done = poll_once(&mut first).await;
+    let _ = poll_once(&mut cancelled).await;
+    let _ = poll_once(&mut queued).await;
+    match first_done {
+        Some(done) => done.unwrap(),
+        None => first.await.unwrap(),
+    }
+    // The connection is `cancelled`'s now, with `queued` waiting behind:
+    // on SQLite it opens a group of writes, sends its statements, and goes.
+    let _ = poll_once(&mut cancelled).await;
+    drop((cancelled, queued));
+
+    let observer = app.observer(Duration::from_secs(2)).await;
+    let insert = "insert into ceremony (ceremony_id, kind, state, expires_at) \
+                  values ($1, 'login', '{}', 9000000000000)";
+    observer.execute(insert, "from-another-process").await.expect("the write lock is free");
+    let sql = "select count(*) from ceremony where ceremony_id = $1";
+    assert_eq!(observer.count(sql, "first").await, 1);
+    app.store.put_ceremony(&ceremony("afterwards", i64::MAX)).await.unwrap();
+    assert_eq!(observer.count(sql, "afterwards").await, 1);
 }
