@@ -63,22 +63,20 @@ struct RegisterState {
 }
 
 /// A sign-in in progress. Only what the check needs is kept: the
-/// challenge, and for a username-first sign-in whose credentials were
-/// offered.
+/// challenge. (A state written by an earlier release does not parse and
+/// is treated as expired.)
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "flow", rename_all = "snake_case")]
 enum LoginState {
-    UsernameFirst {
-        user_id: UserId,
+    /// Username-first. The user is the ceremony row's `user_id`, which the
+    /// store took from the name: none for a name that is no account, and
+    /// such a sign-in can never finish, but looks like any other until then.
+    Named {
         challenge: Base64UrlSafeData,
-        credentials: Vec<String>,
     },
     Discoverable {
         challenge: Base64UrlSafeData,
     },
-    /// Started for a username with no passkeys: it can never finish, but
-    /// looks like any other until then.
-    Decoy,
 }
 
 impl Core {
@@ -241,27 +239,21 @@ impl Core {
             let state = LoginState::Discoverable { challenge: challenge.into() };
             return self.put_login(options, None, &state).await;
         };
-        let rows = self.store.credentials_by_username(username.as_ref()).await?;
-        match rows.first() {
-            Some(first) => {
-                let user_id = UserId::parse(first.user_id.clone()).map_err(anyhow::Error::from)?;
-                let allowed = allow_credentials(&rows)?;
-                let options = self.request_options(&challenge, allowed, None);
-                let state = LoginState::UsernameFirst {
-                    user_id,
-                    challenge: challenge.into(),
-                    credentials: rows.into_iter().map(|row| row.credential_id).collect(),
-                };
-                self.put_login(options, Some(user_id), &state).await
-            }
-            None => {
-                // Shaped like the known-user answer above: no extensions,
-                // a fresh challenge, stable made-up ids.
-                let options =
-                    self.request_options(&challenge, self.decoy_credentials(&username)?, None);
-                self.put_login(options, None, &LoginState::Decoy).await
-            }
-        }
+        // The ceremony is stored and the credentials read in one round
+        // trip: what is stored does not depend on what is read.
+        let state = LoginState::Named { challenge: challenge.clone().into() };
+        let row = self.ceremony_row(KIND_LOGIN, None, &state)?;
+        let rows = self.store.start_login(&row, username.as_ref()).await?;
+        // An unknown name, or an account with no passkeys, is offered
+        // stable made-up ids, in an answer shaped like any other.
+        let allowed = if rows.is_empty() {
+            self.decoy_credentials(&username)?
+        } else {
+            allow_credentials(&rows)?
+        };
+        let options = self.request_options(&challenge, allowed, None);
+        let public_key = serde_json::to_value(&options).map_err(anyhow::Error::from)?;
+        Ok(self.started(KIND_LOGIN, row, public_key))
     }
 
     pub async fn login_finish(
@@ -300,13 +292,10 @@ impl Core {
             ApiError::InvalidCredentials
         };
         let (challenge, expected_user) = match &state {
-            LoginState::Decoy => return Err(refused("no such account")),
-            LoginState::UsernameFirst { user_id, challenge, credentials } => {
-                if !credentials.contains(&credential_id) {
-                    return Err(refused("credential was not offered to this sign-in"));
-                }
-                (challenge, Some(*user_id))
-            }
+            LoginState::Named { challenge } => match &ceremony.user_id {
+                Some(user_id) => (challenge, Some(user_id.as_str())),
+                None => return Err(refused("no such account")),
+            },
             LoginState::Discoverable { challenge } => (challenge, None),
         };
         let (row, user) = owned.ok_or_else(|| refused("unknown credential"))?;
@@ -317,7 +306,7 @@ impl Core {
             .get_user_unique_id()
             .map(|handle| Uuid::from_slice(handle).is_ok_and(|h| h.to_string() == row.user_id));
         let owner_ok = match expected_user {
-            Some(user_id) => row.user_id == user_id.to_string() && handle_matches != Some(false),
+            Some(user_id) => row.user_id == user_id && handle_matches != Some(false),
             None => handle_matches == Some(true),
         };
         if !owner_ok {
@@ -482,18 +471,31 @@ impl Core {
         state: &S,
         public_key: Value,
     ) -> Result<CeremonyStarted> {
-        let ceremony_id = CeremonyId::generate();
+        let row = self.ceremony_row(kind, user_id, state)?;
+        self.store.put_ceremony(&row).await?;
+        Ok(self.started(kind, row, public_key))
+    }
+
+    fn ceremony_row<S: Serialize>(
+        &self,
+        kind: &str,
+        user_id: Option<UserId>,
+        state: &S,
+    ) -> Result<CeremonyRow> {
         let ttl = self.settings.webauthn.ceremony_ttl.as_millis() as i64;
-        let row = CeremonyRow {
-            ceremony_id: ceremony_id.to_string(),
+        Ok(CeremonyRow {
+            ceremony_id: CeremonyId::generate().to_string(),
             kind: kind.to_owned(),
             user_id: user_id.map(|u| u.to_string()),
             state: serde_json::to_string(state).map_err(anyhow::Error::from)?,
             expires_at: self.clock.now_ms() + ttl,
-        };
-        self.store.put_ceremony(&row).await?;
+        })
+    }
+
+    /// The answer to a ceremony's start, once its row is stored.
+    fn started(&self, kind: &str, row: CeremonyRow, public_key: Value) -> CeremonyStarted {
         self.metrics.ceremony(kind, CeremonyOutcome::Started);
-        Ok(CeremonyStarted { ceremony_id: ceremony_id.to_string(), public_key })
+        CeremonyStarted { ceremony_id: row.ceremony_id, public_key }
     }
 
     /// A live ceremony's state, taken (deleted) at once: single use even

@@ -278,9 +278,15 @@ pub trait Store: Send + Sync {
     async fn find_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>>;
     async fn user_credentials(&self, user_id: &str) -> StoreResult<Vec<CredentialRow>>;
     async fn find_credential(&self, credential_id: &str) -> StoreResult<Option<CredentialRow>>;
-    /// The passkeys of the user with that username (none for an unknown
-    /// one), in one query (the sign-in path).
-    async fn credentials_by_username(&self, username: &str) -> StoreResult<Vec<CredentialRow>>;
+    /// Starts a username-first sign-in: stores its ceremony, naming the
+    /// user with that username (no one, for an unknown name; the row's own
+    /// `user_id` is not used), and returns that user's passkeys. One round
+    /// trip: the ceremony does not depend on what is read.
+    async fn start_login(
+        &self,
+        ceremony: &CeremonyRow,
+        username: &str,
+    ) -> StoreResult<Vec<CredentialRow>>;
     /// A live sign-in ceremony, with the credential the answer names and
     /// that credential's owner when it is known: the reads of a sign-in's
     /// finish in one query.

@@ -9,7 +9,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Postgres};
 
-use super::sql::{COUNTED_USE, audit_columns, ceremony_insert, impl_store, session_columns};
+use super::sql::{
+    COUNTED_USE, audit_columns, ceremony_insert, impl_store, login_start_insert,
+    login_start_select, session_columns,
+};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
@@ -104,6 +107,18 @@ impl PgStore {
         let query = sqlx::query(ceremony_insert!());
         bind_ceremony(query, ceremony).execute(&mut *self.db().await?).await?;
         Ok(())
+    }
+
+    async fn store_login_start(
+        &self,
+        ceremony: &CeremonyRow,
+        username: &str,
+    ) -> StoreResult<Vec<CredentialRow>> {
+        // A WITH's insert runs whether or not the query reads from it.
+        const START: &str =
+            concat!("with started as (", login_start_insert!(), ") ", login_start_select!());
+        let query = sqlx::query_as::<_, CredentialRow>(START);
+        Ok(bind_login_start(query, ceremony, username).fetch_all(&mut *self.db().await?).await?)
     }
 
     fn pool_use(&self) -> (u32, usize) {

@@ -27,6 +27,24 @@ macro_rules! audit_columns {
     };
 }
 
+/// A username-first sign-in's ceremony, for the user of that name, and that
+/// user's passkeys: $1 ceremony id, $2 kind, $3 username, $4 state, $5
+/// expiry. The statements as SQLite runs them in one text; PostgreSQL puts
+/// the insert in a WITH.
+macro_rules! login_start_insert {
+    () => {
+        "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+         values ($1, $2, (select user_id from app_user where username = $3), $4, $5)"
+    };
+}
+
+macro_rules! login_start_select {
+    () => {
+        "select c.* from credential c join app_user u on u.user_id = c.user_id \
+         where u.username = $3 order by c.created_at"
+    };
+}
+
 /// Stores a new ceremony; `bind_ceremony` binds its columns.
 macro_rules! ceremony_insert {
     () => {
@@ -70,17 +88,14 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            async fn credentials_by_username(
+            async fn start_login(
                 &self,
+                ceremony: &CeremonyRow,
                 username: &str,
             ) -> StoreResult<Vec<CredentialRow>> {
-                Ok(sqlx::query_as::<_, CredentialRow>(
-                    "select c.* from credential c join app_user u on u.user_id = c.user_id \
-                     where u.username = $1 order by c.created_at",
-                )
-                .bind(username)
-                .fetch_all(&mut *self.read_db().await?)
-                .await?)
+                // Differs by engine: one text on SQLite, one statement on
+                // PostgreSQL.
+                self.store_login_start(ceremony, username).await
             }
 
             async fn find_credential(
@@ -1198,6 +1213,20 @@ macro_rules! impl_store {
                 .bind(ceremony.expires_at)
         }
 
+        /// Binds a sign-in's start: `login_start_insert!`'s parameters.
+        fn bind_login_start<'q>(
+            query: sqlx::query::QueryAs<'q, Db, CredentialRow, <Db as sqlx::Database>::Arguments>,
+            ceremony: &'q CeremonyRow,
+            username: &'q str,
+        ) -> sqlx::query::QueryAs<'q, Db, CredentialRow, <Db as sqlx::Database>::Arguments> {
+            query
+                .bind(&ceremony.ceremony_id)
+                .bind(&ceremony.kind)
+                .bind(username)
+                .bind(&ceremony.state)
+                .bind(ceremony.expires_at)
+        }
+
         /// Binds a session row's ten columns, in table order.
         fn bind_session<'q>(query: Query<'q>, session: &'q SessionRow) -> Query<'q> {
             query
@@ -1250,4 +1279,7 @@ macro_rules! impl_store {
     };
 }
 
-pub(crate) use {audit_columns, ceremony_insert, impl_store, session_columns};
+pub(crate) use {
+    audit_columns, ceremony_insert, impl_store, login_start_insert, login_start_select,
+    session_columns,
+};

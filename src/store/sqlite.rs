@@ -12,7 +12,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{ConnectOptions, Row};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, watch};
 
-use super::sql::{COUNTED_USE, audit_columns, ceremony_insert, impl_store, session_columns};
+use super::sql::{
+    COUNTED_USE, audit_columns, ceremony_insert, impl_store, login_start_insert,
+    login_start_select, session_columns,
+};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreError,
@@ -39,8 +42,10 @@ const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(5);
 /// connection on its own thread, so each ping is a round trip between
 /// threads; three per statement instead of one (BENCHMARKS.md).
 ///
-/// The sign-in's two writes (its ceremony at start; ceremony, counter,
-/// session, refresh token and audit row at finish) commit in groups:
+/// The sign-in's two writes (its ceremony at start, in the same text as
+/// the read of the user's passkeys; ceremony, counter, session, refresh
+/// token and audit row at finish) and other ceremonies' starts commit in
+/// groups:
 /// while other requests wait for the connection, a write leaves its
 /// transaction open for them to join, and the last of the group, or a
 /// task that queues behind them, commits it. Each write is answered only
@@ -330,8 +335,8 @@ impl SqliteStore {
         Ok(MutexGuard::map(held, |held| &mut held.conn))
     }
 
-    /// The connection, for the sign-in's reads: they may see the open
-    /// group's writes. Whatever they read feeds a write that waits for the
+    /// The connection, for the read at a sign-in's finish: it may see the
+    /// open group's writes. What it reads feeds a write that waits for the
     /// group (or a later one), and a write that finds its ceremony gone
     /// stores nothing, so nothing is answered on rows that may not stay.
     async fn read_db(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
@@ -391,6 +396,19 @@ impl SqliteStore {
         let query = sqlx::query(turn.sql(&PUT));
         let wrote = bind_ceremony(query, ceremony).execute(turn.conn()).await;
         turn.finish(wrote.map(drop)).await
+    }
+
+    async fn store_login_start(
+        &self,
+        ceremony: &CeremonyRow,
+        username: &str,
+    ) -> StoreResult<Vec<CredentialRow>> {
+        const START: GroupedSql =
+            grouped_sql!(concat!(login_start_insert!(), "; ", login_start_select!()));
+        let mut turn = self.write_turn().await?;
+        let query = sqlx::query_as::<_, CredentialRow>(turn.sql(&START));
+        let wrote = bind_login_start(query, ceremony, username).fetch_all(turn.conn()).await;
+        turn.finish(wrote).await
     }
 
     /// A sign-in's writes in one transaction, and in one call to the
