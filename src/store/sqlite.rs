@@ -3,8 +3,8 @@
 //! only power loss can drop the last commits).
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -74,6 +74,7 @@ impl SqliteStore {
             // Pages are read through a mapping instead of a read(2) and a
             // copy each (BENCHMARKS.md, "One change at a time").
             .pragma("mmap_size", MMAP_SIZE.to_string())
+            .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string())
             .busy_timeout(Duration::from_secs(5));
         if let Some(parent) = options.get_filename().parent()
             && !parent.as_os_str().is_empty()
@@ -97,13 +98,61 @@ impl SqliteStore {
         ] {
             sqlx::query(sql).execute(&mut conn).await.context("SQLite audit trail guard")?;
         }
-        let held = Held { conn, group: None, groups: 0, unsure: false };
-        Ok(SqliteStore {
-            held: Arc::new(Mutex::new(held)),
-            waiting: Arc::new(AtomicUsize::new(0)),
-            options,
-        })
+        let held = Arc::new(Mutex::new(Held { conn, group: None, groups: 0, unsure: false }));
+        let copier = options.connect().await.context("SQLite checkpoint connection")?;
+        tokio::spawn(checkpoints(Arc::downgrade(&held), copier));
+        Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)), options })
     }
+}
+
+/// How often the write-ahead log is copied into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Past this many pages in the log, a checkpoint is finished with writes
+/// held back, so that the next write starts the log over.
+const RESTART_LOG_AFTER: i64 = 2_000;
+
+/// The writer's own checkpoint (SQLite's default is 1,000 pages), left as
+/// a backstop should the checkpoint task fall behind or fail.
+const BACKSTOP_CHECKPOINT_PAGES: u32 = 20_000;
+
+/// Copies the write-ahead log into the database file from a connection of
+/// its own. SQLite would do it on the writer's connection at the commit
+/// that fills 1,000 pages, and every request waits meanwhile: that copy
+/// and its two fsyncs were most of the p99 (BENCHMARKS.md). Here the bulk
+/// is copied while writes go on; only the rest (what was committed during
+/// the copy) is copied with writes held back, when the log has grown past
+/// `RESTART_LOG_AFTER`, so that it does not grow without end.
+async fn checkpoints(held: Weak<Mutex<Held>>, mut copier: SqliteConnection) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(held) = held.upgrade() else { return };
+        let copied = match checkpoint(&mut copier).await {
+            Ok(log_pages) if log_pages < RESTART_LOG_AFTER => continue,
+            Ok(_) => {
+                let mut held = held.lock().await;
+                if held.unsure {
+                    held.abandon().await;
+                }
+                // An open group would hold its pages back from the copy.
+                held.commit().await;
+                checkpoint(&mut copier).await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = copied {
+            tracing::warn!(%error, "SQLite checkpoint failed; the writer's own will run");
+        }
+    }
+}
+
+/// A checkpoint that waits for no one; the log's size in pages.
+async fn checkpoint(copier: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    let (_busy, log_pages, _copied): (i64, i64, i64) =
+        sqlx::query_as("pragma wal_checkpoint(passive)").fetch_one(copier).await?;
+    Ok(log_pages)
 }
 
 /// The connection and the group of writes open on it.
