@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row};
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, watch};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard, watch};
 
 use super::sql::{
     COUNTED_USE, audit_columns, ceremony_insert, impl_store, login_start_insert,
@@ -75,6 +75,10 @@ impl SqliteStore {
             // copy each (BENCHMARKS.md, "One change at a time").
             .pragma("mmap_size", MMAP_SIZE.to_string())
             .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string())
+            // A joined write's savepoint keeps the pages it replaces in a
+            // journal of its own; past 64 KiB SQLite spills that to a
+            // temporary file, one per write (BENCHMARKS.md).
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(5));
         if let Some(parent) = options.get_filename().parent()
             && !parent.as_os_str().is_empty()
@@ -98,7 +102,14 @@ impl SqliteStore {
         ] {
             sqlx::query(sql).execute(&mut conn).await.context("SQLite audit trail guard")?;
         }
-        let held = Arc::new(Mutex::new(Held { conn, group: None, groups: 0, unsure: false }));
+        let held = Held {
+            conn,
+            group: None,
+            groups: 0,
+            in_flight: InFlight::Nothing,
+            options: options.clone(),
+        };
+        let held = Arc::new(Mutex::new(held));
         let copier = options.connect().await.context("SQLite checkpoint connection")?;
         tokio::spawn(checkpoints(Arc::downgrade(&held), copier));
         Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)), options })
@@ -130,15 +141,15 @@ async fn checkpoints(held: Weak<Mutex<Held>>, mut copier: SqliteConnection) {
         ticks.tick().await;
         let Some(held) = held.upgrade() else { return };
         let copied = match checkpoint(&mut copier).await {
-            Ok(log_pages) if log_pages < RESTART_LOG_AFTER => continue,
+            // Everything copied (the log starts over at the next write),
+            // or not enough yet to hold writes back for.
+            Ok((log, copied)) if copied == log || log < RESTART_LOG_AFTER => continue,
             Ok(_) => {
                 let mut held = held.lock().await;
-                if held.unsure {
-                    held.abandon().await;
-                }
+                held.recover().await;
                 // An open group would hold its pages back from the copy.
                 held.commit().await;
-                checkpoint(&mut copier).await
+                checkpoint(&mut copier).await.map(drop)
             }
             Err(error) => Err(error),
         };
@@ -148,11 +159,12 @@ async fn checkpoints(held: Weak<Mutex<Held>>, mut copier: SqliteConnection) {
     }
 }
 
-/// A checkpoint that waits for no one; the log's size in pages.
-async fn checkpoint(copier: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
-    let (_busy, log_pages, _copied): (i64, i64, i64) =
+/// A checkpoint that waits for no one: the pages in the log, and how many
+/// of them are now in the database file.
+async fn checkpoint(copier: &mut SqliteConnection) -> Result<(i64, i64), sqlx::Error> {
+    let (_busy, log, copied): (i64, i64, i64) =
         sqlx::query_as("pragma wal_checkpoint(passive)").fetch_one(copier).await?;
-    Ok(log_pages)
+    Ok((log, copied))
 }
 
 /// The connection and the group of writes open on it.
@@ -160,10 +172,20 @@ struct Held {
     conn: SqliteConnection,
     group: Option<Group>,
     groups: u64,
-    /// Set while a statement that may leave a transaction open runs. Found
-    /// set by the next holder, its caller went away midway (a request that
-    /// was cancelled) and the transaction's state is unknown.
-    unsure: bool,
+    /// What ran when the connection was last let go of. Anything but
+    /// `Nothing` means its caller went away midway (a request that was
+    /// cancelled), and the next holder sets things straight (`recover`).
+    in_flight: InFlight,
+    /// To open the file again when a transaction cannot be ended.
+    options: SqliteConnectOptions,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum InFlight {
+    Nothing,
+    Write(Way),
+    /// A commit or a rollback.
+    Ending,
 }
 
 /// An open transaction holding answered-to-be writes.
@@ -177,12 +199,13 @@ struct Group {
 
 impl Held {
     /// Commits the open group, if any, and tells its writers. False if it
-    /// had to be rolled back.
+    /// had to be rolled back. Callers that may be cancelled go through
+    /// `commit_apart`.
     async fn commit(&mut self) -> bool {
         let Some(id) = self.group.as_ref().map(|group| group.id) else { return true };
-        self.unsure = true;
+        self.in_flight = InFlight::Ending;
         let committed = sqlx::query("commit").execute(&mut self.conn).await;
-        self.unsure = false;
+        self.in_flight = InFlight::Nothing;
         match committed {
             Ok(_) => {
                 if let Some(group) = self.group.take() {
@@ -201,18 +224,73 @@ impl Held {
     /// Rolls back whatever transaction is open (none is fine) and tells the
     /// open group's writers that nothing of theirs was kept.
     async fn abandon(&mut self) {
-        self.unsure = true;
-        // With no transaction open this fails, which is what was wanted.
-        let _ = sqlx::query("rollback").execute(&mut self.conn).await;
-        self.unsure = false;
+        self.in_flight = InFlight::Ending;
+        let rolled_back = sqlx::query("rollback").execute(&mut self.conn).await;
+        self.in_flight = InFlight::Nothing;
         if let Some(group) = self.group.take() {
             group.done.send_replace(Some(false));
+        }
+        if let Err(error) = rolled_back
+            && !says(&error, "no transaction is active")
+        {
+            // A transaction may still be open, and every later statement
+            // would run inside it and never be committed: start afresh.
+            tracing::error!(%error, "SQLite rollback failed; opening the file again");
+            match self.options.connect().await {
+                Ok(conn) => self.conn = conn,
+                Err(error) => tracing::error!(%error, "SQLite: cannot open the file again"),
+            }
+        }
+    }
+
+    /// Sets straight what a caller that went away midway left: a write
+    /// that joined a group is taken back to its savepoint, so the rest of
+    /// the group stays; anything else ends the transaction and its group.
+    async fn recover(&mut self) {
+        match self.in_flight {
+            InFlight::Nothing => {}
+            InFlight::Write(Way::Join) => {
+                self.in_flight = InFlight::Ending;
+                let undone = sqlx::query(UNDO_JOINED).execute(&mut self.conn).await;
+                self.in_flight = InFlight::Nothing;
+                match undone {
+                    // Undone, or already released: the write had finished.
+                    Ok(_) => {}
+                    Err(error) if says(&error, "no such savepoint") => {}
+                    Err(_) => self.abandon().await,
+                }
+            }
+            InFlight::Write(_) | InFlight::Ending => self.abandon().await,
         }
     }
 }
 
+/// Whether SQLite answered with this message.
+fn says(error: &sqlx::Error, message: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.message().contains(message))
+}
+
+/// Commits the open group in a task of its own: a caller cancelled midway
+/// would otherwise leave the commit's outcome unknown, and its writers
+/// told the wrong one.
+async fn commit_apart(held: OwnedMutexGuard<Held>) -> StoreResult<(OwnedMutexGuard<Held>, bool)> {
+    if held.group.is_none() {
+        return Ok((held, true));
+    }
+    let committing = tokio::spawn(async move {
+        let mut held = held;
+        let committed = held.commit().await;
+        (held, committed)
+    });
+    committing.await.map_err(|error| StoreError::Other(error.into()))
+}
+
+/// Takes a joined write back, leaving the rest of its group.
+const UNDO_JOINED: &str = "rollback to joined; release joined";
+
 /// A write's statements as sent each of three ways: alone in a transaction
-/// of its own, opening a group, or joining the open group.
+/// of its own, opening a group, or joining the open group (under a
+/// savepoint, so that it can fail alone).
 struct GroupedSql {
     alone: &'static str,
     open: &'static str,
@@ -224,7 +302,7 @@ macro_rules! grouped_sql {
         GroupedSql {
             alone: concat!("begin immediate; ", $steps, "; commit"),
             open: concat!("begin immediate; ", $steps),
-            join: $steps,
+            join: concat!("savepoint joined; ", $steps, "; release joined"),
         }
     };
 }
@@ -238,7 +316,7 @@ enum Way {
 
 /// The connection, held for one grouped write.
 struct WriteTurn<'a> {
-    held: MutexGuard<'a, Held>,
+    held: OwnedMutexGuard<Held>,
     way: Way,
     store: &'a SqliteStore,
     tidy: Tidy,
@@ -267,27 +345,28 @@ impl WriteTurn<'_> {
 }
 
 async fn settle<T>(
-    mut held: MutexGuard<'_, Held>,
+    mut held: OwnedMutexGuard<Held>,
     way: Way,
     store: &SqliteStore,
     wrote: Result<T, sqlx::Error>,
 ) -> StoreResult<T> {
-    held.unsure = false;
     let value = match wrote {
         Ok(value) => value,
         Err(error) => {
-            // Part of a group's writes cannot be taken back alone: the
-            // group goes, and its writers are told so.
-            held.abandon().await;
+            // A joined write goes back to its savepoint; one that opened a
+            // group, or went alone, takes its transaction with it.
+            held.recover().await;
             return Err(error.into());
         }
     };
+    held.in_flight = InFlight::Nothing;
     if way == Way::Alone {
         return Ok(value);
     }
     if store.waiting.load(Ordering::Acquire) == 0 {
         // Nobody left to join: commit now rather than hand over.
-        return if held.commit().await { Ok(value) } else { Err(group_lost()) };
+        let (_, committed) = commit_apart(held).await?;
+        return if committed { Ok(value) } else { Err(group_lost()) };
     }
     let Some(group) = held.group.as_mut() else {
         return Err(group_lost());
@@ -295,8 +374,7 @@ async fn settle<T>(
     let mut done = group.done.subscribe();
     if !group.committer {
         group.committer = true;
-        let (shared, waiting) = (store.held.clone(), store.waiting.clone());
-        tokio::spawn(commit_later(shared, waiting, group.id));
+        tokio::spawn(commit_later(store.held.clone(), store.waiting.clone(), group.id));
     }
     drop(held);
     match done.wait_for(Option::is_some).await.map(|done| *done) {
@@ -308,18 +386,15 @@ async fn settle<T>(
 /// Armed while a write's turn may leave the connection half-done: a
 /// request cancelled midway may leave a transaction open, which holds
 /// SQLite's write lock against every other process until the next request
-/// here. Dropped armed, it rolls that back at once.
+/// here. Dropped armed, it sets that straight at once.
 struct Tidy(Option<Arc<Mutex<Held>>>);
 
 impl Drop for Tidy {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.take() {
-            tokio::spawn(async move {
-                let mut held = shared.lock().await;
-                if held.unsure {
-                    held.abandon().await;
-                }
-            });
+        if let Some(shared) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { shared.lock().await.recover().await });
         }
     }
 }
@@ -329,15 +404,15 @@ fn group_lost() -> StoreError {
 }
 
 /// Queues for the connection behind the requests waiting now, which may
-/// join the group, and then commits it unless someone did already.
+/// join the group, and then commits it unless someone did already. It
+/// counts as waiting: a write that comes meanwhile opens a group instead of
+/// committing alone, which is what keeps groups forming under load.
 async fn commit_later(held: Arc<Mutex<Held>>, waiting: Arc<AtomicUsize>, id: u64) {
     let mut held = {
         let _waiting = Waiting::new(&waiting);
         held.lock().await
     };
-    if held.unsure {
-        held.abandon().await;
-    }
+    held.recover().await;
     if held.group.as_ref().is_some_and(|group| group.id == id) {
         held.commit().await;
     }
@@ -359,37 +434,36 @@ impl Drop for Waiting<'_> {
     }
 }
 
+type Conn = OwnedMappedMutexGuard<Held, SqliteConnection>;
+
 impl SqliteStore {
     /// The connection, with nothing left half-done on it; a group of
     /// writes may still be open.
-    async fn lock(&self) -> StoreResult<MutexGuard<'_, Held>> {
+    async fn lock(&self) -> StoreResult<OwnedMutexGuard<Held>> {
         let mut held = {
             let _waiting = Waiting::new(&self.waiting);
-            tokio::time::timeout(WAIT_FOR_CONNECTION, self.held.lock())
+            tokio::time::timeout(WAIT_FOR_CONNECTION, self.held.clone().lock_owned())
                 .await
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
         };
-        if held.unsure {
-            held.abandon().await;
-        }
+        held.recover().await;
         Ok(held)
     }
 
     /// The connection with no group open: what it reads is committed, and
     /// transactions begun on it are its own.
-    async fn db(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
-        let mut held = self.lock().await?;
+    async fn db(&self) -> StoreResult<Conn> {
         // A failed commit has told its own writers; this caller goes on.
-        held.commit().await;
-        Ok(MutexGuard::map(held, |held| &mut held.conn))
+        let (held, _) = commit_apart(self.lock().await?).await?;
+        Ok(OwnedMutexGuard::map(held, |held| &mut held.conn))
     }
 
     /// The connection, for the read at a sign-in's finish: it may see the
     /// open group's writes. What it reads feeds a write that waits for the
     /// group (or a later one), and a write that finds its ceremony gone
     /// stores nothing, so nothing is answered on rows that may not stay.
-    async fn read_db(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
-        Ok(MutexGuard::map(self.lock().await?, |held| &mut held.conn))
+    async fn read_db(&self) -> StoreResult<Conn> {
+        Ok(OwnedMutexGuard::map(self.lock().await?, |held| &mut held.conn))
     }
 
     /// The connection for a write that may be grouped. Alone while nobody
@@ -407,7 +481,7 @@ impl SqliteStore {
         } else {
             Way::Alone
         };
-        held.unsure = true;
+        held.in_flight = InFlight::Write(way);
         let tidy = Tidy(Some(self.held.clone()));
         Ok(WriteTurn { held, way, store: self, tidy })
     }
@@ -418,13 +492,11 @@ impl SqliteStore {
     /// pool, the readiness probe does: it opens the file again, so the
     /// node answers 503 only until the next probe.
     async fn ping_db(&self) -> StoreResult<()> {
-        let mut held = self.lock().await?;
-        held.commit().await;
+        let (mut held, _) = commit_apart(self.lock().await?).await?;
         match sqlx::query("select 1").execute(&mut held.conn).await {
             Err(sqlx::Error::WorkerCrashed | sqlx::Error::Io(_)) => {
                 tracing::warn!("the SQLite connection's thread is gone; opening the file again");
                 held.conn = self.options.connect().await?;
-                held.group = None;
                 sqlx::query("select 1").execute(&mut held.conn).await?;
                 Ok(())
             }

@@ -14,6 +14,7 @@ on_both!(
     of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_the_session,
     the_first_shared_secret_stored_wins,
     every_write_answered_amid_a_crowd_is_already_committed,
+    a_failing_write_amid_a_crowd_fails_alone,
     a_write_cancelled_midway_leaves_the_database_to_other_writers,
 );
 
@@ -220,6 +221,33 @@ async fn every_write_answered_amid_a_crowd_is_already_committed(db: Db) {
     for writer in writers {
         writer.await.unwrap();
     }
+}
+
+/// A write that fails (here a ceremony id already taken) while others
+/// wait with it fails alone: on SQLite it is taken back to its savepoint
+/// and the rest of its group commits.
+async fn a_failing_write_amid_a_crowd_fails_alone(db: Db) {
+    let app = spawn_app(db).await;
+    app.store.put_ceremony(&ceremony("crowd-taken", i64::MAX)).await.unwrap();
+    let writes: Vec<_> = (0..16)
+        .map(|n| {
+            let store = app.store.clone();
+            let id = if n == 8 { "crowd-taken".to_owned() } else { format!("crowd-{n}") };
+            tokio::spawn(async move { (n, store.put_ceremony(&ceremony(&id, i64::MAX)).await) })
+        })
+        .collect();
+    for write in writes {
+        match write.await.unwrap() {
+            (8, stored) => assert!(
+                matches!(stored, Err(passgate::store::StoreError::Conflict(_))),
+                "{stored:?}"
+            ),
+            (n, stored) => assert!(stored.is_ok(), "crowd-{n}: {stored:?}"),
+        }
+    }
+    let observer = app.observer(Duration::from_secs(5)).await;
+    let sql = "select count(*) from ceremony where ceremony_id like $1";
+    assert_eq!(observer.count(sql, "crowd-%").await, 16);
 }
 
 /// Polls a future once, as a request does before it goes away; its output
