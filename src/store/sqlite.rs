@@ -183,7 +183,8 @@ struct Held {
 #[derive(Clone, Copy, PartialEq)]
 enum InFlight {
     Nothing,
-    Write(Way),
+    /// A grouped write; true if it joined under a savepoint.
+    Write(Way, bool),
     /// A commit or a rollback.
     Ending,
 }
@@ -244,12 +245,14 @@ impl Held {
     }
 
     /// Sets straight what a caller that went away midway left: a write
-    /// that joined a group is taken back to its savepoint, so the rest of
-    /// the group stays; anything else ends the transaction and its group.
+    /// that joined a group is taken back to its savepoint, or, being one
+    /// statement, ran whole or not at all, so the rest of the group stays;
+    /// anything else ends the transaction and its group.
     async fn recover(&mut self) {
         match self.in_flight {
             InFlight::Nothing => {}
-            InFlight::Write(Way::Join) => {
+            InFlight::Write(Way::Join, false) => self.in_flight = InFlight::Nothing,
+            InFlight::Write(Way::Join, true) => {
                 self.in_flight = InFlight::Ending;
                 let undone = sqlx::query(UNDO_JOINED).execute(&mut self.conn).await;
                 self.in_flight = InFlight::Nothing;
@@ -260,7 +263,7 @@ impl Held {
                     Err(_) => self.abandon().await,
                 }
             }
-            InFlight::Write(_) | InFlight::Ending => self.abandon().await,
+            InFlight::Write(..) | InFlight::Ending => self.abandon().await,
         }
     }
 }
@@ -289,12 +292,16 @@ async fn commit_apart(held: OwnedMutexGuard<Held>) -> StoreResult<(OwnedMutexGua
 const UNDO_JOINED: &str = "rollback to joined; release joined";
 
 /// A write's statements as sent each of three ways: alone in a transaction
-/// of its own, opening a group, or joining the open group (under a
-/// savepoint, so that it can fail alone).
+/// of its own, opening a group, or joining the open group. A write of
+/// several statements joins under a savepoint, so that it can fail alone;
+/// one that writes with one statement needs none, and skips its cost
+/// (SQLite copies every page the write replaces into the savepoint's
+/// journal: about 5 to 10 % of a sign-in's CPU, BENCHMARKS.md).
 struct GroupedSql {
     alone: &'static str,
     open: &'static str,
     join: &'static str,
+    savepoint: bool,
 }
 
 macro_rules! grouped_sql {
@@ -302,7 +309,15 @@ macro_rules! grouped_sql {
         GroupedSql {
             alone: concat!("begin immediate; ", $steps, "; commit"),
             open: concat!("begin immediate; ", $steps),
+            join: $steps,
+            savepoint: false,
+        }
+    };
+    (savepoint: $steps:expr) => {
+        GroupedSql {
             join: concat!("savepoint joined; ", $steps, "; release joined"),
+            savepoint: true,
+            ..grouped_sql!($steps)
         }
     };
 }
@@ -323,7 +338,8 @@ struct WriteTurn<'a> {
 }
 
 impl WriteTurn<'_> {
-    fn sql(&self, sql: &GroupedSql) -> &'static str {
+    fn sql(&mut self, sql: &GroupedSql) -> &'static str {
+        self.held.in_flight = InFlight::Write(self.way, sql.savepoint);
         match self.way {
             Way::Alone => sql.alone,
             Way::Open => sql.open,
@@ -353,9 +369,17 @@ async fn settle<T>(
     let value = match wrote {
         Ok(value) => value,
         Err(error) => {
-            // A joined write goes back to its savepoint; one that opened a
-            // group, or went alone, takes its transaction with it.
-            held.recover().await;
+            // A joined write goes back to its savepoint, or was one
+            // statement refused whole; one that opened a group, or went
+            // alone, takes its transaction with it, and so does an error
+            // other than a refused row (SQLite may have ended the
+            // transaction itself).
+            let refused = matches!(&error, sqlx::Error::Database(db)
+                if db.kind() != sqlx::error::ErrorKind::Other);
+            match held.in_flight {
+                InFlight::Write(Way::Join, false) if !refused => held.abandon().await,
+                _ => held.recover().await,
+            }
             return Err(error.into());
         }
     };
@@ -481,7 +505,7 @@ impl SqliteStore {
         } else {
             Way::Alone
         };
-        held.in_flight = InFlight::Write(way);
+        held.in_flight = InFlight::Write(way, false);
         let tidy = Tidy(Some(self.held.clone()));
         Ok(WriteTurn { held, way, store: self, tidy })
     }
@@ -541,7 +565,7 @@ impl SqliteStore {
     /// PostgreSQL, a counter that did not move forward still takes the
     /// ceremony (the caller takes it anyway on refusal).
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
-        const LOGIN: GroupedSql = grouped_sql!(concat!(
+        const LOGIN: GroupedSql = grouped_sql!(savepoint: concat!(
             "delete from ceremony where ceremony_id = $1 returning 'taken'; \
              update credential set backup_eligible = $3, sign_count = $4, backup_state = $5, \
                last_used_at = $6 where credential_id = $2 \

@@ -148,6 +148,19 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     assert!(store.find_ceremony("ceremony-3", "login", 0).await.unwrap().is_some());
     let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
     assert_eq!(credential_now.sign_count, used.sign_count, "the counter is rolled back");
+    // The same write amid others waiting for the connection fails alone:
+    // on SQLite it joins their group under a savepoint and goes back to it.
+    let beside = futures_util::future::join_all((0..8).map(|n| {
+        let (store, row) = (store.clone(), ceremony(&format!("beside-{n}")));
+        async move { store.put_ceremony(&row).await }
+    }));
+    let (beside, clashed) = tokio::join!(beside, store.complete_login(&clash));
+    assert!(beside.iter().all(Result::is_ok), "{beside:?}");
+    assert!(matches!(clashed, Err(passgate::store::StoreError::Conflict(_))), "{clashed:?}");
+    assert!(store.find_ceremony("ceremony-3", "login", 0).await.unwrap().is_some());
+    assert!(store.find_ceremony("beside-7", "login", 0).await.unwrap().is_some());
+    let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
+    assert_eq!(credential_now.sign_count, used.sign_count, "the counter is rolled back");
     // A ceremony that is not there (never was, or already taken) stops
     // everything after it, even with a counter that would have moved on.
     let mut replayed = session.clone();
