@@ -157,7 +157,7 @@ macro_rules! impl_store {
             }
 
             async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
-                // Differs by engine: SQLite may write it in a batch.
+                // Differs by engine: SQLite may commit it in a group.
                 self.store_ceremony(ceremony).await
             }
 

@@ -102,6 +102,7 @@ impl SqliteStore {
         ] {
             sqlx::query(sql).execute(&mut conn).await.context("SQLite audit trail guard")?;
         }
+        drop_plan_samples(&mut conn).await?;
         let held = Held {
             conn,
             group: None,
@@ -114,6 +115,29 @@ impl SqliteStore {
         tokio::spawn(checkpoints(Arc::downgrade(&held), copier));
         Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)), options })
     }
+}
+
+/// `ANALYZE` or `PRAGMA optimize`, run on the file by hand, leave STAT4
+/// samples; with them the bundled SQLite (built with STAT4) plans a
+/// statement again every time it runs with new values: about 30 % more CPU
+/// per sign-in, for plans that stay the same, since every lookup here is by
+/// key (BENCHMARKS.md). So they go at start, and the log says so.
+async fn drop_plan_samples(conn: &mut SqliteConnection) -> anyhow::Result<()> {
+    // No such table until ANALYZE has run once.
+    let samples = sqlx::query_scalar::<_, i64>("select count(*) from sqlite_stat4");
+    let Ok(samples) = samples.fetch_one(&mut *conn).await else { return Ok(()) };
+    if samples > 0 {
+        sqlx::query("delete from sqlite_stat4; analyze sqlite_schema")
+            .execute(&mut *conn)
+            .await
+            .context("removing SQLite's STAT4 samples")?;
+        tracing::warn!(
+            samples,
+            "removed SQLite's STAT4 samples (left by ANALYZE or PRAGMA optimize): \
+             with them every statement is planned again each time it runs"
+        );
+    }
+    Ok(())
 }
 
 /// How often the write-ahead log is copied into the database file.
@@ -130,7 +154,8 @@ const BACKSTOP_CHECKPOINT_PAGES: u32 = 20_000;
 /// Copies the write-ahead log into the database file from a connection of
 /// its own. SQLite would do it on the writer's connection at the commit
 /// that fills 1,000 pages, and every request waits meanwhile: that copy
-/// and its two fsyncs were most of the p99 (BENCHMARKS.md). Here the bulk
+/// and its two fsyncs made most of the tail (p95 at 8 in flight 6 to 7 ms
+/// with them, 2.9 ms with no checkpoints at all; BENCHMARKS.md). The bulk
 /// is copied while writes go on; only the rest (what was committed during
 /// the copy) is copied with writes held back, when the log has grown past
 /// `RESTART_LOG_AFTER`, so that it does not grow without end.

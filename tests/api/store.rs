@@ -328,3 +328,24 @@ async fn the_sqlite_write_ahead_log_starts_over_once_copied() {
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size < 25 << 20, "the log grew to {size} bytes");
 }
+
+/// STAT4 samples (from an ANALYZE run on the file by hand) make SQLite plan
+/// every statement again each time it runs; a node removes them at start.
+#[tokio::test]
+async fn sqlite_plan_samples_left_by_analyze_are_removed_at_start() {
+    let app = spawn_app(Db::Sqlite).await;
+    for n in 0..50 {
+        app.store.put_ceremony(&ceremony(&format!("sampled-{n}"), i64::MAX)).await.unwrap();
+    }
+    let observer = app.observer(Duration::from_secs(5)).await;
+    observer.execute("analyze", "unused").await.unwrap_or_else(|error| panic!("{error}"));
+    let samples = "select count(*) from sqlite_stat4 where tbl <> $1";
+    assert!(observer.count(samples, "").await > 0, "ANALYZE left samples");
+
+    let restarted = crate::helpers::spawn_app_on(&app).await;
+
+    assert_eq!(observer.count(samples, "").await, 0);
+    let plans = "select count(*) from sqlite_stat1 where tbl = $1";
+    assert!(observer.count(plans, "ceremony").await > 0, "the other statistics stay");
+    restarted.store.put_ceremony(&ceremony("afterwards", i64::MAX)).await.unwrap();
+}
