@@ -394,15 +394,15 @@ async fn settle<T>(
     let value = match wrote {
         Ok(value) => value,
         Err(error) => {
-            // A joined write goes back to its savepoint, or was one
-            // statement refused whole; one that opened a group, or went
-            // alone, takes its transaction with it, and so does an error
-            // other than a refused row (SQLite may have ended the
-            // transaction itself).
+            // A refused row (a constraint) leaves a joined write's group:
+            // the write goes back to its savepoint, or was one statement
+            // refused whole. Any other error may have ended SQLite's
+            // transaction by itself, so the group goes; and a write that
+            // opened a group, or went alone, takes its transaction along.
             let refused = matches!(&error, sqlx::Error::Database(db)
                 if db.kind() != sqlx::error::ErrorKind::Other);
             match held.in_flight {
-                InFlight::Write(Way::Join, false) if !refused => held.abandon().await,
+                InFlight::Write(Way::Join, _) if !refused => held.abandon().await,
                 _ => held.recover().await,
             }
             return Err(error.into());
