@@ -45,9 +45,8 @@ const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(5);
 /// The sign-in's two writes (its ceremony at start, in the same text as
 /// the read of the user's passkeys; ceremony, counter, session, refresh
 /// token and audit row at finish) and other ceremonies' starts commit in
-/// groups:
-/// while other requests wait for the connection, a write leaves its
-/// transaction open for them to join, and the last of the group, or a
+/// groups: while other requests wait for the connection, a write leaves
+/// its transaction open for them to join, and the last of the group, or a
 /// task that queues behind them, commits it. Each write is answered only
 /// after its group committed, so an answered write survives a SIGKILL as
 /// before; a group shares one commit (one round trip to the connection's
@@ -56,8 +55,6 @@ pub struct SqliteStore {
     held: Arc<Mutex<Held>>,
     /// Tasks waiting for the connection.
     waiting: Arc<AtomicUsize>,
-    /// To open the connection again if its thread is gone.
-    options: SqliteConnectOptions,
 }
 
 impl SqliteStore {
@@ -103,17 +100,11 @@ impl SqliteStore {
             sqlx::query(sql).execute(&mut conn).await.context("SQLite audit trail guard")?;
         }
         drop_plan_samples(&mut conn).await?;
-        let held = Held {
-            conn,
-            group: None,
-            groups: 0,
-            in_flight: InFlight::Nothing,
-            options: options.clone(),
-        };
-        let held = Arc::new(Mutex::new(held));
         let copier = options.connect().await.context("SQLite checkpoint connection")?;
+        let held = Held { conn, group: None, groups: 0, in_flight: InFlight::Nothing, options };
+        let held = Arc::new(Mutex::new(held));
         tokio::spawn(checkpoints(Arc::downgrade(&held), copier));
-        Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)), options })
+        Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)) })
     }
 }
 
@@ -201,7 +192,7 @@ struct Held {
     /// `Nothing` means its caller went away midway (a request that was
     /// cancelled), and the next holder sets things straight (`recover`).
     in_flight: InFlight,
-    /// To open the file again when a transaction cannot be ended.
+    /// To open the file again (`reopen`).
     options: SqliteConnectOptions,
 }
 
@@ -262,11 +253,18 @@ impl Held {
             // A transaction may still be open, and every later statement
             // would run inside it and never be committed: start afresh.
             tracing::error!(%error, "SQLite rollback failed; opening the file again");
-            match self.options.connect().await {
-                Ok(conn) => self.conn = conn,
-                Err(error) => tracing::error!(%error, "SQLite: cannot open the file again"),
+            if let Err(error) = self.reopen().await {
+                tracing::error!(%error, "SQLite: cannot open the file again");
             }
         }
+    }
+
+    /// A fresh connection in place of one that cannot go on (its thread
+    /// gone, or a transaction that would not end).
+    async fn reopen(&mut self) -> Result<(), sqlx::Error> {
+        self.conn = self.options.connect().await?;
+        self.in_flight = InFlight::Nothing;
+        Ok(())
     }
 
     /// Sets straight what a caller that went away midway left: a write
@@ -545,7 +543,7 @@ impl SqliteStore {
         match sqlx::query("select 1").execute(&mut held.conn).await {
             Err(sqlx::Error::WorkerCrashed | sqlx::Error::Io(_)) => {
                 tracing::warn!("the SQLite connection's thread is gone; opening the file again");
-                held.conn = self.options.connect().await?;
+                held.reopen().await?;
                 sqlx::query("select 1").execute(&mut held.conn).await?;
                 Ok(())
             }
