@@ -333,9 +333,10 @@ fn now_secs() -> i64 {
 async fn main() {
     let o = options();
     if let Some(cpu) = &o.client_cpu {
-        // Keep the load generator off the server's core.
+        // Keep the load generator off the server's core: every thread of
+        // it (`-a`), since the runtime's workers are already running here.
         let _ = Command::new("taskset")
-            .args(["-p", "-c", cpu, &std::process::id().to_string()])
+            .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
             .output();
     }
     let scratch = tempfile::tempdir().expect("scratch dir");
