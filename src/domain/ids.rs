@@ -9,6 +9,9 @@ use super::ValidationError;
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        uuid_id!($(#[$doc])* $name, $field, Uuid::new_v4);
+    };
+    ($(#[$doc:meta])* $name:ident, $field:literal, $make:path) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -16,7 +19,7 @@ macro_rules! uuid_id {
 
         impl $name {
             pub fn new() -> Self {
-                $name(Uuid::new_v4())
+                $name($make())
             }
 
             pub fn parse(input: String) -> Result<Self, ValidationError> {
@@ -70,26 +73,43 @@ uuid_id!(
 );
 uuid_id!(
     /// One sign-in session: the `sid` claim, and what a refresh token renews.
+    /// Time-ordered (UUIDv7): a new session's keys land beside the last
+    /// one's in the session and refresh token indexes, so a sign-in
+    /// rewrites pages that others around it rewrite too, not pages of its
+    /// own (BENCHMARKS.md). Not a secret: every use is checked against its
+    /// user, and the JWT carries its time anyway.
     SessionId,
-    "session_id"
+    "session_id",
+    Uuid::now_v7
 );
 
-/// An opaque ceremony handle: 128 random bits, base64url (22 characters).
-/// Unguessable, so holding it is what ties a finish to its start.
+/// An opaque ceremony handle: the time it was made in milliseconds (6
+/// bytes) then 128 random bits, base64url (30 characters). Unguessable, so
+/// holding it is what ties a finish to its start; its time prefix keeps
+/// the ceremonies in flight on a few index pages, so that starting and
+/// finishing one rewrites pages shared with the others instead of a page
+/// of its own (BENCHMARKS.md). Handles of 128 random bits alone (22
+/// characters, made before) are still read, so that a finish reaching a
+/// node upgraded since its start still completes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CeremonyId(String);
 
 impl CeremonyId {
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let mut bytes = [0u8; 22];
+        bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+        rand::rngs::OsRng.fill_bytes(&mut bytes[6..]);
         CeremonyId(URL_SAFE_NO_PAD.encode(bytes))
     }
 
     pub fn parse(input: String) -> Result<Self, ValidationError> {
-        let well_formed = input.len() == 22
-            && URL_SAFE_NO_PAD.decode(input.as_bytes()).map(|b| b.len() == 16).unwrap_or(false);
+        let decoded =
+            |len| URL_SAFE_NO_PAD.decode(input.as_bytes()).map(|b| b.len() == len).unwrap_or(false);
+        let well_formed = (input.len() == 30 && decoded(22)) || (input.len() == 22 && decoded(16));
         if well_formed {
             Ok(CeremonyId(input))
         } else {
@@ -136,8 +156,49 @@ mod tests {
     }
 
     #[test]
+    fn ceremony_ids_carry_their_time_then_128_random_bits() {
+        let millis = |id: &CeremonyId| {
+            let bytes = URL_SAFE_NO_PAD.decode(id.as_ref()).unwrap();
+            assert_eq!(bytes.len(), 22);
+            u64::from_be_bytes([0, 0, bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]])
+        };
+        let before =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+                as u64;
+        let (a, b) = (CeremonyId::generate(), CeremonyId::generate());
+        assert_eq!(a.as_ref().len(), 30);
+        assert!(millis(&a) >= before && millis(&a) < before + 60_000, "{}", millis(&a));
+        assert!(millis(&b) >= millis(&a));
+        // Same millisecond or not, the random part differs.
+        assert_ne!(a.as_ref()[8..], b.as_ref()[8..]);
+    }
+
+    #[test]
+    fn ceremony_ids_made_before_the_time_prefix_still_parse() {
+        let old = URL_SAFE_NO_PAD.encode([7u8; 16]);
+        assert_eq!(CeremonyId::parse(old.clone()).unwrap().as_ref(), old);
+    }
+
+    #[test]
+    fn session_ids_are_time_ordered_uuids() {
+        let (a, b) = (SessionId::new(), SessionId::new());
+        assert_eq!(a.as_uuid().get_version_num(), 7);
+        assert!(a.to_string() < b.to_string());
+        assert_eq!(UserId::new().as_uuid().get_version_num(), 4);
+    }
+
+    #[test]
     fn malformed_ids_are_refused() {
-        for bad in ["", "short", "!!!!!!!!!!!!!!!!!!!!!!", &"A".repeat(23)] {
+        for bad in [
+            "",
+            "short",
+            "!!!!!!!!!!!!!!!!!!!!!!",
+            &"A".repeat(23),
+            &"!".repeat(30),
+            &"A".repeat(31),
+            // 30 characters that decode to 22 bytes only with padding rules broken.
+            &format!("{}=", "A".repeat(29)),
+        ] {
             assert!(CeremonyId::parse(bad.to_string()).is_err(), "{bad:?}");
         }
         assert!(UserId::parse("not-a-uuid".into()).is_err());
