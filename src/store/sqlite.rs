@@ -138,7 +138,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// back for the end of the copy. Each time costs writes a few ms (two
 /// fsyncs), so not too often: at 2,000 pages it was every tick under load
 /// and p99 at 32 in flight rose; at 16,000, about five times a second at
-/// 4,000 sign-ins/s, held 3 to 8 ms each (BENCHMARKS.md, machine F).
+/// 4,000 sign-ins/s, held mostly 5 to 7 ms each (BENCHMARKS.md, machine F).
 const RESTART_LOG_AFTER: i64 = 16_000;
 
 /// The writer's own checkpoint (SQLite's default is 1,000 pages), left as
