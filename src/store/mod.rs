@@ -5,6 +5,7 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_file;
 
 use std::sync::Arc;
 

@@ -16,6 +16,7 @@ use super::sql::{
     COUNTED_USE, audit_columns, ceremony_insert, impl_store, login_start_insert,
     login_start_select, session_columns,
 };
+use super::sqlite_file::DatabaseFile;
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreError,
@@ -101,9 +102,11 @@ impl SqliteStore {
         }
         drop_plan_samples(&mut conn).await?;
         let copier = options.connect().await.context("SQLite checkpoint connection")?;
+        let options_file = options.get_filename().to_owned();
         let held = Held { conn, group: None, groups: 0, in_flight: InFlight::Nothing, options };
         let held = Arc::new(Mutex::new(held));
-        tokio::spawn(checkpoints(Arc::downgrade(&held), copier));
+        let file = DatabaseFile::open(options_file.as_path());
+        tokio::spawn(checkpoints(Arc::downgrade(&held), copier, file));
         Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)) })
     }
 }
@@ -138,7 +141,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// back for the end of the copy. Each time costs writes a few ms (two
 /// fsyncs), so not too often: at 2,000 pages it was every tick under load
 /// and p99 at 32 in flight rose; at 16,000, about five times a second at
-/// 4,000 sign-ins/s, held mostly 5 to 7 ms each (BENCHMARKS.md, machine F).
+/// 4,000 sign-ins/s (machine F), or every 0.8 s at 3,000 (machine G, with
+/// the file flushed first: held 9 to 12 ms each; BENCHMARKS.md).
 const RESTART_LOG_AFTER: i64 = 16_000;
 
 /// The writer's own checkpoint (SQLite's default is 1,000 pages), left as
@@ -153,7 +157,11 @@ const BACKSTOP_CHECKPOINT_PAGES: u32 = 40_000;
 /// with them, 2.9 ms with no checkpoints at all; BENCHMARKS.md). The bulk
 /// is copied while writes go on; past `RESTART_LOG_AFTER` the log is
 /// started over (`restart_log`), so that it does not grow without end.
-async fn checkpoints(held: Weak<Mutex<Held>>, mut copier: SqliteConnection) {
+async fn checkpoints(
+    held: Weak<Mutex<Held>>,
+    mut copier: SqliteConnection,
+    file: Option<DatabaseFile>,
+) {
     let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The log's length the last time it was all copied with writes held.
@@ -166,7 +174,9 @@ async fn checkpoints(held: Weak<Mutex<Held>>, mut copier: SqliteConnection) {
             // All copied and nothing written since: the next write starts
             // the log over, with nobody held back for it.
             Ok((log, copied)) if copied == log && restarted_at == Some(log) => continue,
-            Ok(_) => restart_log(&held, &mut copier).await.map(|log| restarted_at = Some(log)),
+            Ok(_) => {
+                restart_log(&held, &mut copier, file).await.map(|log| restarted_at = Some(log))
+            }
             Err(error) => Err(error),
         };
         if let Err(error) = copied {
@@ -179,14 +189,25 @@ async fn checkpoints(held: Weak<Mutex<Held>>, mut copier: SqliteConnection) {
 /// write starts it over; the log's length then. Under steady writes a
 /// checkpoint never catches up by itself (it copies what the log held
 /// when it began, and the writes meanwhile add more), so the log grew
-/// until the backstop copied it all with every write waiting. The copy is
-/// run once more before writes are held, so that what is left to copy and
-/// fsync while they wait is only what came in during that copy.
+/// until the backstop copied it all with every write waiting.
+///
+/// Before writes are held, the copy runs and the database file is flushed
+/// twice (the second time for what came in during the first), so that
+/// what is left to copy and sync while they wait is only what came in
+/// during the second: at 32 in flight writes were held 30 ms and more
+/// without the flushes, when SQLite's sync had every page copied since the
+/// last restart to flush (BENCHMARKS.md, machine G).
 async fn restart_log(
     held: &Mutex<Held>,
     copier: &mut SqliteConnection,
+    file: Option<DatabaseFile>,
 ) -> Result<i64, sqlx::Error> {
-    checkpoint(copier).await?;
+    for _ in 0..2 {
+        checkpoint(copier).await?;
+        if let Some(file) = file {
+            file.flush().await?;
+        }
+    }
     let mut held = held.lock().await;
     held.recover().await;
     // An open group would hold its pages back from the copy.
