@@ -102,10 +102,9 @@ impl SqliteStore {
         }
         drop_plan_samples(&mut conn).await?;
         let copier = options.connect().await.context("SQLite checkpoint connection")?;
-        let options_file = options.get_filename().to_owned();
+        let file = DatabaseFile::open(options.get_filename());
         let held = Held { conn, group: None, groups: 0, in_flight: InFlight::Nothing, options };
         let held = Arc::new(Mutex::new(held));
-        let file = DatabaseFile::open(options_file.as_path());
         tokio::spawn(checkpoints(Arc::downgrade(&held), copier, file));
         Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)) })
     }
