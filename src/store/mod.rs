@@ -2,6 +2,7 @@
 //! one implementation per engine is generated from the same query text
 //! (see `sql.rs`), and one conformance suite runs against both engines.
 
+mod pg_pool;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -43,13 +44,19 @@ impl From<sqlx::Error> for StoreError {
                     .code()
                     .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
             {
+                pg_pool::connection_failed();
                 StoreError::Unavailable(error)
             }
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
+                pg_pool::connection_failed();
+                StoreError::Unavailable(error)
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable(error),
+            // The connection and the server disagree on where they are.
+            sqlx::Error::Protocol(_) => {
+                pg_pool::connection_failed();
+                StoreError::Other(anyhow::Error::new(error))
+            }
             other => StoreError::Other(anyhow::Error::new(other)),
         }
     }

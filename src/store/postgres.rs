@@ -1,14 +1,15 @@
 //! PostgreSQL: the production and multi-node store. Nodes share everything
 //! through it, so any node can finish what another started.
 
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::Row;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, Postgres};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, Row};
 
+use super::pg_pool::{PgConnections, PgLease};
 use super::sql::{
     COUNTED_USE, audit_columns, ceremony_insert, impl_store, login_start_insert,
     login_start_select, session_columns,
@@ -23,40 +24,28 @@ use crate::config::DatabaseSettings;
 
 type Db = sqlx::Postgres;
 
-/// A connection idle this long is pinged before it is used.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// How long a request waits for a connection before it gives up with a
+/// 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct PgStore {
-    pool: sqlx::PgPool,
+    pool: Arc<PgConnections>,
 }
 
 impl PgStore {
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            // sqlx pings a connection (a round trip to PostgreSQL) each
-            // time it hands one out. A connection in steady use has just
-            // answered; only one that sat idle may have been dropped by
-            // the server or a proxy in the meantime.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_AFTER_IDLE {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect(settings.url.expose())
+        let options = PgConnectOptions::from_str(settings.url.expose()).with_context(|| {
+            format!("database.url: {} is not a PostgreSQL URL", settings.url.redacted())
+        })?;
+        let pool = PgConnections::new(options, settings.max_connections, ACQUIRE_TIMEOUT);
+        let pool = Arc::new(pool);
+        // The migrator takes an advisory lock, so nodes starting together
+        // migrate once. Both steps on one connection, which then stays in
+        // the pool: each new one costs a TLS handshake (about 100 ms here).
+        let mut conn = pool
+            .acquire()
             .await
             .with_context(|| format!("cannot connect to {}", settings.url.redacted()))?;
-        // The migrator takes an advisory lock, so nodes starting together
-        // migrate once.
-        // On one connection: the pool takes a connection back in a task of
-        // its own, so a second step would open a second connection (a TLS
-        // handshake, about 100 ms here) before the first is back.
-        let mut conn = pool.acquire().await.context("PostgreSQL connection")?;
         MIGRATOR.run(&mut *conn).await.context("PostgreSQL migrations failed")?;
         guard_audit_trail(&mut conn).await.context("PostgreSQL audit trail guard")?;
         drop(conn);
@@ -94,12 +83,12 @@ async fn guard_audit_trail(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> 
 }
 
 impl PgStore {
-    async fn db(&self) -> StoreResult<PoolConnection<Postgres>> {
+    async fn db(&self) -> StoreResult<PgLease> {
         Ok(self.pool.acquire().await?)
     }
 
     /// Every connection reads committed rows; SQLite's differs.
-    async fn read_db(&self) -> StoreResult<PoolConnection<Postgres>> {
+    async fn read_db(&self) -> StoreResult<PgLease> {
         self.db().await
     }
 
@@ -122,7 +111,7 @@ impl PgStore {
     }
 
     fn pool_use(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
+        self.pool.state()
     }
 
     async fn ping_db(&self) -> StoreResult<()> {

@@ -1,7 +1,7 @@
 //! Store conformance: the guarantees the services rely on, checked
 //! directly against both engines, with racing callers.
 
-use passgate::store::{CeremonyRow, LoginStored, RefreshOutcome, SessionRow};
+use passgate::store::{CeremonyRow, LoginStored, RefreshOutcome, SessionRow, StoreError};
 
 use std::time::Duration;
 
@@ -352,4 +352,44 @@ async fn sqlite_plan_samples_left_by_analyze_are_removed_at_start() {
     let plans = "select count(*) from sqlite_stat1 where tbl = $1";
     assert!(observer.count(plans, "ceremony").await > 0, "the other statistics stay");
     restarted.store.put_ceremony(&ceremony("afterwards", i64::MAX)).await.unwrap();
+}
+
+/// PostgreSQL restarted, or a proxy cut the node's connections: every
+/// pooled connection is dead at once, though none sat idle. The first step
+/// to meet one fails (a 503 to its caller); from then on every pooled
+/// connection is checked before it is lent, and the next steps run on new
+/// ones. Without that check each dead connection would go back to the pool
+/// and fail a step in turn, for as long as the load kept it busy.
+#[tokio::test]
+async fn postgresql_connections_cut_by_the_server_are_replaced_after_one_failed_step() {
+    use sqlx::Connection;
+    let app = spawn_app(Db::Postgres).await;
+    // Four steps at once open four connections.
+    let opened = futures_util::future::join_all((0..4).map(|_| app.store.ping())).await;
+    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    let (open, idle) = app.store.pool_state();
+    assert!(open >= 4 && idle >= 4, "{open} open, {idle} idle");
+
+    let mut admin = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(cut.len() >= 4 && cut.iter().all(|done| *done), "{cut:?}");
+    // Let each backend finish going away, well within the second after
+    // which an idle connection is pinged anyway.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut failed = 0;
+    for _ in 0..8 {
+        if let Err(error) = app.store.ping().await {
+            assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+            failed += 1;
+        }
+    }
+    assert!(failed <= 1, "{failed} of 8 steps failed after the cut");
+    admin.close().await.unwrap();
 }

@@ -1,0 +1,165 @@
+//! PostgreSQL connections, lent out one request step at a time.
+//!
+//! Not sqlx's pool: it sends a ping (a round trip to PostgreSQL) each
+//! time a connection comes back, unconditionally (sqlx-core 0.9
+//! `pool/connection.rs`), three per passkey sign-in, about 0.1 ms of CPU
+//! between the server and PostgreSQL (BENCHMARKS.md). That ping does two
+//! jobs, done here otherwise:
+//! - it drains what a dropped transaction or a cancelled statement left on
+//!   the connection. sqlx's PostgreSQL connection drains that itself
+//!   before its next statement runs (`wait_until_ready`), so nothing is
+//!   lost by leaving it to the next holder.
+//! - it finds connections that died (PostgreSQL restarted, a proxy cut
+//!   them). Here a connection is pinged before it is lent if it sat idle,
+//!   or if any statement failed for want of a connection since it was last
+//!   known good (`connection_failed`): after a restart every connection is
+//!   dead at once, and one failed request is enough to have them all
+//!   checked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+
+/// A connection idle this long is pinged before it is lent: the server or
+/// a proxy may have dropped it meanwhile. One in steady use has just
+/// answered.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Connections are replaced after this long, so that a node picks up a
+/// failover or a rebalanced proxy without a restart (sqlx's default).
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// Counts statements that failed for want of a connection, in any store of
+/// the process; a connection last known good before the latest is pinged
+/// before it is lent again.
+static CONNECTION_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Called when a statement failed with the connection lost, refused or in
+/// an unknown state.
+pub(crate) fn connection_failed() {
+    CONNECTION_FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) struct PgConnections {
+    options: PgConnectOptions,
+    /// One permit per connection that may be open.
+    permits: Arc<Semaphore>,
+    max: u32,
+    /// Most recently used last: it is the one lent next, its pages warm.
+    idle: Mutex<Vec<Slot>>,
+    acquire_timeout: Duration,
+}
+
+/// A connection, locked while it is lent.
+type Slot = Arc<tokio::sync::Mutex<Held>>;
+
+struct Held {
+    conn: PgConnection,
+    opened: Instant,
+    /// When it was last given back.
+    since: Instant,
+    /// `CONNECTION_FAILURES` when it was last known good.
+    failures: u64,
+}
+
+impl PgConnections {
+    pub(crate) fn new(options: PgConnectOptions, max: u32, acquire_timeout: Duration) -> Self {
+        PgConnections {
+            options,
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+            idle: Mutex::new(Vec::new()),
+            acquire_timeout,
+        }
+    }
+
+    /// A connection for one step, waiting at most the acquire timeout for
+    /// one to come free or to open.
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<PgLease, sqlx::Error> {
+        match tokio::time::timeout(self.acquire_timeout, self.lend()).await {
+            Ok(lent) => lent,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+
+    async fn lend(self: &Arc<Self>) -> Result<PgLease, sqlx::Error> {
+        let permit =
+            self.permits.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
+        loop {
+            // Not in the loop's condition: the lock would be held throughout.
+            let slot = self.idle_slots().pop();
+            let Some(slot) = slot else { break };
+            // Given back a moment ago: its lease may not have let go yet.
+            let mut held = slot.lock_owned().await;
+            let failures = CONNECTION_FAILURES.load(Ordering::Relaxed);
+            if held.opened.elapsed() >= MAX_LIFETIME {
+                let slot = OwnedMutexGuard::mutex(&held).clone();
+                drop(held);
+                if let Some(old) = Arc::into_inner(slot) {
+                    tokio::spawn(old.into_inner().conn.close());
+                }
+                continue;
+            }
+            if held.since.elapsed() >= PING_AFTER_IDLE || held.failures != failures {
+                // A dead one is dropped with its slot: nothing to say
+                // goodbye to.
+                if held.conn.ping().await.is_err() {
+                    continue;
+                }
+                held.failures = failures;
+            }
+            return Ok(PgLease { held, pool: self.clone(), _permit: permit });
+        }
+        let conn = self.options.connect().await?;
+        let now = Instant::now();
+        let failures = CONNECTION_FAILURES.load(Ordering::Relaxed);
+        let slot =
+            Arc::new(tokio::sync::Mutex::new(Held { conn, opened: now, since: now, failures }));
+        Ok(PgLease { held: slot.lock_owned().await, pool: self.clone(), _permit: permit })
+    }
+
+    fn idle_slots(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections open (lent or idle), and of them idle.
+    pub(crate) fn state(&self) -> (u32, usize) {
+        let idle = self.idle_slots().len();
+        let lent = self.max as usize - self.permits.available_permits();
+        ((idle + lent) as u32, idle)
+    }
+}
+
+/// A lent connection; it goes back when dropped. Its permit is released
+/// after it is back, so a waiter finds it idle.
+pub(crate) struct PgLease {
+    held: OwnedMutexGuard<Held>,
+    pool: Arc<PgConnections>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for PgLease {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.held.conn
+    }
+}
+
+impl std::ops::DerefMut for PgLease {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.held.conn
+    }
+}
+
+impl Drop for PgLease {
+    fn drop(&mut self) {
+        self.held.since = Instant::now();
+        let slot = OwnedMutexGuard::mutex(&self.held).clone();
+        self.pool.idle_slots().push(slot);
+    }
+}
