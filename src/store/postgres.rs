@@ -11,8 +11,7 @@ use sqlx::{Connection, Row};
 
 use super::pg_pool::{PgConnections, PgLease};
 use super::sql::{
-    COUNTED_USE, audit_columns, ceremony_insert, impl_store, login_start_insert,
-    login_start_select, session_columns,
+    COUNTED_USE, audit_columns, ceremony_into, impl_store, login_start_select, session_columns,
 };
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
@@ -23,6 +22,24 @@ use crate::clock::Millis;
 use crate::config::DatabaseSettings;
 
 type Db = sqlx::Postgres;
+
+/// A condition, always true, that lets the statement's own transaction
+/// commit without waiting for PostgreSQL to flush its log to disk
+/// (`synchronous_commit` off for this transaction alone). For a new
+/// ceremony only: it is visible to every node at once all the same, and it
+/// survives this server being killed; what PostgreSQL itself crashing may
+/// lose is the last few hundred ms of such ceremonies (its WAL writer
+/// flushes every 200 ms by default), and their users' finish gets the
+/// answer an expired ceremony gets: start again. The finish, which takes
+/// the ceremony and writes the counter, session and audit row, waits for
+/// the flush as before, and that flush covers the ceremony's insert too.
+/// One flush per sign-in instead of two: the flush was a fifth of
+/// PostgreSQL's CPU per sign-in (BENCHMARKS.md).
+macro_rules! unflushed_commit {
+    () => {
+        "set_config('synchronous_commit', 'off', true) = 'off'"
+    };
+}
 
 /// How long a request waits for a connection before it gives up with a
 /// 503.
@@ -93,7 +110,9 @@ impl PgStore {
     }
 
     async fn store_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
-        let query = sqlx::query(ceremony_insert!());
+        const STORE: &str =
+            concat!(ceremony_into!(), "select $1, $2, $3, $4, $5 where ", unflushed_commit!());
+        let query = sqlx::query(STORE);
         bind_ceremony(query, ceremony).execute(&mut *self.db().await?).await?;
         Ok(())
     }
@@ -104,8 +123,14 @@ impl PgStore {
         username: &str,
     ) -> StoreResult<Vec<CredentialRow>> {
         // A WITH's insert runs whether or not the query reads from it.
-        const START: &str =
-            concat!("with started as (", login_start_insert!(), ") ", login_start_select!());
+        const START: &str = concat!(
+            "with started as (",
+            ceremony_into!(),
+            "select $1, $2, (select user_id from app_user where username = $3), $4, $5 where ",
+            unflushed_commit!(),
+            ") ",
+            login_start_select!()
+        );
         let query = sqlx::query_as::<_, CredentialRow>(START);
         Ok(bind_login_start(query, ceremony, username).fetch_all(&mut *self.db().await?).await?)
     }

@@ -29,12 +29,14 @@ macro_rules! audit_columns {
 
 /// A username-first sign-in's ceremony, for the user of that name, and that
 /// user's passkeys: $1 ceremony id, $2 kind, $3 username, $4 state, $5
-/// expiry. The statements as SQLite runs them in one text; PostgreSQL puts
-/// the insert in a WITH.
+/// expiry. The statements as SQLite runs them in one text; PostgreSQL's
+/// own (postgres.rs) puts the insert in a WITH.
 macro_rules! login_start_insert {
     () => {
-        "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
-         values ($1, $2, (select user_id from app_user where username = $3), $4, $5)"
+        concat!(
+            $crate::store::sql::ceremony_into!(),
+            "values ($1, $2, (select user_id from app_user where username = $3), $4, $5)"
+        )
     };
 }
 
@@ -48,8 +50,14 @@ macro_rules! login_start_select {
 /// Stores a new ceremony; `bind_ceremony` binds its columns.
 macro_rules! ceremony_insert {
     () => {
-        "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
-         values ($1, $2, $3, $4, $5)"
+        concat!($crate::store::sql::ceremony_into!(), "values ($1, $2, $3, $4, $5)")
+    };
+}
+
+/// The columns a ceremony's insert names, in the order both binders bind.
+macro_rules! ceremony_into {
+    () => {
+        "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) "
     };
 }
 
@@ -1280,6 +1288,6 @@ macro_rules! impl_store {
 }
 
 pub(crate) use {
-    audit_columns, ceremony_insert, impl_store, login_start_insert, login_start_select,
-    session_columns,
+    audit_columns, ceremony_insert, ceremony_into, impl_store, login_start_insert,
+    login_start_select, session_columns,
 };
