@@ -101,6 +101,7 @@ struct RawServer {
     trust_request_id: bool,
     trust_forwarded_for: bool,
     workers: usize,
+    request_timeout_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +261,8 @@ pub struct ServerSettings {
     pub trust_forwarded_for: bool,
     /// 0 means one worker per core.
     pub workers: usize,
+    /// The longest a request may take; past it the caller gets a 503.
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -447,6 +450,9 @@ impl RawSettings {
         let bind: SocketAddr = self.server.bind.parse().with_context(|| {
             format!("server.bind: {:?} is not an address like 127.0.0.1:8080", self.server.bind)
         })?;
+        if self.server.request_timeout_seconds == 0 {
+            bail!("server.request_timeout_seconds: must be at least 1");
+        }
         let url = DatabaseUrl(self.database.url);
         url.backend()?;
         if self.database.max_connections == 0 {
@@ -477,6 +483,7 @@ impl RawSettings {
                 trust_request_id: self.server.trust_request_id,
                 trust_forwarded_for: self.server.trust_forwarded_for,
                 workers: self.server.workers,
+                request_timeout: Duration::from_secs(self.server.request_timeout_seconds),
             },
             database: DatabaseSettings { url, max_connections: self.database.max_connections },
             webauthn,
@@ -899,6 +906,10 @@ mod tests {
                 .contains("webauthn.origins")
         );
         assert!(load_error(&[("PASSGATE__LOG__FORMAT", "xml")]).contains("log.format"));
+        assert!(
+            load_error(&[("PASSGATE__SERVER__REQUEST_TIMEOUT_SECONDS", "0")])
+                .contains("server.request_timeout_seconds")
+        );
         assert!(
             load_error(&[("PASSGATE__STEPUP__TOKEN_TTL_SECONDS", "121")])
                 .contains("stepup.token_ttl_seconds")

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::store::StoreError;
-use crate::telemetry::current_request_id;
+use crate::telemetry::{REQUEST_ID_HEADER, current_request_id};
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -192,6 +192,36 @@ impl ResponseError for ApiError {
         // Serialised by hand: `.json()` would replace the problem+json type.
         let body = serde_json::to_string(&self.problem()).unwrap_or_default();
         response.body(body)
+    }
+}
+
+/// A request that outlived `server.request_timeout`: the error of the
+/// deadline (startup.rs). actix answers an error from the middleware after
+/// the request's own scope has ended, so this one brings the request id
+/// along, and puts it in the body and the header as every answer has it.
+#[derive(Debug, thiserror::Error)]
+#[error("the request timed out")]
+pub struct TimedOut {
+    pub request_id: Option<String>,
+}
+
+impl ResponseError for TimedOut {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut problem = ApiError::Unavailable.problem();
+        problem.request_id = self.request_id.clone();
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        if let Some(id) = self.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+            response.insert_header((REQUEST_ID_HEADER, id));
+        }
+        response.body(serde_json::to_string(&problem).unwrap_or_default())
     }
 }
 

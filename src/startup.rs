@@ -13,10 +13,11 @@ use tracing_actix_web::TracingLogger;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::error::TimedOut;
 use crate::routes::{self, extract};
 use crate::service::Core;
 use crate::store::{self, Store};
-use crate::telemetry::{PassgateRootSpan, with_request_id};
+use crate::telemetry::{PassgateRootSpan, current_request_id, with_request_id};
 
 /// How often each node deletes expired ceremonies, picks up signing keys
 /// made elsewhere, and checks the rotation schedule.
@@ -49,6 +50,7 @@ impl Application {
         let static_dir = settings.server.static_dir.clone();
         let trust_request_id = settings.server.trust_request_id;
         let trust_forwarded_for = settings.server.trust_forwarded_for;
+        let request_timeout = settings.server.request_timeout;
         let core = web::Data::new(Core::new(settings, store, clock).await?);
         if !static_dir.is_dir() {
             tracing::warn!(path = %static_dir.display(), "server.static_dir is not a folder; the demo page is off");
@@ -61,6 +63,7 @@ impl Application {
                 .app_data(extract::path_config())
                 .app_data(extract::query_config())
                 .app_data(web::PayloadConfig::new(extract::BODY_LIMIT))
+                .wrap_fn(move |request, service| with_deadline(request, service, request_timeout))
                 .wrap_fn(record_metrics)
                 .wrap(TracingLogger::<PassgateRootSpan>::new())
                 .wrap_fn(move |request, service| {
@@ -134,12 +137,46 @@ where
     let started = Instant::now();
     let response = service.call(request);
     async move {
-        let response = response.await?;
+        let response = response.await;
+        // An error here is the deadline's, answered by actix further out.
+        let status = match &response {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
         if let Some(core) = core {
             let seconds = started.elapsed().as_secs_f64();
-            core.metrics.observe_request(&route, &method, response.status().as_u16(), seconds);
+            core.metrics.observe_request(&route, &method, status.as_u16(), seconds);
         }
-        Ok(response)
+        response
+    }
+}
+
+/// Answers 503 when a request outlives `server.request_timeout`. A
+/// database connection cut without a reset (a network partition, a
+/// firewall dropping state) would otherwise hold the caller until TCP gives
+/// up, many minutes later, and the proxy's own timeout would answer in our
+/// stead with no request_id. The request's work is dropped where it
+/// stands, which the stores are written to survive (a cancelled request's
+/// transaction is rolled back before the connection's next use), and the
+/// PostgreSQL connections are checked before their next use.
+fn with_deadline<S>(
+    request: ServiceRequest,
+    service: &S,
+    limit: Duration,
+) -> impl Future<Output = Result<ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let response = service.call(request);
+    async move {
+        match tokio::time::timeout(limit, response).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::error!(limit_seconds = limit.as_secs(), "request timed out; answered 503");
+                store::suspect_connections();
+                Err(TimedOut { request_id: current_request_id() }.into())
+            }
+        }
     }
 }
 

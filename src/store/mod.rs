@@ -3,6 +3,9 @@
 //! (see `sql.rs`), and one conformance suite runs against both engines.
 
 mod pg_pool;
+/// After a request gave up on the database: PostgreSQL connections are
+/// checked before their next use.
+pub(crate) use pg_pool::connection_failed as suspect_connections;
 mod postgres;
 mod sql;
 mod sqlite;

@@ -67,6 +67,11 @@ impl TestDb {
     pub fn share(&self) -> TestDb {
         TestDb { db: self.db, url: self.url.clone(), _dir: self._dir.clone() }
     }
+
+    /// The same database reached through another address (a proxy).
+    pub fn through(&self, url: String) -> TestDb {
+        TestDb { db: self.db, url, _dir: self._dir.clone() }
+    }
 }
 
 /// Databases of earlier test processes that are no longer running.

@@ -1,5 +1,9 @@
 //! Health, readiness, request ids and the API description.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -164,6 +168,110 @@ async fn a_lost_database_makes_readiness_fail_without_leaking_internals() {
     for leaked in [name.as_str(), "sqlx", "select", "database", "src/"] {
         assert!(!text.to_lowercase().contains(leaked), "{leaked} leaked: {text}");
         assert!(!body.to_string().contains(leaked), "{leaked} leaked: {body}");
+    }
+}
+
+/// A TCP proxy on loopback that can cut every connection open through it
+/// without a word to either side, as a network partition or a firewall
+/// dropping its state does: from then on those connections swallow what
+/// is sent and never answer. The next connection opened gets through, and
+/// so do all after it.
+struct Partition {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl Partition {
+    async fn to(target: String) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let cutting = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                // A new connection gets through: the partition has healed
+                // for it, not for the connections it cut.
+                cutting.store(false, Ordering::SeqCst);
+                let severed = Arc::new(AtomicBool::new(false));
+                let (from_client, to_client) = inbound.into_split();
+                let (from_server, to_server) = outbound.into_split();
+                for (from, to) in [(from_client, to_server), (from_server, to_client)] {
+                    let (cut, severed) = (cutting.clone(), severed.clone());
+                    tokio::spawn(Self::pump(from, to, cut, severed));
+                }
+            }
+        });
+        Partition { port, cut }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        cut: Arc<AtomicBool>,
+        severed: Arc<AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0; 64 << 10];
+        while let Ok(n) = from.read(&mut buffer).await {
+            if n == 0 {
+                return;
+            }
+            if cut.load(Ordering::SeqCst) {
+                severed.store(true, Ordering::SeqCst);
+            }
+            if !severed.load(Ordering::SeqCst) && to.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A database that stops answering without closing anything holds no
+/// request past `server.request_timeout`: the caller gets a 503
+/// problem+json with its request_id, and once new connections get
+/// through, the node drops the dead ones and answers again.
+#[tokio::test]
+async fn a_database_that_stops_answering_gets_a_503_at_the_deadline_and_the_node_recovers() {
+    let db = crate::helpers::TestDb::create(Db::Postgres).await;
+    let (before, after) = db.url.split_once('@').unwrap();
+    let (target, name) = after.split_once('/').unwrap();
+    let partition = Partition::to(target.to_owned()).await;
+    let proxied = db.through(format!("{before}@127.0.0.1:{}/{name}", partition.port));
+    let deadline = ("PASSGATE__SERVER__REQUEST_TIMEOUT_SECONDS", "1");
+    let app = crate::helpers::spawn_app_with(proxied, &[], &[deadline]).await;
+    // Without the deadline the node would not answer at all.
+    let ready = || async {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(10), app.get("/readyz", None)).await;
+        (answer.expect("no answer within 10 s"), started.elapsed())
+    };
+    assert_eq!(ready().await.0.status(), StatusCode::OK);
+
+    partition.cut();
+    let (answer, waited) = ready().await;
+    assert_problem(answer, 503, "unavailable").await;
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    // The cut holds for connections open at the time only: the next ones
+    // pass, as when a partition heals. Each dead connection the node still
+    // holds may cost one more request its deadline.
+    let mut refused = 0;
+    loop {
+        let (answer, waited) = ready().await;
+        if answer.status() == StatusCode::OK {
+            break;
+        }
+        assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+        assert_problem(answer, 503, "unavailable").await;
+        refused += 1;
+        assert!(refused <= 4, "still refused after {refused} requests");
+    }
+    for _ in 0..3 {
+        assert_eq!(ready().await.0.status(), StatusCode::OK);
     }
 }
 
