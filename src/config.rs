@@ -74,6 +74,7 @@ struct RawSmtp {
     from: String,
     outbox_dir: PathBuf,
     timeout_seconds: u64,
+    ca_file: String,
 }
 
 impl fmt::Debug for RawSmtp {
@@ -227,6 +228,9 @@ pub struct SmtpSettings {
     pub from: String,
     pub outbox_dir: PathBuf,
     pub timeout: Duration,
+    /// A PEM file of certificates to trust for the mail server, besides
+    /// the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for SmtpSettings {
@@ -636,6 +640,10 @@ fn validate_smtp(raw: RawSmtp) -> anyhow::Result<SmtpSettings> {
     if username.is_some() && tls == SmtpTls::None {
         bail!("smtp.username: credentials are refused over smtp.tls = none; use starttls or tls");
     }
+    let ca_file = Some(raw.ca_file.trim()).filter(|f| !f.is_empty()).map(PathBuf::from);
+    if ca_file.is_some() && tls == SmtpTls::None {
+        bail!("smtp.ca_file: there is no TLS to trust it for with smtp.tls = none");
+    }
     Ok(SmtpSettings {
         host,
         port: raw.port,
@@ -645,6 +653,7 @@ fn validate_smtp(raw: RawSmtp) -> anyhow::Result<SmtpSettings> {
         from: raw.from,
         outbox_dir: raw.outbox_dir,
         timeout: Duration::from_secs(raw.timeout_seconds),
+        ca_file,
     })
 }
 
@@ -909,6 +918,10 @@ mod tests {
         assert!(
             load_error(&[("PASSGATE__SERVER__REQUEST_TIMEOUT_SECONDS", "0")])
                 .contains("server.request_timeout_seconds")
+        );
+        assert!(
+            load_error(&[("PASSGATE__SMTP__TLS", "none"), ("PASSGATE__SMTP__CA_FILE", "ca.pem")])
+                .contains("smtp.ca_file")
         );
         assert!(
             load_error(&[("PASSGATE__STEPUP__TOKEN_TTL_SECONDS", "121")])

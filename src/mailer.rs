@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
@@ -24,13 +25,21 @@ impl Mailer {
         let Some(host) = &settings.host else {
             return Ok(Mailer::Outbox { dir: settings.outbox_dir.clone(), from });
         };
-        let builder = match settings.tls {
+        let mut builder = match settings.tls {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
             SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
                 .with_context(|| format!("smtp.host: {host}"))?,
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
                 .with_context(|| format!("smtp.host: {host}"))?,
         };
+        if let Some(path) = &settings.ca_file {
+            let parameters = trusting(host, path)
+                .with_context(|| format!("smtp.ca_file: {}", path.display()))?;
+            builder = builder.tls(match settings.tls {
+                SmtpTls::Tls => Tls::Wrapper(parameters),
+                _ => Tls::Required(parameters),
+            });
+        }
         let mut builder = builder.port(settings.port).timeout(Some(settings.timeout));
         if let Some(username) = &settings.username {
             builder = builder.credentials(Credentials::new(
@@ -70,4 +79,19 @@ impl Mailer {
         }
         Ok(())
     }
+}
+
+/// TLS to `host` trusting the certificates in the PEM file at `path` (one
+/// or a bundle) as well as the system's.
+fn trusting(host: &str, path: &std::path::Path) -> anyhow::Result<TlsParameters> {
+    let pem = std::fs::read(path).context("cannot read it")?;
+    let certificates = openssl::x509::X509::stack_from_pem(&pem).context("not PEM certificates")?;
+    if certificates.is_empty() {
+        anyhow::bail!("no certificate in it");
+    }
+    let mut parameters = TlsParameters::builder(host.to_owned());
+    for certificate in certificates {
+        parameters = parameters.add_root_certificate(Certificate::from_der(certificate.to_der()?)?);
+    }
+    Ok(parameters.build()?)
 }

@@ -793,3 +793,74 @@ fn wrong_code(code: &str) -> String {
 fn db_tag(app: &TestApp) -> String {
     format!("{:?}-{}", app.db.db, app.port).to_lowercase()
 }
+
+/// Mail over STARTTLS (the default) and over implicit TLS, to a server
+/// whose certificate only `smtp.ca_file` vouches for: the code arrives
+/// over TLS and works.
+#[tokio::test]
+async fn mail_goes_over_starttls_and_implicit_tls_to_a_server_trusted_by_ca_file() {
+    let ca_file = smtp::ca_file();
+    for (tls, port) in [("starttls", smtp::port()), ("tls", smtp::tls_port())] {
+        let port = port.to_string();
+        let app = spawn_app_configured(
+            Db::Sqlite,
+            &[
+                ("PASSGATE__SMTP__TLS", tls),
+                ("PASSGATE__SMTP__PORT", &port),
+                ("PASSGATE__SMTP__CA_FILE", ca_file.to_str().unwrap()),
+            ],
+        )
+        .await;
+        let mut passkey = app.authenticator();
+        let tokens = app.register(&mut passkey, &format!("fb-{tls}")).await;
+        let bearer = tokens["access_token"].as_str().unwrap();
+        let address = format!("fb-{tls}-{}@example.test", db_tag(&app));
+        verified_email(&app, bearer, &address).await;
+        assert_eq!(smtp::all_over_tls(&address), Some(true), "{tls}");
+    }
+}
+
+/// The same server without `smtp.ca_file`: its certificate is trusted by
+/// nothing, so no mail goes, and the caller gets a 503.
+#[tokio::test]
+async fn mail_is_not_sent_to_a_server_whose_certificate_is_not_trusted() {
+    let port = smtp::port().to_string();
+    let app = spawn_app_configured(
+        Db::Sqlite,
+        &[("PASSGATE__SMTP__TLS", "starttls"), ("PASSGATE__SMTP__PORT", &port)],
+    )
+    .await;
+    let mut passkey = app.authenticator();
+    let tokens = app.register(&mut passkey, "fb-untrusted").await;
+    let bearer = tokens["access_token"].as_str().unwrap();
+    let address = format!("fb-untrusted-{}@example.test", db_tag(&app));
+    let set = app.post_bearer("/v1/me/email", bearer, &json!({"email": address})).await;
+    assert_problem(set, 503, "unavailable").await;
+    assert_eq!(smtp::all_over_tls(&address), None);
+}
+
+/// A `smtp.ca_file` that cannot be read, or holds no certificate, stops
+/// the node at start, naming the key.
+#[tokio::test]
+async fn an_unreadable_or_empty_ca_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for path in [&empty, &missing] {
+        let settings = crate::helpers::test_settings(
+            "sqlite::memory:",
+            1,
+            &[],
+            &[
+                ("PASSGATE__SMTP__TLS", "starttls"),
+                ("PASSGATE__SMTP__CA_FILE", path.to_str().unwrap()),
+            ],
+        );
+        let Err(error) = passgate::mailer::Mailer::new(&settings.smtp) else {
+            panic!("{} was accepted", path.display());
+        };
+        let error = format!("{error:#}");
+        assert!(error.contains("smtp.ca_file"), "{error}");
+    }
+}
