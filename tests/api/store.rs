@@ -364,13 +364,21 @@ async fn sqlite_plan_samples_left_by_analyze_are_removed_at_start() {
 async fn postgresql_connections_cut_by_the_server_are_replaced_after_one_failed_step() {
     use sqlx::Connection;
     let app = spawn_app(Db::Postgres).await;
-    // Four steps at once open four connections.
-    let opened = futures_util::future::join_all((0..4).map(|_| app.store.ping())).await;
-    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    // Four writes held up at once by a lock open four connections (a quick
+    // step may be over before the next starts, and leave its connection).
+    let mut admin = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let mut lock = admin.begin().await.unwrap();
+    sqlx::query("lock table ceremony in exclusive mode").execute(&mut *lock).await.unwrap();
+    let rows: Vec<_> = (0..4).map(|n| ceremony(&format!("cut-{n}"), i64::MAX)).collect();
+    let writes = futures_util::future::join_all(rows.iter().map(|row| app.store.put_ceremony(row)));
+    let (written, _) = tokio::join!(writes, async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lock.commit().await.unwrap();
+    });
+    assert!(written.iter().all(Result::is_ok), "{written:?}");
     let (open, idle) = app.store.pool_state();
     assert!(open >= 4 && idle >= 4, "{open} open, {idle} idle");
 
-    let mut admin = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
     let cut: Vec<bool> = sqlx::query_scalar(
         "select pg_terminate_backend(pid) from pg_stat_activity \
          where datname = current_database() and pid <> pg_backend_pid()",
