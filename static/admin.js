@@ -12,10 +12,10 @@ import {
 import { $, required, say } from '/page.js';
 
 const USERS_PAGE = 20;
-// The audit API pages oldest first; the newest are found by reading every page (at most
-// AUDIT_MAX_PAGES of AUDIT_PAGE), then shown newest first, AUDIT_SHOW at a time.
+// The audit trail is read newest first, at most AUDIT_MAX_PAGES of AUDIT_PAGE events, and
+// shown AUDIT_SHOW at a time.
 const AUDIT_PAGE = 1000;
-const AUDIT_MAX_PAGES = 20;
+const AUDIT_MAX_PAGES = 5;
 const AUDIT_SHOW = 50;
 
 // ---------------------------------------------------------------- messages
@@ -519,6 +519,7 @@ async function loadAudit() {
   do {
     const params = new URLSearchParams(filter);
     params.set('format', 'json');
+    params.set('order', 'newest');
     params.set('limit', String(AUDIT_PAGE));
     if (cursor) params.set('cursor', cursor);
     const page = await authed('GET', `/v1/admin/audit?${params}`);
@@ -526,16 +527,14 @@ async function loadAudit() {
     cursor = page.next_cursor || null;
     pages += 1;
   } while (cursor && pages < AUDIT_MAX_PAGES);
-  // Newest first, whatever order the pages came in.
-  rows.sort((a, b) => (b.occurred_at - a.occurred_at) || (a.event_id < b.event_id ? 1 : a.event_id > b.event_id ? -1 : 0));
   audit.rows = rows;
   audit.shown = 0;
   $('audit-events').replaceChildren();
   $('audit-table').hidden = rows.length === 0;
   showMoreAudit();
   $('audit-note').textContent = cursor
-    ? `More than ${AUDIT_PAGE * AUDIT_MAX_PAGES} events match; these are the newest of the first `
-      + `${AUDIT_PAGE * AUDIT_MAX_PAGES}. Narrow the filter (a later Since) to see later ones.`
+    ? `More than ${AUDIT_PAGE * AUDIT_MAX_PAGES} events match; these are the newest `
+      + `${AUDIT_PAGE * AUDIT_MAX_PAGES}. Narrow the filter (an earlier Until) to see older ones.`
     : rows.length ? `${plural(rows.length, 'event')} match, newest first.` : 'No event matches.';
   $('audit-card').dataset.loaded = 'true';
 }

@@ -52,6 +52,8 @@ pub struct AuditQuery {
     limit: Option<i64>,
     /// `next_cursor` of the previous JSON page.
     cursor: Option<String>,
+    /// `oldest` first (default) or `newest` first; pages and CSV alike.
+    order: Option<String>,
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -291,6 +293,14 @@ pub async fn audit_get(
         until: time_param("until", query.until.as_deref())?,
         after: query.cursor.filter(|c| !c.is_empty()),
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
+        newest_first: match query.order.as_deref().unwrap_or("oldest") {
+            "oldest" => false,
+            "newest" => true,
+            other => {
+                let problem = format!("order: {other:?} is not oldest or newest");
+                return Err(ApiError::ValidationFailed(problem));
+            }
+        },
     };
     match query.format.as_deref().unwrap_or("json") {
         "json" => {

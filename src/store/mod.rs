@@ -218,7 +218,8 @@ pub struct AuditRow {
 }
 
 /// Which audit rows to read: all filters optional, `after` is the last
-/// `event_id` of the previous page.
+/// `event_id` of the previous page (in the page's order: with
+/// `newest_first`, the rows before it).
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
     pub user_id: Option<String>,
@@ -227,6 +228,7 @@ pub struct AuditFilter {
     pub until: Option<Millis>,
     pub after: Option<String>,
     pub limit: i64,
+    pub newest_first: bool,
 }
 
 /// Everything a passkey sign-in writes, in one transaction.

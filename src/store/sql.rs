@@ -1082,13 +1082,25 @@ macro_rules! impl_store {
 
             async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
                 // Absent filters are nulls that match everything; one text
-                // for both engines and every combination.
-                Ok(sqlx::query_as::<_, AuditRow>(
-                    "select * from audit_event where \
-                     ($1 is null or user_id = $1) and ($2 is null or event = $2) \
-                     and ($3 is null or occurred_at >= $3) and ($4 is null or occurred_at < $4) \
-                     and ($5 is null or event_id > $5) order by event_id limit $6",
-                )
+                // per order for both engines and every combination.
+                macro_rules! audit_page {
+                    ($after:literal, $order:literal) => {
+                        concat!(
+                            "select * from audit_event where \
+                             ($1 is null or user_id = $1) and ($2 is null or event = $2) \
+                             and ($3 is null or occurred_at >= $3) \
+                             and ($4 is null or occurred_at < $4) \
+                             and ($5 is null or event_id ", $after, " $5) \
+                             order by event_id ", $order, " limit $6"
+                        )
+                    };
+                }
+                let sql = if filter.newest_first {
+                    audit_page!("<", "desc")
+                } else {
+                    audit_page!(">", "asc")
+                };
+                Ok(sqlx::query_as::<_, AuditRow>(sql)
                 .bind(&filter.user_id)
                 .bind(&filter.event)
                 .bind(filter.since)

@@ -367,6 +367,31 @@ async fn the_audit_trail_records_events_with_request_ids_and_no_secrets(db: Db) 
     // Ordered by time, filterable by event and time.
     let ids: Vec<&str> = events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    // Newest first, two at a time, each page's cursor leading to older rows.
+    let mut newest = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!(
+            "/v1/admin/audit?user_id={}&order=newest&limit=2&cursor={cursor}",
+            user.user_id
+        );
+        let page: Value = app.get(&path, Some(&bearer)).await.json().await.unwrap();
+        let rows = page["events"].as_array().unwrap();
+        assert!(rows.len() <= 2);
+        newest.extend(rows.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    let oldest: Vec<String> = ids.iter().rev().map(|id| id.to_string()).collect();
+    assert_eq!(newest, oldest, "newest first is oldest first reversed");
+    assert_problem(
+        app.get("/v1/admin/audit?order=sideways", Some(&bearer)).await,
+        422,
+        "validation_failed",
+    )
+    .await;
     let only: Value =
         app.get("/v1/admin/audit?event=devices_reset", Some(&bearer)).await.json().await.unwrap();
     assert_eq!(only["events"].as_array().unwrap().len(), 1);
