@@ -142,9 +142,13 @@ impl RootSpanBuilder for PassgateRootSpan {
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
-        if let Ok(response) = outcome {
-            span.record("status", response.status().as_u16());
-        }
+        // An error here is the request deadline's (startup.rs), which
+        // actix answers further out.
+        let status = match outcome {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        span.record("status", status.as_u16());
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }

@@ -254,8 +254,14 @@ async fn a_database_that_stops_answering_gets_a_503_at_the_deadline_and_the_node
 
     partition.cut();
     let (answer, waited) = ready().await;
-    assert_problem(answer, 503, "unavailable").await;
+    let problem = assert_problem(answer, 503, "unavailable").await;
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    // Support finds the cause from the id the caller was given.
+    let request_id = problem["request_id"].as_str().unwrap();
+    let logs = crate::helpers::captured_logs();
+    let lines: Vec<&str> = logs.lines().filter(|line| line.contains(request_id)).collect();
+    assert!(lines.iter().any(|line| line.contains("request timed out")), "{lines:#?}");
+    assert!(lines.iter().any(|line| line.contains("\"status\":503")), "{lines:#?}");
     // The cut holds for connections open at the time only: the next ones
     // pass, as when a partition heals. Each dead connection the node still
     // holds may cost one more request its deadline.
