@@ -141,6 +141,29 @@ impl ApiError {
             request_id: current_request_id(),
         }
     }
+
+    /// The answer with this body: status, problem+json, and the headers
+    /// the error calls for.
+    fn respond(&self, problem: &Problem) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        match self {
+            ApiError::Unauthorized | ApiError::InvalidCredentials => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::AccountLocked { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
+        }
+        // Serialised by hand: `.json()` would replace the problem+json type.
+        response.body(serde_json::to_string(problem).unwrap_or_default())
+    }
 }
 
 impl ResponseError for ApiError {
@@ -168,30 +191,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        if status.is_server_error() {
+        if self.status_code().is_server_error() {
             // Logged here with its whole cause chain; the body stays fixed.
             tracing::error!(error.cause_chain = ?self, code = self.code(), "request failed");
         }
-        let mut response = HttpResponse::build(status);
-        response.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        ));
-        match self {
-            ApiError::Unauthorized | ApiError::InvalidCredentials => {
-                response
-                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
-            }
-            ApiError::RateLimited { retry_after_secs }
-            | ApiError::AccountLocked { retry_after_secs } => {
-                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
-            }
-            _ => {}
-        }
-        // Serialised by hand: `.json()` would replace the problem+json type.
-        let body = serde_json::to_string(&self.problem()).unwrap_or_default();
-        response.body(body)
+        self.respond(&self.problem())
     }
 }
 
@@ -213,15 +217,11 @@ impl ResponseError for TimedOut {
     fn error_response(&self) -> HttpResponse {
         let mut problem = ApiError::Unavailable.problem();
         problem.request_id = self.request_id.clone();
-        let mut response = HttpResponse::build(self.status_code());
-        response.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        ));
+        let mut response = ApiError::Unavailable.respond(&problem);
         if let Some(id) = self.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
-            response.insert_header((REQUEST_ID_HEADER, id));
+            response.headers_mut().insert(REQUEST_ID_HEADER, id);
         }
-        response.body(serde_json::to_string(&problem).unwrap_or_default())
+        response
     }
 }
 
