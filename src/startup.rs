@@ -156,9 +156,11 @@ where
 /// firewall dropping state) would otherwise hold the caller until TCP gives
 /// up, many minutes later, and the proxy's own timeout would answer in our
 /// stead with no request_id. The request's work is dropped where it
-/// stands, which the stores are written to survive (a cancelled request's
-/// transaction is rolled back before the connection's next use), and the
-/// PostgreSQL connections are checked before their next use.
+/// stands, which the stores are written to survive. Every cancelled
+/// request (past the deadline, or its client gone) first marks the
+/// PostgreSQL connections to be settled before their next use: the one it
+/// held may have a statement in flight, and goes back to the pool as the
+/// work is dropped.
 fn with_deadline<S>(
     request: ServiceRequest,
     service: &S,
@@ -169,13 +171,33 @@ where
 {
     let response = service.call(request);
     async move {
-        match tokio::time::timeout(limit, response).await {
-            Ok(response) => response,
-            Err(_) => {
+        // Declared first, dropped last: after the guard has marked them.
+        let mut response = std::pin::pin!(response);
+        let mut cancelled = CancelGuard { armed: true };
+        tokio::select! {
+            response = &mut response => {
+                cancelled.armed = false;
+                response
+            }
+            () = tokio::time::sleep(limit) => {
+                drop(cancelled);
                 tracing::error!(limit_seconds = limit.as_secs(), "request timed out; answered 503");
-                store::suspect_connections();
                 Err(TimedOut { request_id: current_request_id() }.into())
             }
+        }
+    }
+}
+
+/// Marks the PostgreSQL connections for settling when dropped armed: a
+/// request dropped before it finished.
+struct CancelGuard {
+    armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            store::suspect_connections();
         }
     }
 }

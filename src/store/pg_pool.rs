@@ -3,18 +3,26 @@
 //! Not sqlx's pool: it sends a ping (a round trip to PostgreSQL) each
 //! time a connection comes back, unconditionally (sqlx-core 0.9
 //! `pool/connection.rs`), three per passkey sign-in, about 0.1 ms of CPU
-//! between the server and PostgreSQL (BENCHMARKS.md). That ping does two
-//! jobs, done here otherwise:
-//! - it drains what a dropped transaction or a cancelled statement left on
-//!   the connection. sqlx's PostgreSQL connection drains that itself
-//!   before its next statement runs (`wait_until_ready`), so nothing is
-//!   lost by leaving it to the next holder.
+//! between the server and PostgreSQL (BENCHMARKS.md); and that ping has no
+//! timeout, so a connection cut without a reset never comes back and the
+//! pool runs dry. That ping does three jobs, done here otherwise:
+//! - it sends the `ROLLBACK` that a dropped transaction leaves queued on
+//!   its connection. Here a connection given back with something queued,
+//!   or inside a transaction, is settled (`settle`) in a task of its own
+//!   before it is lent again, so no lock outlives its step.
+//! - it drains what a cancelled statement left unanswered. A request can
+//!   be cancelled (its client went away, or the request deadline passed)
+//!   only through the deadline middleware (startup.rs), which calls
+//!   `connection_failed` first, so every connection is settled before its
+//!   next use.
 //! - it finds connections that died (PostgreSQL restarted, a proxy cut
-//!   them). Here a connection is pinged before it is lent if it sat idle,
-//!   or if any statement failed for want of a connection since it was last
-//!   known good (`connection_failed`): after a restart every connection is
-//!   dead at once, and one failed request is enough to have them all
-//!   checked.
+//!   them). Here a connection is settled before it is lent if it sat idle
+//!   a second, or if any statement failed for want of a connection since
+//!   it was last known good (`connection_failed`): after a restart every
+//!   connection is dead at once, and one failed request is enough to have
+//!   them all checked.
+//!
+//! A settling that takes longer than `SETTLE_WITHIN` drops the connection.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,22 +32,27 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
-/// A connection idle this long is pinged before it is lent: the server or
+/// A connection idle this long is settled before it is lent: the server or
 /// a proxy may have dropped it meanwhile. One in steady use has just
 /// answered.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// Connections are replaced after this long, so that a node picks up a
-/// failover or a rebalanced proxy without a restart (sqlx's default).
+/// A connection lent after this long is replaced instead, so that a node
+/// picks up a failover or a rebalanced proxy without a restart (sqlx's
+/// default lifetime).
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
-/// Counts statements that failed for want of a connection, in any store of
-/// the process; a connection last known good before the latest is pinged
-/// before it is lent again.
+/// The longest a connection may take to settle (a round trip, and a
+/// rollback if it was inside a transaction) before it is dropped as dead.
+const SETTLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Counts statements that failed for want of a connection, and requests
+/// cancelled midway, in any store of the process; a connection last known
+/// good before the latest is settled before it is lent again.
 static CONNECTION_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// Called when a statement failed with the connection lost, refused or in
-/// an unknown state.
+/// an unknown state, and before a request is cancelled midway.
 pub(crate) fn connection_failed() {
     CONNECTION_FAILURES.fetch_add(1, Ordering::Relaxed);
 }
@@ -100,26 +113,27 @@ impl PgConnections {
                 let slot = OwnedMutexGuard::mutex(&held).clone();
                 drop(held);
                 if let Some(old) = Arc::into_inner(slot) {
-                    tokio::spawn(old.into_inner().conn.close());
+                    let close = old.into_inner().conn.close();
+                    tokio::spawn(tokio::time::timeout(SETTLE_WITHIN, close));
                 }
                 continue;
             }
             if held.since.elapsed() >= PING_AFTER_IDLE || held.failures != failures {
                 // A dead one is dropped with its slot: nothing to say
                 // goodbye to.
-                if held.conn.ping().await.is_err() {
+                if settle(&mut held.conn).await.is_err() {
                     continue;
                 }
                 held.failures = failures;
             }
-            return Ok(PgLease { held, pool: self.clone(), _permit: permit });
+            return Ok(PgLease { held, pool: self.clone(), _permit: Some(permit) });
         }
         let conn = self.options.connect().await?;
         let now = Instant::now();
         let failures = CONNECTION_FAILURES.load(Ordering::Relaxed);
         let slot =
             Arc::new(tokio::sync::Mutex::new(Held { conn, opened: now, since: now, failures }));
-        Ok(PgLease { held: slot.lock_owned().await, pool: self.clone(), _permit: permit })
+        Ok(PgLease { held: slot.lock_owned().await, pool: self.clone(), _permit: Some(permit) })
     }
 
     fn idle_slots(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
@@ -134,12 +148,24 @@ impl PgConnections {
     }
 }
 
+/// Makes sure a connection answers and is outside any transaction, in
+/// one round trip: what was queued on it goes first and what was left
+/// unanswered is read (sqlx does both before any statement), then an empty
+/// transaction ends whatever one was open (a `BEGIN` whose caller went
+/// away before it was answered leaves one that sqlx does not count).
+async fn settle(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let settled =
+        tokio::time::timeout(SETTLE_WITHIN, sqlx::raw_sql("begin; rollback").execute(conn));
+    settled.await.unwrap_or(Err(sqlx::Error::PoolTimedOut)).map(drop)
+}
+
 /// A lent connection; it goes back when dropped. Its permit is released
 /// after it is back, so a waiter finds it idle.
 pub(crate) struct PgLease {
     held: OwnedMutexGuard<Held>,
     pool: Arc<PgConnections>,
-    _permit: OwnedSemaphorePermit,
+    /// Taken only by a settling on the way back, which holds it until done.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::ops::Deref for PgLease {
@@ -160,6 +186,24 @@ impl Drop for PgLease {
     fn drop(&mut self) {
         self.held.since = Instant::now();
         let slot = OwnedMutexGuard::mutex(&self.held).clone();
-        self.pool.idle_slots().push(slot);
+        let conn = &self.held.conn;
+        if !conn.should_flush() && !conn.is_in_transaction() {
+            self.pool.idle_slots().push(slot);
+            return;
+        }
+        // A transaction dropped midway has its rollback queued, not sent:
+        // it is sent now, so that its locks go now, not whenever the
+        // connection is next lent. Without a runtime to do it in (never
+        // while serving), the connection goes.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (pool, permit) = (self.pool.clone(), self._permit.take());
+        runtime.spawn(async move {
+            // Ours once this lease has let go of it.
+            let mut held = slot.clone().lock_owned().await;
+            if settle(&mut held.conn).await.is_ok() {
+                pool.idle_slots().push(slot);
+            }
+            drop((held, permit));
+        });
     }
 }

@@ -28,8 +28,8 @@ type Db = sqlx::Postgres;
 /// (`synchronous_commit` off for this transaction alone). For a new
 /// ceremony only: it is visible to every node at once all the same, and it
 /// survives this server being killed; what PostgreSQL itself crashing may
-/// lose is the last few hundred ms of such ceremonies (its WAL writer
-/// flushes every 200 ms by default), and their users' finish gets the
+/// lose is up to about 600 ms of such ceremonies (three times its
+/// `wal_writer_delay`, 200 ms by default), and their users' finish gets the
 /// answer an expired ceremony gets: start again. The finish, which takes
 /// the ceremony and writes the counter, session and audit row, waits for
 /// the flush as before, and that flush covers the ceremony's insert too.

@@ -376,6 +376,7 @@ async fn postgresql_connections_cut_by_the_server_are_replaced_after_one_failed_
         lock.commit().await.unwrap();
     });
     assert!(written.iter().all(Result::is_ok), "{written:?}");
+    let last_used = std::time::Instant::now();
     let (open, idle) = app.store.pool_state();
     assert!(open >= 4 && idle >= 4, "{open} open, {idle} idle");
 
@@ -391,6 +392,8 @@ async fn postgresql_connections_cut_by_the_server_are_replaced_after_one_failed_
     // which an idle connection is pinged anyway.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
+    // Idle under a second: nothing but the failure has them checked.
+    let checked_for_idleness = last_used.elapsed() >= Duration::from_millis(900);
     let mut failed = 0;
     for _ in 0..8 {
         if let Err(error) = app.store.ping().await {
@@ -399,5 +402,31 @@ async fn postgresql_connections_cut_by_the_server_are_replaced_after_one_failed_
         }
     }
     assert!(failed <= 1, "{failed} of 8 steps failed after the cut");
+    assert!(failed == 1 || checked_for_idleness, "the first step on a dead connection failed");
     admin.close().await.unwrap();
+}
+
+/// A transaction that fails midway is dropped with its rollback queued on
+/// the connection, not sent; the pool sends it as the connection comes
+/// back, so its locks go at once rather than whenever that connection is
+/// next lent.
+#[tokio::test]
+async fn a_postgresql_transaction_that_fails_midway_lets_go_of_its_locks_at_once() {
+    let app = spawn_app(Db::Postgres).await;
+    let existing = app.store.signing_keys().await.unwrap().remove(0);
+    // A rotation to a key whose id is taken fails inside its transaction.
+    let failed = app.store.rotate_signing_key(&existing, &existing.kid, 1).await;
+    assert!(matches!(failed, Err(StoreError::Conflict(_))), "{failed:?}");
+    let observer = app.observer(Duration::from_secs(5)).await;
+    let open = "select count(*) from pg_stat_activity \
+                where datname = current_database() and state like $1";
+    let mut left = -1;
+    for _ in 0..20 {
+        left = observer.count(open, "idle in transaction%").await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "a connection stayed inside the failed transaction");
 }
