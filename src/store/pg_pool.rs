@@ -126,14 +126,14 @@ impl PgConnections {
                 }
                 held.failures = failures;
             }
-            return Ok(PgLease { held, pool: self.clone(), _permit: Some(permit) });
+            return Ok(PgLease { held, pool: self.clone(), permit: Some(permit) });
         }
         let conn = self.options.connect().await?;
         let now = Instant::now();
         let failures = CONNECTION_FAILURES.load(Ordering::Relaxed);
         let slot =
             Arc::new(tokio::sync::Mutex::new(Held { conn, opened: now, since: now, failures }));
-        Ok(PgLease { held: slot.lock_owned().await, pool: self.clone(), _permit: Some(permit) })
+        Ok(PgLease { held: slot.lock_owned().await, pool: self.clone(), permit: Some(permit) })
     }
 
     fn idle_slots(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
@@ -165,7 +165,7 @@ pub(crate) struct PgLease {
     held: OwnedMutexGuard<Held>,
     pool: Arc<PgConnections>,
     /// Taken only by a settling on the way back, which holds it until done.
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::ops::Deref for PgLease {
@@ -196,7 +196,7 @@ impl Drop for PgLease {
         // connection is next lent. Without a runtime to do it in (never
         // while serving), the connection goes.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (pool, permit) = (self.pool.clone(), self._permit.take());
+        let (pool, permit) = (self.pool.clone(), self.permit.take());
         runtime.spawn(async move {
             // Ours once this lease has let go of it.
             let mut held = slot.clone().lock_owned().await;
