@@ -11,7 +11,8 @@ use sqlx::{Connection, Row};
 
 use super::pg_pool::{PgConnections, PgLease};
 use super::sql::{
-    COUNTED_USE, audit_columns, ceremony_into, impl_store, login_start_select, session_columns,
+    COUNTED_USE, audit_columns, ceremony_into, impl_store, login_owner, login_start_select,
+    session_columns,
 };
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
@@ -126,7 +127,9 @@ impl PgStore {
         const START: &str = concat!(
             "with started as (",
             ceremony_into!(),
-            "select $1, $2, (select user_id from app_user where username = $3), $4, $5 where ",
+            "select $1, $2, ",
+            login_owner!(),
+            ", $4, $5 where ",
             unflushed_commit!(),
             ") ",
             login_start_select!()

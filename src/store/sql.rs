@@ -35,8 +35,18 @@ macro_rules! login_start_insert {
     () => {
         concat!(
             $crate::store::sql::ceremony_into!(),
-            "values ($1, $2, (select user_id from app_user where username = $3), $4, $5)"
+            "values ($1, $2, ",
+            $crate::store::sql::login_owner!(),
+            ", $4, $5)"
         )
+    };
+}
+
+/// The user named $3, whose sign-in the ceremony is; both engines' texts
+/// store it with the ceremony.
+macro_rules! login_owner {
+    () => {
+        "(select user_id from app_user where username = $3)"
     };
 }
 
@@ -1300,6 +1310,6 @@ macro_rules! impl_store {
 }
 
 pub(crate) use {
-    audit_columns, ceremony_insert, ceremony_into, impl_store, login_start_insert,
+    audit_columns, ceremony_insert, ceremony_into, impl_store, login_owner, login_start_insert,
     login_start_select, session_columns,
 };

@@ -65,7 +65,7 @@ impl TestDb {
     }
 
     pub fn share(&self) -> TestDb {
-        TestDb { db: self.db, url: self.url.clone(), _dir: self._dir.clone() }
+        self.through(self.url.clone())
     }
 
     /// The same database reached through another address (a proxy).
