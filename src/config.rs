@@ -92,6 +92,7 @@ struct RawLimits {
     lockout_base_seconds: u64,
     lockout_max_seconds: u64,
     failure_window_seconds: u64,
+    lockout_permanent_threshold: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +143,7 @@ struct RawTokens {
     audience: String,
     access_ttl_seconds: u64,
     refresh_ttl_seconds: u64,
+    idle_timeout_seconds: u64,
     algorithm: String,
     key_encryption_key: SecretString,
     key_rotation_days: u64,
@@ -153,6 +155,7 @@ struct RawStepup {
     audience: String,
     token_ttl_seconds: u64,
     require_device_bound: bool,
+    fallback_passkey_delay_seconds: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,7 +257,12 @@ pub struct LimitSettings {
     pub lockout_threshold: u64,
     pub lockout_base: Duration,
     pub lockout_max: Duration,
+    /// Ages the lock's length: a failure after this long a quiet spell
+    /// locks for `lockout_base` again. The count itself is never forgotten.
     pub failure_window: Duration,
+    /// Consecutive failures after which fallback sign-in stays locked until
+    /// a passkey sign-in or an admin unlock.
+    pub lockout_permanent_threshold: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -319,6 +327,8 @@ pub struct TokenSettings {
     pub audience: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// A session not refreshed for this long ends.
+    pub idle_timeout: Duration,
     pub algorithm: KeyAlgorithm,
     /// Seals private signing keys at rest, when set.
     pub key_encryption_key: Option<[u8; 32]>,
@@ -333,6 +343,7 @@ impl fmt::Debug for TokenSettings {
             .field("audience", &self.audience)
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
+            .field("idle_timeout", &self.idle_timeout)
             .field("algorithm", &self.algorithm)
             .field("key_encryption_key", &self.key_encryption_key.map(|_| "<redacted>"))
             .field("key_rotation", &self.key_rotation)
@@ -352,6 +363,9 @@ pub struct StepupSettings {
     pub audience: String,
     pub token_ttl: Duration,
     pub require_device_bound: bool,
+    /// How long a passkey bound from a password sign-in waits before it
+    /// may approve payments.
+    pub fallback_passkey_delay: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -496,6 +510,9 @@ impl RawSettings {
                 audience: self.stepup.audience,
                 token_ttl,
                 require_device_bound: self.stepup.require_device_bound,
+                fallback_passkey_delay: Duration::from_secs(
+                    self.stepup.fallback_passkey_delay_seconds,
+                ),
             },
             apps: validate_apps(self.apps)?,
             password: validate_password(self.password)?,
@@ -672,6 +689,13 @@ fn validate_limits(raw: RawLimits) -> anyhow::Result<LimitSettings> {
     if raw.lockout_max_seconds < raw.lockout_base_seconds {
         bail!("limits.lockout_max_seconds: must be at least limits.lockout_base_seconds");
     }
+    // NIST SP 800-63B 5.2.2: at most 100 consecutive failures.
+    if !(raw.lockout_threshold..=100).contains(&raw.lockout_permanent_threshold) {
+        bail!(
+            "limits.lockout_permanent_threshold: {} is outside limits.lockout_threshold..=100",
+            raw.lockout_permanent_threshold
+        );
+    }
     Ok(LimitSettings {
         ip_requests_per_minute: raw.ip_requests_per_minute,
         account_requests_per_minute: raw.account_requests_per_minute,
@@ -679,6 +703,7 @@ fn validate_limits(raw: RawLimits) -> anyhow::Result<LimitSettings> {
         lockout_base: Duration::from_secs(raw.lockout_base_seconds),
         lockout_max: Duration::from_secs(raw.lockout_max_seconds),
         failure_window: Duration::from_secs(raw.failure_window_seconds),
+        lockout_permanent_threshold: raw.lockout_permanent_threshold,
     })
 }
 
@@ -770,6 +795,13 @@ fn validate_tokens(raw: RawTokens) -> anyhow::Result<TokenSettings> {
     if raw.refresh_ttl_seconds < raw.access_ttl_seconds {
         bail!("tokens.refresh_ttl_seconds: must be at least tokens.access_ttl_seconds");
     }
+    if raw.idle_timeout_seconds < raw.access_ttl_seconds
+        || raw.idle_timeout_seconds > raw.refresh_ttl_seconds
+    {
+        bail!(
+            "tokens.idle_timeout_seconds: must be between tokens.access_ttl_seconds and tokens.refresh_ttl_seconds"
+        );
+    }
     let algorithm = match raw.algorithm.as_str() {
         "ES256" => KeyAlgorithm::Es256,
         "EdDSA" => KeyAlgorithm::EdDsa,
@@ -795,6 +827,7 @@ fn validate_tokens(raw: RawTokens) -> anyhow::Result<TokenSettings> {
         audience: raw.audience,
         access_ttl,
         refresh_ttl: Duration::from_secs(raw.refresh_ttl_seconds),
+        idle_timeout: Duration::from_secs(raw.idle_timeout_seconds),
         algorithm,
         key_encryption_key,
         key_rotation,

@@ -24,6 +24,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// A change that only a recent passkey sign-in may make: a password
+    /// and a code can be relayed by a phishing page, a passkey cannot.
+    #[error("{0}")]
+    PasskeyRequired(String),
     #[error("{0}")]
     NotFound(String),
     #[error("that username is already registered")]
@@ -42,6 +46,12 @@ pub enum ApiError {
     AccountLocked { retry_after_secs: u64 },
     #[error("this account is locked")]
     AccountDisabled,
+    /// Too many failed passwords or codes in a row: the fallback stays
+    /// closed until a passkey sign-in or an admin unlock.
+    #[error(
+        "too many failed sign-ins: password sign-in is locked until you sign in with a passkey or an administrator unlocks it"
+    )]
+    FallbackLocked,
     #[error("{0}")]
     MfaRequired(String),
     /// A wrong, expired or used-up one-time code during sign-in (401).
@@ -81,13 +91,16 @@ impl ApiError {
             ApiError::ValidationFailed(_) => "validation_failed",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::PasskeyRequired(_) => "passkey_required",
             ApiError::NotFound(_) => "not_found",
             ApiError::UsernameTaken => "username_taken",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::CeremonyNotFound => "ceremony_not_found",
             ApiError::WebauthnFailed(_) => "webauthn_failed",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::AccountLocked { .. } | ApiError::AccountDisabled => "account_locked",
+            ApiError::AccountLocked { .. }
+            | ApiError::AccountDisabled
+            | ApiError::FallbackLocked => "account_locked",
             ApiError::MfaRequired(_) => "mfa_required",
             ApiError::InvalidCode | ApiError::InvalidSetupCode => "invalid_code",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -104,13 +117,16 @@ impl ApiError {
             ApiError::ValidationFailed(_) => "Validation failed",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
+            ApiError::PasskeyRequired(_) => "Passkey sign-in required",
             ApiError::NotFound(_) => "Not found",
             ApiError::UsernameTaken => "Username taken",
             ApiError::InvalidCredentials => "Invalid credentials",
             ApiError::CeremonyNotFound => "Ceremony not found",
             ApiError::WebauthnFailed(_) => "WebAuthn verification failed",
             ApiError::RateLimited { .. } => "Too many requests",
-            ApiError::AccountLocked { .. } | ApiError::AccountDisabled => "Account locked",
+            ApiError::AccountLocked { .. }
+            | ApiError::AccountDisabled
+            | ApiError::FallbackLocked => "Account locked",
             ApiError::MfaRequired(_) => "Second factor required",
             ApiError::InvalidCode | ApiError::InvalidSetupCode => "Invalid code",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
@@ -173,13 +189,14 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::ValidationFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::PasskeyRequired(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::CeremonyNotFound => StatusCode::NOT_FOUND,
             ApiError::UsernameTaken => StatusCode::CONFLICT,
             ApiError::WebauthnFailed(_) => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AccountLocked { .. }
             | ApiError::AccountDisabled
+            | ApiError::FallbackLocked
             | ApiError::MfaRequired(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidCode => StatusCode::UNAUTHORIZED,
             ApiError::InvalidSetupCode => StatusCode::BAD_REQUEST,

@@ -9,6 +9,7 @@ use prometheus::{
 
 use crate::error::ApiError;
 
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
@@ -20,6 +21,7 @@ pub struct Metrics {
     lockouts: IntCounter,
     lockout_hits: IntCounter,
     hash_queue: IntGauge,
+    mail_failures: IntCounterVec,
 }
 
 /// Where a ceremony ended up, for `passgate_ceremonies_total`.
@@ -80,6 +82,13 @@ impl Metrics {
             "passgate_password_hash_queue_depth",
             "Password checks waiting for a hashing thread",
         ))?;
+        let mail_failures = IntCounterVec::new(
+            Opts::new(
+                "passgate_mail_failures_total",
+                "Mail that could not be sent, by kind (notice: a change notice to the owner)",
+            ),
+            &["kind"],
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new("passgate_build_info", "Build information; always 1")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -94,6 +103,7 @@ impl Metrics {
         registry.register(Box::new(lockouts.clone()))?;
         registry.register(Box::new(lockout_hits.clone()))?;
         registry.register(Box::new(hash_queue.clone()))?;
+        registry.register(Box::new(mail_failures.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -106,6 +116,7 @@ impl Metrics {
             lockouts,
             lockout_hits,
             hash_queue,
+            mail_failures,
         })
     }
 
@@ -142,6 +153,10 @@ impl Metrics {
 
     pub fn lockout(&self) {
         self.lockouts.inc();
+    }
+
+    pub fn mail_failed(&self, kind: &str) {
+        self.mail_failures.with_label_values(&[kind]).inc();
     }
 
     pub fn lockout_hit(&self) {

@@ -218,7 +218,8 @@ fn spawn_housekeeping(core: web::Data<Core>) {
             // Kept a day after they end, so a reused refresh token still
             // meets its ended session rather than an unknown one.
             let day = 24 * 3600 * 1000;
-            if let Err(error) = core.store.purge_ended_sessions(now - day).await {
+            let idle = core.settings.tokens.idle_timeout.as_millis() as i64;
+            if let Err(error) = core.store.purge_ended_sessions(now - day, now - day - idle).await {
                 tracing::warn!(error.cause_chain = ?error, "session purge failed");
             }
             let forget = now - core.settings.limits.failure_window.as_millis() as i64;

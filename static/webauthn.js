@@ -33,6 +33,9 @@ export function describeError(err, plainNames = ['Error']) {
   if (err instanceof ApiError) {
     const p = err.problem;
     const parts = [p.detail || p.title || `HTTP ${err.status}`];
+    // A change only a recent passkey sign-in may make (a password and a code can be phished):
+    // the user is told what to do first, in words before the server's detail.
+    if (p.code === 'passkey_required') parts.unshift('Sign in with your passkey first (Sign out, then Sign in with a passkey).');
     if (p.code) parts.push(`(${p.code})`);
     if (p.request_id) parts.push(`[request id ${p.request_id}]`);
     return parts.join(' ');

@@ -1,7 +1,7 @@
 //! API contract, "Admin": a bearer token whose `roles` holds `admin`; any
 //! other token gets 403, none 401.
 
-use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use actix_web::http::header::{self, CONTENT_DISPOSITION, CONTENT_TYPE};
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -105,9 +105,9 @@ pub async fn user_get(
     params(("user_id" = String, Path)),
     request_body = ReasonBody,
     responses(
-        (status = 200, body = ResetOutcome),
+        (status = 200, body = ResetOutcome, description = "sent with Cache-Control: no-store (it may carry the enrolment code)"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin; passkey_required: the admin's passkey sign-in is older than mfa.fresh_auth_seconds, or was a password and code", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed: a reason is required", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -116,10 +116,12 @@ pub async fn reset_devices(
     bearer: Bearer,
     path: web::Path<UserId>,
     body: web::Json<ReasonBody>,
-) -> Result<web::Json<ResetOutcome>> {
+) -> Result<HttpResponse> {
     admin(&core, &bearer).await?;
     let reason = body.reason.as_deref().unwrap_or("");
-    Ok(web::Json(core.reset_devices(&bearer.0, &path.to_string(), reason).await?))
+    let outcome = core.reset_devices(&bearer.0, &path.to_string(), reason).await?;
+    // It may carry the enrolment code, shown once: no cache keeps it.
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(outcome))
 }
 
 #[utoipa::path(delete, path = "/v1/admin/users/{user_id}/devices/{device_id}", tag = "admin", security(("bearer" = [])),
@@ -127,7 +129,7 @@ pub async fn reset_devices(
     responses(
         (status = 204, description = "unbound"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin (or, for lock, the admin's own account); passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed: a reason is required on an admin", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -150,7 +152,7 @@ pub async fn device_delete(
     responses(
         (status = 200, description = "locked; every session ended", body = UserSummary),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin (or, for lock, the admin's own account); passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn lock(
@@ -168,7 +170,7 @@ pub async fn lock(
     responses(
         (status = 200, body = UserSummary),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin (or, for lock, the admin's own account); passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn unlock(
@@ -198,7 +200,7 @@ async fn set_locked(
     responses(
         (status = 200, body = UserSummary),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin (or, for lock, the admin's own account); passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed: unknown role, or no reason for a change to an admin", body = Problem, content_type = "application/problem+json"),
     ))]

@@ -54,7 +54,7 @@ pub async fn devices_get(core: web::Data<Core>, bearer: Bearer) -> Result<web::J
     responses(
         (status = 200, body = CeremonyStarted),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: an account with a passkey binds another only from a passkey sign-in within mfa.fresh_auth_seconds; forbidden: an account without one needs a sign-in that recent", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn devices_start(
     core: web::Data<Core>,
@@ -105,7 +105,7 @@ pub async fn device_patch(
     responses(
         (status = 204, description = "unbound; the sessions it began are ended"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: the last way to sign in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: needs a passkey sign-in within mfa.fresh_auth_seconds; forbidden: the last way to sign in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn device_delete(
@@ -113,7 +113,7 @@ pub async fn device_delete(
     bearer: Bearer,
     path: web::Path<DeviceId>,
 ) -> Result<HttpResponse> {
-    core.unbind_device(&bearer.0.sub, &path, None).await?;
+    core.unbind_own_device(&bearer.0, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -51,7 +51,7 @@ pub struct CodeBody {
     responses(
         (status = 204, description = "password set"),
         (status = 401, description = "unauthorized, or invalid_credentials (wrong current_password)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: a change needs current_password or a fresh passkey sign-in; account_locked", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: without current_password it needs a passkey sign-in within mfa.fresh_auth_seconds; account_locked", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed: too short, too long, too common, or the username", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -71,7 +71,7 @@ pub async fn password_put(
     responses(
         (status = 202, description = "address stored unverified; a code is mailed to it", body = CodeSent),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: an account with a passkey needs a passkey sign-in within mfa.fresh_auth_seconds; forbidden: one without needs a sign-in that recent", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (a code was sent moments ago)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "unavailable: the mail server could not be reached", body = Problem, content_type = "application/problem+json"),
@@ -82,8 +82,9 @@ pub async fn email_post(
     client: ClientInfo,
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse> {
-    // A new address becomes a second factor: only a fresh sign-in may set it.
-    core.require_fresh_sign_in(&bearer.0, false).await?;
+    // A new address becomes a second factor: only the account's strongest
+    // factor, freshly used, may set it.
+    core.require_strongest_factor(&bearer.0).await?;
     let sent = core.set_email(&bearer.0.sub, &body.email, &client).await?;
     Ok(HttpResponse::Accepted().json(sent))
 }
@@ -112,12 +113,13 @@ pub async fn email_verify(
     responses(
         (status = 200, description = "a new secret, inactive until confirmed", body = TotpEnrolment),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: an account with a passkey needs a passkey sign-in within mfa.fresh_auth_seconds; forbidden: one without needs a sign-in that recent", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed: TOTP is already set up", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn totp_start(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<TotpEnrolment>> {
-    // A second factor: a stolen but stale token must not add its own.
-    core.require_fresh_sign_in(&bearer.0, false).await?;
+    // A second factor: a stolen but stale token, or a phished password and
+    // code, must not add its own.
+    core.require_strongest_factor(&bearer.0).await?;
     Ok(web::Json(core.totp_start(&bearer.0.sub).await?))
 }
 
@@ -128,7 +130,7 @@ pub async fn totp_start(core: web::Data<Core>, bearer: Bearer) -> Result<web::Js
         (status = 200, description = "TOTP active; ten recovery codes, shown this once", body = RecoveryCodes),
         (status = 400, description = "invalid_code", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: an account with a passkey needs a passkey sign-in within mfa.fresh_auth_seconds; forbidden: one without needs a sign-in that recent", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: no enrolment in progress", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -139,7 +141,7 @@ pub async fn totp_finish(
     body: web::Json<CodeBody>,
 ) -> Result<web::Json<RecoveryCodes>> {
     core.throttle("account", &client, Some(&bearer.0.sub)).await?;
-    core.require_fresh_sign_in(&bearer.0, false).await?;
+    core.require_strongest_factor(&bearer.0).await?;
     Ok(web::Json(core.totp_finish(&bearer.0.sub, &body.code).await?))
 }
 
@@ -148,11 +150,11 @@ pub async fn totp_finish(
     responses(
         (status = 204, description = "TOTP and its recovery codes removed"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: an account with a passkey needs a passkey sign-in within mfa.fresh_auth_seconds; forbidden: one without needs a sign-in that recent", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: TOTP is not set up", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn totp_delete(core: web::Data<Core>, bearer: Bearer) -> Result<HttpResponse> {
-    core.require_fresh_sign_in(&bearer.0, false).await?;
+    core.require_strongest_factor(&bearer.0).await?;
     core.totp_delete(&bearer.0.sub).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -162,13 +164,13 @@ pub async fn totp_delete(core: web::Data<Core>, bearer: Bearer) -> Result<HttpRe
     responses(
         (status = 200, description = "ten new recovery codes; the old ones no longer work", body = RecoveryCodes),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: needs a sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: an account with a passkey needs a passkey sign-in within mfa.fresh_auth_seconds; forbidden: one without needs a sign-in that recent", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed: TOTP is not set up", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn recovery_codes_post(
     core: web::Data<Core>,
     bearer: Bearer,
 ) -> Result<web::Json<RecoveryCodes>> {
-    core.require_fresh_sign_in(&bearer.0, false).await?;
+    core.require_strongest_factor(&bearer.0).await?;
     Ok(web::Json(core.regenerate_recovery_codes(&bearer.0.sub).await?))
 }

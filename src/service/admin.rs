@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::Core;
 use super::audit::Event;
 use super::devices::{Device, ENROLMENT_PURPOSE, Session};
+use super::notify::Change;
 use super::profile::Profile;
 use super::tokens::{AccessClaims, roles_of};
 use crate::clock::rfc3339;
@@ -92,6 +93,15 @@ impl Core {
         }
     }
 
+    /// An admin action (reset, unbind, lock, unlock, roles): the admin
+    /// role, and the admin's own passkey sign-in within
+    /// `mfa.fresh_auth_seconds`, so that a phished admin password and code
+    /// cannot act (403 `passkey_required`).
+    pub async fn require_admin_action(&self, claims: &AccessClaims) -> Result<()> {
+        self.require_admin(claims).await?;
+        self.require_fresh_passkey(claims).await
+    }
+
     async fn target(&self, user_id: &str) -> Result<UserRow> {
         self.store
             .find_user(user_id)
@@ -142,7 +152,11 @@ impl Core {
             locked: user.locked_at.is_some(),
             locked_at: user.locked_at.map(rfc3339),
             devices,
-            sessions: sessions.iter().map(|s| Session::of(s, "")).collect(),
+            sessions: sessions
+                .iter()
+                .filter(|s| self.is_live(s))
+                .map(|s| Session::of(s, ""))
+                .collect(),
         })
     }
 
@@ -154,6 +168,7 @@ impl Core {
         user_id: &str,
         reason: &str,
     ) -> Result<ResetOutcome> {
+        self.require_admin_action(admin).await?;
         let user = self.target(user_id).await?;
         let reason = reason.trim();
         if reason.is_empty() {
@@ -178,7 +193,9 @@ impl Core {
                 let body = format!(
                     "Hello {},\r\n\r\nThe passkeys of your account {} were unbound by an administrator. \
                      To bind a new device, open the sign-in page, choose \"I have an enrolment code\" and \
-                     enter:\r\n\r\n    {code}\r\n\r\nIt works once, for 24 hours.\r\n",
+                     enter:\r\n\r\n    {code}\r\n\r\nIt works once, for 24 hours. Every session of the \
+                     account was ended.\r\n\r\nIf you did not ask for this, do not use the code: tell \
+                     your administrator at once.\r\n",
                     user.display_name, user.username
                 );
                 if let Err(error) = self.mailer.send(&address, "Bind a new device", body).await {
@@ -190,6 +207,15 @@ impl Core {
             }
             None => outcome.enrolment_code = Some(code),
         }
+        // Who holds the code is on record: the owner's mailbox, or the
+        // admin who was shown it once.
+        let how = if outcome.enrolment_code.is_some() {
+            "enrolment code shown once to the admin to hand over (no verified address, or mail failed)"
+        } else {
+            "enrolment code mailed to the verified address"
+        };
+        self.audit(Event::ok("enrolment_code_issued").user(user_id).actor(&admin.sub).reason(how))
+            .await;
         Ok(outcome)
     }
 
@@ -200,6 +226,7 @@ impl Core {
         device_id: &DeviceId,
         reason: Option<&str>,
     ) -> Result<()> {
+        self.require_admin_action(admin).await?;
         let user = self.target(user_id).await?;
         let reason = self.check_reason(&user, reason)?;
         self.unbind_device(user_id, device_id, Some(&admin.sub)).await?;
@@ -219,6 +246,7 @@ impl Core {
         lock: bool,
         reason: Option<&str>,
     ) -> Result<UserSummary> {
+        self.require_admin_action(admin).await?;
         let user = self.target(user_id).await?;
         let reason = self.check_reason(&user, reason)?;
         if lock && user_id == admin.sub {
@@ -231,6 +259,7 @@ impl Core {
             .actor(&admin.sub);
         event.reason = reason;
         self.audit(event).await;
+        self.notify(&user, if lock { Change::Locked } else { Change::Unlocked }, None);
         Ok(UserSummary::from(&self.target(user_id).await?))
     }
 
@@ -243,6 +272,10 @@ impl Core {
         roles: &[String],
         reason: Option<&str>,
     ) -> Result<UserSummary> {
+        // None: the operator's CLI on the server itself.
+        if let Some(admin) = admin {
+            self.require_admin_action(admin).await?;
+        }
         let user = self.target(user_id).await?;
         let reason = self.check_reason(&user, reason)?;
         if let Some(unknown) = roles.iter().find(|r| !KNOWN_ROLES.contains(&r.as_str())) {
@@ -266,6 +299,15 @@ impl Core {
             let mut note = Event::ok("admin_note").user(user_id).reason(reason);
             note.actor_id = admin.map(|a| a.sub.as_str());
             self.audit(note).await;
+        }
+        if roles_of(&user.roles) != sorted {
+            let listed = if sorted.is_empty() { "none".to_owned() } else { sorted.join(", ") };
+            if let Some(sending) = self.notify(&user, Change::RolesChanged { roles: &listed }, None)
+                && admin.is_none()
+            {
+                // The CLI ends right after this: let the notice go first.
+                let _ = sending.await;
+            }
         }
         Ok(UserSummary::from(&self.target(user_id).await?))
     }

@@ -81,7 +81,7 @@ pub enum Refusal {
     WrongRpId,
     UserNotPresent,
     UserNotVerified,
-    BackupEligibilityLost,
+    BackupEligibilityChanged,
     BackedUpButNotEligible,
     BadSignature,
     /// WebAuthn §7.2 step 21: the counter did not move forward, so the
@@ -100,7 +100,7 @@ impl fmt::Display for Refusal {
             Refusal::WrongRpId => "the RP id hash is not ours",
             Refusal::UserNotPresent => "user presence flag not set",
             Refusal::UserNotVerified => "user verification flag not set",
-            Refusal::BackupEligibilityLost => "backup eligibility changed",
+            Refusal::BackupEligibilityChanged => "backup eligibility differs from the stored one",
             Refusal::BackedUpButNotEligible => "backed up but not backup eligible",
             Refusal::BadSignature => "the signature does not verify",
             Refusal::CounterNotIncreased => "sign counter did not increase",
@@ -187,11 +187,12 @@ impl RelyingParty {
         }
         let backup_eligible = flags & FLAG_BACKUP_ELIGIBLE != 0;
         let backup_state = flags & FLAG_BACKUP_STATE != 0;
-        // A credential may become eligible for backup (as webauthn-rs's
-        // passkey flow allows), never lose it: that would be a different
-        // kind of authenticator answering for this credential.
-        if stored.backup_eligible && !backup_eligible {
-            return Err(Refusal::BackupEligibilityLost);
+        // WebAuthn L3 §7.2 step 16: backup eligibility is fixed when the
+        // credential is made. A flag that differs from the stored one (either
+        // way) is another kind of authenticator answering for it, which
+        // webauthn-rs's passkey flow would let a credential gain.
+        if stored.backup_eligible != backup_eligible {
+            return Err(Refusal::BackupEligibilityChanged);
         }
         if backup_state && !stored.backup_eligible {
             return Err(Refusal::BackedUpButNotEligible);

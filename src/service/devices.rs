@@ -8,7 +8,8 @@ use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 use super::Core;
 use super::aaguid::authenticator_name;
 use super::audit::Event;
-use super::passkey::{CeremonyStarted, PASSKEY_AMR};
+use super::notify::Change;
+use super::passkey::{CeremonyStarted, ENROLMENT_AMR};
 use super::tokens::{AccessClaims, ClientInfo, SessionGrant, TokenSet};
 use crate::clock::rfc3339;
 use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, UserId, Username};
@@ -38,6 +39,9 @@ pub struct Device {
     pub aaguid: String,
     /// The authenticator model, when its AAGUID is well known.
     pub authenticator: Option<&'static str>,
+    /// RFC 3339: when a passkey bound after a password sign-in may start
+    /// approving payments; absent when it may already.
+    pub payments_from: Option<String>,
 }
 
 impl From<&CredentialRow> for Device {
@@ -52,6 +56,7 @@ impl From<&CredentialRow> for Device {
             backup_state: row.backup_state,
             aaguid: row.aaguid.clone(),
             authenticator: authenticator_name(&row.aaguid),
+            payments_from: row.payments_after.map(rfc3339),
         }
     }
 }
@@ -106,9 +111,11 @@ impl Core {
         Ok(self.store.user_credentials(user_id).await?.iter().map(Device::from).collect())
     }
 
-    /// Starts binding one more passkey; needs a recent sign-in.
+    /// Starts binding one more passkey. An account that has a passkey
+    /// binds another only from a fresh passkey sign-in; one without may
+    /// bind its first from any fresh sign-in (see `bind_finish`).
     pub async fn bind_start(&self, claims: &AccessClaims) -> Result<CeremonyStarted> {
-        self.require_fresh_sign_in(claims, false).await?;
+        self.require_strongest_factor(claims).await?;
         let user = self.store.find_user(&claims.sub).await?.ok_or(ApiError::Unauthorized)?;
         let existing = self.store.user_credentials(&user.user_id).await?;
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
@@ -131,15 +138,34 @@ impl Core {
             .ok_or(ApiError::CeremonyNotFound)?;
         let state: BindState = serde_json::from_str(&row.state).map_err(anyhow::Error::from)?;
         let result = self.new_credential(&claims.sub, credential, &state.registration, device_name);
-        let credential = match result {
+        let mut credential = match result {
             Ok(credential) => credential,
             Err(error) => {
                 self.audit(Event::failed("device_bound", error.code()).user(&claims.sub)).await;
                 return Err(error);
             }
         };
+        // A passkey bound from a password sign-in could be a phisher's:
+        // it signs in at once, but approves payments only after a delay
+        // in which the owner, mailed at once, can remove it.
+        let by_passkey = self.session_start(claims).await?.passkey;
+        if !by_passkey {
+            let delay = self.settings.stepup.fallback_passkey_delay.as_millis() as i64;
+            credential.payments_after = Some(self.clock.now_ms() + delay);
+        }
         self.store.add_credential(&credential).await?;
-        self.audit(Event::ok("device_bound").user(&claims.sub).device(&credential.device_id)).await;
+        let mut event = Event::ok("device_bound").user(&claims.sub).device(&credential.device_id);
+        if !by_passkey {
+            event = event.reason("bound after a password sign-in: payments delayed");
+        }
+        self.audit(event).await;
+        if let Some(user) = self.store.find_user(&claims.sub).await? {
+            let change = Change::PasskeyBound {
+                name: &credential.name,
+                payments_from: credential.payments_after,
+            };
+            self.notify(&user, change, None);
+        }
         Ok(Device::from(&credential))
     }
 
@@ -161,9 +187,21 @@ impl Core {
         Ok(Device::from(row))
     }
 
+    /// The signed-in user unbinds one of their passkeys: only from a fresh
+    /// passkey sign-in, so that a phished password and code cannot remove
+    /// the owner's passkey.
+    pub async fn unbind_own_device(
+        &self,
+        claims: &AccessClaims,
+        device_id: &DeviceId,
+    ) -> Result<()> {
+        self.require_fresh_passkey(claims).await?;
+        self.unbind_device(&claims.sub, device_id, None).await
+    }
+
     /// Unbinds a device (and ends the sessions it began), unless it is the
     /// account's last way to sign in.
-    pub async fn unbind_device(
+    pub(super) async fn unbind_device(
         &self,
         user_id: &str,
         device_id: &DeviceId,
@@ -171,9 +209,10 @@ impl Core {
     ) -> Result<()> {
         let device_id = device_id.to_string();
         let devices = self.store.user_credentials(user_id).await?;
-        if !devices.iter().any(|d| d.device_id == device_id) {
+        let Some(name) = devices.iter().find(|d| d.device_id == device_id).map(|d| d.name.clone())
+        else {
             return Err(ApiError::NotFound("no such device".into()));
-        }
+        };
         let last_way = || {
             ApiError::Forbidden(
                 "this is the account's last way to sign in: bind another passkey, or set a password and a second factor, first".into(),
@@ -197,6 +236,10 @@ impl Core {
         let mut event = Event::ok("device_unbound").user(user_id).device(&device_id);
         event.actor_id = actor;
         self.audit(event).await;
+        if let Some(user) = self.store.find_user(user_id).await? {
+            let change = Change::PasskeyUnbound { name: &name, by_admin: actor.is_some() };
+            self.notify(&user, change, None);
+        }
         Ok(())
     }
 
@@ -210,7 +253,11 @@ impl Core {
 
     pub async fn sessions(&self, claims: &AccessClaims) -> Result<Vec<Session>> {
         let rows = self.store.user_sessions(&claims.sub, self.clock.now_ms()).await?;
-        Ok(rows.iter().map(|row| Session::of(row, &claims.sid)).collect())
+        Ok(rows
+            .iter()
+            .filter(|row| self.is_live(row))
+            .map(|row| Session::of(row, &claims.sid))
+            .collect())
     }
 
     pub async fn end_session(&self, user_id: &str, session_id: &str) -> Result<()> {
@@ -285,7 +332,7 @@ impl Core {
         let grant = SessionGrant {
             user_id: state.user_id,
             roles: &user.roles,
-            amr: PASSKEY_AMR,
+            amr: ENROLMENT_AMR,
             device_id: Some(device_id),
         };
         let session = self.new_session(&grant, client);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::Core;
 use super::audit::Event;
 use super::password::Checked;
-use super::throttle::subject;
+use super::throttle::{Attempt, subject};
 use super::tokens::{ClientInfo, SessionGrant, TokenSet};
 use crate::clock::Millis;
 use crate::domain::{OneTimeCode, OpaqueToken, Password, UserId, Username};
@@ -61,20 +61,30 @@ impl Core {
         let user = self.store.find_user_by_username(username.as_ref()).await?;
         let user_id = user.as_ref().map(|u| u.user_id.as_str());
         let subject = subject(user_id, username.as_ref());
-        self.ensure_not_locked(&subject).await?;
+        let attempt = self.begin_attempt(&subject).await?;
         let stored = match user_id {
             Some(id) => self.store.password_hash(id).await?,
             None => None,
         };
         // An unknown name, an account without a password and a wrong
         // password all cost one argon2 check and get the same answer.
-        let checked = self.check_password(password, stored.as_deref()).await?;
+        let checked = match self.check_password(password, stored.as_deref()).await {
+            Ok(checked) => checked,
+            Err(error) => {
+                // Not checked (the hashing queue is full): not an attempt.
+                self.attempt_returned(attempt).await?;
+                return Err(error);
+            }
+        };
         let (Some(user), Some(stored)) = (user, stored) else {
-            return self.password_refused(&subject, None).await;
+            return self.password_refused(attempt, None).await;
         };
         if checked == Checked::Wrong {
-            return self.password_refused(&subject, Some(&user.user_id)).await;
+            return self.password_refused(attempt, Some(&user.user_id)).await;
         }
+        // A right password alone neither counts nor clears: the count
+        // ends only with a whole sign-in.
+        self.attempt_returned(attempt).await?;
         if let Checked::RightRehashed(fresh) = &checked
             && self.store.upgrade_password(&user.user_id, &stored, fresh).await?
         {
@@ -105,8 +115,8 @@ impl Core {
         })
     }
 
-    async fn password_refused<T>(&self, subject: &str, user_id: Option<&str>) -> Result<T> {
-        self.record_failure(subject).await?;
+    async fn password_refused<T>(&self, attempt: Attempt, user_id: Option<&str>) -> Result<T> {
+        self.attempt_failed(attempt).await?;
         self.audit(Event { user_id, ..Event::failed("login", "wrong password or unknown user") })
             .await;
         Err(ApiError::InvalidCredentials)
@@ -142,8 +152,8 @@ impl Core {
         Ok(user)
     }
 
-    async fn code_refused<T>(&self, user_id: &str, method: &str) -> Result<T> {
-        self.record_failure(&subject(Some(user_id), "")).await?;
+    async fn code_refused<T>(&self, attempt: Attempt, user_id: &str, method: &str) -> Result<T> {
+        self.attempt_failed(attempt).await?;
         let reason = format!("wrong {method} code");
         self.audit(Event::failed("login", &reason).user(user_id)).await;
         Err(ApiError::InvalidCode)
@@ -157,10 +167,11 @@ impl Core {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let user = self.mfa_user(token, client).await?;
+        let attempt = self.begin_attempt(&subject(Some(&user.user_id), "")).await?;
         if !self.check_totp_or_recovery(&user.user_id, &user.username, code).await? {
-            return self.code_refused(&user.user_id, "totp").await;
+            return self.code_refused(attempt, &user.user_id, "totp").await;
         }
-        self.finish_fallback(token, &user, client, "totp").await
+        self.finish_fallback(token, &user, client, "totp", attempt).await
     }
 
     /// Mails a sign-in code to the account's verified address.
@@ -183,10 +194,11 @@ impl Core {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let user = self.mfa_user(token, client).await?;
+        let attempt = self.begin_attempt(&subject(Some(&user.user_id), "")).await?;
         if self.take_mailed_code(&user.user_id, LOGIN_CODE, code).await?.is_none() {
-            return self.code_refused(&user.user_id, "email_otp").await;
+            return self.code_refused(attempt, &user.user_id, "email_otp").await;
         }
-        self.finish_fallback(token, &user, client, "email_otp").await
+        self.finish_fallback(token, &user, client, "email_otp", attempt).await
     }
 
     async fn finish_fallback(
@@ -195,6 +207,7 @@ impl Core {
         user: &UserRow,
         client: &ClientInfo,
         method: &str,
+        attempt: Attempt,
     ) -> Result<TokenSet> {
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
         let grant =
@@ -204,6 +217,7 @@ impl Core {
         if !self.store.finish_mfa(&token.hash(), &session.row, &session.refresh.hash(), now).await?
         {
             // Another request used this mfa_token first.
+            self.attempt_returned(attempt).await?;
             return Err(ApiError::InvalidCredentials);
         }
         self.clear_failures(&subject(Some(&user.user_id), "")).await?;

@@ -12,6 +12,7 @@ mod codes;
 pub mod devices;
 pub mod fallback;
 pub mod keys;
+mod notify;
 pub mod passkey;
 pub mod password;
 pub mod profile;
@@ -51,7 +52,7 @@ pub struct Core {
     pub keys: SigningKeys,
     pub metrics: Metrics,
     pub passwords: PasswordHasher,
-    pub mailer: Mailer,
+    pub mailer: Arc<Mailer>,
     codes: CodeHasher,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Sealer,
@@ -97,7 +98,7 @@ impl Core {
         let codes = CodeHasher::new(URL_SAFE_NO_PAD.decode(code_key).context("stored code key")?);
         let metrics = Metrics::new()?;
         let passwords = PasswordHasher::new(&settings.password)?;
-        let mailer = Mailer::new(&settings.smtp)?;
+        let mailer = Arc::new(Mailer::new(&settings.smtp)?);
         let secrets = Sealer::new(settings.tokens.key_encryption_key.as_ref())?;
         Ok(Core {
             settings,

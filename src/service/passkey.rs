@@ -35,6 +35,10 @@ pub(super) const KIND_REGISTER: &str = "register";
 const KIND_LOGIN: &str = "login";
 /// RFC 8176 methods for a user-verified passkey (API contract, Tokens).
 pub(super) const PASSKEY_AMR: &[&str] = &["hwk", "user"];
+/// A session opened by binding a passkey with an admin's enrolment code:
+/// a passkey, but begun with a code that was mailed or handed over, so it
+/// does not count as a passkey sign-in for sensitive changes.
+pub(super) const ENROLMENT_AMR: &[&str] = &["hwk", "user", "enrol"];
 
 /// A started ceremony: what the client passes to its platform API.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -219,6 +223,7 @@ impl Core {
             transports: serde_json::to_string(&transports).map_err(anyhow::Error::from)?,
             created_at: self.clock.now_ms(),
             last_used_at: None,
+            payments_after: None,
         })
     }
 
@@ -378,8 +383,10 @@ impl Core {
     ) -> Result<TokenSet> {
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         if user.locked_at.is_some() {
+            // The passkey proved who this is: they should learn why they
+            // cannot get in, rather than think their passkey broke.
             self.audit(Event::failed("login", "account locked").user(&user.user_id)).await;
-            return Err(ApiError::InvalidCredentials);
+            return Err(ApiError::AccountDisabled);
         }
         let used = self.credential_use(&row, verified);
         let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;

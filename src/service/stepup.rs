@@ -70,16 +70,28 @@ impl Core {
         let user_id = UserId::parse(bearer.sub.clone()).map_err(|_| ApiError::Unauthorized)?;
         let rows = self.store.user_credentials(&bearer.sub).await?;
         let device_bound_only = self.settings.stepup.require_device_bound;
+        let now = self.clock.now_ms();
         let any_passkey = !rows.is_empty();
-        let offered: Vec<_> =
-            rows.into_iter().filter(|row| !(device_bound_only && row.backup_eligible)).collect();
+        let waiting = rows.iter().filter_map(|row| row.payments_after).filter(|t| *t > now).min();
+        // A passkey bound after a password sign-in waits out its delay.
+        let offered: Vec<_> = rows
+            .into_iter()
+            .filter(|row| !(device_bound_only && row.backup_eligible))
+            .filter(|row| row.payments_after.is_none_or(|from| from <= now))
+            .collect();
         if offered.is_empty() {
-            let why = if device_bound_only && any_passkey {
-                "payments need a device-bound passkey; synced passkeys are not accepted here"
-            } else {
-                "this account has no passkey to approve payments with"
+            let why = match waiting {
+                Some(from) => format!(
+                    "this account's passkey was added after a password sign-in and may approve payments from {} (UTC)",
+                    crate::clock::rfc3339(from)
+                ),
+                None if device_bound_only && any_passkey => {
+                    "payments need a device-bound passkey; synced passkeys are not accepted here"
+                        .into()
+                }
+                None => "this account has no passkey to approve payments with".into(),
             };
-            return Err(ApiError::Forbidden(why.into()));
+            return Err(ApiError::Forbidden(why));
         }
         let challenge = transaction_challenge(&transaction);
         let options = self.request_options(&challenge, allow_credentials(&offered)?, None);

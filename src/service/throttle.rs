@@ -3,19 +3,34 @@
 //!
 //! - Requests per minute per client IP and per account (fixed windows):
 //!   429 `rate_limited` with Retry-After.
-//! - Consecutive failures per account: after `lockout_threshold` of them
-//!   the account's fallback sign-in is locked for `lockout_base`, doubling
-//!   with each further failure up to `lockout_max`: 403 `account_locked`
-//!   with Retry-After. Subjects are account names whether or not they
+//! - Consecutive failures per account, however far apart, until a
+//!   successful sign-in: after `lockout_threshold` of them the account's
+//!   fallback sign-in is locked for `lockout_base`, doubling with each
+//!   further failure up to `lockout_max`: 403 `account_locked` with
+//!   Retry-After. After `lockout_permanent_threshold` it stays locked until
+//!   a passkey sign-in or an admin unlock (403 `account_locked`, no
+//!   Retry-After). Attempts are counted before they are checked. Subjects are account names whether or not they
 //!   exist, so a lockout tells nothing about which names are registered.
 //!   Passkey sign-in never looks at these counters.
 
 use super::Core;
 use super::audit::Event;
+use crate::clock::Millis;
 use crate::error::{ApiError, Result};
 use crate::service::tokens::ClientInfo;
 
 const WINDOW_MS: i64 = 60_000;
+/// `locked_until` of a subject locked until a passkey sign-in or an admin
+/// unlock.
+pub const LOCKED_FOR_GOOD: Millis = i64::MAX;
+
+/// A counted password or code attempt, whose outcome is still to be told.
+#[must_use = "report the attempt's outcome"]
+pub struct Attempt {
+    subject: String,
+    failures: i64,
+    streak: i64,
+}
 
 /// Whose failures count: a known account by id, an unknown name by name.
 pub fn subject(user_id: Option<&str>, username: &str) -> String {
@@ -70,35 +85,89 @@ impl Core {
         let now = self.clock.now_ms();
         let until = self.store.locked_until(subject).await?;
         if until > now {
-            self.metrics.lockout_hit();
-            return Err(ApiError::AccountLocked { retry_after_secs: retry_after(until, now) });
+            return Err(self.lock_answer(until, now));
         }
         Ok(())
     }
 
-    /// Counts a failed password or code, locking the subject once there
-    /// have been too many in a row.
-    pub async fn record_failure(&self, subject: &str) -> Result<()> {
+    fn lock_answer(&self, until: Millis, now: Millis) -> ApiError {
+        self.metrics.lockout_hit();
+        if until == LOCKED_FOR_GOOD {
+            ApiError::FallbackLocked
+        } else {
+            ApiError::AccountLocked { retry_after_secs: retry_after(until, now) }
+        }
+    }
+
+    /// Counts a password or code attempt before it is checked, so that a
+    /// burst of guesses at once cannot run past the threshold: refuses it
+    /// while the subject is locked. The caller then reports the outcome
+    /// with `attempt_failed`, `attempt_returned` or `clear_failures`.
+    pub async fn begin_attempt(&self, subject: &str) -> Result<Attempt> {
         let limits = &self.settings.limits;
         let now = self.clock.now_ms();
-        let forget_before = now - limits.failure_window.as_millis() as i64;
-        let failures = self.store.record_failure(subject, now, forget_before).await?;
-        let threshold = i64::try_from(limits.lockout_threshold).unwrap_or(i64::MAX);
-        if failures >= threshold {
-            let doublings = u32::try_from(failures - threshold).unwrap_or(u32::MAX).min(20);
+        let quiet_before = now - limits.failure_window.as_millis() as i64;
+        let provisional = now + limits.lockout_max.as_millis() as i64;
+        let counted = self
+            .store
+            .count_attempt(subject, now, quiet_before, self.lock_from(), provisional)
+            .await?;
+        match counted {
+            Some((failures, streak)) => {
+                Ok(Attempt { subject: subject.to_owned(), failures, streak })
+            }
+            None => {
+                let until = self.store.locked_until(subject).await?;
+                Err(self.lock_answer(until.max(now + 1), now))
+            }
+        }
+    }
+
+    fn lock_from(&self) -> i64 {
+        i64::try_from(self.settings.limits.lockout_threshold).unwrap_or(i64::MAX)
+    }
+
+    /// A right answer that does not finish a sign-in (a right password
+    /// before its second factor): neither a failure nor a success.
+    pub async fn attempt_returned(&self, attempt: Attempt) -> Result<()> {
+        Ok(self.store.return_attempt(&attempt.subject, self.lock_from()).await?)
+    }
+
+    /// A wrong password or code: once there have been too many in a row,
+    /// locks the subject for `lockout_base`, doubling with each further
+    /// failure (back to `lockout_base` after a quiet spell of
+    /// `failure_window`), up to `lockout_max`; past
+    /// `lockout_permanent_threshold`, until a passkey sign-in or an admin
+    /// unlock (NIST SP 800-63B 5.2.2).
+    pub async fn attempt_failed(&self, attempt: Attempt) -> Result<()> {
+        let limits = &self.settings.limits;
+        let now = self.clock.now_ms();
+        let threshold = self.lock_from();
+        let Attempt { subject, failures, streak } = attempt;
+        if failures < threshold {
+            return Ok(());
+        }
+        let permanent = i64::try_from(limits.lockout_permanent_threshold).unwrap_or(i64::MAX);
+        let (until, reason) = if failures >= permanent {
+            let reason = format!(
+                "{failures} failed sign-ins in a row: password sign-in locked until a passkey sign-in or an admin unlock"
+            );
+            (LOCKED_FOR_GOOD, reason)
+        } else {
+            let doublings = (failures - threshold).min(streak - 1).clamp(0, 20) as u32;
             let base = limits.lockout_base.as_millis() as i64;
             let lock =
                 base.saturating_mul(1 << doublings).min(limits.lockout_max.as_millis() as i64);
-            self.store.lock_subject(subject, now + lock).await?;
-            self.metrics.lockout();
-            let reason = format!("{failures} failed sign-ins in a row: locked {} s", lock / 1000);
-            let event = Event::failed("account_locked", &reason);
-            match subject.strip_prefix("user:") {
-                Some(user_id) => self.audit(event.user(user_id)).await,
-                // Names that do not exist are what an attacker typed; they
-                // stay out of the record.
-                None => self.audit(event).await,
-            }
+            (now + lock, format!("{failures} failed sign-ins in a row: locked {} s", lock / 1000))
+        };
+        self.store.lock_subject(&subject, until).await?;
+        self.metrics.lockout();
+        let event = Event::failed("account_locked", &reason);
+        match subject.strip_prefix("user:") {
+            Some(user_id) => self.audit(event.user(user_id)).await,
+            // Names that do not exist are what an attacker typed; they
+            // stay out of the record.
+            None => self.audit(event).await,
         }
         Ok(())
     }

@@ -150,15 +150,21 @@ impl Core {
         if claims.exp <= now || claims.nbf > now + NBF_LEEWAY_SECS {
             return Err(ApiError::Unauthorized);
         }
-        let live = self
-            .store
-            .find_session(&claims.sid)
-            .await?
-            .is_some_and(|s| s.revoked_at.is_none() && s.expires_at > self.clock.now_ms());
+        let live = self.store.find_session(&claims.sid).await?.is_some_and(|s| self.is_live(&s));
         if !live {
             return Err(ApiError::Unauthorized);
         }
         Ok(claims)
+    }
+
+    /// A session not ended, expired (`tokens.refresh_ttl_seconds` after it
+    /// began) or idle (not refreshed for `tokens.idle_timeout_seconds`).
+    pub fn is_live(&self, session: &SessionRow) -> bool {
+        let now = self.clock.now_ms();
+        let idle = self.settings.tokens.idle_timeout.as_millis() as i64;
+        session.revoked_at.is_none()
+            && session.expires_at > now
+            && session.last_used_at > now - idle
     }
 
     /// Rotates a refresh token (RFC 9700 §4.14.2): the old one is retired,
@@ -166,7 +172,8 @@ impl Core {
     pub async fn refresh(&self, presented: &OpaqueToken) -> Result<TokenSet> {
         let next = OpaqueToken::generate();
         let now = self.clock.now_ms();
-        match self.store.rotate_refresh(&presented.hash(), &next.hash(), now).await? {
+        let idle_before = now - self.settings.tokens.idle_timeout.as_millis() as i64;
+        match self.store.rotate_refresh(&presented.hash(), &next.hash(), now, idle_before).await? {
             RefreshOutcome::Rotated(session) => {
                 let user = self
                     .store

@@ -12,6 +12,7 @@ use totp_rs::{Algorithm, TOTP};
 use super::Core;
 use super::audit::Event;
 use super::codes::{self, RECOVERY_CODES};
+use super::notify::Change;
 use crate::error::{ApiError, Result};
 
 const STEP_SECS: u64 = 30;
@@ -130,6 +131,7 @@ impl Core {
             return Err(ApiError::InvalidSetupCode);
         }
         self.audit(Event::ok("totp_enrolled").user(user_id)).await;
+        self.notify(&user, Change::TotpAdded, None);
         Ok(RecoveryCodes { recovery_codes: shown })
     }
 
@@ -138,6 +140,9 @@ impl Core {
             return Err(ApiError::NotFound("TOTP is not set up".into()));
         }
         self.audit(Event::ok("totp_removed").user(user_id)).await;
+        if let Some(user) = self.store.find_user(user_id).await? {
+            self.notify(&user, Change::TotpRemoved, None);
+        }
         Ok(())
     }
 
@@ -152,6 +157,9 @@ impl Core {
         let (shown, hashes) = self.new_recovery_codes(user_id);
         self.store.replace_recovery_codes(user_id, &hashes, self.clock.now_ms()).await?;
         self.audit(Event::ok("recovery_codes_regenerated").user(user_id)).await;
+        if let Some(user) = self.store.find_user(user_id).await? {
+            self.notify(&user, Change::RecoveryCodesMade, None);
+        }
         Ok(RecoveryCodes { recovery_codes: shown })
     }
 

@@ -93,6 +93,9 @@ pub struct CredentialRow {
     pub transports: String,
     pub created_at: Millis,
     pub last_used_at: Option<Millis>,
+    /// Before this time the passkey may not approve payments (one bound
+    /// from a password sign-in); None: at once.
+    pub payments_after: Option<Millis>,
 }
 
 /// A credential row with its owner's columns, prefixed `owner_` (both
@@ -338,8 +341,8 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Option<CeremonyRow>>;
     async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64>;
     /// Deletes sessions (and their refresh tokens) that expired or were
-    /// ended before `before`.
-    async fn purge_ended_sessions(&self, before: Millis) -> StoreResult<u64>;
+    /// ended before `before`, or were last used before `idle_before`.
+    async fn purge_ended_sessions(&self, before: Millis, idle_before: Millis) -> StoreResult<u64>;
 
     /// Creates the user, the first passkey, a session and its refresh token
     /// at once; a taken username gives `Conflict` and writes nothing.
@@ -360,11 +363,15 @@ pub trait Store: Send + Sync {
     /// false, writing nothing, when the counter did not move forward.
     async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool>;
 
+    /// Retires `old_hash` and stores `new_hash` for its session, unless
+    /// the session has ended, expired, or was last used before
+    /// `idle_before` (then `Invalid`).
     async fn rotate_refresh(
         &self,
         old_hash: &str,
         new_hash: &str,
         now: Millis,
+        idle_before: Millis,
     ) -> StoreResult<RefreshOutcome>;
     /// Ends the session of a refresh token; false when there was none live.
     async fn end_session_by_refresh(&self, token_hash: &str, now: Millis) -> StoreResult<bool>;
@@ -463,7 +470,7 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<bool>;
     /// Sets the address, unverified.
     async fn set_email(&self, user_id: &str, email: &str) -> StoreResult<()>;
-    /// Marks the address verified if it is still `address`.
+    /// Makes `address` the account's verified address.
     async fn verify_email(&self, user_id: &str, address: &str) -> StoreResult<bool>;
 
     /// Counts a hit in a fixed window; returns the hits so far and when the
@@ -476,14 +483,23 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<(i64, Millis)>;
     /// The lock on a sign-in subject, if any (locked_until, 0 when none).
     async fn locked_until(&self, subject: &str) -> StoreResult<Millis>;
-    /// Counts a failure (forgetting failures older than `forget_before`)
-    /// and returns the consecutive failures so far.
-    async fn record_failure(
+    /// Counts a password or code attempt before it is checked: returns the
+    /// consecutive failures including this one and the failures since the
+    /// last quiet spell (a previous attempt before `quiet_before`), or None
+    /// when the subject is locked (nothing counted). The attempt that
+    /// brings the count to `lock_from` locks the subject until
+    /// `provisional_until`, so that attempts made meanwhile are refused.
+    async fn count_attempt(
         &self,
         subject: &str,
         now: Millis,
-        forget_before: Millis,
-    ) -> StoreResult<i64>;
+        quiet_before: Millis,
+        lock_from: i64,
+        provisional_until: Millis,
+    ) -> StoreResult<Option<(i64, i64)>>;
+    /// Takes back an attempt that turned out right (a right password
+    /// before its second factor), with the lock it set.
+    async fn return_attempt(&self, subject: &str, lock_from: i64) -> StoreResult<()>;
     async fn lock_subject(&self, subject: &str, until: Millis) -> StoreResult<()>;
     async fn clear_failures(&self, subject: &str) -> StoreResult<()>;
     /// Deletes expired mfa tokens, codes, windows and forgotten failures.
@@ -520,6 +536,13 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<(u64, u64)>;
     async fn user_sessions(&self, user_id: &str, now: Millis) -> StoreResult<Vec<SessionRow>>;
     async fn end_session(&self, user_id: &str, session_id: &str, now: Millis) -> StoreResult<bool>;
+    /// Ends every live session of the user but one; returns how many.
+    async fn end_other_sessions(
+        &self,
+        user_id: &str,
+        keep_session_id: &str,
+        now: Millis,
+    ) -> StoreResult<u64>;
     async fn set_roles(&self, user_id: &str, roles: &str) -> StoreResult<bool>;
     async fn set_locked(
         &self,

@@ -172,7 +172,9 @@ impl PgStore {
              audited as (insert into ",
             audit_columns!(),
             " select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 \
-               where exists (select 1 from used) returning 1) \
+               where exists (select 1 from used) returning 1), \
+             cleared as (delete from login_failure where subject = 'user:' || $8 \
+               and exists (select 1 from used)) \
              select (select count(*) from taken), (select count(*) from used)"
         );
         let used = login.used;

@@ -240,12 +240,18 @@ macro_rules! impl_store {
                 Ok(done.rows_affected())
             }
 
-            async fn purge_ended_sessions(&self, before: Millis) -> StoreResult<u64> {
+            async fn purge_ended_sessions(
+                &self,
+                before: Millis,
+                idle_before: Millis,
+            ) -> StoreResult<u64> {
                 // Their refresh tokens go with them (on delete cascade).
                 let done = sqlx::query(
-                    "delete from session where expires_at <= $1 or revoked_at <= $1",
+                    "delete from session where expires_at <= $1 or revoked_at <= $1 \
+                     or last_used_at <= $2",
                 )
                 .bind(before)
+                .bind(idle_before)
                 .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected())
@@ -302,6 +308,7 @@ macro_rules! impl_store {
                 old_hash: &str,
                 new_hash: &str,
                 now: Millis,
+                idle_before: Millis,
             ) -> StoreResult<RefreshOutcome> {
                 let mut conn = self.db().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -341,11 +348,13 @@ macro_rules! impl_store {
                 };
                 let session: Option<SessionRow> = sqlx::query_as(
                     "update session set last_used_at = $2 where session_id = $1 \
-                     and revoked_at is null and expires_at > $2 and user_id in \
-                     (select user_id from app_user where locked_at is null) returning *",
+                     and revoked_at is null and expires_at > $2 and last_used_at > $3 \
+                     and user_id in (select user_id from app_user where locked_at is null) \
+                     returning *",
                 )
                 .bind(&session_id)
                 .bind(now)
+                .bind(idle_before)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(session) = session else {
@@ -737,7 +746,7 @@ macro_rules! impl_store {
 
             async fn verify_email(&self, user_id: &str, address: &str) -> StoreResult<bool> {
                 let done = sqlx::query(
-                    "update app_user set email_verified = true where user_id = $1 and email = $2",
+                    "update app_user set email = $2, email_verified = true where user_id = $1",
                 )
                 .bind(user_id)
                 .bind(address)
@@ -779,36 +788,63 @@ macro_rules! impl_store {
                 Ok(row.map_or(0, |(until,)| until))
             }
 
-            async fn record_failure(
+            async fn count_attempt(
                 &self,
                 subject: &str,
                 now: Millis,
-                forget_before: Millis,
-            ) -> StoreResult<i64> {
-                let (failures,): (i64,) = sqlx::query_as(
-                    "insert into login_failure (subject, failures, locked_until, updated_at) \
-                     values ($1, 1, 0, $2) on conflict (subject) do update set \
-                     failures = case when login_failure.updated_at < $3 then 1 \
-                     else login_failure.failures + 1 end, updated_at = $2 \
-                     returning failures",
+                quiet_before: Millis,
+                lock_from: i64,
+                provisional_until: Millis,
+            ) -> StoreResult<Option<(i64, i64)>> {
+                // One statement, so that a burst of attempts at once is
+                // counted one by one: the attempt that reaches `lock_from`
+                // locks the subject before it is checked, and the rest of
+                // the burst finds it locked (no row returned).
+                Ok(sqlx::query_as(
+                    "insert into login_failure (subject, failures, streak, locked_until, updated_at) \
+                     values ($1, 1, 1, case when 1 >= $4 then $5 else 0 end, $2) \
+                     on conflict (subject) do update set \
+                     failures = login_failure.failures + 1, \
+                     streak = case when login_failure.updated_at < $3 then 1 \
+                     else login_failure.streak + 1 end, \
+                     locked_until = case when login_failure.failures + 1 >= $4 then $5 \
+                     else login_failure.locked_until end, \
+                     updated_at = $2 \
+                     where login_failure.locked_until <= $2 \
+                     returning failures, streak",
                 )
                 .bind(subject)
                 .bind(now)
-                .bind(forget_before)
-                .fetch_one(&mut *self.db().await?)
+                .bind(quiet_before)
+                .bind(lock_from)
+                .bind(provisional_until)
+                .fetch_optional(&mut *self.db().await?)
+                .await?)
+            }
+
+            async fn return_attempt(&self, subject: &str, lock_from: i64) -> StoreResult<()> {
+                // At or past `lock_from` the attempt being given back is
+                // the one that locked the subject (the others were
+                // refused), so its lock goes with it.
+                sqlx::query(
+                    "update login_failure set failures = failures - 1, \
+                     streak = case when streak > 0 then streak - 1 else 0 end, \
+                     locked_until = case when failures >= $2 then 0 else locked_until end \
+                     where subject = $1 and failures > 0",
+                )
+                .bind(subject)
+                .bind(lock_from)
+                .execute(&mut *self.db().await?)
                 .await?;
-                Ok(failures)
+                Ok(())
             }
 
             async fn lock_subject(&self, subject: &str, until: Millis) -> StoreResult<()> {
-                sqlx::query(
-                    "update login_failure set locked_until = $2 \
-                     where subject = $1 and locked_until < $2",
-                )
-                .bind(subject)
-                .bind(until)
-                .execute(&mut *self.db().await?)
-                .await?;
+                sqlx::query("update login_failure set locked_until = $2 where subject = $1")
+                    .bind(subject)
+                    .bind(until)
+                    .execute(&mut *self.db().await?)
+                    .await?;
                 Ok(())
             }
 
@@ -826,8 +862,13 @@ macro_rules! impl_store {
                     ("delete from mfa_token where expires_at <= $1", now),
                     ("delete from email_code where expires_at <= $1", now),
                     ("delete from rate_window where window_ends <= $1", now),
+                    // An account's count runs until it signs in; names
+                    // that are no account are forgotten after a quiet
+                    // spell, so a spray of made-up names cannot fill the
+                    // table.
                     (
-                        "delete from login_failure where updated_at < $1 and locked_until < $1",
+                        "delete from login_failure where updated_at < $1 and locked_until < $1 \
+                         and (subject like 'name:%' or failures = 0)",
                         forget_before.min(now),
                     ),
                 ] {
@@ -973,6 +1014,24 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn end_other_sessions(
+                &self,
+                user_id: &str,
+                keep_session_id: &str,
+                now: Millis,
+            ) -> StoreResult<u64> {
+                let done = sqlx::query(
+                    "update session set revoked_at = $3 where user_id = $1 \
+                     and session_id <> $2 and revoked_at is null",
+                )
+                .bind(user_id)
+                .bind(keep_session_id)
+                .bind(now)
+                .execute(&mut *self.db().await?)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn set_roles(&self, user_id: &str, roles: &str) -> StoreResult<bool> {
                 let done = sqlx::query("update app_user set roles = $2 where user_id = $1")
                     .bind(user_id)
@@ -995,6 +1054,14 @@ macro_rules! impl_store {
                     .bind(locked_at)
                     .execute(&mut *tx)
                     .await?;
+                if locked_at.is_none() {
+                    // An admin's unlock also opens a fallback sign-in that
+                    // failures closed.
+                    sqlx::query("delete from login_failure where subject = 'user:' || $1")
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if locked_at.is_some() {
                     // A locked account keeps no session.
                     sqlx::query(
@@ -1152,7 +1219,8 @@ macro_rules! impl_store {
             sqlx::query(
                 "insert into credential (credential_id, device_id, user_id, name, passkey, \
                  sign_count, backup_eligible, backup_state, aaguid, transports, created_at, \
-                 last_used_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 last_used_at, payments_after) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&credential.credential_id)
             .bind(&credential.device_id)
@@ -1166,6 +1234,7 @@ macro_rules! impl_store {
             .bind(&credential.transports)
             .bind(credential.created_at)
             .bind(credential.last_used_at)
+            .bind(credential.payments_after)
             .execute(&mut **tx)
             .await?;
             Ok(())

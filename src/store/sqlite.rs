@@ -640,7 +640,8 @@ impl SqliteStore {
                select $17, $7, $13 where changes() = 1; \
              insert into ",
             audit_columns!(),
-            " select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1"
+            " select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1; \
+             delete from login_failure where subject = 'user:' || $8 and changes() = 1"
         ));
         let mut turn = self.write_turn().await?;
         let used = login.used;

@@ -267,7 +267,8 @@ async fn locking_ends_sessions_and_refuses_sign_in_until_unlocked(db: Db) {
     assert_eq!(locked.json::<Value>().await.unwrap()["locked"], true);
     assert_problem(app.me(tokens["access_token"].as_str().unwrap()).await, 401, "unauthorized")
         .await;
-    assert_problem(app.login(&mut phone, Some("lock-me")).await, 401, "invalid_credentials").await;
+    // The passkey proved who this is, so they are told why (not 401).
+    assert_problem(app.login(&mut phone, Some("lock-me")).await, 403, "account_locked").await;
     let unlocked =
         app.post_bearer(&format!("/v1/admin/users/{id}/unlock"), &bearer, &json!({})).await;
     assert_eq!(unlocked.json::<Value>().await.unwrap()["locked"], false);

@@ -163,16 +163,17 @@ fn passgate_is_stricter_where_it_says_so() {
 }
 
 #[test]
-fn a_credential_may_become_backup_eligible_but_not_stop_being_it() {
+fn a_backup_eligible_flag_that_differs_from_the_stored_one_is_refused() {
     let mut authenticator = SoftAuthenticator::new(ORIGIN);
     let mut p = pair(&mut authenticator);
     assert!(!p.backup_eligible);
+    // webauthn-rs lets a device-bound credential become eligible; WebAuthn
+    // L3 §7.2 step 16 does not, and neither does passgate.
     let (theirs, ours) = both(&mut p, &mut authenticator, |c| *c.flags_mut() |= flags::BE);
-    assert_eq!((theirs, ours), (true, Ok(())));
-    assert!(p.backup_eligible, "the new eligibility is stored");
+    assert_eq!((theirs, ours), (true, Err(Refusal::BackupEligibilityChanged)));
+    assert!(!p.backup_eligible, "nothing new is stored");
     let (theirs, ours) = both(&mut p, &mut authenticator, |_| {});
-    assert!(!theirs);
-    assert_eq!(ours, Err(Refusal::BackupEligibilityLost));
+    assert_eq!((theirs, ours), (true, Ok(())));
 }
 
 #[test]
@@ -189,7 +190,7 @@ fn a_synced_passkey_without_a_counter_signs_in_again_and_again() {
     let (theirs, ours) =
         both(&mut p, &mut authenticator, |c| *c.flags_mut() &= !(flags::BE | flags::BS));
     assert!(!theirs);
-    assert_eq!(ours, Err(Refusal::BackupEligibilityLost));
+    assert_eq!(ours, Err(Refusal::BackupEligibilityChanged));
 }
 
 /// The verifier reads the key the way passgate stores it: from the

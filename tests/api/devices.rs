@@ -207,7 +207,7 @@ async fn binding_a_device_needs_a_recent_sign_in(db: Db) {
     assert_problem(
         app.post_bearer("/v1/me/devices/start", bearer, &json!({})).await,
         403,
-        "forbidden",
+        "passkey_required",
     )
     .await;
     // Another user cannot finish this user's ceremony.

@@ -238,7 +238,8 @@ async fn unknown_users_and_wrong_passwords_take_about_the_same_time(db: Db) {
             ("PASSGATE__PASSWORD__ITERATIONS", "2"),
             ("PASSGATE__LIMITS__IP_REQUESTS_PER_MINUTE", "1000"),
             ("PASSGATE__LIMITS__ACCOUNT_REQUESTS_PER_MINUTE", "1000"),
-            ("PASSGATE__LIMITS__LOCKOUT_THRESHOLD", "1000"),
+            ("PASSGATE__LIMITS__LOCKOUT_THRESHOLD", "100"),
+            ("PASSGATE__LIMITS__LOCKOUT_PERMANENT_THRESHOLD", "100"),
         ],
     )
     .await;
@@ -309,7 +310,7 @@ async fn changing_a_password_needs_the_current_one_or_a_fresh_passkey_sign_in(db
     app.clock.advance(Duration::from_secs(301));
     let new = "a whole new passphrase";
     let stale = app.put_bearer("/v1/me/password", bearer, &json!({"password": new})).await;
-    assert_problem(stale, 403, "forbidden").await;
+    assert_problem(stale, 403, "passkey_required").await;
     let wrong = app
         .put_bearer(
             "/v1/me/password",
@@ -338,7 +339,7 @@ async fn changing_a_password_needs_the_current_one_or_a_fresh_passkey_sign_in(db
     let by_password = tokens["access_token"].as_str().unwrap();
     let refused =
         app.put_bearer("/v1/me/password", by_password, &json!({"password": PASSWORD})).await;
-    assert_problem(refused, 403, "forbidden").await;
+    assert_problem(refused, 403, "passkey_required").await;
     // A fresh passkey sign-in may.
     let fresh: Value = app.login(&mut account.passkey, None).await.json().await.unwrap();
     let by_passkey = fresh["access_token"].as_str().unwrap();
@@ -433,14 +434,14 @@ async fn removing_totp_needs_a_fresh_sign_in_and_leaves_no_second_factor(db: Db)
     let app = spawn_app_configured(db, &[("PASSGATE__TOKENS__ACCESS_TTL_SECONDS", "900")]).await;
     let mut account = app.fallback_account("fb-remove").await;
     app.clock.advance(Duration::from_secs(301));
-    assert_problem(app.delete_bearer("/v1/me/totp", &account.access_token).await, 403, "forbidden")
-        .await;
-    // Nor may a stale session add a second factor of its own.
     let stale = &account.access_token;
+    assert_problem(app.delete_bearer("/v1/me/totp", stale).await, 403, "passkey_required").await;
+    // Nor may a stale session add a second factor of its own.
     let email = json!({"email": "attacker@example.test"});
-    assert_problem(app.post_bearer("/v1/me/email", stale, &email).await, 403, "forbidden").await;
-    assert_problem(app.post_bearer("/v1/me/totp/start", stale, &json!({})).await, 403, "forbidden")
+    assert_problem(app.post_bearer("/v1/me/email", stale, &email).await, 403, "passkey_required")
         .await;
+    let totp = app.post_bearer("/v1/me/totp/start", stale, &json!({})).await;
+    assert_problem(totp, 403, "passkey_required").await;
     assert!(smtp::mails_to("attacker@example.test").is_empty());
     let fresh: Value = app.login(&mut account.passkey, None).await.json().await.unwrap();
     let bearer = fresh["access_token"].as_str().unwrap();
@@ -451,7 +452,7 @@ async fn removing_totp_needs_a_fresh_sign_in_and_leaves_no_second_factor(db: Db)
     assert_eq!(me["factors"], json!(["passkey", "password"]), "recovery codes went with TOTP");
 }
 
-async fn verified_email(app: &TestApp, bearer: &str, address: &str) {
+pub async fn verified_email(app: &TestApp, bearer: &str, address: &str) {
     let set = app.post_bearer("/v1/me/email", bearer, &json!({"email": address})).await;
     assert_eq!(set.status(), StatusCode::ACCEPTED);
     let code = smtp::last_code_to(address);
@@ -655,8 +656,6 @@ async fn repeated_failures_lock_the_account_but_not_its_passkey(db: Db) {
     assert_problem(locked, 403, "account_locked").await;
     assert_problem(app.password_login("fb-nobody-here", PASSWORD).await, 403, "account_locked")
         .await;
-    // The passkey still signs in.
-    assert_eq!(app.login(&mut account.passkey, Some("fb-lock")).await.status(), StatusCode::OK);
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     assert!(metrics.contains("passgate_lockouts_total 2"), "{metrics}");
 
@@ -690,6 +689,17 @@ async fn repeated_failures_lock_the_account_but_not_its_passkey(db: Db) {
         )
         .await;
     }
+    app.mfa_token("fb-lock", PASSWORD).await;
+    // Locked again; the passkey still signs in, and its sign-in opens
+    // the fallback again (the owner proved who they are).
+    assert_problem(
+        app.password_login("fb-lock", "a wrong guess").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_problem(app.password_login("fb-lock", PASSWORD).await, 403, "account_locked").await;
+    assert_eq!(app.login(&mut account.passkey, Some("fb-lock")).await.status(), StatusCode::OK);
     app.mfa_token("fb-lock", PASSWORD).await;
 }
 
@@ -790,7 +800,7 @@ fn wrong_code(code: &str) -> String {
 }
 
 /// Tells the two engines' runs apart in shared places (mail addresses).
-fn db_tag(app: &TestApp) -> String {
+pub fn db_tag(app: &TestApp) -> String {
     format!("{:?}-{}", app.db.db, app.port).to_lowercase()
 }
 

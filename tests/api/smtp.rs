@@ -172,23 +172,76 @@ pub fn all_over_tls(address: &str) -> Option<bool> {
     (!mails.is_empty()).then(|| mails.iter().all(|m| m.tls))
 }
 
-/// Every message delivered to `address` so far, oldest first.
+/// Every message delivered to `address` so far, oldest first, with its
+/// body decoded (the mailer quotes long lines).
 pub fn mails_to(address: &str) -> Vec<String> {
     MAILBOX
         .lock()
         .unwrap()
         .iter()
         .filter(|m| m.to.iter().any(|t| t == address))
-        .map(|m| m.data.clone())
+        .map(|m| decoded(&m.data))
         .collect()
 }
 
-/// The six-digit code in the newest message to `address`.
+/// The message with a quoted-printable or base64 body decoded.
+fn decoded(data: &str) -> String {
+    let Some((head, body)) = data.split_once("\r\n\r\n") else {
+        return data.to_owned();
+    };
+    let head_lower = head.to_ascii_lowercase();
+    let body = if head_lower.contains("content-transfer-encoding: quoted-printable") {
+        let joined = body.replace("=\r\n", "");
+        let bytes = joined.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'=', Some(byte)) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    } else if head_lower.contains("content-transfer-encoding: base64") {
+        use base64::Engine;
+        let compact: String = body.split_whitespace().collect();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(compact).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        body.to_owned()
+    };
+    format!("{head}\r\n\r\n{body}")
+}
+
+/// The six-digit code in the newest message to `address` that has one
+/// (notices of changes carry none).
 pub fn last_code_to(address: &str) -> String {
     let mails = mails_to(address);
-    let mail = mails.last().unwrap_or_else(|| panic!("no mail to {address}"));
-    let after = mail.split(" is ").nth(1).expect("a code in the message");
-    let code: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
-    assert_eq!(code.len(), 6, "a six-digit code in: {mail}");
-    code
+    assert!(!mails.is_empty(), "no mail to {address}");
+    let code_in = |mail: &String| {
+        mail.split(" is ").skip(1).find_map(|after| {
+            let code: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
+            (code.len() == 6).then_some(code)
+        })
+    };
+    mails.iter().rev().find_map(code_in).unwrap_or_else(|| panic!("no code in mail to {address}"))
+}
+
+/// Waits (up to 5 s: notices go out in the background) for a message to
+/// `address` containing `needle`; returns it.
+pub async fn wait_for_mail(address: &str, needle: &str) -> String {
+    for _ in 0..100 {
+        if let Some(mail) = mails_to(address).into_iter().rev().find(|m| m.contains(needle)) {
+            return mail;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail to {address} containing {needle:?}: {:?}", mails_to(address));
 }

@@ -126,7 +126,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     assert!(store.find_ceremony("ceremony-2", "login", 0).await.unwrap().is_none());
     assert!(store.find_session(&again.session_id).await.unwrap().is_none());
     assert!(matches!(
-        store.rotate_refresh("other-hash", "third-hash", 3).await.unwrap(),
+        store.rotate_refresh("other-hash", "third-hash", 3, 0).await.unwrap(),
         RefreshOutcome::Invalid
     ));
     // A write that fails half-way (the session id is taken) stores
@@ -187,8 +187,8 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     assert!(ids.contains(&first.event_id) && !ids.contains(&second.event_id), "{ids:?}");
 
     let (a, b) = tokio::join!(
-        store.rotate_refresh("first-hash", "second-a", 3),
-        store.rotate_refresh("first-hash", "second-b", 3)
+        store.rotate_refresh("first-hash", "second-a", 3, 0),
+        store.rotate_refresh("first-hash", "second-b", 3, 0)
     );
 
     let outcomes = [a.unwrap(), b.unwrap()];
@@ -199,7 +199,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     assert!(ended.revoked_at.is_some(), "reuse ends the session");
     for token in ["second-a", "second-b"] {
         assert!(matches!(
-            store.rotate_refresh(token, "third", 4).await.unwrap(),
+            store.rotate_refresh(token, "third", 4, 0).await.unwrap(),
             RefreshOutcome::Invalid | RefreshOutcome::Reused
         ));
     }

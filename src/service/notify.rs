@@ -1,0 +1,175 @@
+//! Mail to an account's owner about every change to what guards it: a
+//! password set or changed, a passkey bound or unbound, TOTP added or
+//! removed, new recovery codes, an address change, an admin's lock or role
+//! grant (an admin's device reset mails its own notice, with the code). Someone who phished a password and a code can make some
+//! of these; the owner must hear of it at once, with what to do.
+//!
+//! Mail goes out in the background: a notice must never hold up or fail
+//! the change it reports (a slow mail server would otherwise slow every
+//! such request down to `smtp.timeout_seconds`). A notice that cannot be
+//! sent is logged and counted.
+
+use std::sync::Arc;
+
+use crate::clock::{Millis, rfc3339};
+use crate::mailer::Mailer;
+use crate::store::UserRow;
+use crate::telemetry::current_client;
+
+use super::Core;
+
+/// What changed, as the owner reads it.
+pub enum Change<'a> {
+    PasswordSet,
+    PasswordChanged,
+    PasskeyBound {
+        name: &'a str,
+        payments_from: Option<Millis>,
+    },
+    PasskeyUnbound {
+        name: &'a str,
+        by_admin: bool,
+    },
+    TotpAdded,
+    TotpRemoved,
+    RecoveryCodesMade,
+    /// Mailed to the old address: the new one still has to be confirmed.
+    EmailChangeRequested {
+        new_address: &'a str,
+    },
+    /// Mailed to the old address once the new one is confirmed.
+    EmailChanged {
+        new_address: &'a str,
+    },
+    Locked,
+    Unlocked,
+    RolesChanged {
+        roles: &'a str,
+    },
+}
+
+impl Change<'_> {
+    fn subject(&self) -> &'static str {
+        match self {
+            Change::PasswordSet => "A password was set on your account",
+            Change::PasswordChanged => "Your password was changed",
+            Change::PasskeyBound { .. } => "A new passkey was added to your account",
+            Change::PasskeyUnbound { .. } => "A passkey was removed from your account",
+            Change::TotpAdded => "An authenticator app was set up on your account",
+            Change::TotpRemoved => "The authenticator app was removed from your account",
+            Change::RecoveryCodesMade => "New recovery codes were made for your account",
+            Change::EmailChangeRequested { .. } => "A change of your email address was requested",
+            Change::EmailChanged { .. } => "Your email address was changed",
+            Change::Locked => "Your account was locked by an administrator",
+            Change::Unlocked => "Your account was unlocked by an administrator",
+            Change::RolesChanged { .. } => "The roles of your account were changed",
+        }
+    }
+
+    fn what(&self) -> String {
+        match self {
+            Change::PasswordSet => "A password was set for signing in without your passkey.".into(),
+            Change::PasswordChanged => {
+                "Your password was changed, and your other sessions were ended.".into()
+            }
+            Change::PasskeyBound { name, payments_from: None } => {
+                format!("A new passkey, \"{name}\", was added to your account.")
+            }
+            Change::PasskeyBound { name, payments_from: Some(from) } => format!(
+                "A new passkey, \"{name}\", was added to your account after a sign-in with a password. \
+                 It can sign in now, but can approve payments only from {} (UTC).",
+                rfc3339(*from)
+            ),
+            Change::PasskeyUnbound { name, by_admin: false } => {
+                format!("The passkey \"{name}\" was removed from your account.")
+            }
+            Change::PasskeyUnbound { name, by_admin: true } => {
+                format!("An administrator removed the passkey \"{name}\" from your account.")
+            }
+            Change::TotpAdded => {
+                "An authenticator app (TOTP) was set up as a second factor.".into()
+            }
+            Change::TotpRemoved => {
+                "The authenticator app (TOTP) and its recovery codes were removed.".into()
+            }
+            Change::RecoveryCodesMade => {
+                "A new set of recovery codes was made; the old codes no longer work.".into()
+            }
+            Change::EmailChangeRequested { new_address } => format!(
+                "Someone asked to change your account's email address to {new_address}. \
+                 This address keeps working until the new one is confirmed."
+            ),
+            Change::EmailChanged { new_address } => format!(
+                "Your account's email address was changed to {new_address}. \
+                 Mail about your account now goes there."
+            ),
+            Change::Locked => {
+                "An administrator locked your account and ended every session.".into()
+            }
+            Change::Unlocked => "An administrator unlocked your account.".into(),
+            Change::RolesChanged { roles } => {
+                format!("The roles of your account are now: {roles}.")
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Mails `change` to the account's verified address (or `to`, for the
+    /// old address of an address change), in the background. Accounts
+    /// without a verified address get no mail. The returned handle is for
+    /// callers that end before the send would (the CLI).
+    pub(super) fn notify(
+        &self,
+        user: &UserRow,
+        change: Change<'_>,
+        to: Option<&str>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let address = match to {
+            Some(address) => address.to_owned(),
+            None => user.email.clone().filter(|_| user.email_verified)?,
+        };
+        let client = current_client();
+        let from = match (&client.ip, &client.user_agent) {
+            (Some(ip), Some(agent)) => format!("{ip}, {agent}"),
+            (Some(ip), None) => ip.clone(),
+            (None, Some(agent)) => agent.clone(),
+            (None, None) => "this server's own tools".to_owned(),
+        };
+        let body = format!(
+            "Hello {name},\r\n\r\n{what}\r\n\r\nAccount: {username}\r\nWhen: {when} (UTC)\r\n\
+             From: {from}\r\n\r\nIf this was you, there is nothing to do.\r\n\r\n\
+             If it was not you, someone may know your password or have your codes:\r\n\
+             1. Sign in with your passkey at {origin}/ (a passkey cannot be phished).\r\n\
+             2. Open \"Sign-in options\" ({origin}/security.html) and change your password; \
+             remove and set up again your authenticator app.\r\n\
+             3. Ask your administrator to reset your devices if a passkey you do not know \
+             was added, or if you cannot sign in.\r\n",
+            name = user.display_name,
+            what = change.what(),
+            username = user.username,
+            when = rfc3339(self.clock.now_ms()),
+            origin = self.primary_origin(),
+        );
+        let subject = change.subject();
+        let mailer: Arc<Mailer> = self.mailer.clone();
+        let metrics = self.metrics.clone();
+        Some(tokio::spawn(async move {
+            if let Err(error) = mailer.send(&address, subject, body).await {
+                metrics.mail_failed("notice");
+                tracing::error!(error.cause_chain = ?error, subject, "a notice could not be mailed");
+            }
+        }))
+    }
+
+    /// The first web origin: where the pages the notices point to live.
+    fn primary_origin(&self) -> String {
+        self.settings
+            .webauthn
+            .origins
+            .iter()
+            .find(|o| matches!(o.scheme(), "https" | "http"))
+            .map(|o| o.as_str().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+}
