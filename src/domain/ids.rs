@@ -109,7 +109,12 @@ impl CeremonyId {
     pub fn parse(input: String) -> Result<Self, ValidationError> {
         let decoded =
             |len| URL_SAFE_NO_PAD.decode(input.as_bytes()).map(|b| b.len() == len).unwrap_or(false);
-        let well_formed = (input.len() == 30 && decoded(22)) || (input.len() == 22 && decoded(16));
+        // Sign-in handles carry their sealed state (service::login_handle),
+        // so they are longer; whether one is genuine is the service's to say.
+        let handle =
+            (60..=200).contains(&input.len()) && URL_SAFE_NO_PAD.decode(input.as_bytes()).is_ok();
+        let well_formed =
+            (input.len() == 30 && decoded(22)) || (input.len() == 22 && decoded(16)) || handle;
         if well_formed {
             Ok(CeremonyId(input))
         } else {

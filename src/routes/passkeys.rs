@@ -56,18 +56,23 @@ pub struct LoginFinishBody {
         (status = 200, body = CeremonyStarted),
         (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: too many registrations from this client address (Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn register_start(
     core: web::Data<Core>,
+    client: ClientInfo,
     body: web::Json<RegisterStartBody>,
 ) -> Result<web::Json<CeremonyStarted>> {
     let body = body.into_inner();
     let started = core
-        .register_start(RegisterStart {
-            username: body.username,
-            display_name: body.display_name,
-            email: body.email,
-        })
+        .register_start(
+            RegisterStart {
+                username: body.username,
+                display_name: body.display_name,
+                email: body.email,
+            },
+            &client,
+        )
         .await?;
     Ok(web::Json(started))
 }
@@ -80,6 +85,7 @@ pub async fn register_start(
         (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: too many registrations from this client address (Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn register_finish(
     core: web::Data<Core>,

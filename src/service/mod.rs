@@ -12,6 +12,7 @@ mod codes;
 pub mod devices;
 pub mod fallback;
 pub mod keys;
+mod login_handle;
 mod notify;
 pub mod passkey;
 pub mod password;
@@ -54,6 +55,8 @@ pub struct Core {
     pub passwords: PasswordHasher,
     pub mailer: Arc<Mailer>,
     codes: CodeHasher,
+    /// Seals sign-in ceremonies into their handles (a key every node shares).
+    handles: login_handle::HandleSealer,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Sealer,
     decoy_key: Vec<u8>,
@@ -96,6 +99,17 @@ impl Core {
             .shared_secret("one_time_code_key", &URL_SAFE_NO_PAD.encode(candidate), clock.now_ms())
             .await?;
         let codes = CodeHasher::new(URL_SAFE_NO_PAD.decode(code_key).context("stored code key")?);
+        rand::rngs::OsRng.fill_bytes(&mut candidate);
+        let handle_key = store
+            .shared_secret(
+                "ceremony_handle_key",
+                &URL_SAFE_NO_PAD.encode(candidate),
+                clock.now_ms(),
+            )
+            .await?;
+        let handles = login_handle::HandleSealer::new(
+            &URL_SAFE_NO_PAD.decode(handle_key).context("stored ceremony handle key")?,
+        )?;
         let metrics = Metrics::new()?;
         let passwords = PasswordHasher::new(&settings.password)?;
         let mailer = Arc::new(Mailer::new(&settings.smtp)?);
@@ -111,6 +125,7 @@ impl Core {
             passwords,
             mailer,
             codes,
+            handles,
             secrets,
             decoy_key,
         })

@@ -23,6 +23,7 @@ use super::Core;
 use super::assertion::{PublicKey, Refusal, Stored, Verified};
 use super::audit::{Event, log_audit};
 use super::authenticator_data::registration_facts;
+use super::login_handle::LoginTicket;
 use super::tokens::{ClientInfo, SessionGrant, TokenSet};
 use crate::domain::{
     CeremonyId, DeviceId, DeviceName, DisplayName, EmailAddress, UserId, Username,
@@ -32,6 +33,8 @@ use crate::metrics::CeremonyOutcome;
 use crate::store::{CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, UserRow};
 
 pub(super) const KIND_REGISTER: &str = "register";
+/// The rate-limit group of registration starts and finishes.
+const REGISTER_GROUP: &str = "register";
 const KIND_LOGIN: &str = "login";
 /// RFC 8176 methods for a user-verified passkey (API contract, Tokens).
 pub(super) const PASSKEY_AMR: &[&str] = &["hwk", "user"];
@@ -66,25 +69,15 @@ struct RegisterState {
     registration: PasskeyRegistration,
 }
 
-/// A sign-in in progress. Only what the check needs is kept: the
-/// challenge. (A state written by an earlier release does not parse and
-/// is treated as expired.)
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "flow", rename_all = "snake_case")]
-enum LoginState {
-    /// Username-first. The user is the ceremony row's `user_id`, which the
-    /// store took from the name: none for a name that is no account, and
-    /// such a sign-in can never finish, but looks like any other until then.
-    Named {
-        challenge: Base64UrlSafeData,
-    },
-    Discoverable {
-        challenge: Base64UrlSafeData,
-    },
-}
-
 impl Core {
-    pub async fn register_start(&self, input: RegisterStart) -> Result<CeremonyStarted> {
+    /// Starts a registration. Anyone may call it, and each start stores a
+    /// ceremony: counted per client address (`limits.ip_requests_per_minute`).
+    pub async fn register_start(
+        &self,
+        input: RegisterStart,
+        client: &ClientInfo,
+    ) -> Result<CeremonyStarted> {
+        self.throttle(REGISTER_GROUP, client, None).await?;
         if self.store.find_user_by_username(input.username.as_ref()).await?.is_some() {
             return Err(ApiError::UsernameTaken);
         }
@@ -110,6 +103,7 @@ impl Core {
         device_name: Option<DeviceName>,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
+        self.throttle(REGISTER_GROUP, client, None).await?;
         let result = self.finish_registration(ceremony_id, credential, device_name, client).await;
         self.metrics.ceremony_result(KIND_REGISTER, &result);
         if let Err(error @ ApiError::WebauthnFailed(_)) = &result {
@@ -229,9 +223,13 @@ impl Core {
 
     /// Starts a sign-in. With a username it lists that user's credentials;
     /// an unknown username gets made-up ids that are stable for the name,
-    /// so the answer does not reveal whether the account exists.
+    /// so the answer does not reveal whether the account exists. Nothing is
+    /// written: the state travels sealed in the `ceremony_id` (see
+    /// `login_handle`).
     pub async fn login_start(&self, username: Option<Username>) -> Result<CeremonyStarted> {
         let challenge = new_challenge();
+        let expires_at =
+            self.clock.now_ms() + self.settings.webauthn.ceremony_ttl.as_millis() as i64;
         let Some(username) = username else {
             // Conditional UI asks for user verification metrics, as
             // webauthn-rs's discoverable flow does.
@@ -241,24 +239,33 @@ impl Core {
                 hmac_get_secret: None,
             };
             let options = self.request_options(&challenge, Vec::new(), Some(extensions));
-            let state = LoginState::Discoverable { challenge: challenge.into() };
-            return self.put_login(options, None, &state).await;
+            let ticket = LoginTicket::new(None, true, challenge, expires_at);
+            return self.login_started(&ticket, &options);
         };
-        // The ceremony is stored and the credentials read in one round
-        // trip: what is stored does not depend on what is read.
-        let state = LoginState::Named { challenge: challenge.clone().into() };
-        let row = self.ceremony_row(KIND_LOGIN, None, &state)?;
-        let rows = self.store.start_login(&row, username.as_ref()).await?;
+        let rows = self.store.login_credentials(username.as_ref()).await?;
         // An unknown name, or an account with no passkeys, is offered
-        // stable made-up ids, in an answer shaped like any other.
-        let allowed = if rows.is_empty() {
-            self.decoy_credentials(&username)?
-        } else {
-            allow_credentials(&rows)?
+        // stable made-up ids, in an answer shaped like a real account's.
+        let (user_id, allowed) = match rows.first() {
+            Some(row) => {
+                let user_id = Uuid::parse_str(&row.user_id).map_err(anyhow::Error::from)?;
+                (Some(user_id), allow_credentials(&rows)?)
+            }
+            None => (None, self.decoy_credentials(&username).await?),
         };
         let options = self.request_options(&challenge, allowed, None);
-        let public_key = serde_json::to_value(&options).map_err(anyhow::Error::from)?;
-        Ok(self.started(KIND_LOGIN, row, public_key))
+        self.login_started(&LoginTicket::new(user_id, false, challenge, expires_at), &options)
+    }
+
+    fn login_started(
+        &self,
+        ticket: &LoginTicket,
+        options: &PublicKeyCredentialRequestOptions,
+    ) -> Result<CeremonyStarted> {
+        self.metrics.ceremony(KIND_LOGIN, CeremonyOutcome::Started);
+        Ok(CeremonyStarted {
+            ceremony_id: self.handles.seal(ticket)?,
+            public_key: serde_json::to_value(options).map_err(anyhow::Error::from)?,
+        })
     }
 
     pub async fn login_finish(
@@ -267,12 +274,15 @@ impl Core {
         credential: &PublicKeyCredential,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
-        let result = self.finish_login(ceremony_id, credential, client).await;
-        if result.is_err() {
-            // A refused answer uses the ceremony up, as any finish does;
-            // i64::MIN as "now" takes it whether or not it has expired. A
-            // good answer took it in the sign-in's own transaction.
-            self.store.take_ceremony(ceremony_id.as_ref(), KIND_LOGIN, i64::MIN).await?;
+        let ticket = self.handles.open(ceremony_id.as_ref(), self.clock.now_ms());
+        let result = match &ticket {
+            Some(ticket) => self.finish_login(ticket, credential, client).await,
+            None => Err(ApiError::CeremonyNotFound),
+        };
+        if let (Err(_), Some(ticket)) = (&result, &ticket) {
+            // A refused answer uses the handle up, as any finish does. A
+            // good answer recorded it in the sign-in's own transaction.
+            self.store.use_up_login(&ticket.used_id(), ticket.expires_at).await?;
         }
         self.metrics.ceremony_result(KIND_LOGIN, &result);
         if let Err(ApiError::InvalidCredentials) = &result {
@@ -283,25 +293,23 @@ impl Core {
 
     async fn finish_login(
         &self,
-        ceremony_id: &CeremonyId,
+        ticket: &LoginTicket,
         credential: &PublicKeyCredential,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
-        let now = self.clock.now_ms();
-        let found = self.store.find_login(ceremony_id.as_ref(), KIND_LOGIN, now, &credential_id);
-        let (ceremony, owned) = found.await?.ok_or(ApiError::CeremonyNotFound)?;
-        let state: LoginState = parse_state(KIND_LOGIN, &ceremony)?;
+        let (used, owned) = self.store.find_login(&ticket.used_id(), &credential_id).await?;
+        if used {
+            return Err(ApiError::CeremonyNotFound);
+        }
         let refused = |reason: &str| {
             tracing::info!(target: "audit", event = "login_failed", reason);
             ApiError::InvalidCredentials
         };
-        let (challenge, expected_user) = match &state {
-            LoginState::Named { challenge } => match &ceremony.user_id {
-                Some(user_id) => (challenge, Some(user_id.as_str())),
-                None => return Err(refused("no such account")),
-            },
-            LoginState::Discoverable { challenge } => (challenge, None),
+        let expected_user = match (ticket.discoverable, ticket.user_id) {
+            (true, _) => None,
+            (false, Some(user_id)) => Some(user_id.to_string()),
+            (false, None) => return Err(refused("no such account")),
         };
         let (row, user) = owned.ok_or_else(|| refused("unknown credential"))?;
         // §7.2 step 6: the user handle, when the authenticator returns
@@ -317,22 +325,18 @@ impl Core {
         if !owner_ok {
             return Err(refused("credential does not belong to the user"));
         }
-        let verified = match self.verify_assertion(credential, challenge.as_slice(), &row)? {
+        let verified = match self.verify_assertion(credential, &ticket.challenge, &row)? {
             // The same answer, finished twice at once (a double submit):
-            // the other finish stored its counter and took the ceremony.
+            // the other finish stored its counter and recorded the handle.
             // Not a clone.
             Err(Refusal::CounterNotIncreased)
-                if self
-                    .store
-                    .find_ceremony(ceremony_id.as_ref(), KIND_LOGIN, 0)
-                    .await?
-                    .is_none() =>
+                if self.store.find_login(&ticket.used_id(), "").await?.0 =>
             {
                 return Err(ApiError::CeremonyNotFound);
             }
             other => self.refusal_answer(other, &row).await?,
         };
-        self.complete_login(ceremony_id, row, user, verified, client).await
+        self.complete_login(ticket, row, user, verified, client).await
     }
 
     /// Checks an assertion against a stored credential.
@@ -375,7 +379,7 @@ impl Core {
     /// writes the audit row, in one transaction.
     async fn complete_login(
         &self,
-        ceremony_id: &CeremonyId,
+        ticket: &LoginTicket,
         row: CredentialRow,
         user: UserRow,
         verified: Verified,
@@ -400,8 +404,10 @@ impl Core {
         let session = self.new_session(&grant, client);
         let audit = Event::ok("login").user(&user.user_id).device(&row.device_id).reason("passkey");
         let audit = self.audit_row(audit);
+        let used_id = ticket.used_id();
         let login = LoginRows {
-            ceremony_id: ceremony_id.as_ref(),
+            used_id: &used_id,
+            handle_expires_at: ticket.expires_at,
             used: &used,
             session: &session.row,
             refresh_hash: &session.refresh.hash(),
@@ -409,7 +415,7 @@ impl Core {
         };
         match self.store.complete_login(&login).await? {
             LoginStored::Done => {}
-            // Another finish of the same ceremony got there first.
+            // Another finish of the same handle got there first.
             LoginStored::CeremonyGone => return Err(ApiError::CeremonyNotFound),
             // Another sign-in stored a newer counter after this one was
             // verified: the same clone check, lost in a race.
@@ -461,16 +467,6 @@ impl Core {
         }
     }
 
-    async fn put_login(
-        &self,
-        options: PublicKeyCredentialRequestOptions,
-        user_id: Option<UserId>,
-        state: &LoginState,
-    ) -> Result<CeremonyStarted> {
-        let public_key = serde_json::to_value(&options).map_err(anyhow::Error::from)?;
-        self.put_ceremony(KIND_LOGIN, user_id, state, public_key).await
-    }
-
     pub(super) async fn put_ceremony<S: Serialize>(
         &self,
         kind: &str,
@@ -517,28 +513,39 @@ impl Core {
         parse_state(kind, &row.ok_or(ApiError::CeremonyNotFound)?)
     }
 
-    /// One or two made-up credential ids for a username, the same every
-    /// time: HMAC-SHA-256 under a secret shared by all nodes.
-    fn decoy_credentials(&self, username: &Username) -> Result<Vec<AllowCredentials>> {
+    /// Made-up credentials for a name that is no account, the same every
+    /// time: shaped like the passkeys of a real account picked by the
+    /// name (their count, id lengths and transports), with ids made by
+    /// HMAC-SHA-256 under a secret shared by all nodes. With no account to
+    /// copy yet, one passkey of a phone or laptop.
+    async fn decoy_credentials(&self, username: &Username) -> Result<Vec<AllowCredentials>> {
         let keyed = |key: &[u8], data: &[u8]| -> Result<Vec<u8>> {
             let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(anyhow::Error::from)?;
             mac.update(data);
             Ok(mac.finalize().into_bytes().to_vec())
         };
         let seed = keyed(&self.decoy_key, username.as_ref().as_bytes())?;
-        let count = 1 + usize::from(seed[0] & 1);
-        (0..count)
-            .map(|i| {
+        let mut shape = self.store.credential_shape_near(&URL_SAFE_NO_PAD.encode(&seed)).await?;
+        if shape.is_empty() {
+            shape.push((r#"["hybrid","internal"]"#.to_owned(), 43));
+        }
+        shape
+            .iter()
+            .enumerate()
+            .map(|(i, (transports, id_chars))| {
+                // Bytes whose base64url is `id_chars` long, as the copy's.
+                let length = usize::try_from(*id_chars).unwrap_or(32) * 3 / 4;
+                let mut id = Vec::with_capacity(length + 32);
+                let mut block = 0u8;
+                while id.len() < length {
+                    id.extend(keyed(&seed, &[i as u8, block])?);
+                    block = block.wrapping_add(1);
+                }
+                id.truncate(length.max(1));
                 Ok(AllowCredentials {
                     type_: "public-key".to_owned(),
-                    id: Base64UrlSafeData::from(keyed(&seed, &[i as u8])?),
-                    // What browsers report for a phone or laptop passkey,
-                    // in their (alphabetical) order, so a made-up entry
-                    // reads like the most common real one.
-                    transports: Some(vec![
-                        AuthenticatorTransport::Hybrid,
-                        AuthenticatorTransport::Internal,
-                    ]),
+                    id: Base64UrlSafeData::from(id),
+                    transports: Some(parse_transports(transports)),
                 })
             })
             .collect()

@@ -236,8 +236,11 @@ pub struct AuditFilter {
 
 /// Everything a passkey sign-in writes, in one transaction.
 pub struct LoginRows<'a> {
-    /// Taken (deleted) first: a finish that finds it gone writes nothing.
-    pub ceremony_id: &'a str,
+    /// The sign-in handle's used id, recorded first (a ceremony row of kind
+    /// `used` that lives until `handle_expires_at`): a finish that finds it
+    /// recorded writes nothing.
+    pub used_id: &'a str,
+    pub handle_expires_at: Millis,
     pub used: &'a CredentialUse,
     pub session: &'a SessionRow,
     pub refresh_hash: &'a str,
@@ -248,7 +251,7 @@ pub struct LoginRows<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginStored {
     Done,
-    /// Nothing written: another finish took the ceremony.
+    /// Nothing written: another finish used the handle.
     CeremonyGone,
     /// Nothing written: a newer counter was stored meanwhile.
     CounterNotIncreased,
@@ -294,25 +297,23 @@ pub trait Store: Send + Sync {
     async fn find_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>>;
     async fn user_credentials(&self, user_id: &str) -> StoreResult<Vec<CredentialRow>>;
     async fn find_credential(&self, credential_id: &str) -> StoreResult<Option<CredentialRow>>;
-    /// Starts a username-first sign-in: stores its ceremony, naming the
-    /// user with that username (no one, for an unknown name; the row's own
-    /// `user_id` is not used), and returns that user's passkeys. One round
-    /// trip: the ceremony does not depend on what is read.
-    async fn start_login(
-        &self,
-        ceremony: &CeremonyRow,
-        username: &str,
-    ) -> StoreResult<Vec<CredentialRow>>;
-    /// A live sign-in ceremony, with the credential the answer names and
-    /// that credential's owner when it is known: the reads of a sign-in's
-    /// finish in one query.
+    /// The passkeys of the account with that username (a sign-in's start).
+    async fn login_credentials(&self, username: &str) -> StoreResult<Vec<CredentialRow>>;
+    /// (transports, credential id length in characters) of the passkeys of
+    /// a real account picked by `seed`, stable for a seed: the shape of
+    /// made-up credentials for a name that is no account.
+    async fn credential_shape_near(&self, seed: &str) -> StoreResult<Vec<(String, i64)>>;
+    /// Whether a sign-in handle was used (its `used_id` recorded), and the
+    /// credential the answer names with that credential's owner when it is
+    /// known: the reads of a sign-in's finish in one query.
     async fn find_login(
         &self,
-        ceremony_id: &str,
-        kind: &str,
-        now: Millis,
+        used_id: &str,
         credential_id: &str,
-    ) -> StoreResult<Option<(CeremonyRow, Option<(CredentialRow, UserRow)>)>>;
+    ) -> StoreResult<(bool, Option<(CredentialRow, UserRow)>)>;
+    /// Records a sign-in handle as used (a refused answer uses it up too);
+    /// false when it already was.
+    async fn use_up_login(&self, used_id: &str, expires_at: Millis) -> StoreResult<bool>;
 
     async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()>;
     /// A live ceremony of that kind, left in place.

@@ -10,10 +10,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Row};
 
 use super::pg_pool::{PgConnections, PgLease};
-use super::sql::{
-    COUNTED_USE, audit_columns, ceremony_into, impl_store, login_owner, login_start_select,
-    session_columns,
-};
+use super::sql::{COUNTED_USE, audit_columns, ceremony_into, impl_store, session_columns};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
@@ -118,26 +115,6 @@ impl PgStore {
         Ok(())
     }
 
-    async fn store_login_start(
-        &self,
-        ceremony: &CeremonyRow,
-        username: &str,
-    ) -> StoreResult<Vec<CredentialRow>> {
-        // A WITH's insert runs whether or not the query reads from it.
-        const START: &str = concat!(
-            "with started as (",
-            ceremony_into!(),
-            "select $1, $2, ",
-            login_owner!(),
-            ", $4, $5 where ",
-            unflushed_commit!(),
-            ") ",
-            login_start_select!()
-        );
-        let query = sqlx::query_as::<_, CredentialRow>(START);
-        Ok(bind_login_start(query, ceremony, username).fetch_all(&mut *self.db().await?).await?)
-    }
-
     fn pool_use(&self) -> (u32, usize) {
         self.pool.state()
     }
@@ -158,7 +135,9 @@ impl PgStore {
     /// refresh token may point at the session inserted beside it.
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
         const LOGIN: &str = concat!(
-            "with taken as (delete from ceremony where ceremony_id = $1 returning 1), \
+            "with taken as (insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+               values ($1, 'used', null, '', $29) on conflict (ceremony_id) do nothing \
+               returning 1), \
              used as (update credential set backup_eligible = $3, sign_count = $4, \
                backup_state = $5, last_used_at = $6 where credential_id = $2 \
                and (sign_count < $4 or (sign_count = 0 and $4 = 0)) \
@@ -179,14 +158,15 @@ impl PgStore {
         );
         let used = login.used;
         let query = sqlx::query(LOGIN)
-            .bind(login.ceremony_id)
+            .bind(login.used_id)
             .bind(&used.credential_id)
             .bind(used.backup_eligible)
             .bind(used.sign_count)
             .bind(used.backup_state)
             .bind(used.used_at);
         let query = bind_session(query, login.session).bind(login.refresh_hash);
-        let row = bind_audit(query, login.audit).fetch_one(&mut *self.db().await?).await?;
+        let query = bind_audit(query, login.audit).bind(login.handle_expires_at);
+        let row = query.fetch_one(&mut *self.db().await?).await?;
         let (taken, counted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
         Ok(match (taken, counted) {
             (0, _) => LoginStored::CeremonyGone,

@@ -27,36 +27,6 @@ macro_rules! audit_columns {
     };
 }
 
-/// A username-first sign-in's ceremony, for the user of that name, and that
-/// user's passkeys: $1 ceremony id, $2 kind, $3 username, $4 state, $5
-/// expiry. The statements as SQLite runs them in one text; PostgreSQL's
-/// own (postgres.rs) puts the insert in a WITH.
-macro_rules! login_start_insert {
-    () => {
-        concat!(
-            $crate::store::sql::ceremony_into!(),
-            "values ($1, $2, ",
-            $crate::store::sql::login_owner!(),
-            ", $4, $5)"
-        )
-    };
-}
-
-/// The user named $3, whose sign-in the ceremony is; both engines' texts
-/// store it with the ceremony.
-macro_rules! login_owner {
-    () => {
-        "(select user_id from app_user where username = $3)"
-    };
-}
-
-macro_rules! login_start_select {
-    () => {
-        "select c.* from credential c join app_user u on u.user_id = c.user_id \
-         where u.username = $3 order by c.created_at"
-    };
-}
-
 /// Stores a new ceremony; `bind_ceremony` binds its columns.
 macro_rules! ceremony_insert {
     () => {
@@ -106,14 +76,31 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            async fn start_login(
-                &self,
-                ceremony: &CeremonyRow,
-                username: &str,
-            ) -> StoreResult<Vec<CredentialRow>> {
-                // Differs by engine: one text on SQLite, one statement on
-                // PostgreSQL.
-                self.store_login_start(ceremony, username).await
+            async fn login_credentials(&self, username: &str) -> StoreResult<Vec<CredentialRow>> {
+                Ok(sqlx::query_as::<_, CredentialRow>(
+                    "select c.* from credential c join app_user u on u.user_id = c.user_id \
+                     where u.username = $1 order by c.created_at",
+                )
+                .bind(username)
+                .fetch_all(&mut *self.read_db().await?)
+                .await?)
+            }
+
+            async fn credential_shape_near(&self, seed: &str) -> StoreResult<Vec<(String, i64)>> {
+                // The passkeys of the account whose first credential id
+                // follows `seed` (wrapping round): a real account's count,
+                // id lengths and transports, for a name that is none.
+                Ok(sqlx::query_as(
+                    "select transports, cast(length(credential_id) as bigint) from credential \
+                     where user_id = coalesce( \
+                     (select user_id from credential where credential_id >= $1 \
+                      order by credential_id limit 1), \
+                     (select user_id from credential order by credential_id limit 1)) \
+                     order by created_at",
+                )
+                .bind(seed)
+                .fetch_all(&mut *self.read_db().await?)
+                .await?)
             }
 
             async fn find_credential(
@@ -130,39 +117,26 @@ macro_rules! impl_store {
 
             async fn find_login(
                 &self,
-                ceremony_id: &str,
-                kind: &str,
-                now: Millis,
+                used_id: &str,
                 credential_id: &str,
-            ) -> StoreResult<Option<(CeremonyRow, Option<(CredentialRow, UserRow)>)>> {
-                // The ceremony's columns are renamed: the credential's own
-                // `user_id` and the owner's columns come under theirs.
+            ) -> StoreResult<(bool, Option<(CredentialRow, UserRow)>)> {
+                // One round trip: whether the handle was used, and the
+                // credential with its owner (the owner's columns renamed).
                 let row = sqlx::query(
-                    "select e.ceremony_id, e.kind as ceremony_kind, e.user_id as ceremony_user_id, \
-                     e.state as ceremony_state, e.expires_at as ceremony_expires_at, c.*, \
-                     u.username as owner_username, u.display_name as owner_display_name, \
+                    "select (select count(*) from ceremony where ceremony_id = $1) as used_count, \
+                     c.*, u.username as owner_username, u.display_name as owner_display_name, \
                      u.email as owner_email, u.email_verified as owner_email_verified, \
                      u.roles as owner_roles, u.locked_at as owner_locked_at, \
                      u.created_at as owner_created_at \
-                     from ceremony e \
-                     left join credential c on c.credential_id = $4 \
-                     left join app_user u on u.user_id = c.user_id \
-                     where e.ceremony_id = $1 and e.kind = $2 and e.expires_at > $3",
+                     from (select 1 as one) as probe \
+                     left join credential c on c.credential_id = $2 \
+                     left join app_user u on u.user_id = c.user_id",
                 )
-                .bind(ceremony_id)
-                .bind(kind)
-                .bind(now)
+                .bind(used_id)
                 .bind(credential_id)
-                .fetch_optional(&mut *self.read_db().await?)
+                .fetch_one(&mut *self.read_db().await?)
                 .await?;
-                let Some(row) = row else { return Ok(None) };
-                let ceremony = CeremonyRow {
-                    ceremony_id: sqlx::Row::try_get(&row, "ceremony_id")?,
-                    kind: sqlx::Row::try_get(&row, "ceremony_kind")?,
-                    user_id: sqlx::Row::try_get(&row, "ceremony_user_id")?,
-                    state: sqlx::Row::try_get(&row, "ceremony_state")?,
-                    expires_at: sqlx::Row::try_get(&row, "ceremony_expires_at")?,
-                };
+                let used: i64 = sqlx::Row::try_get(&row, "used_count")?;
                 let known: Option<String> = sqlx::Row::try_get(&row, "credential_id")?;
                 let owned = match known {
                     Some(_) => Some(
@@ -171,7 +145,19 @@ macro_rules! impl_store {
                     ),
                     None => None,
                 };
-                Ok(Some((ceremony, owned)))
+                Ok((used > 0, owned))
+            }
+
+            async fn use_up_login(&self, used_id: &str, expires_at: Millis) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+                     values ($1, 'used', null, '', $2) on conflict (ceremony_id) do nothing",
+                )
+                .bind(used_id)
+                .bind(expires_at)
+                .execute(&mut *self.db().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
@@ -1312,20 +1298,6 @@ macro_rules! impl_store {
                 .bind(ceremony.expires_at)
         }
 
-        /// Binds a sign-in's start: `login_start_insert!`'s parameters.
-        fn bind_login_start<'q>(
-            query: sqlx::query::QueryAs<'q, Db, CredentialRow, <Db as sqlx::Database>::Arguments>,
-            ceremony: &'q CeremonyRow,
-            username: &'q str,
-        ) -> sqlx::query::QueryAs<'q, Db, CredentialRow, <Db as sqlx::Database>::Arguments> {
-            query
-                .bind(&ceremony.ceremony_id)
-                .bind(&ceremony.kind)
-                .bind(username)
-                .bind(&ceremony.state)
-                .bind(ceremony.expires_at)
-        }
-
         /// Binds a session row's ten columns, in table order.
         fn bind_session<'q>(query: Query<'q>, session: &'q SessionRow) -> Query<'q> {
             query
@@ -1378,7 +1350,4 @@ macro_rules! impl_store {
     };
 }
 
-pub(crate) use {
-    audit_columns, ceremony_insert, ceremony_into, impl_store, login_owner, login_start_insert,
-    login_start_select, session_columns,
-};
+pub(crate) use {audit_columns, ceremony_insert, ceremony_into, impl_store, session_columns};

@@ -12,10 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{ConnectOptions, Row};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard, watch};
 
-use super::sql::{
-    COUNTED_USE, audit_columns, ceremony_insert, impl_store, login_start_insert,
-    login_start_select, session_columns,
-};
+use super::sql::{COUNTED_USE, audit_columns, ceremony_insert, impl_store, session_columns};
 use super::sqlite_file::DatabaseFile;
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
@@ -605,30 +602,19 @@ impl SqliteStore {
         turn.finish(wrote.map(drop)).await
     }
 
-    async fn store_login_start(
-        &self,
-        ceremony: &CeremonyRow,
-        username: &str,
-    ) -> StoreResult<Vec<CredentialRow>> {
-        const START: GroupedSql =
-            grouped_sql!(concat!(login_start_insert!(), "; ", login_start_select!()));
-        let mut turn = self.write_turn().await?;
-        let query = sqlx::query_as::<_, CredentialRow>(turn.sql(&START));
-        let wrote = bind_login_start(query, ceremony, username).fetch_all(turn.conn()).await;
-        turn.finish(wrote).await
-    }
-
     /// A sign-in's writes in one transaction, and in one call to the
     /// connection's thread: the statements go as one text, each running
     /// only if the one before it wrote a row (`changes()` counts the
-    /// statement that finished last). The counter only if the ceremony was
-    /// taken; the session, refresh token and audit row only if the counter
+    /// statement that finished last). The counter only if the handle was
+    /// recorded as used here first; the session, refresh token and audit row only if the counter
     /// moved forward, so a ceremony already gone writes nothing. As on
     /// PostgreSQL, a counter that did not move forward still takes the
     /// ceremony (the caller takes it anyway on refusal).
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
         const LOGIN: GroupedSql = grouped_sql!(savepoint: concat!(
-            "delete from ceremony where ceremony_id = $1 returning 'taken'; \
+            "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+               values ($1, 'used', null, '', $29) on conflict (ceremony_id) do nothing \
+               returning 'taken'; \
              update credential set backup_eligible = $3, sign_count = $4, backup_state = $5, \
                last_used_at = $6 where credential_id = $2 \
                and (sign_count < $4 or (sign_count = 0 and $4 = 0)) and changes() = 1 \
@@ -646,14 +632,15 @@ impl SqliteStore {
         let mut turn = self.write_turn().await?;
         let used = login.used;
         let query = sqlx::query(turn.sql(&LOGIN))
-            .bind(login.ceremony_id)
+            .bind(login.used_id)
             .bind(&used.credential_id)
             .bind(used.backup_eligible)
             .bind(used.sign_count)
             .bind(used.backup_state)
             .bind(used.used_at);
         let query = bind_session(query, login.session).bind(login.refresh_hash);
-        let wrote = bind_audit(query, login.audit).fetch_all(turn.conn()).await;
+        let query = bind_audit(query, login.audit).bind(login.handle_expires_at);
+        let wrote = query.fetch_all(turn.conn()).await;
         let steps = turn.finish(wrote).await?;
         let done = |step: &str| {
             steps.iter().any(|row| row.try_get::<&str, _>(0).is_ok_and(|done| done == step))

@@ -90,6 +90,7 @@ pub struct SoftAuthenticator {
     credentials: Vec<Credential>,
     user_verified: bool,
     synced: bool,
+    transports: Vec<String>,
 }
 
 impl SoftAuthenticator {
@@ -101,7 +102,13 @@ impl SoftAuthenticator {
             credentials: Vec::new(),
             user_verified: true,
             synced: false,
+            transports: vec!["internal".to_owned()],
         }
+    }
+
+    /// The transports future registrations report (default `internal`).
+    pub fn set_transports(&mut self, transports: &[&str]) {
+        self.transports = transports.iter().map(|t| t.to_string()).collect();
     }
 
     pub fn set_origin(&mut self, origin: &str) {
@@ -225,7 +232,7 @@ impl SoftAuthenticator {
             "response": {
                 "clientDataJSON": b64e(&client_data_json),
                 "attestationObject": b64e(&attestation_object),
-                "transports": ["internal"],
+                "transports": self.transports,
                 "publicKeyAlgorithm": ES256,
                 "publicKey": b64e(spki.as_bytes()),
                 "authenticatorData": b64e(&ceremony.authenticator_data),

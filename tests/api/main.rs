@@ -21,3 +21,4 @@ mod smtp;
 mod stepup;
 mod store;
 mod tokens;
+mod unauthenticated;

@@ -372,7 +372,7 @@ async fn the_binary_starts_on_embedded_defaults_and_creates_its_sqlite_file() {
     assert_eq!(journal_mode, "wal");
 }
 
-/// Issue 6's durability rule: what a sign-in wrote (ceremony taken,
+/// Issue 6's durability rule: what a sign-in wrote (handle recorded as used,
 /// counter, session, refresh token, audit row) is there after a SIGKILL,
 /// with no shutdown to flush or checkpoint anything, and a restarted
 /// server honours the session. (That it is written before the answer goes
@@ -396,7 +396,9 @@ async fn a_sign_in_answered_before_a_sigkill_is_all_there_after_it() {
         let pool = pool.clone();
         async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
     };
-    assert_eq!(count("select count(*) from ceremony").await, 0, "both ceremonies taken");
+    // The registration's ceremony taken; the sign-in's handle recorded as used.
+    assert_eq!(count("select count(*) from ceremony where kind <> 'used'").await, 0);
+    assert_eq!(count("select count(*) from ceremony where kind = 'used'").await, 1);
     let counted = "select count(*) from credential where sign_count > 0 and last_used_at > 0";
     assert_eq!(count(counted).await, 1, "the sign-in's counter");
     assert_eq!(count("select count(*) from session where amr like '%hwk%'").await, 2);

@@ -95,47 +95,46 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         state: "{}".into(),
         expires_at: i64::MAX,
     };
-    let login = |ceremony_id, session, refresh_hash, audit| passgate::store::LoginRows {
-        ceremony_id,
+    let login = |used_id, session, refresh_hash, audit| passgate::store::LoginRows {
+        used_id,
+        handle_expires_at: i64::MAX,
         used: &used,
         session,
         refresh_hash,
         audit,
     };
-    store.put_ceremony(&ceremony("ceremony-1")).await.unwrap();
-    store.put_ceremony(&ceremony("ceremony-2")).await.unwrap();
     let first = audit("0190f000-0000-7000-8000-000000000001");
     assert_eq!(
-        store.complete_login(&login("ceremony-1", &session, "first-hash", &first)).await.unwrap(),
+        store.complete_login(&login("used:1", &session, "first-hash", &first)).await.unwrap(),
         LoginStored::Done
     );
-    // The same ceremony again, or the same counter again, is refused and
-    // opens nothing: no session, no audit row.
+    // The same sign-in handle again, or the same counter again, is refused
+    // and opens nothing: no session, no audit row.
     let mut again = session.clone();
     again.session_id = uuid::Uuid::new_v4().to_string();
     let second = audit("0190f000-0000-7000-8000-000000000002");
     assert_eq!(
-        store.complete_login(&login("ceremony-1", &again, "other-hash", &second)).await.unwrap(),
+        store.complete_login(&login("used:1", &again, "other-hash", &second)).await.unwrap(),
         LoginStored::CeremonyGone
     );
     assert_eq!(
-        store.complete_login(&login("ceremony-2", &again, "other-hash", &second)).await.unwrap(),
+        store.complete_login(&login("used:2", &again, "other-hash", &second)).await.unwrap(),
         LoginStored::CounterNotIncreased
     );
-    // That ceremony is used up all the same, on both engines.
-    assert!(store.find_ceremony("ceremony-2", "login", 0).await.unwrap().is_none());
+    // That handle is used up all the same, on both engines.
+    assert!(store.find_login("used:2", "").await.unwrap().0);
     assert!(store.find_session(&again.session_id).await.unwrap().is_none());
     assert!(matches!(
         store.rotate_refresh("other-hash", "third-hash", 3, 0).await.unwrap(),
         RefreshOutcome::Invalid
     ));
     // A write that fails half-way (the session id is taken) stores
-    // nothing, not even the ceremony's end, and leaves the store usable.
-    store.put_ceremony(&ceremony("ceremony-3")).await.unwrap();
+    // nothing, not even the handle's use, and leaves the store usable.
     let newer = passgate::store::CredentialUse { sign_count: used.sign_count + 1, ..used.clone() };
     let third = audit("0190f000-0000-7000-8000-000000000003");
     let clash = passgate::store::LoginRows {
-        ceremony_id: "ceremony-3",
+        used_id: "used:3",
+        handle_expires_at: i64::MAX,
         used: &newer,
         session: &session,
         refresh_hash: "third-hash",
@@ -145,7 +144,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         store.complete_login(&clash).await,
         Err(passgate::store::StoreError::Conflict(_))
     ));
-    assert!(store.find_ceremony("ceremony-3", "login", 0).await.unwrap().is_some());
+    assert!(!store.find_login("used:3", "").await.unwrap().0);
     let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
     assert_eq!(credential_now.sign_count, used.sign_count, "the counter is rolled back");
     // The same write amid others waiting for the connection fails alone:
@@ -157,16 +156,17 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     let (beside, clashed) = tokio::join!(beside, store.complete_login(&clash));
     assert!(beside.iter().all(Result::is_ok), "{beside:?}");
     assert!(matches!(clashed, Err(passgate::store::StoreError::Conflict(_))), "{clashed:?}");
-    assert!(store.find_ceremony("ceremony-3", "login", 0).await.unwrap().is_some());
+    assert!(!store.find_login("used:3", "").await.unwrap().0);
     assert!(store.find_ceremony("beside-7", "login", 0).await.unwrap().is_some());
     let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
     assert_eq!(credential_now.sign_count, used.sign_count, "the counter is rolled back");
-    // A ceremony that is not there (never was, or already taken) stops
-    // everything after it, even with a counter that would have moved on.
+    // A handle already used stops everything after it, even with a
+    // counter that would have moved on.
     let mut replayed = session.clone();
     replayed.session_id = uuid::Uuid::new_v4().to_string();
     let replay = passgate::store::LoginRows {
-        ceremony_id: "no-such-ceremony",
+        used_id: "used:1",
+        handle_expires_at: i64::MAX,
         used: &newer,
         session: &replayed,
         refresh_hash: "replayed-hash",
