@@ -49,7 +49,10 @@ impl Application {
         let workers = settings.server.workers;
         let static_dir = settings.server.static_dir.clone();
         let trust_request_id = settings.server.trust_request_id;
-        let trust_forwarded_for = settings.server.trust_forwarded_for;
+        let trusted_proxies = settings.server.trusted_proxies.clone();
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
         let request_timeout = settings.server.request_timeout;
         let core = web::Data::new(Core::new(settings, store, clock).await?);
         if !static_dir.is_dir() {
@@ -66,8 +69,11 @@ impl Application {
                 .wrap_fn(move |request, service| with_deadline(request, service, request_timeout))
                 .wrap_fn(record_metrics)
                 .wrap(TracingLogger::<PassgateRootSpan>::new())
-                .wrap_fn(move |request, service| {
-                    with_request_id(request, service, trust_request_id, trust_forwarded_for)
+                .wrap_fn({
+                    let trusted_proxies = trusted_proxies.clone();
+                    move |request, service| {
+                        with_request_id(request, service, trust_request_id, &trusted_proxies)
+                    }
                 })
                 .configure(routes::configure);
             let app = if static_dir.is_dir() {
