@@ -14,6 +14,7 @@ use tracing_actix_web::TracingLogger;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::error::TimedOut;
+use crate::routes::security_headers::{SecurityHeaders, with_security_headers};
 use crate::routes::{self, extract};
 use crate::service::Core;
 use crate::store::{self, Store};
@@ -54,6 +55,7 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let request_timeout = settings.server.request_timeout;
+        let security_headers = SecurityHeaders::for_origins(&settings.webauthn.origins);
         let core = web::Data::new(Core::new(settings, store, clock).await?);
         if !static_dir.is_dir() {
             tracing::warn!(path = %static_dir.display(), "server.static_dir is not a folder; the demo page is off");
@@ -74,6 +76,9 @@ impl Application {
                     move |request, service| {
                         with_request_id(request, service, trust_request_id, &trusted_proxies)
                     }
+                })
+                .wrap_fn(move |request, service| {
+                    with_security_headers(request, service, security_headers)
                 })
                 .configure(routes::configure);
             let app = if static_dir.is_dir() {

@@ -17,6 +17,7 @@ mod operations;
 mod otp;
 mod passkeys;
 mod proxies;
+mod security_headers;
 mod smtp;
 mod stepup;
 mod store;

@@ -254,6 +254,9 @@ async fn a_database_that_stops_answering_gets_a_503_at_the_deadline_and_the_node
 
     partition.cut();
     let (answer, waited) = ready().await;
+    // The deadline's answer is made outside the handlers, and still carries
+    // the security headers.
+    assert_eq!(answer.headers()["x-content-type-options"], "nosniff");
     let problem = assert_problem(answer, 503, "unavailable").await;
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
     // Support finds the cause from the id the caller was given.
