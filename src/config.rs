@@ -5,14 +5,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
+
+use crate::net::TrustedProxies;
 
 /// The compiled-in defaults: the same text as `config/default.toml`, so the
 /// binary also starts from a directory without that file.
@@ -101,7 +104,11 @@ struct RawServer {
     bind: String,
     static_dir: PathBuf,
     trust_request_id: bool,
-    trust_forwarded_for: bool,
+    trusted_proxies: Vec<String>,
+    /// Replaced by `trusted_proxies`; still read for one release so that
+    /// a deployment that set it is told what to do instead.
+    #[serde(default)]
+    trust_forwarded_for: Option<bool>,
     workers: usize,
     request_timeout_seconds: u64,
 }
@@ -185,6 +192,10 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    /// Settings accepted but worth an operator's attention (a key on its
+    /// way out), logged when the server starts: telemetry is not set up
+    /// yet while settings load.
+    pub warnings: Vec<String>,
 }
 
 /// argon2id cost and the hashing pool's bounds, and the password policy.
@@ -270,7 +281,8 @@ pub struct ServerSettings {
     pub bind: SocketAddr,
     pub static_dir: PathBuf,
     pub trust_request_id: bool,
-    pub trust_forwarded_for: bool,
+    /// Proxies whose X-Forwarded-For entries name the client.
+    pub trusted_proxies: TrustedProxies,
     /// 0 means one worker per core.
     pub workers: usize,
     /// The longest a request may take; past it the caller gets a 503.
@@ -452,6 +464,7 @@ impl Settings {
             .with_list_parse_key("webauthn.related_origins")
             .with_list_parse_key("apps.android")
             .with_list_parse_key("apps.ios")
+            .with_list_parse_key("server.trusted_proxies")
             .try_parsing(true)
             .source(Some(env.into_iter().collect()));
         let raw: RawSettings = builder
@@ -470,6 +483,18 @@ impl RawSettings {
         })?;
         if self.server.request_timeout_seconds == 0 {
             bail!("server.request_timeout_seconds: must be at least 1");
+        }
+        let trusted_proxies = validate_trusted_proxies(
+            &self.server.trusted_proxies,
+            self.server.trust_forwarded_for,
+        )?;
+        let mut warnings = Vec::new();
+        if self.server.trust_forwarded_for.is_some() {
+            warnings.push(
+                "server.trust_forwarded_for is ignored (server.trusted_proxies decides whose \
+                 X-Forwarded-For is read) and will be refused in the next release: remove it"
+                    .to_owned(),
+            );
         }
         let url = DatabaseUrl(self.database.url);
         url.backend()?;
@@ -499,7 +524,7 @@ impl RawSettings {
                 bind,
                 static_dir: self.server.static_dir,
                 trust_request_id: self.server.trust_request_id,
-                trust_forwarded_for: self.server.trust_forwarded_for,
+                trusted_proxies,
                 workers: self.server.workers,
                 request_timeout: Duration::from_secs(self.server.request_timeout_seconds),
             },
@@ -520,8 +545,45 @@ impl RawSettings {
             smtp: validate_smtp(self.smtp)?,
             limits: validate_limits(self.limits)?,
             log: LogSettings { level: self.log.level, format },
+            warnings,
         })
     }
+}
+
+/// CIDRs (a bare address is a single host). A prefix with host bits set
+/// (`10.0.0.1/8`) is refused rather than rounded: it is more likely a
+/// mistyped single address than a wish to trust a whole network.
+fn validate_trusted_proxies(
+    list: &[String],
+    trust_forwarded_for: Option<bool>,
+) -> anyhow::Result<TrustedProxies> {
+    let mut networks = Vec::new();
+    for text in list.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        let network = match text.parse::<IpNet>() {
+            Ok(network) => network,
+            Err(_) => text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+                anyhow::anyhow!(
+                    "server.trusted_proxies: {text:?} is not a CIDR such as 10.0.0.0/8 or ::1/128"
+                )
+            })?,
+        };
+        if network.addr() != network.network() {
+            bail!(
+                "server.trusted_proxies: {text:?} has host bits set; write {} for the network or {} for the one address",
+                network.trunc(),
+                IpNet::from(network.addr())
+            );
+        }
+        networks.push(network);
+    }
+    if trust_forwarded_for == Some(true) && networks.is_empty() {
+        bail!(
+            "server.trust_forwarded_for is replaced by server.trusted_proxies: list the proxies \
+             in front of passgate as CIDRs (PASSGATE__SERVER__TRUSTED_PROXIES=10.0.0.0/8,::1/128) \
+             and remove server.trust_forwarded_for (PASSGATE__SERVER__TRUST_FORWARDED_FOR)"
+        );
+    }
+    Ok(TrustedProxies::new(networks))
 }
 
 fn validate_webauthn(raw: RawWebauthn) -> anyhow::Result<WebauthnSettings> {
@@ -1012,6 +1074,51 @@ mod tests {
             load_error(&[("PASSGATE__WEBAUTHN__RELATED_ORIGINS", "http://x.example")])
                 .contains("webauthn.related_origins")
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_from_a_comma_separated_variable() {
+        let settings = Settings::load_from(
+            None,
+            env(&[("PASSGATE__SERVER__TRUSTED_PROXIES", "10.0.0.0/8, ::1/128,192.0.2.7")]),
+        )
+        .unwrap();
+        let expected = ["10.0.0.0/8", "::1/128", "192.0.2.7/32"].map(|n| n.parse().unwrap());
+        assert_eq!(settings.server.trusted_proxies, TrustedProxies::new(expected.to_vec()));
+        assert!(
+            Settings::load_from(None, HashMap::new()).unwrap().server.trusted_proxies.is_empty()
+        );
+        for bad in ["10.0.0.0/33", "proxy.internal", "10.0.0.1/8"] {
+            let error = load_error(&[("PASSGATE__SERVER__TRUSTED_PROXIES", bad)]);
+            assert!(error.contains("server.trusted_proxies"), "{bad}: {error}");
+        }
+        assert!(
+            load_error(&[("PASSGATE__SERVER__TRUSTED_PROXIES", "10.0.0.1/8")])
+                .contains("10.0.0.0/8")
+        );
+    }
+
+    #[test]
+    fn the_old_trust_forwarded_for_is_refused_without_trusted_proxies() {
+        let error = load_error(&[("PASSGATE__SERVER__TRUST_FORWARDED_FOR", "true")]);
+        assert!(
+            error.contains("server.trust_forwarded_for")
+                && error.contains("server.trusted_proxies"),
+            "{error}"
+        );
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("PASSGATE__SERVER__TRUST_FORWARDED_FOR", "true"),
+                ("PASSGATE__SERVER__TRUSTED_PROXIES", "10.0.0.0/8"),
+            ]),
+        )
+        .unwrap();
+        assert!(settings.warnings.iter().any(|w| w.contains("server.trust_forwarded_for")));
+        let off =
+            Settings::load_from(None, env(&[("PASSGATE__SERVER__TRUST_FORWARDED_FOR", "false")]));
+        assert!(off.unwrap().server.trusted_proxies.is_empty());
+        assert!(Settings::load_from(None, HashMap::new()).unwrap().warnings.is_empty());
     }
 
     #[test]

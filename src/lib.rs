@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod mailer;
 pub mod metrics;
+pub mod net;
 pub mod routes;
 pub mod service;
 pub mod startup;

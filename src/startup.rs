@@ -14,6 +14,7 @@ use tracing_actix_web::TracingLogger;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::error::TimedOut;
+use crate::routes::security_headers::{SecurityHeaders, with_security_headers};
 use crate::routes::{self, extract};
 use crate::service::Core;
 use crate::store::{self, Store};
@@ -49,8 +50,12 @@ impl Application {
         let workers = settings.server.workers;
         let static_dir = settings.server.static_dir.clone();
         let trust_request_id = settings.server.trust_request_id;
-        let trust_forwarded_for = settings.server.trust_forwarded_for;
+        let trusted_proxies = settings.server.trusted_proxies.clone();
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
         let request_timeout = settings.server.request_timeout;
+        let security_headers = SecurityHeaders::for_origins(&settings.webauthn.origins);
         let core = web::Data::new(Core::new(settings, store, clock).await?);
         if !static_dir.is_dir() {
             tracing::warn!(path = %static_dir.display(), "server.static_dir is not a folder; the demo page is off");
@@ -66,8 +71,14 @@ impl Application {
                 .wrap_fn(move |request, service| with_deadline(request, service, request_timeout))
                 .wrap_fn(record_metrics)
                 .wrap(TracingLogger::<PassgateRootSpan>::new())
+                .wrap_fn({
+                    let trusted_proxies = trusted_proxies.clone();
+                    move |request, service| {
+                        with_request_id(request, service, trust_request_id, &trusted_proxies)
+                    }
+                })
                 .wrap_fn(move |request, service| {
-                    with_request_id(request, service, trust_request_id, trust_forwarded_for)
+                    with_security_headers(request, service, security_headers)
                 })
                 .configure(routes::configure);
             let app = if static_dir.is_dir() {

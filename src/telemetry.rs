@@ -15,6 +15,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+use crate::net::TrustedProxies;
 use crate::service::tokens::ClientInfo;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -27,20 +28,17 @@ tokio::task_local! {
 const USER_AGENT_MAX: usize = 256;
 
 /// The client's IP and user agent, as the audit trail records them. The
-/// last X-Forwarded-For entry is the one our proxy added; the ones before
-/// it are whatever the client claimed, so only that one is used, and only
-/// behind a proxy (`server.trust_forwarded_for`).
+/// IP is the TCP peer's, or, when that peer is one of our proxies, the
+/// one X-Forwarded-For names past them (see `net::TrustedProxies`).
 pub fn client_info(
     headers: &actix_web::http::header::HeaderMap,
     peer: Option<std::net::SocketAddr>,
-    trust_forwarded_for: bool,
+    trusted_proxies: &TrustedProxies,
 ) -> ClientInfo {
-    let forwarded = trust_forwarded_for
-        .then(|| headers.get("x-forwarded-for")?.to_str().ok())
-        .flatten()
-        .and_then(|list| list.rsplit(',').next())
-        .and_then(|last| last.trim().parse::<std::net::IpAddr>().ok());
-    let ip = forwarded.or_else(|| peer.map(|a| a.ip())).map(|ip| ip.to_string());
+    let ip = peer.map(|peer| {
+        let forwarded = headers.get_all("x-forwarded-for").map(HeaderValue::as_bytes);
+        trusted_proxies.client_ip(peer.ip(), forwarded).to_string()
+    });
     let user_agent = headers
         .get(actix_web::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -99,7 +97,7 @@ pub fn with_request_id<S, B>(
     request: ServiceRequest,
     service: &S,
     trust_incoming: bool,
-    trust_forwarded_for: bool,
+    trusted_proxies: &TrustedProxies,
 ) -> impl Future<Output = Result<ServiceResponse<B>, Error>> + use<S, B>
 where
     S: actix_web::dev::Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
@@ -110,7 +108,7 @@ where
         .flatten();
     let id = incoming.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let client = client_info(request.headers(), request.peer_addr(), trust_forwarded_for);
+    let client = client_info(request.headers(), request.peer_addr(), trusted_proxies);
     let future = service.call(request);
     let scope_id = RequestId(id.clone());
     let scoped = CLIENT.scope(client, async move {

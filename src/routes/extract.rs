@@ -10,6 +10,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use crate::error::ApiError;
+use crate::net::TrustedProxies;
 use crate::service::Core;
 use crate::service::tokens::{AccessClaims, ClientInfo};
 
@@ -63,11 +64,11 @@ impl FromRequest for ClientInfo {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let behind_proxy = request
+        let no_proxies = TrustedProxies::default();
+        let proxies = request
             .app_data::<web::Data<Core>>()
-            .is_some_and(|core| core.settings.server.trust_forwarded_for);
-        let client =
-            crate::telemetry::client_info(request.headers(), request.peer_addr(), behind_proxy);
+            .map_or(&no_proxies, |core| &core.settings.server.trusted_proxies);
+        let client = crate::telemetry::client_info(request.headers(), request.peer_addr(), proxies);
         std::future::ready(Ok(client))
     }
 }

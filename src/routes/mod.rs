@@ -9,6 +9,7 @@ mod fallback;
 mod me;
 mod operations;
 mod passkeys;
+pub mod security_headers;
 mod stepup;
 mod tokens;
 

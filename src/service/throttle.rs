@@ -17,6 +17,7 @@ use super::Core;
 use super::audit::Event;
 use crate::clock::Millis;
 use crate::error::{ApiError, Result};
+use crate::net::rate_limit_block;
 use crate::service::tokens::ClientInfo;
 
 const WINDOW_MS: i64 = 60_000;
@@ -55,7 +56,7 @@ impl Core {
     ) -> Result<()> {
         let ip = client.ip.as_deref().unwrap_or("unknown");
         let limit = self.settings.limits.ip_requests_per_minute;
-        self.count_hit("ip", format!("ip:{group}:{ip}"), limit, group).await?;
+        self.count_hit("ip", format!("ip:{group}:{}", rate_limit_block(ip)), limit, group).await?;
         match account {
             Some(account) => self.throttle_account(group, account).await,
             None => Ok(()),

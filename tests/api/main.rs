@@ -17,6 +17,8 @@ mod operations;
 mod otp;
 mod passkeys;
 mod phishing;
+mod proxies;
+mod security_headers;
 mod smtp;
 mod stepup;
 mod store;

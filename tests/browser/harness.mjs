@@ -2,7 +2,8 @@
 // launch, the step runner with its timeouts, pass/fail count and failure diagnostics, and a
 // browser context with a CDP virtual passkey authenticator. It exists so that every script
 // runs, reports and ends the same way: one line per step, then "browser: N passed, M failed"
-// (which tests/api/browser.rs reads) and exit status 1 if any step failed.
+// (which tests/api/browser.rs reads) and exit status 1 if any step failed. A Content Security
+// Policy violation on a page fails the step during which it was reported.
 // Env: BASE_URL (required), TEST_USERNAME (default random), CHROMIUM (default /usr/bin/chromium),
 // STEP_TIMEOUT_MS (default 15000).
 
@@ -44,6 +45,18 @@ let passed = 0;
 let failed = 0;
 let currentPage = null;
 const pageErrors = [];
+// Content-Security-Policy violations the pages reported (console, or the securitypolicyviolation
+// event): every page runs under passgate's policy, and an inline style or script that slips back
+// into a page, or a request to an origin the policy does not name, fails the step it happened in.
+const cspViolations = [];
+let cspReported = 0;
+
+function newCspViolation() {
+  if (cspViolations.length === cspReported) return null;
+  const first = cspViolations[cspReported];
+  cspReported = cspViolations.length;
+  return first;
+}
 // What a failed step reports about the page: set by runBrowserTest.
 let diagnostics = null;
 
@@ -82,6 +95,8 @@ export async function step(name, fn) {
   const started = Date.now();
   try {
     await withTimeout(fn(), STEP_MS, name);
+    const violation = newCspViolation();
+    if (violation) throw new Error(`Content Security Policy violation: ${violation}`);
   } catch (err) {
     failed++;
     console.log(`FAIL ${name}: ${err.message.split('\n')[0]}`);
@@ -106,6 +121,13 @@ export function check(condition, what) {
 // request pending while signed out, which must not be answered by accident.
 export async function openContext(browser, { withoutJsonHelpers = false } = {}) {
   const context = await browser.newContext();
+  // Runs before any page script and, injected over DevTools, is not itself held to the policy.
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (event) => {
+      console.error(`securitypolicyviolation: ${event.violatedDirective} blocked `
+        + `${event.blockedURI || 'inline'} in ${event.sourceFile || event.documentURI}:${event.lineNumber}`);
+    });
+  });
   if (withoutJsonHelpers) {
     // Exercise the page's fallback for browsers without the WebAuthn L3 JSON helpers.
     await context.addInitScript(() => {
@@ -119,7 +141,11 @@ export async function openContext(browser, { withoutJsonHelpers = false } = {}) 
   await page.bringToFront();
   page.setDefaultTimeout(STEP_MS);
   page.on('pageerror', (err) => pageErrors.push(`uncaught ${err.message}`));
-  page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(`console.error ${msg.text()}`); });
+  page.on('console', (msg) => {
+    const text = msg.text();
+    if (text.includes('Content Security Policy') || text.startsWith('securitypolicyviolation')) cspViolations.push(text);
+    if (msg.type() === 'error') pageErrors.push(`console.error ${text}`);
+  });
   const cdp = await context.newCDPSession(page);
   await cdp.send('WebAuthn.enable');
   const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
@@ -164,6 +190,12 @@ export async function runBrowserTest({ intro, flows, pageState, messageSelector 
       `launch ${CHROMIUM}`,
     );
     for (const flow of flows) await flow(browser);
+    // One reported after the last step ended still fails the run.
+    const violation = newCspViolation();
+    if (violation) {
+      failed++;
+      console.log(`FAIL Content Security Policy violation after the last step: ${violation}`);
+    }
   } catch (err) {
     if (!(err instanceof StepFailed)) {
       failed++;
