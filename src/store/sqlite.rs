@@ -16,7 +16,7 @@ use super::sql::{
     COUNTED_USE, audit_columns, ceremony_insert, impl_store, login_start_insert,
     login_start_select, session_columns,
 };
-use super::sqlite_file::DatabaseFile;
+use super::sqlite_file::{self, DatabaseFile};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
     LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreError,
@@ -85,12 +85,16 @@ impl SqliteStore {
                 format!("database.url: cannot create folder {}", parent.display())
             })?;
         }
+        sqlite_file::create_private(options.get_filename())
+            .with_context(|| format!("cannot create {}", settings.url.redacted()))?;
         let mut conn = options
             .clone()
             .connect()
             .await
             .with_context(|| format!("cannot open {}", settings.url.redacted()))?;
         MIGRATOR.run(&mut conn).await.context("SQLite migrations failed")?;
+        // The log and shared-memory files exist once the migrations ran.
+        sqlite_file::make_private(options.get_filename());
         // The audit trail is append-only in the database itself.
         for sql in [
             "create trigger if not exists audit_event_no_update before update on audit_event \
