@@ -558,6 +558,30 @@ pub trait Store: Send + Sync {
     /// Returns the stored secret of that name, storing `candidate` first
     /// when there is none (first node to start wins).
     async fn shared_secret(&self, name: &str, candidate: &str, now: Millis) -> StoreResult<String>;
+
+    /// Rewrites secrets at rest (private signing keys, TOTP secrets, server
+    /// secrets) in one transaction: `rewrite` gets each stored value with
+    /// its place and returns the value to store instead, or None to leave
+    /// it. With `only_unsealed`, values already sealed are not visited.
+    /// A row changed meanwhile is left as it is. Returns the rows rewritten.
+    async fn rewrite_secrets(
+        &self,
+        only_unsealed: bool,
+        rewrite: &RewriteSecret<'_>,
+    ) -> StoreResult<u64>;
+}
+
+/// What `rewrite_secrets` does to one stored value.
+pub type RewriteSecret<'f> =
+    dyn for<'a> Fn(SecretPlace<'a>, &'a str) -> anyhow::Result<Option<String>> + Send + Sync + 'f;
+
+/// Where a secret at rest is stored, which is also what its sealing is
+/// bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretPlace<'a> {
+    SigningKey { kid: &'a str },
+    Totp { user_id: &'a str },
+    ServerSecret { name: &'a str },
 }
 
 /// Connects to the configured database and runs the migrations.

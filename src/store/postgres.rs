@@ -16,8 +16,8 @@ use super::sql::{
 };
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
-    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
-    TotpRow, UserRow,
+    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SecretPlace, SessionRow, SigningKeyRow,
+    StoreError, StoreResult, TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;

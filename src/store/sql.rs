@@ -1143,6 +1143,59 @@ macro_rules! impl_store {
                         .await?;
                 Ok(value)
             }
+            async fn rewrite_secrets(
+                &self,
+                only_unsealed: bool,
+                rewrite: &$crate::store::RewriteSecret<'_>,
+            ) -> StoreResult<u64> {
+                // One text per table: (select, update). `$1 = false` keeps
+                // every row; sealed values start with `sealed:`.
+                const TABLES: [(&str, &str); 3] = [
+                    (
+                        "select kid, private_key from signing_key \
+                         where $1 = false or private_key not like 'sealed:%'",
+                        "update signing_key set private_key = $3 where kid = $1 and private_key = $2",
+                    ),
+                    (
+                        "select user_id, secret from user_totp \
+                         where $1 = false or secret not like 'sealed:%'",
+                        "update user_totp set secret = $3 where user_id = $1 and secret = $2",
+                    ),
+                    (
+                        "select name, value from server_secret \
+                         where $1 = false or value not like 'sealed:%'",
+                        "update server_secret set value = $3 where name = $1 and value = $2",
+                    ),
+                ];
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let mut rewritten = 0;
+                for (table, (select, update)) in TABLES.into_iter().enumerate() {
+                    let rows: Vec<(String, String)> = sqlx::query_as(select)
+                        .bind(only_unsealed)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for (id, value) in rows {
+                        let place = match table {
+                            0 => SecretPlace::SigningKey { kid: &id },
+                            1 => SecretPlace::Totp { user_id: &id },
+                            _ => SecretPlace::ServerSecret { name: &id },
+                        };
+                        let Some(new) = rewrite(place, &value).map_err(StoreError::Other)? else {
+                            continue;
+                        };
+                        rewritten += sqlx::query(update)
+                            .bind(&id)
+                            .bind(&value)
+                            .bind(&new)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                    }
+                }
+                tx.commit().await?;
+                Ok(rewritten)
+            }
         }
 
         async fn insert_credential(

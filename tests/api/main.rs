@@ -16,6 +16,7 @@ mod logs;
 mod operations;
 mod otp;
 mod passkeys;
+mod secrets;
 mod smtp;
 mod stepup;
 mod store;
