@@ -827,6 +827,8 @@ mod tests {
         assert_eq!(settings.webauthn.rp_id, "localhost");
         assert_eq!(settings.database.url.backend().unwrap(), Backend::Sqlite);
         assert_eq!(settings.tokens.audience, "payments");
+        // Payment authorizations have an audience of their own.
+        assert_eq!(settings.stepup.audience, "payments:authorize");
         assert_eq!(settings.tokens.access_ttl, Duration::from_secs(300));
         // One of OWASP's argon2id settings, and mail to the outbox.
         let p = &settings.password;

@@ -83,6 +83,13 @@ impl Core {
             settings.tokens.algorithm,
         )
         .await?;
+        if settings.stepup.audience == settings.tokens.audience {
+            tracing::warn!(
+                audience = %settings.tokens.audience,
+                "stepup.audience equals tokens.audience: a payment service that checks only aud \
+                 would take an access token for a payment authorization; give them different values"
+            );
+        }
         let now = clock.now_ms();
         let decoy_key = server_secret(store.as_ref(), &secrets, DECOY_KEY, now).await?;
         let code_key = server_secret(store.as_ref(), &secrets, CODE_KEY, now).await?;
