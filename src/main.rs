@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use passgate::clock::{Clock, SystemClock};
 use passgate::config::Settings;
 use passgate::service::Core;
+use passgate::service::keys::KeyState;
 use passgate::startup::Application;
 use secrecy::ExposeSecret;
 
@@ -17,6 +18,10 @@ enum Command {
     RotateKeys,
     /// `keys list`: show the stored signing keys (never their secrets).
     ListKeys,
+    /// `keys revoke KID`: withdraw a key at once.
+    RevokeKey {
+        kid: String,
+    },
     /// `keys reseal [--new-key-file FILE]`: seal every secret at rest under
     /// a new key-encryption key, read from that file or from
     /// `PASSGATE_NEW_KEY_ENCRYPTION_KEY` (never from the command line,
@@ -32,10 +37,14 @@ enum Command {
     },
 }
 
-const USAGE: &str = "usage: passgate [--config FILE] [keys rotate | keys list | keys reseal [--new-key-file FILE] | admin grant|revoke USERNAME]
+const USAGE: &str = "usage: passgate [--config FILE] [keys rotate | keys list | keys revoke KID | keys reseal [--new-key-file FILE] | admin grant|revoke USERNAME]
   (no command)           serve HTTP
-  keys rotate            make a new token signing key; the current one stays valid as the previous key
-  keys list              list stored signing keys
+  keys rotate            make a new token signing key: published at once, signing once the JWKS
+                         cache lifetime has passed; the current one stays valid as the previous key
+  keys list              list stored signing keys and their state (next, signing, previous,
+                         retired, revoked)
+  keys revoke KID        withdraw a signing key at once (out of the JWKS, its tokens refused);
+                         if it was signing, the next key signs at once (one is made if needed)
   keys reseal            seal every stored secret under a new key-encryption key, taken from the
                          file given with --new-key-file or from PASSGATE_NEW_KEY_ENCRYPTION_KEY
                          (32 bytes, base64); stop the nodes first, restart them with the new key
@@ -61,7 +70,9 @@ async fn run() -> anyhow::Result<()> {
     passgate::telemetry::init(&settings.log.level, settings.log.format, !serving);
     match command {
         Command::Serve => serve(settings).await,
-        Command::RotateKeys | Command::ListKeys => keys(settings, command).await,
+        Command::RotateKeys | Command::ListKeys | Command::RevokeKey { .. } => {
+            keys(settings, command).await
+        }
         Command::Reseal { key_file } => reseal(settings, key_file).await,
         Command::Admin { grant, username } => admin(settings, grant, &username).await,
     }
@@ -101,21 +112,32 @@ async fn keys(settings: Settings, command: Command) -> anyhow::Result<()> {
     let store = passgate::store::connect(&settings.database).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let core = Core::new(settings, store, clock.clone()).await?;
-    if let Command::RotateKeys = command {
-        let kid = core.keys.rotate(clock.now_ms()).await?;
-        println!("new signing key {kid}");
+    match &command {
+        Command::RotateKeys => {
+            let kid = core.keys.rotate(clock.now_ms()).await?;
+            let wait = passgate::service::keys::JWKS_MAX_AGE.as_secs();
+            println!("new signing key {kid}: published now, signing in {wait} s");
+        }
+        Command::RevokeKey { kid } => match core.revoke_signing_key(kid).await? {
+            Some(next) => println!("revoked {kid}; {next} signs from now on"),
+            None => println!("revoked {kid}"),
+        },
+        _ => {}
     }
-    for key in core.keys.list().await? {
-        let state = match key.retired_at {
-            Some(at) => format!("retired {}", passgate::clock::rfc3339(at)),
-            None => "active".to_owned(),
+    let rfc3339 = passgate::clock::rfc3339;
+    for key in core.keys.list(clock.now_ms()).await? {
+        let when = match (key.state, key.revoked_at, key.retired_at) {
+            (_, Some(at), _) | (_, None, Some(at)) => format!(" {}", rfc3339(at)),
+            (KeyState::Next, ..) => format!(" from {}", rfc3339(key.active_from)),
+            _ => String::new(),
         };
         let sealed = if key.sealed { "sealed" } else { "unsealed" };
         println!(
-            "{}  {:<5}  created {}  {state}  {sealed}",
+            "{}  {:<5}  created {}  {}{when}  {sealed}",
             key.kid,
             key.algorithm,
-            passgate::clock::rfc3339(key.created_at)
+            rfc3339(key.created_at),
+            key.state
         );
     }
     Ok(())
@@ -193,6 +215,7 @@ fn parse_args(
         [] => Command::Serve,
         ["keys", "rotate"] => Command::RotateKeys,
         ["keys", "list"] => Command::ListKeys,
+        ["keys", "revoke", kid] => Command::RevokeKey { kid: (*kid).to_owned() },
         ["keys", "reseal"] => Command::Reseal { key_file: key_file.take() },
         // Not echoed: what follows may be the key itself.
         ["keys", "reseal", ..] => bail!(

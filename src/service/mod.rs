@@ -78,7 +78,7 @@ impl Core {
         }
         let keys = SigningKeys::load_or_create(
             store.clone(),
-            clock.as_ref(),
+            clock.clone(),
             Sealer::new(settings.tokens.key_encryption_key.as_ref())?,
             settings.tokens.algorithm,
         )
@@ -131,6 +131,18 @@ impl Core {
         let reason = format!("{resealed} secrets sealed under a new key-encryption key");
         self.audit(audit::Event::ok("secrets_resealed").reason(&reason)).await;
         Ok(resealed)
+    }
+
+    /// Withdraws signing key `kid` at once (see `keys`), audited. Returns
+    /// the kid that signs from now on, when it changed.
+    pub async fn revoke_signing_key(&self, kid: &str) -> anyhow::Result<Option<String>> {
+        let successor = self.keys.revoke(kid, self.clock.now_ms()).await?;
+        let reason = match &successor {
+            Some(next) => format!("signing key {kid} revoked; {next} signs from now on"),
+            None => format!("signing key {kid} revoked"),
+        };
+        self.audit(audit::Event::ok("signing_key_revoked").reason(&reason)).await;
+        Ok(successor)
     }
 }
 

@@ -156,7 +156,10 @@ pub struct SigningKeyRow {
     pub private_key: String,
     pub public_jwk: String,
     pub created_at: Millis,
+    /// When it may sign from; None (rows from before) is `created_at`.
+    pub active_from: Option<Millis>,
     pub retired_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
 }
 
 impl std::fmt::Debug for SigningKeyRow {
@@ -166,7 +169,9 @@ impl std::fmt::Debug for SigningKeyRow {
             .field("algorithm", &self.algorithm)
             .field("private_key", &"<redacted>")
             .field("created_at", &self.created_at)
+            .field("active_from", &self.active_from)
             .field("retired_at", &self.retired_at)
+            .field("revoked_at", &self.revoked_at)
             .finish()
     }
 }
@@ -369,6 +374,13 @@ pub trait Store: Send + Sync {
     /// Ends the session of a refresh token; false when there was none live.
     async fn end_session_by_refresh(&self, token_hash: &str, now: Millis) -> StoreResult<bool>;
     async fn find_session(&self, session_id: &str) -> StoreResult<Option<SessionRow>>;
+    /// `find_session`, and whether `kid` names a signing key that is not
+    /// revoked: what checking an access token reads, in one query.
+    async fn find_session_signed_by(
+        &self,
+        session_id: &str,
+        kid: &str,
+    ) -> StoreResult<Option<(SessionRow, bool)>>;
 
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>>;
     async fn add_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()>;
@@ -380,6 +392,16 @@ pub trait Store: Send + Sync {
         keep_kid: &str,
         now: Millis,
     ) -> StoreResult<()>;
+    /// Revokes `kid` and, at once, makes `activate` sign from `now` or
+    /// adds `replacement`; false (nothing written) when `kid` is unknown or
+    /// already revoked.
+    async fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        activate: Option<&str>,
+        replacement: Option<&SigningKeyRow>,
+    ) -> StoreResult<bool>;
     // Fallback sign-in (password + second factor).
 
     async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>>;

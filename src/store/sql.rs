@@ -388,6 +388,63 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn find_session_signed_by(
+                &self,
+                session_id: &str,
+                kid: &str,
+            ) -> StoreResult<Option<(SessionRow, bool)>> {
+                #[derive(sqlx::FromRow)]
+                struct Row {
+                    #[sqlx(flatten)]
+                    session: SessionRow,
+                    key_live: bool,
+                }
+                let row = sqlx::query_as::<_, Row>(
+                    "select session.*, exists (select 1 from signing_key \
+                     where kid = $2 and revoked_at is null) as key_live \
+                     from session where session_id = $1",
+                )
+                .bind(session_id)
+                .bind(kid)
+                .fetch_optional(&mut *self.db().await?)
+                .await?;
+                Ok(row.map(|row| (row.session, row.key_live)))
+            }
+
+            async fn revoke_signing_key(
+                &self,
+                kid: &str,
+                now: Millis,
+                activate: Option<&str>,
+                replacement: Option<&SigningKeyRow>,
+            ) -> StoreResult<bool> {
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let revoked = sqlx::query(
+                    "update signing_key set revoked_at = $2 where kid = $1 and revoked_at is null",
+                )
+                .bind(kid)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if revoked == 0 {
+                    return Ok(false);
+                }
+                if let Some(next) = activate {
+                    sqlx::query("update signing_key set active_from = $2 where kid = $1")
+                        .bind(next)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(key) = replacement {
+                    insert_signing_key(&mut tx, key).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
                 Ok(sqlx::query_as::<_, SigningKeyRow>(
                     "select * from signing_key order by created_at desc, kid desc",
@@ -1254,7 +1311,8 @@ macro_rules! impl_store {
         ) -> StoreResult<()> {
             sqlx::query(
                 "insert into signing_key (kid, algorithm, private_key, public_jwk, \
-                 created_at, retired_at) values ($1, $2, $3, $4, $5, $6)",
+                 created_at, retired_at, active_from, revoked_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&key.kid)
             .bind(&key.algorithm)
@@ -1262,6 +1320,8 @@ macro_rules! impl_store {
             .bind(&key.public_jwk)
             .bind(key.created_at)
             .bind(key.retired_at)
+            .bind(key.active_from)
+            .bind(key.revoked_at)
             .execute(&mut **tx)
             .await?;
             Ok(())
