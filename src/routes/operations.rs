@@ -27,7 +27,7 @@ pub async fn readyz(core: web::Data<Core>) -> Result<HttpResponse> {
 }
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
-    responses((status = 200, description = "RFC 7517 JSON Web Key Set of the current and previous signing keys")))]
+    responses((status = 200, description = "RFC 7517 JSON Web Key Set of the signing, previous and next signing keys (a next key is published for the max-age before it signs; revoked keys never appear)")))]
 pub async fn jwks(core: web::Data<Core>) -> Result<HttpResponse> {
     let keys = core.keys.jwks(core.clock.now_ms()).await?;
     // A new key is published this long before it signs (see keys).

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use rand::RngCore;
 use secrecy::zeroize::Zeroizing;
+use subtle::ConstantTimeEq;
 use webauthn_rs::prelude::{Webauthn, WebauthnBuilder};
 
 use crate::clock::Clock;
@@ -119,7 +120,8 @@ impl Core {
     /// tokens, codes and TOTP apps keep working once every node restarts
     /// with the new key; the old key then opens nothing.
     pub async fn reseal_secrets(&self, new_key: &[u8; 32]) -> anyhow::Result<u64> {
-        if self.settings.tokens.key_encryption_key.as_ref() == Some(new_key) {
+        let configured = self.settings.tokens.key_encryption_key.as_ref();
+        if configured.is_some_and(|key| bool::from(key.ct_eq(new_key))) {
             anyhow::bail!("the new key-encryption key is the current one");
         }
         let new = Sealer::new(Some(new_key))?;

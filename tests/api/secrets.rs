@@ -276,6 +276,13 @@ async fn keys_reseal_takes_the_new_key_from_the_environment_or_a_file_only() {
         &[(KEY_VARIABLE, KEK), ("PASSGATE_NEW_KEY_ENCRYPTION_KEY", "c2hvcnQ=")],
     );
     assert!(!bad.status.success());
+    let same = cli(
+        &app,
+        &["keys", "reseal"],
+        &[(KEY_VARIABLE, KEK), ("PASSGATE_NEW_KEY_ENCRYPTION_KEY", KEK)],
+    );
+    assert!(!same.status.success(), "the current key is no new key");
+    assert!(String::from_utf8_lossy(&same.stderr).contains("is the current one"));
     let by_env = cli(
         &app,
         &["keys", "reseal"],
