@@ -11,13 +11,17 @@
 //!
 //!   cargo run --example payment_api -- [--passgate http://localhost:8080]
 //!       [--bind 127.0.0.1:8090] [--issuer http://localhost:8080]
-//!       [--audience payments] [--allowed-origin http://localhost:8080]
+//!       [--audience payments:authorize] [--allowed-origin http://localhost:8080]
 //!
 //! Each flag can also come from the environment: PAYMENT_API_PASSGATE,
 //! PAYMENT_API_BIND, PAYMENT_API_ISSUER, PAYMENT_API_AUDIENCE,
 //! PAYMENT_API_ALLOWED_ORIGIN (a flag wins). The keys are fetched from
 //! `<passgate>/.well-known/jwks.json`; the issuer must equal passgate's
-//! `tokens.issuer`.
+//! `tokens.issuer` and the audience its `stepup.audience`. What the
+//! verifier checks (README, "What a payment service must check"): the
+//! signature by a published key, `typ` `payment-authz+jwt`, `iss`, `aud`,
+//! `exp`/`nbf`, `scope` `payment:authorize`, `txn` against the request's
+//! transaction, and `jti` once.
 //!
 //! `POST /payments` `{"transaction": {"amount", "currency", "payee",
 //! "reference"?}, "authorization_token"}` answers 200 `{"accepted": true,
@@ -65,7 +69,7 @@ impl Default for Options {
             passgate_url: PASSGATE_DEFAULT.into(),
             bind: "127.0.0.1:8090".into(),
             issuer: PASSGATE_DEFAULT.into(),
-            audience: "payments".into(),
+            audience: "payments:authorize".into(),
             allowed_origin: PASSGATE_DEFAULT.into(),
             workers: 0,
         }
@@ -214,6 +218,8 @@ fn refused(error: &VerifyError) -> HttpResponse {
         | E::UnknownKey
         | E::AlgorithmMismatch
         | E::BadSignature
+        // Not an authorization at all (an access token, say).
+        | E::WrongType(_)
         | E::MissingClaim(_)
         | E::WrongIssuer
         | E::WrongAudience

@@ -813,6 +813,18 @@ fn validate_apps(raw: RawApps) -> anyhow::Result<AppSettings> {
 /// localhost, which browsers treat as a secure context. App origins
 /// (`android:apk-key-hash:<base64url sha-256 of the signing cert>`) are
 /// taken as they are, and must then match exactly.
+/// A key-encryption key as configured: 32 bytes in base64 (standard or
+/// URL-safe). None for anything else; the text itself is never echoed.
+pub fn parse_key_encryption_key(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let text = text.trim();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+}
+
 fn validate_origin(text: &str, rp_id: &str) -> anyhow::Result<Url> {
     if let Some(hash) = text.strip_prefix("android:apk-key-hash:") {
         let plain = !hash.is_empty()
@@ -873,14 +885,10 @@ fn validate_tokens(raw: RawTokens) -> anyhow::Result<TokenSettings> {
     let key_encryption_key = if kek_text.is_empty() {
         None
     } else {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(kek_text)
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(kek_text))
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok());
-        // The value itself is never echoed.
-        Some(bytes.context("tokens.key_encryption_key: must be 32 bytes, base64-encoded")?)
+        Some(
+            parse_key_encryption_key(kek_text)
+                .context("tokens.key_encryption_key: must be 32 bytes, base64-encoded")?,
+        )
     };
     let key_rotation = (raw.key_rotation_days > 0)
         .then(|| Duration::from_secs(raw.key_rotation_days.saturating_mul(86_400)));
@@ -914,6 +922,8 @@ mod tests {
         assert_eq!(settings.webauthn.rp_id, "localhost");
         assert_eq!(settings.database.url.backend().unwrap(), Backend::Sqlite);
         assert_eq!(settings.tokens.audience, "payments");
+        // Payment authorizations have an audience of their own.
+        assert_eq!(settings.stepup.audience, "payments:authorize");
         assert_eq!(settings.tokens.access_ttl, Duration::from_secs(300));
         // One of OWASP's argon2id settings, and mail to the outbox.
         let p = &settings.password;

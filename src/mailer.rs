@@ -1,7 +1,8 @@
 //! Outgoing mail (one-time codes). With an SMTP host configured, mail goes
 //! through it (lettre; none, STARTTLS or implicit TLS); without one, each
 //! message is written as an .eml file to the outbox folder, so the embedded
-//! default works with nothing else installed.
+//! default works with nothing else installed. Outbox messages hold live
+//! codes: the folder is the owner's only (0700), each file 0600.
 
 use std::path::PathBuf;
 
@@ -67,18 +68,41 @@ impl Mailer {
                 tracing::info!(subject, "mail sent");
             }
             Mailer::Outbox { dir, .. } => {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .with_context(|| format!("smtp.outbox_dir: cannot create {}", dir.display()))?;
                 let path = dir.join(format!("{}.eml", uuid::Uuid::now_v7()));
-                tokio::fs::write(&path, message.formatted())
+                let formatted = message.formatted();
+                let written = path.clone();
+                tokio::task::spawn_blocking(move || write_private(&written, &formatted))
                     .await
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                    .map_err(|e| anyhow!("writing to the outbox: {e}"))??;
                 tracing::info!(subject, path = %path.display(), "mail written to the outbox (no smtp.host set)");
             }
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` to a new file at `path` with mode 0600 (set at creation,
+/// so the code is never readable by others, whatever the umask), in a
+/// folder made (or narrowed to) mode 0700.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let dir = path.parent().context("an outbox file has a folder")?;
+    let cannot = || format!("smtp.outbox_dir: cannot create {}", dir.display());
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(cannot)?;
+    // A folder made before (or by hand) keeps its mode otherwise.
+    if std::fs::metadata(dir).with_context(cannot)?.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(cannot)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// TLS to `host` trusting the certificates in the PEM file at `path` (one

@@ -13,8 +13,13 @@
 //! [`VerifyError`] variant per reason, so the service can tell the client
 //! precisely what was wrong.
 //!
-//! Access tokens from sign-in share the issuer, audience and keys, so the
-//! `scope` and `txn` claims are what keep a stolen access token from paying.
+//! Access tokens from sign-in share the issuer and keys. Three checks keep
+//! one kind from passing for the other, each enough on its own: the header
+//! `typ` (`payment-authz+jwt` here, `JWT` for access tokens, RFC 8725
+//! §3.11), the audience (`stepup.audience`, by default
+//! `payments:authorize`, against `tokens.audience`, by default `payments`)
+//! and the `scope` (`payment:authorize`, which access tokens never carry).
+//! [`Verifier::verify_access`] checks an access token the same way round.
 //!
 //! The replay cache lives in this process. Several instances of a payment
 //! service behind a load balancer each see only their own payments, so they
@@ -38,6 +43,10 @@ use crate::domain::Transaction;
 /// The only `scope` a payment authorization token carries; the issuing
 /// side's constant, so the two cannot drift apart.
 pub const PAYMENT_SCOPE: &str = crate::service::stepup::PAYMENT_SCOPE;
+/// The JWT `typ` of payment authorization tokens.
+pub const AUTHORIZATION_TYP: &str = crate::service::stepup::AUTHORIZATION_TYP;
+/// The JWT `typ` of access tokens.
+pub const ACCESS_TYP: &str = crate::service::tokens::ACCESS_TYP;
 /// The longest `exp - iat` accepted: passgate issues at most this (API
 /// contract, Payment step-up), and the bound also caps how long the replay
 /// cache must remember each token.
@@ -77,6 +86,10 @@ pub enum VerifyError {
     AlgorithmMismatch,
     #[error("the token's signature does not verify")]
     BadSignature,
+    /// The header's `typ` names another kind of token: an access token
+    /// presented as a payment authorization, or the other way round.
+    #[error("the token is not of the expected type (typ {0})")]
+    WrongType(&'static str),
     #[error("the token has no valid {0:?} claim")]
     MissingClaim(&'static str),
     #[error("the token comes from another issuer")]
@@ -121,6 +134,20 @@ pub struct PaymentAuthorization {
     pub kid: String,
 }
 
+/// What a verified access token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The user id (`sub`).
+    pub sub: String,
+    /// The passgate session (`sid`). Only passgate knows whether it has
+    /// ended since; the token's short life bounds that.
+    pub sid: Option<String>,
+    pub amr: Vec<String>,
+    pub exp: i64,
+    /// The signing key (`kid`).
+    pub kid: String,
+}
+
 /// A problem with the verifier's own settings, found when it is built.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -157,7 +184,8 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// A verifier for tokens from `issuer` (passgate's `tokens.issuer`) to
-    /// `audience` (e.g. `"payments"`), with the keys at `jwks_url`. Nothing
+    /// `audience` (passgate's `stepup.audience`, by default
+    /// `"payments:authorize"`), with the keys at `jwks_url`. Nothing
     /// is fetched yet: the first token (or [`Verifier::refresh_keys`]) does.
     pub fn new(jwks_url: &str, issuer: &str, audience: &str) -> Result<Self, SetupError> {
         let url =
@@ -229,6 +257,64 @@ impl Verifier {
         token: &str,
         transaction: &Transaction,
     ) -> Result<PaymentAuthorization, VerifyError> {
+        let (claims, kid) = self.verified_claims(token, AUTHORIZATION_TYP).await?;
+        let now = self.clock.now_secs();
+        let authorization = self.check_claims(claims, kid, transaction, now)?;
+        let forget_after = authorization.exp.saturating_add(self.leeway_secs());
+        let first_use = self.replay.lock().unwrap_or_else(PoisonError::into_inner).first_use(
+            &authorization.jti,
+            forget_after,
+            now,
+        );
+        if !first_use {
+            return Err(VerifyError::Replayed);
+        }
+        Ok(authorization)
+    }
+
+    /// Verifies `token` as a passgate access token (sign-in) for `audience`
+    /// (passgate's `tokens.audience`): signature, `typ` `JWT`, issuer,
+    /// audience and lifetime. A payment authorization is refused here, as
+    /// an access token is by [`Verifier::verify_payment`]. Whether the
+    /// session has ended since only passgate knows (`GET /v1/me`).
+    pub async fn verify_access(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<AccessToken, VerifyError> {
+        let (claims, kid) = self.verified_claims(token, ACCESS_TYP).await?;
+        let leeway = self.leeway_secs();
+        let now = self.clock.now_secs();
+        if claims.iss.ok_or(VerifyError::MissingClaim("iss"))? != self.issuer {
+            return Err(VerifyError::WrongIssuer);
+        }
+        if !claims.aud.ok_or(VerifyError::MissingClaim("aud"))?.includes(audience) {
+            return Err(VerifyError::WrongAudience);
+        }
+        let exp = claims.exp.ok_or(VerifyError::MissingClaim("exp"))?;
+        if now >= exp.saturating_add(leeway) {
+            return Err(VerifyError::Expired);
+        }
+        if claims.nbf.or(claims.iat).is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(VerifyError::NotYetValid);
+        }
+        // Access tokens never carry the payment scope; one that does is
+        // not what it claims to be.
+        if claims.scope.as_deref() == Some(PAYMENT_SCOPE) {
+            return Err(VerifyError::WrongType(ACCESS_TYP));
+        }
+        let sub = claims.sub.filter(|s| !s.is_empty()).ok_or(VerifyError::MissingClaim("sub"))?;
+        Ok(AccessToken { sub, sid: claims.sid, amr: claims.amr, exp, kid })
+    }
+
+    /// The claims of a well-formed token of type `typ` whose signature
+    /// verifies with a published key, and that key's id. Nothing unsigned
+    /// decides anything after this.
+    async fn verified_claims(
+        &self,
+        token: &str,
+        typ: &'static str,
+    ) -> Result<(Claims, String), VerifyError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(VerifyError::Malformed);
         }
@@ -260,20 +346,12 @@ impl Verifier {
         if !verified {
             return Err(VerifyError::BadSignature);
         }
-        // Only now are the claims read: nothing unsigned decides anything.
-        let claims: Claims = decode_part(payload_b64)?;
-        let now = self.clock.now_secs();
-        let authorization = self.check_claims(claims, kid, transaction, now)?;
-        let forget_after = authorization.exp.saturating_add(self.leeway_secs());
-        let first_use = self.replay.lock().unwrap_or_else(PoisonError::into_inner).first_use(
-            &authorization.jti,
-            forget_after,
-            now,
-        );
-        if !first_use {
-            return Err(VerifyError::Replayed);
+        // The type is part of the signed header: checked once it is known
+        // to be passgate's (RFC 8725 §3.11, explicit typing).
+        if header.typ.as_deref() != Some(typ) {
+            return Err(VerifyError::WrongType(typ));
         }
-        Ok(authorization)
+        Ok((decode_part(payload_b64)?, kid))
     }
 
     fn leeway_secs(&self) -> i64 {
@@ -291,11 +369,7 @@ impl Verifier {
         if claims.iss.ok_or(VerifyError::MissingClaim("iss"))? != self.issuer {
             return Err(VerifyError::WrongIssuer);
         }
-        let for_us = match claims.aud.ok_or(VerifyError::MissingClaim("aud"))? {
-            Audience::One(aud) => aud == self.audience,
-            Audience::Many(list) => list.contains(&self.audience),
-        };
-        if !for_us {
+        if !claims.aud.ok_or(VerifyError::MissingClaim("aud"))?.includes(&self.audience) {
             return Err(VerifyError::WrongAudience);
         }
         let exp = claims.exp.ok_or(VerifyError::MissingClaim("exp"))?;
@@ -363,6 +437,7 @@ fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, VerifyEr
 #[derive(Deserialize)]
 struct JoseHeader {
     alg: String,
+    typ: Option<String>,
     kid: Option<String>,
     crit: Option<serde_json::Value>,
 }
@@ -392,6 +467,15 @@ struct Claims {
 enum Audience {
     One(String),
     Many(Vec<String>),
+}
+
+impl Audience {
+    fn includes(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(aud) => aud == audience,
+            Audience::Many(list) => list.iter().any(|aud| aud == audience),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ keys
@@ -573,6 +657,7 @@ mod tests {
     use crate::domain::RawTransaction;
 
     const ISSUER: &str = "https://auth.wallet.example";
+    const AUDIENCE: &str = "payments:authorize";
 
     /// RFC 8037 appendix A.1's Ed25519 key, as PKCS#8 and as JWK `x`.
     const ED25519_SEED_HEX: &str =
@@ -619,9 +704,15 @@ mod tests {
     }
 
     impl Signer {
+        /// A payment authorization, typed as passgate types it.
         fn sign(&self, claims: &Value) -> String {
+            self.sign_typed(claims, AUTHORIZATION_TYP)
+        }
+
+        fn sign_typed(&self, claims: &Value, typ: &str) -> String {
             let mut header = Header::new(self.alg);
             header.kid = Some(self.kid.clone());
+            header.typ = Some(typ.to_owned());
             jsonwebtoken::encode(&header, claims, &self.key).unwrap()
         }
     }
@@ -678,7 +769,7 @@ mod tests {
     fn claims(clock: &ManualClock, txn: &Transaction) -> Value {
         let now = clock.now_secs();
         json!({
-            "iss": ISSUER, "sub": "user-1", "aud": "payments", "iat": now, "nbf": now,
+            "iss": ISSUER, "sub": "user-1", "aud": AUDIENCE, "iat": now, "nbf": now,
             "exp": now + 120, "jti": uuid::Uuid::new_v4().to_string(),
             "scope": PAYMENT_SCOPE, "txn": txn.txn(), "sid": "session-1",
             "device_id": "device-1", "amr": ["hwk", "user"],
@@ -686,7 +777,7 @@ mod tests {
     }
 
     fn verifier(server: &JwksServer, clock: &ManualClock) -> Verifier {
-        Verifier::new(&server.url, ISSUER, "payments").unwrap().with_clock(clock.clone())
+        Verifier::new(&server.url, ISSUER, AUDIENCE).unwrap().with_clock(clock.clone())
     }
 
     #[tokio::test]
@@ -707,6 +798,57 @@ mod tests {
             assert_eq!(verifier.verify_payment(&token, &txn).await, Err(VerifyError::Replayed));
         }
         assert_eq!(server.hits.load(Ordering::SeqCst), 1, "one fetch serves both keys");
+    }
+
+    #[tokio::test]
+    async fn the_type_audience_and_scope_tell_access_tokens_and_authorizations_apart() {
+        let ec = es256("ec-1");
+        let server = serve_jwks(&[&ec]);
+        let clock = ManualClock::default();
+        let verifier = verifier(&server, &clock);
+        let txn = transaction("12.50");
+        let now = clock.now_secs();
+        let access = json!({
+            "iss": ISSUER, "sub": "user-1", "aud": "payments", "iat": now, "nbf": now,
+            "exp": now + 300, "jti": "access-1", "sid": "session-1", "amr": ["hwk"],
+        });
+
+        let access_token = ec.sign_typed(&access, ACCESS_TYP);
+        let checked = verifier.verify_access(&access_token, "payments").await.unwrap();
+        assert_eq!((checked.sub.as_str(), checked.kid.as_str()), ("user-1", "ec-1"));
+        assert_eq!(
+            verifier.verify_payment(&access_token, &txn).await,
+            Err(VerifyError::WrongType(AUTHORIZATION_TYP)),
+            "an access token is no authorization"
+        );
+        // Each check refuses on its own: retyped, the audience and then the
+        // scope still do.
+        let retyped = ec.sign(&access);
+        assert_eq!(verifier.verify_payment(&retyped, &txn).await, Err(VerifyError::WrongAudience));
+        let mut same_audience = access.clone();
+        same_audience["aud"] = json!(AUDIENCE);
+        assert_eq!(
+            verifier.verify_payment(&ec.sign(&same_audience), &txn).await,
+            Err(VerifyError::InsufficientScope)
+        );
+
+        let authorization = ec.sign(&claims(&clock, &txn));
+        assert_eq!(
+            verifier.verify_access(&authorization, "payments").await,
+            Err(VerifyError::WrongType(ACCESS_TYP)),
+            "an authorization is no access token"
+        );
+        let untyped = ec.sign_typed(&claims(&clock, &txn), ACCESS_TYP);
+        assert_eq!(
+            verifier.verify_access(&untyped, AUDIENCE).await,
+            Err(VerifyError::WrongType(ACCESS_TYP)),
+            "nor does a payment scope pass as an access token"
+        );
+        assert_eq!(
+            verifier.verify_access(&access_token, AUDIENCE).await,
+            Err(VerifyError::WrongAudience)
+        );
+        assert!(verifier.verify_payment(&authorization, &txn).await.is_ok());
     }
 
     #[tokio::test]
@@ -743,7 +885,7 @@ mod tests {
         }
         // An audience list that includes us is fine.
         let mut body = claims(&clock, &txn);
-        body["aud"] = json!(["wallet", "payments"]);
+        body["aud"] = json!(["wallet", AUDIENCE]);
         assert!(verifier.verify_payment(&ec.sign(&body), &txn).await.is_ok());
     }
 

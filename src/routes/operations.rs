@@ -27,10 +27,12 @@ pub async fn readyz(core: web::Data<Core>) -> Result<HttpResponse> {
 }
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
-    responses((status = 200, description = "RFC 7517 JSON Web Key Set of the current and previous signing keys")))]
+    responses((status = 200, description = "RFC 7517 JSON Web Key Set of the signing, previous and next signing keys (a next key is published for the max-age before it signs; revoked keys never appear)")))]
 pub async fn jwks(core: web::Data<Core>) -> Result<HttpResponse> {
     let keys = core.keys.jwks(core.clock.now_ms()).await?;
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "public, max-age=300")).json(keys))
+    // A new key is published this long before it signs (see keys).
+    let max_age = jwks_cache_control();
+    Ok(HttpResponse::Ok().insert_header(("cache-control", max_age)).json(keys))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
@@ -79,4 +81,9 @@ pub async fn related_origins(core: web::Data<Core>) -> Result<HttpResponse> {
     responses((status = 200, description = "this document")))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(super::ApiDoc::openapi())
+}
+
+/// The JWKS `Cache-Control`, from the time a new key waits before signing.
+fn jwks_cache_control() -> String {
+    format!("public, max-age={}", crate::service::keys::JWKS_MAX_AGE.as_secs())
 }

@@ -1,11 +1,23 @@
 //! Token signing keys (ES256 by default, EdDSA selectable). The first node
-//! to start makes a key and stores it; every node signs with the newest
-//! stored key and verifies with any published one, so nodes agree without
-//! talking to each other. A rotation (CLI or schedule) adds a key and
-//! retires all but it and the one before; a retired key stays published
-//! while tokens it signed can still be alive, so rotation breaks nothing
-//! in flight. Private keys are sealed at rest when a key-encryption key is
-//! configured (see `sealing`).
+//! to start makes a key and stores it; every node verifies with any
+//! published key and signs with the newest key whose `active_from` has
+//! come, so nodes agree by the stored rows and the time, without talking
+//! to each other.
+//!
+//! A rotation (CLI or schedule) adds a key as *next*: published in the JWKS
+//! at once, signing only once it has been published for `JWKS_MAX_AGE`,
+//! the JWKS cache lifetime, so that no verifier holding a cached key set
+//! meets a token whose key it has not seen. It also retires all but the
+//! new key and the one signing; a retired key stays published while
+//! tokens it signed can still be alive, so rotation breaks nothing in
+//! flight. The very first key signs at once (no one has cached anything).
+//!
+//! A revocation (`passgate keys revoke`) withdraws a key at once: out of
+//! the JWKS, and tokens naming it refused by `verify_access` (checked with
+//! the session, in the same query). If it was signing, the next key signs
+//! at once, or a new one is made to: the old one is compromised, so
+//! waiting for caches is not worth it. Private keys are sealed at rest
+//! when a key-encryption key is configured (see `sealing`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -32,8 +44,13 @@ use crate::store::{SigningKeyRow, Store};
 /// How often an unknown `kid` may trigger a reload from the store.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long `/.well-known/jwks.json` may be cached (its `Cache-Control:
+/// max-age`), and so how long a new key is published before it signs.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
 pub struct SigningKeys {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     sealer: Sealer,
     algorithm: KeyAlgorithm,
     ring: RwLock<KeyRing>,
@@ -41,10 +58,48 @@ pub struct SigningKeys {
 
 struct KeyRing {
     newest_created_at: Millis,
-    signing: (String, Algorithm, Signer),
+    /// Keys that sign now or will (`active_from`, kid, algorithm, key),
+    /// the one to sign with first: a next key takes over by time alone.
+    signers: Vec<(Millis, String, Algorithm, Signer)>,
     verifying: HashMap<String, (Algorithm, DecodingKey)>,
     jwks: Vec<Value>,
+    /// What the ring was built from, to tell when the stored set changed.
+    built_from: Vec<RowState>,
     loaded_at: Instant,
+}
+
+/// The columns of a key row that decide its part.
+type RowState = (String, Option<Millis>, Option<Millis>, Option<Millis>);
+
+fn row_state(row: &SigningKeyRow) -> RowState {
+    (row.kid.clone(), row.active_from, row.retired_at, row.revoked_at)
+}
+
+/// A key's part, as `keys list` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Published, signing once it has been for `JWKS_MAX_AGE`.
+    Next,
+    Signing,
+    /// Signed before; still published and valid.
+    Previous,
+    /// Published only while tokens it signed may live, then not at all.
+    Retired,
+    /// Withdrawn: not published, not accepted.
+    Revoked,
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyState::Next => "next",
+            KeyState::Signing => "signing",
+            KeyState::Previous => "previous",
+            KeyState::Retired => "retired",
+            KeyState::Revoked => "revoked",
+        })
+    }
 }
 
 /// A stored key as `keys list` shows it.
@@ -53,28 +108,78 @@ pub struct KeySummary {
     pub kid: String,
     pub algorithm: String,
     pub created_at: Millis,
+    /// When it signs (or signed) from.
+    pub active_from: Millis,
     pub retired_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+    pub state: KeyState,
     pub sealed: bool,
+}
+
+/// When a stored key may sign: rows from before `active_from` existed sign
+/// from their creation.
+fn active_from(row: &SigningKeyRow) -> Millis {
+    row.active_from.unwrap_or(row.created_at)
+}
+
+/// Keys that may sign at some time (not retired, not revoked), in the
+/// order they are preferred: the latest to become active first.
+fn candidates(rows: &[SigningKeyRow]) -> Vec<&SigningKeyRow> {
+    let mut keys: Vec<&SigningKeyRow> =
+        rows.iter().filter(|r| r.retired_at.is_none() && r.revoked_at.is_none()).collect();
+    keys.sort_by(|a, b| {
+        (active_from(b), b.created_at, &b.kid).cmp(&(active_from(a), a.created_at, &a.kid))
+    });
+    keys
+}
+
+/// The key that signs at `now`. When none is active yet by this clock (a
+/// key made active "now" by a node or the CLI whose clock runs a little
+/// ahead), the first to become active signs.
+fn signing_at(rows: &[SigningKeyRow], now: Millis) -> Option<&SigningKeyRow> {
+    let candidates = candidates(rows);
+    candidates.iter().find(|r| active_from(r) <= now).or(candidates.last()).copied()
+}
+
+/// The newest key published but not signing yet.
+fn next_at(rows: &[SigningKeyRow], now: Millis) -> Option<&SigningKeyRow> {
+    let signing = signing_at(rows, now)?;
+    candidates(rows).into_iter().find(|r| active_from(r) > now && r.kid != signing.kid)
+}
+
+fn state_of(row: &SigningKeyRow, signing: Option<&str>, now: Millis) -> KeyState {
+    if row.revoked_at.is_some() {
+        KeyState::Revoked
+    } else if row.retired_at.is_some() {
+        KeyState::Retired
+    } else if signing == Some(row.kid.as_str()) {
+        KeyState::Signing
+    } else if active_from(row) > now {
+        KeyState::Next
+    } else {
+        KeyState::Previous
+    }
 }
 
 impl SigningKeys {
     /// Loads the stored keys, making the first one when there is none.
     pub async fn load_or_create(
         store: Arc<dyn Store>,
-        clock: &dyn Clock,
+        clock: Arc<dyn Clock>,
         sealer: Sealer,
         algorithm: KeyAlgorithm,
     ) -> anyhow::Result<Self> {
         let now = clock.now_ms();
         let mut rows = store.signing_keys().await?;
         if rows.is_empty() {
-            store.add_signing_key(&generate(algorithm, &sealer, now)?).await?;
+            // Signs at once: a fresh database has no key anyone cached.
+            store.add_signing_key(&generate(algorithm, &sealer, now, now)?).await?;
             // Reload rather than use our own: when two nodes start at once,
             // both then pick the same newest key.
             rows = store.signing_keys().await?;
         }
         let ring = KeyRing::from_rows(&rows, &sealer, now)?;
-        Ok(SigningKeys { store, sealer, algorithm, ring: RwLock::new(ring) })
+        Ok(SigningKeys { store, clock, sealer, algorithm, ring: RwLock::new(ring) })
     }
 
     /// Signs `claims` with the current key, under the JWT type `typ`: a
@@ -83,8 +188,15 @@ impl SigningKeys {
     /// here); the ring holds the parsed key. Tokens are still checked with
     /// jsonwebtoken, in passgate and downstream.
     pub fn sign<T: Serialize>(&self, claims: &T, typ: &str) -> anyhow::Result<String> {
+        let now = self.clock.now_ms();
         let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
-        let (kid, algorithm, signer) = &ring.signing;
+        // As in `signing_at`: the first to become active, if none is yet.
+        let (_, kid, algorithm, signer) = ring
+            .signers
+            .iter()
+            .find(|(from, ..)| *from <= now)
+            .or(ring.signers.last())
+            .ok_or_else(|| anyhow!("no signing key is active"))?;
         let mut header = Header::new(*algorithm);
         header.kid = Some(kid.clone());
         header.typ = Some(typ.to_owned());
@@ -120,6 +232,19 @@ impl SigningKeys {
         Ok(ring.verifying.get(kid).cloned())
     }
 
+    /// Reloads unless the ring was loaded in the last few seconds (so a
+    /// flood of tokens naming a revoked key costs few reads).
+    pub async fn refresh_if_stale(&self, now: Millis) -> anyhow::Result<()> {
+        let stale = {
+            let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
+            ring.loaded_at.elapsed() >= RELOAD_INTERVAL
+        };
+        if stale {
+            self.reload(now).await?;
+        }
+        Ok(())
+    }
+
     /// RFC 7517 key set of the published keys, read fresh from the store
     /// (a rotation by another node or the CLI shows at once).
     pub async fn jwks(&self, now: Millis) -> anyhow::Result<Value> {
@@ -134,9 +259,8 @@ impl SigningKeys {
     pub async fn reload(&self, now: Millis) -> anyhow::Result<()> {
         let rows = self.store.signing_keys().await?;
         let mut ring = self.ring.write().map_err(|_| anyhow!("signing key lock poisoned"))?;
-        let newest = rows.iter().find(|row| row.retired_at.is_none());
         let published: Vec<&str> = published(&rows, now).map(|row| row.kid.as_str()).collect();
-        let unchanged = newest.is_some_and(|row| row.kid == ring.signing.0)
+        let unchanged = rows.iter().map(row_state).eq(ring.built_from.iter().cloned())
             && published.len() == ring.verifying.len()
             && published.iter().all(|kid| ring.verifying.contains_key(*kid));
         if unchanged {
@@ -147,18 +271,41 @@ impl SigningKeys {
         Ok(())
     }
 
-    /// Makes a new signing key; the current one stays valid as the
-    /// previous key, older ones are retired. Returns the new kid.
+    /// Makes a new key, published at once and signing once it has been for
+    /// `JWKS_MAX_AGE`; the signing key goes on until then and stays valid
+    /// as the previous key, older ones are retired. Returns the new kid.
     pub async fn rotate(&self, now: Millis) -> anyhow::Result<String> {
-        let previous = {
-            let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
-            ring.signing.0.clone()
-        };
-        let key = generate(self.algorithm, &self.sealer, now)?;
+        let rows = self.store.signing_keys().await?;
+        let previous = signing_at(&rows, now)
+            .map(|row| row.kid.clone())
+            .ok_or_else(|| anyhow!("no active signing key is stored"))?;
+        let from = now + JWKS_MAX_AGE.as_millis() as i64;
+        let key = generate(self.algorithm, &self.sealer, now, from)?;
         self.store.rotate_signing_key(&key, &previous, now).await?;
         self.reload(now).await?;
         tracing::info!(target: "audit", event = "signing_key_rotated", kid = %key.kid, previous = %previous);
         Ok(key.kid)
+    }
+
+    /// Withdraws `kid` at once (see the module comment). Returns the kid
+    /// that signs from now on, when it changed.
+    pub async fn revoke(&self, kid: &str, now: Millis) -> anyhow::Result<Option<String>> {
+        let rows = self.store.signing_keys().await?;
+        let Some(row) = rows.iter().find(|row| row.kid == kid) else {
+            anyhow::bail!("no signing key {kid}");
+        };
+        if row.revoked_at.is_some() {
+            anyhow::bail!("signing key {kid} is already revoked");
+        }
+        let was_signing = signing_at(&rows, now).is_some_and(|row| row.kid == kid);
+        let (activate, replacement) = match next_at(&rows, now) {
+            _ if !was_signing => (None, None),
+            Some(next) => (Some(next.kid.clone()), None),
+            None => (None, Some(generate(self.algorithm, &self.sealer, now, now)?)),
+        };
+        self.store.revoke_signing_key(kid, now, activate.as_deref(), replacement.as_ref()).await?;
+        self.reload(now).await?;
+        Ok(activate.or(replacement.map(|key| key.kid)))
     }
 
     /// Rotates when the newest key is older than `max_age` (the schedule).
@@ -175,16 +322,20 @@ impl SigningKeys {
         Ok(true)
     }
 
-    pub async fn list(&self) -> anyhow::Result<Vec<KeySummary>> {
+    pub async fn list(&self, now: Millis) -> anyhow::Result<Vec<KeySummary>> {
         let rows = self.store.signing_keys().await?;
+        let signing = signing_at(&rows, now).map(|row| row.kid.clone());
         Ok(rows
-            .into_iter()
+            .iter()
             .map(|row| KeySummary {
                 sealed: row.private_key.starts_with("sealed:"),
-                kid: row.kid,
-                algorithm: row.algorithm,
+                state: state_of(row, signing.as_deref(), now),
+                active_from: active_from(row),
+                kid: row.kid.clone(),
+                algorithm: row.algorithm.clone(),
                 created_at: row.created_at,
                 retired_at: row.retired_at,
+                revoked_at: row.revoked_at,
             })
             .collect())
     }
@@ -195,20 +346,28 @@ impl SigningKeys {
 }
 
 impl KeyRing {
-    /// `rows` come newest first. The newest unretired key signs; keys are
-    /// published while unretired, and after retirement for as long as a
-    /// token they signed may live.
+    /// The signing key at `now` and any next key are opened, in the order
+    /// they sign in; keys are published while neither retired nor revoked,
+    /// and after retirement for as long as a token they signed may live.
     fn from_rows(rows: &[SigningKeyRow], sealer: &Sealer, now: Millis) -> anyhow::Result<Self> {
-        let newest = rows
-            .iter()
-            .find(|row| row.retired_at.is_none())
-            .ok_or_else(|| anyhow!("no active signing key is stored"))?;
-        let algorithm = algorithm_of(&newest.algorithm)?;
-        let der = sealer
-            .open(&newest.kid, &newest.private_key)
-            .with_context(|| format!("signing key {}", newest.kid))?;
-        let key = Signer::from_pkcs8(algorithm, &der)
-            .with_context(|| format!("signing key {}", newest.kid))?;
+        let signing =
+            signing_at(rows, now).ok_or_else(|| anyhow!("no active signing key is stored"))?;
+        let mut signers = Vec::new();
+        for row in
+            candidates(rows).into_iter().take_while(|row| active_from(row) >= active_from(signing))
+        {
+            let algorithm = algorithm_of(&row.algorithm)?;
+            let der = secrecy::zeroize::Zeroizing::new(
+                sealer
+                    .open(&row.kid, &row.private_key)
+                    .with_context(|| format!("signing key {}", row.kid))?,
+            );
+            let key = Signer::from_pkcs8(algorithm, &der)
+                .with_context(|| format!("signing key {}", row.kid))?;
+            signers.push((active_from(row), row.kid.clone(), algorithm, key));
+        }
+        let newest_created_at =
+            candidates(rows).iter().map(|row| row.created_at).max().unwrap_or(0);
         let mut verifying = HashMap::new();
         let mut jwks = Vec::new();
         for row in published(rows, now) {
@@ -224,10 +383,11 @@ impl KeyRing {
             jwks.push(jwk);
         }
         Ok(KeyRing {
-            newest_created_at: newest.created_at,
-            signing: (newest.kid.clone(), algorithm, key),
+            newest_created_at,
+            signers,
             verifying,
             jwks,
+            built_from: rows.iter().map(row_state).collect(),
             loaded_at: Instant::now(),
         })
     }
@@ -268,10 +428,11 @@ impl Signer {
 }
 
 /// The keys to publish: unretired ones, and retired ones for as long as a
-/// token they signed may live.
+/// token they signed may live; never revoked ones.
 fn published(rows: &[SigningKeyRow], now: Millis) -> impl Iterator<Item = &SigningKeyRow> {
     let grace = (MAX_ACCESS_TTL + Duration::from_secs(60)).as_millis() as i64;
-    rows.iter().filter(move |r| r.retired_at.is_none_or(|at| at > now - grace))
+    rows.iter()
+        .filter(move |r| r.revoked_at.is_none() && r.retired_at.is_none_or(|at| at > now - grace))
 }
 
 fn algorithm_of(name: &str) -> anyhow::Result<Algorithm> {
@@ -282,10 +443,12 @@ fn algorithm_of(name: &str) -> anyhow::Result<Algorithm> {
     }
 }
 
+/// A new key, made at `now`, to sign from `active_from`.
 fn generate(
     algorithm: KeyAlgorithm,
     sealer: &Sealer,
     now: Millis,
+    active_from: Millis,
 ) -> anyhow::Result<SigningKeyRow> {
     let kid = uuid::Uuid::now_v7().simple().to_string();
     let (name, der, jwk) = match algorithm {
@@ -321,6 +484,8 @@ fn generate(
         algorithm: name.into(),
         public_jwk: jwk.to_string(),
         created_at: now,
+        active_from: Some(active_from),
         retired_at: None,
+        revoked_at: None,
     })
 }

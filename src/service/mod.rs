@@ -27,16 +27,16 @@ mod well_known;
 use std::sync::Arc;
 
 use anyhow::Context;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
+use secrecy::zeroize::Zeroizing;
+use subtle::ConstantTimeEq;
 use webauthn_rs::prelude::{Webauthn, WebauthnBuilder};
 
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{SecretPlace, Store};
 use codes::CodeHasher;
 use keys::SigningKeys;
 use password::PasswordHasher;
@@ -71,49 +71,40 @@ impl Core {
         let webauthn = build_webauthn(&settings)?;
         let rp =
             assertion::RelyingParty::new(&settings.webauthn.rp_id, allowed_origins(&settings)?);
-        let sealer = sealing::Sealer::new(settings.tokens.key_encryption_key.as_ref())?;
+        require_key_encryption_key(&settings)?;
+        let secrets = Sealer::new(settings.tokens.key_encryption_key.as_ref())?;
+        if secrets.encrypts() {
+            seal_unsealed(store.as_ref(), &secrets).await?;
+        } else {
+            tracing::warn!(
+                "tokens.key_encryption_key is not set: private signing keys, TOTP secrets and \
+                 the keys behind one-time codes are stored unencrypted (development only)"
+            );
+        }
         let keys = SigningKeys::load_or_create(
             store.clone(),
-            clock.as_ref(),
-            sealer,
+            clock.clone(),
+            Sealer::new(settings.tokens.key_encryption_key.as_ref())?,
             settings.tokens.algorithm,
         )
         .await?;
-        if !keys.seals_keys() {
+        if settings.stepup.audience == settings.tokens.audience {
             tracing::warn!(
-                "tokens.key_encryption_key is not set: private signing keys are stored unencrypted"
+                audience = %settings.tokens.audience,
+                "stepup.audience equals tokens.audience: a payment service that checks only aud \
+                 would take an access token for a payment authorization; give them different values"
             );
         }
-        let mut candidate = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut candidate);
-        let decoy_key = store
-            .shared_secret(
-                "decoy_credential_key",
-                &URL_SAFE_NO_PAD.encode(candidate),
-                clock.now_ms(),
-            )
-            .await?;
-        let decoy_key = URL_SAFE_NO_PAD.decode(decoy_key).context("stored decoy key")?;
-        rand::rngs::OsRng.fill_bytes(&mut candidate);
-        let code_key = store
-            .shared_secret("one_time_code_key", &URL_SAFE_NO_PAD.encode(candidate), clock.now_ms())
-            .await?;
-        let codes = CodeHasher::new(URL_SAFE_NO_PAD.decode(code_key).context("stored code key")?);
-        rand::rngs::OsRng.fill_bytes(&mut candidate);
-        let handle_key = store
-            .shared_secret(
-                "ceremony_handle_key",
-                &URL_SAFE_NO_PAD.encode(candidate),
-                clock.now_ms(),
-            )
-            .await?;
+        let now = clock.now_ms();
+        let decoy_key = server_secret(store.as_ref(), &secrets, DECOY_KEY, now).await?;
+        let code_key = server_secret(store.as_ref(), &secrets, CODE_KEY, now).await?;
+        let codes = CodeHasher::new(code_key.to_vec());
         let handles = login_handle::HandleSealer::new(
-            &URL_SAFE_NO_PAD.decode(handle_key).context("stored ceremony handle key")?,
+            &server_secret(store.as_ref(), &secrets, HANDLE_KEY, now).await?,
         )?;
         let metrics = Metrics::new()?;
         let passwords = PasswordHasher::new(&settings.password)?;
         let mailer = Arc::new(Mailer::new(&settings.smtp)?);
-        let secrets = Sealer::new(settings.tokens.key_encryption_key.as_ref())?;
         Ok(Core {
             settings,
             store,
@@ -127,9 +118,101 @@ impl Core {
             codes,
             handles,
             secrets,
-            decoy_key,
+            decoy_key: decoy_key.to_vec(),
         })
     }
+
+    /// Seals every secret at rest (signing keys, TOTP secrets, server
+    /// secrets) under `new_key` instead of the current key-encryption key,
+    /// in one transaction. The secrets themselves stay the same, so live
+    /// tokens, codes and TOTP apps keep working once every node restarts
+    /// with the new key; the old key then opens nothing.
+    pub async fn reseal_secrets(&self, new_key: &[u8; 32]) -> anyhow::Result<u64> {
+        let configured = self.settings.tokens.key_encryption_key.as_ref();
+        if configured.is_some_and(|key| bool::from(key.ct_eq(new_key))) {
+            anyhow::bail!("the new key-encryption key is the current one");
+        }
+        let new = Sealer::new(Some(new_key))?;
+        let current = &self.secrets;
+        let resealed = self
+            .store
+            .rewrite_secrets(false, &|place, stored| Ok(Some(new.reseal(current, place, stored)?)))
+            .await?;
+        let reason = format!("{resealed} secrets sealed under a new key-encryption key");
+        self.audit(audit::Event::ok("secrets_resealed").reason(&reason)).await;
+        Ok(resealed)
+    }
+
+    /// Withdraws signing key `kid` at once (see `keys`), audited. Returns
+    /// the kid that signs from now on, when it changed.
+    pub async fn revoke_signing_key(&self, kid: &str) -> anyhow::Result<Option<String>> {
+        let successor = self.keys.revoke(kid, self.clock.now_ms()).await?;
+        let reason = match &successor {
+            Some(next) => format!("signing key {kid} revoked; {next} signs from now on"),
+            None => format!("signing key {kid} revoked"),
+        };
+        self.audit(audit::Event::ok("signing_key_revoked").reason(&reason)).await;
+        Ok(successor)
+    }
+}
+
+/// The server secrets every node shares: the key that makes up credential
+/// ids for unknown usernames, the HMAC key of one-time codes (mailed,
+/// recovery and enrolment codes), and the key of sign-in handles. Random, not derived from the
+/// key-encryption key, so that changing that key (`keys reseal`) keeps
+/// every live code valid.
+const DECOY_KEY: &str = "decoy_credential_key";
+const CODE_KEY: &str = "one_time_code_key";
+/// The key that seals sign-in ceremonies into their handles (`login_handle`).
+const HANDLE_KEY: &str = "ceremony_handle_key";
+
+/// Refuses to run a real relying party with secrets in the clear: only
+/// `localhost` (development, the tests) may go without a key-encryption
+/// key.
+fn require_key_encryption_key(settings: &Settings) -> anyhow::Result<()> {
+    if settings.tokens.key_encryption_key.is_none() && settings.webauthn.rp_id != "localhost" {
+        anyhow::bail!(
+            "tokens.key_encryption_key is not set, and webauthn.rp_id is {:?}, not localhost: \
+             outside development the signing keys, TOTP secrets and code keys must be sealed. \
+             Set PASSGATE__TOKENS__KEY_ENCRYPTION_KEY to 32 random bytes, base64 \
+             (openssl rand -base64 32)",
+            settings.webauthn.rp_id
+        );
+    }
+    Ok(())
+}
+
+/// Seals, in place, secrets stored in the clear before a key-encryption
+/// key was configured (or by a version that did not seal server secrets).
+async fn seal_unsealed(store: &dyn Store, sealer: &Sealer) -> anyhow::Result<()> {
+    let plain = Sealer::new(None)?;
+    let sealed = store
+        .rewrite_secrets(true, &|place, stored| Ok(Some(sealer.reseal(&plain, place, stored)?)))
+        .await?;
+    if sealed > 0 {
+        tracing::info!(
+            sealed,
+            "secrets stored in the clear are now sealed with tokens.key_encryption_key"
+        );
+    }
+    Ok(())
+}
+
+/// The server secret `name`, made (32 random bytes) and stored by the first
+/// node to start, sealed when a key-encryption key is configured.
+async fn server_secret(
+    store: &dyn Store,
+    sealer: &Sealer,
+    name: &str,
+    now: crate::clock::Millis,
+) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let place = SecretPlace::ServerSecret { name };
+    let mut candidate = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(candidate.as_mut());
+    let stored =
+        store.shared_secret(name, &sealer.seal_at(place, candidate.as_ref())?, now).await?;
+    let secret = sealer.open_at(place, &stored).with_context(|| format!("server secret {name}"))?;
+    Ok(Zeroizing::new(secret))
 }
 
 fn build_webauthn(settings: &Settings) -> anyhow::Result<Webauthn> {

@@ -1,15 +1,33 @@
-//! Encryption of private signing keys at rest (ChaCha20-Poly1305, the key
-//! id as associated data, so a sealed key cannot be moved to another row).
-//! With no key-encryption key configured, keys are stored in the clear and
-//! the server says so at start.
+//! Encryption of secrets at rest: private signing keys, TOTP secrets and
+//! the server's own keys (ChaCha20-Poly1305 under the key-encryption key,
+//! the value's place as associated data, so a sealed value cannot be moved
+//! to another row). With no key-encryption key configured, values are
+//! stored in the clear and the server says so at start (allowed only with
+//! `webauthn.rp_id` localhost).
 
 use anyhow::{Context, anyhow, bail};
 use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 
+use crate::store::SecretPlace;
+
 const SEALED_PREFIX: &str = "sealed:v1:";
+
+/// What a value stored at `place` is bound to (its associated data).
+fn label(place: SecretPlace<'_>) -> String {
+    match place {
+        SecretPlace::SigningKey { kid } => kid.to_owned(),
+        SecretPlace::Totp { user_id } => format!("totp:{user_id}"),
+        SecretPlace::ServerSecret { name } => format!("server_secret:{name}"),
+    }
+}
+
+pub fn is_sealed(stored: &str) -> bool {
+    stored.starts_with(SEALED_PREFIX)
+}
 
 pub struct Sealer {
     key: Option<LessSafeKey>,
@@ -67,6 +85,39 @@ impl Sealer {
     pub fn encrypts(&self) -> bool {
         self.key.is_some()
     }
+
+    /// `seal` for the value stored at `place`. Unsealed server secrets
+    /// keep the form they always had (base64url).
+    pub fn seal_at(&self, place: SecretPlace<'_>, secret: &[u8]) -> anyhow::Result<String> {
+        match place {
+            SecretPlace::ServerSecret { .. } if !self.encrypts() => {
+                Ok(URL_SAFE_NO_PAD.encode(secret))
+            }
+            _ => self.seal(&label(place), secret),
+        }
+    }
+
+    /// `open` for the value stored at `place`, sealed or not.
+    pub fn open_at(&self, place: SecretPlace<'_>, stored: &str) -> anyhow::Result<Vec<u8>> {
+        match place {
+            SecretPlace::ServerSecret { name } if !is_sealed(stored) => URL_SAFE_NO_PAD
+                .decode(stored)
+                .with_context(|| format!("stored server secret {name}")),
+            _ => self.open(&label(place), stored),
+        }
+    }
+
+    /// The value at `place` sealed under this sealer's key, from what is
+    /// stored there now (sealed under `current`, or in the clear).
+    pub fn reseal(
+        &self,
+        current: &Sealer,
+        place: SecretPlace<'_>,
+        stored: &str,
+    ) -> anyhow::Result<String> {
+        let secret = secrecy::zeroize::Zeroizing::new(current.open_at(place, stored)?);
+        self.seal_at(place, &secret)
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +134,24 @@ mod tests {
         assert!(sealer.open("kid-2", &sealed).is_err(), "bound to its kid");
         assert!(Sealer::new(Some(&[8u8; 32])).unwrap().open("kid-1", &sealed).is_err());
         assert!(Sealer::new(None).unwrap().open("kid-1", &sealed).is_err());
+    }
+
+    #[test]
+    fn a_resealed_value_opens_with_the_new_key_only_and_keeps_its_secret() {
+        let old = Sealer::new(Some(&[7u8; 32])).unwrap();
+        let new = Sealer::new(Some(&[8u8; 32])).unwrap();
+        let place = SecretPlace::ServerSecret { name: "one_time_code_key" };
+        let other = SecretPlace::ServerSecret { name: "decoy_credential_key" };
+        let plain = Sealer::new(None).unwrap().seal_at(place, b"code key").unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&plain).unwrap(), b"code key", "the old plain form");
+
+        let sealed = old.reseal(&Sealer::new(None).unwrap(), place, &plain).unwrap();
+        let resealed = new.reseal(&old, place, &sealed).unwrap();
+
+        assert!(is_sealed(&sealed) && is_sealed(&resealed));
+        assert_eq!(new.open_at(place, &resealed).unwrap(), b"code key");
+        assert!(old.open_at(place, &resealed).is_err(), "the old key opens nothing");
+        assert!(new.open_at(other, &resealed).is_err(), "bound to its place");
     }
 
     #[test]

@@ -150,8 +150,18 @@ impl Core {
         if claims.exp <= now || claims.nbf > now + NBF_LEEWAY_SECS {
             return Err(ApiError::Unauthorized);
         }
-        let live = self.store.find_session(&claims.sid).await?.is_some_and(|s| self.is_live(&s));
-        if !live {
+        // The key's revocation is read with the session, so a key revoked
+        // on another node (or by the CLI) is refused here at once.
+        let now_ms = self.clock.now_ms();
+        let (live, key_live) = match self.store.find_session_signed_by(&claims.sid, &kid).await? {
+            Some((s, key_live)) => (self.is_live(&s), key_live),
+            None => (false, true),
+        };
+        if !key_live {
+            // This node may still hold the key: pick up the revocation.
+            self.keys.refresh_if_stale(now_ms).await?;
+        }
+        if !live || !key_live {
             return Err(ApiError::Unauthorized);
         }
         Ok(claims)

@@ -159,7 +159,10 @@ pub struct SigningKeyRow {
     pub private_key: String,
     pub public_jwk: String,
     pub created_at: Millis,
+    /// When it may sign from; None (rows from before) is `created_at`.
+    pub active_from: Option<Millis>,
     pub retired_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
 }
 
 impl std::fmt::Debug for SigningKeyRow {
@@ -169,7 +172,9 @@ impl std::fmt::Debug for SigningKeyRow {
             .field("algorithm", &self.algorithm)
             .field("private_key", &"<redacted>")
             .field("created_at", &self.created_at)
+            .field("active_from", &self.active_from)
             .field("retired_at", &self.retired_at)
+            .field("revoked_at", &self.revoked_at)
             .finish()
     }
 }
@@ -377,6 +382,13 @@ pub trait Store: Send + Sync {
     /// Ends the session of a refresh token; false when there was none live.
     async fn end_session_by_refresh(&self, token_hash: &str, now: Millis) -> StoreResult<bool>;
     async fn find_session(&self, session_id: &str) -> StoreResult<Option<SessionRow>>;
+    /// `find_session`, and whether `kid` names a signing key that is not
+    /// revoked: what checking an access token reads, in one query.
+    async fn find_session_signed_by(
+        &self,
+        session_id: &str,
+        kid: &str,
+    ) -> StoreResult<Option<(SessionRow, bool)>>;
 
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>>;
     async fn add_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()>;
@@ -388,6 +400,16 @@ pub trait Store: Send + Sync {
         keep_kid: &str,
         now: Millis,
     ) -> StoreResult<()>;
+    /// Revokes `kid` and, at once, makes `activate` sign from `now` or
+    /// adds `replacement`; false (nothing written) when `kid` is unknown or
+    /// already revoked.
+    async fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        activate: Option<&str>,
+        replacement: Option<&SigningKeyRow>,
+    ) -> StoreResult<bool>;
     // Fallback sign-in (password + second factor).
 
     async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>>;
@@ -582,6 +604,30 @@ pub trait Store: Send + Sync {
     /// Returns the stored secret of that name, storing `candidate` first
     /// when there is none (first node to start wins).
     async fn shared_secret(&self, name: &str, candidate: &str, now: Millis) -> StoreResult<String>;
+
+    /// Rewrites secrets at rest (private signing keys, TOTP secrets, server
+    /// secrets) in one transaction: `rewrite` gets each stored value with
+    /// its place and returns the value to store instead, or None to leave
+    /// it. With `only_unsealed`, values already sealed are not visited.
+    /// A row changed meanwhile is left as it is. Returns the rows rewritten.
+    async fn rewrite_secrets(
+        &self,
+        only_unsealed: bool,
+        rewrite: &RewriteSecret<'_>,
+    ) -> StoreResult<u64>;
+}
+
+/// What `rewrite_secrets` does to one stored value.
+pub type RewriteSecret<'f> =
+    dyn for<'a> Fn(SecretPlace<'a>, &'a str) -> anyhow::Result<Option<String>> + Send + Sync + 'f;
+
+/// Where a secret at rest is stored, which is also what its sealing is
+/// bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretPlace<'a> {
+    SigningKey { kid: &'a str },
+    Totp { user_id: &'a str },
+    ServerSecret { name: &'a str },
 }
 
 /// Connects to the configured database and runs the migrations.

@@ -13,8 +13,8 @@ use super::pg_pool::{PgConnections, PgLease};
 use super::sql::{COUNTED_USE, audit_columns, ceremony_into, impl_store, session_columns};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
-    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreResult,
-    TotpRow, UserRow,
+    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SecretPlace, SessionRow, SigningKeyRow,
+    StoreError, StoreResult, TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;

@@ -383,6 +383,63 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn find_session_signed_by(
+                &self,
+                session_id: &str,
+                kid: &str,
+            ) -> StoreResult<Option<(SessionRow, bool)>> {
+                #[derive(sqlx::FromRow)]
+                struct Row {
+                    #[sqlx(flatten)]
+                    session: SessionRow,
+                    key_live: bool,
+                }
+                let row = sqlx::query_as::<_, Row>(
+                    "select session.*, exists (select 1 from signing_key \
+                     where kid = $2 and revoked_at is null) as key_live \
+                     from session where session_id = $1",
+                )
+                .bind(session_id)
+                .bind(kid)
+                .fetch_optional(&mut *self.db().await?)
+                .await?;
+                Ok(row.map(|row| (row.session, row.key_live)))
+            }
+
+            async fn revoke_signing_key(
+                &self,
+                kid: &str,
+                now: Millis,
+                activate: Option<&str>,
+                replacement: Option<&SigningKeyRow>,
+            ) -> StoreResult<bool> {
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let revoked = sqlx::query(
+                    "update signing_key set revoked_at = $2 where kid = $1 and revoked_at is null",
+                )
+                .bind(kid)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if revoked == 0 {
+                    return Ok(false);
+                }
+                if let Some(next) = activate {
+                    sqlx::query("update signing_key set active_from = $2 where kid = $1")
+                        .bind(next)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(key) = replacement {
+                    insert_signing_key(&mut tx, key).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
                 Ok(sqlx::query_as::<_, SigningKeyRow>(
                     "select * from signing_key order by created_at desc, kid desc",
@@ -1196,6 +1253,59 @@ macro_rules! impl_store {
                         .await?;
                 Ok(value)
             }
+            async fn rewrite_secrets(
+                &self,
+                only_unsealed: bool,
+                rewrite: &$crate::store::RewriteSecret<'_>,
+            ) -> StoreResult<u64> {
+                // One text per table: (select, update). `$1 = false` keeps
+                // every row; sealed values start with `sealed:`.
+                const TABLES: [(&str, &str); 3] = [
+                    (
+                        "select kid, private_key from signing_key \
+                         where $1 = false or private_key not like 'sealed:%'",
+                        "update signing_key set private_key = $3 where kid = $1 and private_key = $2",
+                    ),
+                    (
+                        "select user_id, secret from user_totp \
+                         where $1 = false or secret not like 'sealed:%'",
+                        "update user_totp set secret = $3 where user_id = $1 and secret = $2",
+                    ),
+                    (
+                        "select name, value from server_secret \
+                         where $1 = false or value not like 'sealed:%'",
+                        "update server_secret set value = $3 where name = $1 and value = $2",
+                    ),
+                ];
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let mut rewritten = 0;
+                for (table, (select, update)) in TABLES.into_iter().enumerate() {
+                    let rows: Vec<(String, String)> = sqlx::query_as(select)
+                        .bind(only_unsealed)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for (id, value) in rows {
+                        let place = match table {
+                            0 => SecretPlace::SigningKey { kid: &id },
+                            1 => SecretPlace::Totp { user_id: &id },
+                            _ => SecretPlace::ServerSecret { name: &id },
+                        };
+                        let Some(new) = rewrite(place, &value).map_err(StoreError::Other)? else {
+                            continue;
+                        };
+                        rewritten += sqlx::query(update)
+                            .bind(&id)
+                            .bind(&value)
+                            .bind(&new)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                    }
+                }
+                tx.commit().await?;
+                Ok(rewritten)
+            }
         }
 
         async fn insert_credential(
@@ -1256,7 +1366,8 @@ macro_rules! impl_store {
         ) -> StoreResult<()> {
             sqlx::query(
                 "insert into signing_key (kid, algorithm, private_key, public_jwk, \
-                 created_at, retired_at) values ($1, $2, $3, $4, $5, $6)",
+                 created_at, retired_at, active_from, revoked_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&key.kid)
             .bind(&key.algorithm)
@@ -1264,6 +1375,8 @@ macro_rules! impl_store {
             .bind(&key.public_jwk)
             .bind(key.created_at)
             .bind(key.retired_at)
+            .bind(key.active_from)
+            .bind(key.revoked_at)
             .execute(&mut **tx)
             .await?;
             Ok(())

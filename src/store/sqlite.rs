@@ -13,11 +13,11 @@ use sqlx::{ConnectOptions, Row};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard, watch};
 
 use super::sql::{COUNTED_USE, audit_columns, ceremony_insert, impl_store, session_columns};
-use super::sqlite_file::DatabaseFile;
+use super::sqlite_file::{self, DatabaseFile};
 use super::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
-    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SessionRow, SigningKeyRow, StoreError,
-    StoreResult, TotpRow, UserRow,
+    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SecretPlace, SessionRow, SigningKeyRow,
+    StoreError, StoreResult, TotpRow, UserRow,
 };
 use crate::clock::Millis;
 use crate::config::DatabaseSettings;
@@ -82,12 +82,16 @@ impl SqliteStore {
                 format!("database.url: cannot create folder {}", parent.display())
             })?;
         }
+        sqlite_file::create_private(options.get_filename())
+            .with_context(|| format!("cannot create {}", settings.url.redacted()))?;
         let mut conn = options
             .clone()
             .connect()
             .await
             .with_context(|| format!("cannot open {}", settings.url.redacted()))?;
         MIGRATOR.run(&mut conn).await.context("SQLite migrations failed")?;
+        // The log and shared-memory files exist once the migrations ran.
+        sqlite_file::make_private(options.get_filename());
         // The audit trail is append-only in the database itself.
         for sql in [
             "create trigger if not exists audit_event_no_update before update on audit_event \

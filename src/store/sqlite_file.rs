@@ -9,14 +9,18 @@
 //! writes going on, leaves that sync little to do. This is for speed only:
 //! what makes the log safe to start over is still SQLite's own sync.
 //!
+//! The database holds sealed secrets, password hashes and sessions: its
+//! files are made readable by their owner only (mode 0600), whatever the
+//! umask.
+//!
 //! The file is never closed. POSIX record locks belong to a process and a
 //! file, not to a descriptor: closing any descriptor of the file drops every
 //! lock the process holds on it, SQLite's included. So one descriptor is
 //! opened per file and kept for the life of the process.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -55,6 +59,51 @@ impl DatabaseFile {
         let DatabaseFile(file) = self;
         tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(io::Error::other)?
     }
+}
+
+/// Owner read and write only.
+const PRIVATE: u32 = 0o600;
+
+/// Creates the database file, empty and private, before SQLite does (it
+/// would create it with the umask's mode). An existing file is left to
+/// `make_private`; an in-memory database has no file.
+pub(super) fn create_private(path: &Path) -> io::Result<()> {
+    if is_in_memory(path) {
+        return Ok(());
+    }
+    // The descriptor is closed before SQLite opens the file, so it holds
+    // no lock that closing could drop.
+    match OpenOptions::new().write(true).create_new(true).mode(PRIVATE).open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Sets mode 0600 on the database file and its `-wal` and `-shm` files
+/// (SQLite gives those the database file's mode, but a file made by an
+/// older version, or copied in, may be wider). Failing to is a warning: the
+/// files may belong to another user on a read-only mount.
+pub(super) fn make_private(path: &Path) {
+    if is_in_memory(path) {
+        return;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        let Ok(meta) = std::fs::metadata(file) else { continue };
+        if meta.permissions().mode() & 0o777 == PRIVATE {
+            continue;
+        }
+        if let Err(error) = std::fs::set_permissions(file, Permissions::from_mode(PRIVATE)) {
+            tracing::warn!(file = %file.display(), %error, "cannot make the database file private (mode 0600)");
+        }
+    }
+}
+
+fn is_in_memory(path: &Path) -> bool {
+    path.as_os_str().is_empty() || path == Path::new(":memory:")
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::pkcs8::EncodePrivateKey;
 use passgate::clock::ManualClock;
 use passgate::domain::Transaction;
-use passgate::verifier::{Verifier, VerifyError};
+use passgate::verifier::{self, Verifier, VerifyError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -25,6 +25,9 @@ use crate::helpers::{Db, TestApp, claims_of, on_both, spawn_app, spawn_app_confi
 
 /// passgate's default `tokens.issuer`, which the test nodes keep.
 const ISSUER: &str = "http://localhost:8080";
+/// passgate's default `stepup.audience` and `tokens.audience`.
+const AUTHORIZE_AUDIENCE: &str = "payments:authorize";
+const ACCESS_AUDIENCE: &str = "payments";
 
 on_both!(a_real_authorization_is_accepted_once_then_refused_as_a_replay);
 
@@ -37,7 +40,7 @@ fn transaction(value: &Value) -> Transaction {
 }
 
 fn verifier_for(app: &TestApp) -> Verifier {
-    Verifier::new(&format!("{}/.well-known/jwks.json", app.address), ISSUER, "payments")
+    Verifier::new(&format!("{}/.well-known/jwks.json", app.address), ISSUER, AUTHORIZE_AUDIENCE)
         .expect("a loopback JWKS URL is allowed")
 }
 
@@ -146,22 +149,38 @@ async fn access_and_authorization_tokens_are_not_interchangeable() {
     let app = spawn_app(Db::Sqlite).await;
     let (mut phone, tokens) = alice(&app).await;
     let access_token = tokens["access_token"].as_str().unwrap();
-    // Same issuer, audience and key as an authorization token: only the
-    // missing scope and txn tell it apart.
-    let claims = claims_of(access_token);
-    assert_eq!((claims["iss"].as_str(), claims["aud"].as_str()), (Some(ISSUER), Some("payments")));
-
-    let result = verifier_for(&app).verify_payment(access_token, &transaction(&coffee())).await;
-
-    assert_eq!(result, Err(VerifyError::InsufficientScope));
-    // And the other way round: an authorization token is no bearer token.
     let approved = approve(&app, &mut phone, &tokens, &coffee()).await;
     let authorization_token = approved["authorization_token"].as_str().unwrap();
+    // Same issuer and keys; type, audience and scope tell them apart.
+    let (access, authorization) = (claims_of(access_token), claims_of(authorization_token));
+    let typ = |jwt: &str| jsonwebtoken::decode_header(jwt).unwrap().typ.unwrap();
+    assert_eq!(
+        (typ(access_token).as_str(), access["aud"].as_str()),
+        ("JWT", Some(ACCESS_AUDIENCE))
+    );
+    assert_eq!(
+        (typ(authorization_token).as_str(), authorization["aud"].as_str()),
+        ("payment-authz+jwt", Some(AUTHORIZE_AUDIENCE))
+    );
+    assert_eq!(authorization["scope"], "payment:authorize");
+    assert!(access.get("scope").is_none_or(|scope| scope != "payment:authorize"));
+    let verifier = verifier_for(&app);
+
+    let access_as_payment = verifier.verify_payment(access_token, &transaction(&coffee())).await;
+    let payment_as_access = verifier.verify_access(authorization_token, ACCESS_AUDIENCE).await;
+
+    assert_eq!(access_as_payment, Err(VerifyError::WrongType(verifier::AUTHORIZATION_TYP)));
+    assert_eq!(payment_as_access, Err(VerifyError::WrongType(verifier::ACCESS_TYP)));
+    let checked = verifier.verify_access(access_token, ACCESS_AUDIENCE).await.unwrap();
+    assert_eq!(checked.sub, tokens["user_id"].as_str().unwrap());
+    // And at passgate itself, an authorization token is no bearer token.
     assert_eq!(app.me(authorization_token).await.status(), StatusCode::UNAUTHORIZED);
     let start = app
         .post_bearer("/v1/stepup/start", authorization_token, &json!({ "transaction": coffee() }))
         .await;
     assert_eq!(start.status(), StatusCode::UNAUTHORIZED);
+    // Neither refusal spent the authorization.
+    assert!(verifier.verify_payment(authorization_token, &transaction(&coffee())).await.is_ok());
 }
 
 #[tokio::test]
@@ -184,9 +203,21 @@ fn sign(claims: &Value, kid: &str, key: &EncodingKey) -> String {
     sign_as(Algorithm::ES256, claims, kid, key)
 }
 
+/// Signed as a payment authorization is (its `typ`).
 fn sign_as(algorithm: Algorithm, claims: &Value, kid: &str, key: &EncodingKey) -> String {
+    sign_typed(algorithm, verifier::AUTHORIZATION_TYP, claims, kid, key)
+}
+
+fn sign_typed(
+    algorithm: Algorithm,
+    typ: &str,
+    claims: &Value,
+    kid: &str,
+    key: &EncodingKey,
+) -> String {
     let mut header = Header::new(algorithm);
     header.kid = Some(kid.to_owned());
+    header.typ = Some(typ.to_owned());
     jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 
@@ -312,6 +343,14 @@ async fn well_signed_tokens_with_a_bad_claim_are_refused_for_that_claim() {
             "{claim} = {value}"
         );
     }
+    // Typed as an access token, the genuine claims are refused too.
+    let mut retyped = claims.clone();
+    retyped["jti"] = json!(uuid::Uuid::new_v4().to_string());
+    let retyped = sign_typed(algorithm, "JWT", &retyped, &row.kid, &passgate_key);
+    assert_eq!(
+        verifier.verify_payment(&retyped, &coffee_txn).await,
+        Err(VerifyError::WrongType(verifier::AUTHORIZATION_TYP))
+    );
     // The control: the same signing path with nothing changed is accepted.
     assert!(verifier.verify_payment(&sign(&claims), &coffee_txn).await.is_ok());
 }
@@ -379,7 +418,8 @@ async fn the_payment_api_accepts_an_approved_payment_once() {
     let (status, body) = pay(&api, &coffee(), access).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("insufficient_scope"))
+        (StatusCode::UNAUTHORIZED, Some("invalid_token")),
+        "an access token is no authorization"
     );
     let (status, body) = pay(&api, &coffee(), "garbage").await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_token")));
@@ -429,4 +469,18 @@ async fn the_payment_api_allows_only_the_pay_page_origin() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["access-control-allow-origin"], app.origin.as_str());
     assert_eq!(response.headers()["vary"], "Origin");
+}
+
+/// Equal audiences would leave `aud` unable to tell the two kinds of token
+/// apart: allowed (the contract's own value), but said at start.
+#[tokio::test]
+async fn a_node_whose_two_audiences_are_equal_warns_at_start() {
+    const WARNING: &str = "stepup.audience equals tokens.audience";
+    let before = crate::helpers::captured_logs().matches(WARNING).count();
+
+    let _equal =
+        spawn_app_configured(Db::Sqlite, &[("PASSGATE__STEPUP__AUDIENCE", "payments")]).await;
+
+    let after = crate::helpers::captured_logs().matches(WARNING).count();
+    assert_eq!(after, before + 1);
 }

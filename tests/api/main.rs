@@ -18,6 +18,7 @@ mod otp;
 mod passkeys;
 mod phishing;
 mod proxies;
+mod secrets;
 mod security_headers;
 mod smtp;
 mod stepup;

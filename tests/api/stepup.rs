@@ -59,7 +59,7 @@ async fn a_payment_is_approved_with_a_token_bound_to_that_transaction(db: Db) {
     assert_eq!(claims["txn"], URL_SAFE_NO_PAD.encode(digest));
     assert_eq!(approved["txn"], claims["txn"]);
     assert_eq!(claims["scope"], "payment:authorize");
-    assert_eq!(claims["aud"], "payments");
+    assert_eq!(claims["aud"], "payments:authorize", "not the access tokens' audience");
     assert_eq!(claims["sub"], tokens["user_id"]);
     assert_eq!(claims["device_id"], tokens["device_id"]);
     assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 120);

@@ -91,7 +91,7 @@ function checkApproved({ claims, result }, transaction, userId) {
   check(claims.scope === 'payment:authorize', `scope is ${JSON.stringify(claims.scope)}`);
   check(typeof claims.txn === 'string' && claims.txn.length === 43, `txn is ${JSON.stringify(claims.txn)}`);
   check(claims.txn === expectedTxn(transaction), `txn ${claims.txn} is not the SHA-256 of the entered transaction`);
-  check(claims.aud === 'payments', `aud is ${JSON.stringify(claims.aud)}`);
+  check(claims.aud === 'payments:authorize', `aud is ${JSON.stringify(claims.aud)}`);
   check(claims.sub === userId, `sub is ${claims.sub}, registered as ${userId}`);
   check(claims.exp - claims.iat <= 120, `the token lives ${claims.exp - claims.iat} s`);
   check(result.accepted === true, `#pay-result: ${JSON.stringify(result)}`);
