@@ -49,7 +49,7 @@ impl Core {
             return Ok(());
         }
         Err(ApiError::PasskeyRequired(format!(
-            "sign in with your passkey first: this change needs a passkey sign-in within the last {} seconds{}",
+            "this change needs a passkey sign-in within the last {} seconds{}",
             self.settings.mfa.fresh_auth.as_secs(),
             if start.passkey { "" } else { " (a password and a code are not enough)" }
         )))

@@ -285,6 +285,17 @@ async function mainFlow(browser) {
       && document.getElementById('sec-username').textContent);
   });
 
+  await step('a password sign-in may not remove TOTP: the page says to sign in with the passkey', async () => {
+    // (On /security.html since the step before.) A password and a code can be phished; only a
+    // passkey sign-in may change what guards the account (403 passkey_required).
+    page.once('dialog', (dialog) => dialog.accept());
+    await page.click('#totp-remove');
+    const error = await waitForError(page);
+    check(error.startsWith('Sign in with your passkey first'), `#message: ${error}`);
+    check(error.includes('passkey_required'), `#message: ${error}`);
+    check(await page.locator('#totp-remove').isVisible(), 'TOTP looks removed after a refusal');
+  });
+
   await step('sign out on /', async () => {
     await page.goto(`${BASE_URL}/`);
     await waitSignedInOnIndex(page);
@@ -312,5 +323,5 @@ await runBrowserTest({
     busy: document.body.getAttribute('aria-busy'),
     session: sessionStorage.getItem('passgate.tokens') ? 'yes' : 'no',
   }),
-  maxSteps: 20,
+  maxSteps: 22,
 });
