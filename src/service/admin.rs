@@ -194,9 +194,11 @@ impl Core {
                     "Hello {},\r\n\r\nThe passkeys of your account {} were unbound by an administrator. \
                      To bind a new device, open the sign-in page, choose \"I have an enrolment code\" and \
                      enter:\r\n\r\n    {code}\r\n\r\nIt works once, for 24 hours. Every session of the \
-                     account was ended.\r\n\r\nIf you did not ask for this, do not use the code: tell \
-                     your administrator at once.\r\n",
-                    user.display_name, user.username
+                     account was ended.\r\n\r\n{stamp}\r\n\r\nIf you did not ask for this, do not use \
+                     the code: tell your administrator at once.\r\n",
+                    user.display_name,
+                    user.username,
+                    stamp = self.when_and_where(),
                 );
                 if let Err(error) = self.mailer.send(&address, "Bind a new device", body).await {
                     tracing::error!(error.cause_chain = ?error, "the enrolment code could not be mailed");

@@ -129,16 +129,9 @@ impl Core {
             Some(address) => address.to_owned(),
             None => user.email.clone().filter(|_| user.email_verified)?,
         };
-        let client = current_client();
-        let from = match (&client.ip, &client.user_agent) {
-            (Some(ip), Some(agent)) => format!("{ip}, {agent}"),
-            (Some(ip), None) => ip.clone(),
-            (None, Some(agent)) => agent.clone(),
-            (None, None) => "this server's own tools".to_owned(),
-        };
         let body = format!(
-            "Hello {name},\r\n\r\n{what}\r\n\r\nAccount: {username}\r\nWhen: {when} (UTC)\r\n\
-             From: {from}\r\n\r\nIf this was you, there is nothing to do.\r\n\r\n\
+            "Hello {name},\r\n\r\n{what}\r\n\r\nAccount: {username}\r\n{stamp}\r\n\r\n\
+             If this was you, there is nothing to do.\r\n\r\n\
              If it was not you, someone may know your password or have your codes:\r\n\
              1. Sign in with your passkey at {origin}/ (a passkey cannot be phished).\r\n\
              2. Open \"Sign-in options\" ({origin}/security.html) and change your password; \
@@ -148,7 +141,7 @@ impl Core {
             name = user.display_name,
             what = change.what(),
             username = user.username,
-            when = rfc3339(self.clock.now_ms()),
+            stamp = self.when_and_where(),
             origin = self.primary_origin(),
         );
         let subject = change.subject();
@@ -160,6 +153,19 @@ impl Core {
                 tracing::error!(error.cause_chain = ?error, subject, "a notice could not be mailed");
             }
         }))
+    }
+
+    /// "When: ... From: ...": the time, and the client of the request
+    /// that made the change (its IP and browser).
+    pub(super) fn when_and_where(&self) -> String {
+        let client = current_client();
+        let from = match (&client.ip, &client.user_agent) {
+            (Some(ip), Some(agent)) => format!("{ip}, {agent}"),
+            (Some(ip), None) => ip.clone(),
+            (None, Some(agent)) => agent.clone(),
+            (None, None) => "this server's own tools".to_owned(),
+        };
+        format!("When: {} (UTC)\r\nFrom: {from}", rfc3339(self.clock.now_ms()))
     }
 
     /// The first web origin: where the pages the notices point to live.

@@ -248,6 +248,9 @@ async fn a_reset_mails_the_code_to_a_verified_address(db: Db) {
     assert!(reset["enrolment_code"].is_null(), "mailed, not shown to the admin");
     let mail = smtp::mails_to(&address).pop().unwrap();
     assert!(mail.contains("Subject: Bind a new device"));
+    // When, from where (the admin's request), and what to do if unasked.
+    assert!(mail.contains("When: ") && mail.contains("From: 127.0.0.1"), "{mail}");
+    assert!(mail.contains("If you did not ask for this"), "{mail}");
     let code: String = mail.split("    ").nth(1).unwrap().chars().take(11).collect();
     let started =
         app.post("/v1/enrol/start", &json!({"username": "reset-mail", "code": code})).await;
