@@ -49,7 +49,7 @@ async fn phished_session(app: &TestApp, name: &str, account: &Account) -> Value 
 
 async fn a_phished_password_and_code_cannot_change_what_guards_the_account(db: Db) {
     let app = spawn_app(db).await;
-    let (account, _) = account_with_address(&app, "ph-victim").await;
+    let (account, address) = account_with_address(&app, "ph-victim").await;
     let owner_device = app.devices(&account.access_token).await[0]["device_id"].clone();
     let stolen = phished_session(&app, "ph-victim", &account).await;
     let bearer = stolen["access_token"].as_str().unwrap();
@@ -76,6 +76,19 @@ async fn a_phished_password_and_code_cannot_change_what_guards_the_account(db: D
     let owner = fresh["access_token"].as_str().unwrap();
     let codes = app.post_bearer("/v1/me/recovery-codes", owner, &json!({})).await;
     assert_eq!(codes.status(), StatusCode::OK);
+
+    // What the phisher can still do: change the password with the current
+    // one. The owner is told, loses their sessions, and takes the account
+    // back with the passkey, which needs no old password.
+    let theirs = json!({"password": "the thief's own one", "current_password": PASSWORD});
+    assert_eq!(app.put_bearer("/v1/me/password", bearer, &theirs).await.status(), 204);
+    smtp::wait_for_mail(&address, "Your password was changed").await;
+    assert_problem(app.me(owner).await, 401, "unauthorized").await;
+    let back: Value = app.login(&mut passkey, None).await.json().await.unwrap();
+    let owner = back["access_token"].as_str().unwrap();
+    let mine = json!({"password": "the owner's new one"});
+    assert_eq!(app.put_bearer("/v1/me/password", owner, &mine).await.status(), 204);
+    assert_problem(app.me(bearer).await, 401, "unauthorized").await;
 }
 
 async fn a_passkey_bound_from_a_password_sign_in_waits_before_it_approves_payments(db: Db) {
