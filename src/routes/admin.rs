@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::Bearer;
+use super::extract::{Bearer, Body};
 use crate::clock::rfc3339;
 use crate::domain::{DeviceId, UserId};
 use crate::error::{ApiError, Problem, Result};
@@ -115,7 +115,7 @@ pub async fn reset_devices(
     core: web::Data<Core>,
     bearer: Bearer,
     path: web::Path<UserId>,
-    body: web::Json<ReasonBody>,
+    body: Body<ReasonBody>,
 ) -> Result<HttpResponse> {
     admin(&core, &bearer).await?;
     let reason = body.reason.as_deref().unwrap_or("");
@@ -159,7 +159,7 @@ pub async fn lock(
     core: web::Data<Core>,
     bearer: Bearer,
     path: web::Path<UserId>,
-    body: web::Json<ReasonBody>,
+    body: Body<ReasonBody>,
 ) -> Result<web::Json<UserSummary>> {
     set_locked(core, bearer, path, body, true).await
 }
@@ -177,7 +177,7 @@ pub async fn unlock(
     core: web::Data<Core>,
     bearer: Bearer,
     path: web::Path<UserId>,
-    body: web::Json<ReasonBody>,
+    body: Body<ReasonBody>,
 ) -> Result<web::Json<UserSummary>> {
     set_locked(core, bearer, path, body, false).await
 }
@@ -186,7 +186,7 @@ async fn set_locked(
     core: web::Data<Core>,
     bearer: Bearer,
     path: web::Path<UserId>,
-    body: web::Json<ReasonBody>,
+    body: Body<ReasonBody>,
     lock: bool,
 ) -> Result<web::Json<UserSummary>> {
     admin(&core, &bearer).await?;
@@ -208,7 +208,7 @@ pub async fn roles_put(
     core: web::Data<Core>,
     bearer: Bearer,
     path: web::Path<UserId>,
-    body: web::Json<RolesBody>,
+    body: Body<RolesBody>,
 ) -> Result<web::Json<UserSummary>> {
     admin(&core, &bearer).await?;
     let user_id = path.to_string();

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use webauthn_rs::prelude::RegisterPublicKeyCredential;
 
-use super::extract::Bearer;
+use super::extract::{Bearer, Body};
 use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, SessionId, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -74,7 +74,7 @@ pub async fn devices_start(
 pub async fn devices_finish(
     core: web::Data<Core>,
     bearer: Bearer,
-    body: web::Json<BindFinishBody>,
+    body: Body<BindFinishBody>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     let device =
@@ -95,7 +95,7 @@ pub async fn device_patch(
     core: web::Data<Core>,
     bearer: Bearer,
     path: web::Path<DeviceId>,
-    body: web::Json<RenameBody>,
+    body: Body<RenameBody>,
 ) -> Result<web::Json<Device>> {
     Ok(web::Json(core.rename_device(&bearer.0.sub, &path, &body.name).await?))
 }
@@ -155,7 +155,7 @@ pub async fn session_delete(
 pub async fn enrol_start(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<EnrolStartBody>,
+    body: Body<EnrolStartBody>,
 ) -> Result<web::Json<CeremonyStarted>> {
     Ok(web::Json(core.enrol_start(&body.username, &body.code, &client).await?))
 }
@@ -171,7 +171,7 @@ pub async fn enrol_start(
 pub async fn enrol_finish(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<BindFinishBody>,
+    body: Body<BindFinishBody>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     let tokens =

@@ -73,6 +73,77 @@ impl FromRequest for ClientInfo {
     }
 }
 
+/// A JSON request body. Unlike `web::Json`, a body that is not well-formed
+/// JSON is always 400 `bad_request`, whatever its fields would have held:
+/// the syntax is checked over the whole body before the fields are read
+/// (serde reads as it goes, and would report a wrong-typed field before
+/// the broken syntax after it). Well-formed JSON with wrong fields is 422
+/// `validation_failed`; a body over `BODY_LIMIT` is 413; one that is not
+/// `application/json` is 415.
+pub struct Body<T>(pub T);
+
+impl<T> Body<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Body<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<actix_web::mime::Mime>().ok())
+            .is_some_and(|m| {
+                m.type_() == actix_web::mime::APPLICATION
+                    && (m.subtype() == actix_web::mime::JSON
+                        || m.suffix() == Some(actix_web::mime::JSON))
+            });
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !json {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the body must be application/json".into(),
+                ));
+            }
+            if declared.is_some_and(|length| length > BODY_LIMIT) {
+                return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut payload).await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::BadRequest(format!("unreadable body: {e}")))?;
+                if body.len() + chunk.len() > BODY_LIMIT {
+                    return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                return Err(ApiError::BadRequest(format!("malformed JSON: {error}")));
+            }
+            serde_json::from_slice::<T>(&body)
+                .map(Body)
+                .map_err(|error| ApiError::ValidationFailed(error.to_string()))
+        })
+    }
+}
+
 /// A request with a valid `Authorization: Bearer` access token.
 pub struct Bearer(pub AccessClaims);
 

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::extract::Body;
 use crate::domain::{MfaToken, OneTimeCode, Password, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -45,7 +46,7 @@ pub struct MfaCodeBody {
 pub async fn login_password(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<PasswordLoginBody>,
+    body: Body<PasswordLoginBody>,
 ) -> Result<web::Json<MfaChallenge>> {
     Ok(web::Json(core.login_password(&body.username, &body.password, &client).await?))
 }
@@ -61,7 +62,7 @@ pub async fn login_password(
 pub async fn login_totp(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<MfaCodeBody>,
+    body: Body<MfaCodeBody>,
 ) -> Result<web::Json<TokenSet>> {
     Ok(web::Json(core.login_totp(&body.mfa_token.0, &body.code, &client).await?))
 }
@@ -78,7 +79,7 @@ pub async fn login_totp(
 pub async fn login_email_send(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<MfaTokenBody>,
+    body: Body<MfaTokenBody>,
 ) -> Result<HttpResponse> {
     let sent = core.login_email_send(&body.mfa_token.0, &client).await?;
     Ok(HttpResponse::Accepted().json(sent))
@@ -95,7 +96,7 @@ pub async fn login_email_send(
 pub async fn login_email_verify(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<MfaCodeBody>,
+    body: Body<MfaCodeBody>,
 ) -> Result<web::Json<TokenSet>> {
     Ok(web::Json(core.login_email_verify(&body.mfa_token.0, &body.code, &client).await?))
 }

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::extract::Bearer;
+use super::extract::{Bearer, Body};
 use crate::domain::{EmailAddress, OneTimeCode, Password};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -59,7 +59,7 @@ pub async fn password_put(
     core: web::Data<Core>,
     bearer: Bearer,
     client: ClientInfo,
-    body: web::Json<PasswordBody>,
+    body: Body<PasswordBody>,
 ) -> Result<HttpResponse> {
     core.set_password(&bearer.0, &body.password, body.current_password.as_ref(), &client).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -80,7 +80,7 @@ pub async fn email_post(
     core: web::Data<Core>,
     bearer: Bearer,
     client: ClientInfo,
-    body: web::Json<EmailBody>,
+    body: Body<EmailBody>,
 ) -> Result<HttpResponse> {
     // A new address becomes a second factor: only the account's strongest
     // factor, freshly used, may set it.
@@ -102,7 +102,7 @@ pub async fn email_verify(
     core: web::Data<Core>,
     bearer: Bearer,
     client: ClientInfo,
-    body: web::Json<CodeBody>,
+    body: Body<CodeBody>,
 ) -> Result<HttpResponse> {
     core.verify_email(&bearer.0.sub, &body.code, &client).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -138,7 +138,7 @@ pub async fn totp_finish(
     core: web::Data<Core>,
     bearer: Bearer,
     client: ClientInfo,
-    body: web::Json<CodeBody>,
+    body: Body<CodeBody>,
 ) -> Result<web::Json<RecoveryCodes>> {
     core.throttle("account", &client, Some(&bearer.0.sub)).await?;
     core.require_strongest_factor(&bearer.0).await?;

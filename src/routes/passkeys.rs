@@ -5,6 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
+use super::extract::Body;
 use crate::domain::{CeremonyId, DeviceName, DisplayName, EmailAddress, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -61,7 +62,7 @@ pub struct LoginFinishBody {
 pub async fn register_start(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<RegisterStartBody>,
+    body: Body<RegisterStartBody>,
 ) -> Result<web::Json<CeremonyStarted>> {
     let body = body.into_inner();
     let started = core
@@ -90,7 +91,7 @@ pub async fn register_start(
 pub async fn register_finish(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<RegisterFinishBody>,
+    body: Body<RegisterFinishBody>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     let tokens = core
@@ -107,7 +108,7 @@ pub async fn register_finish(
     ))]
 pub async fn login_start(
     core: web::Data<Core>,
-    body: web::Json<LoginStartBody>,
+    body: Body<LoginStartBody>,
 ) -> Result<web::Json<CeremonyStarted>> {
     Ok(web::Json(core.login_start(body.into_inner().username).await?))
 }
@@ -123,7 +124,7 @@ pub async fn login_start(
 pub async fn login_finish(
     core: web::Data<Core>,
     client: ClientInfo,
-    body: web::Json<LoginFinishBody>,
+    body: Body<LoginFinishBody>,
 ) -> Result<web::Json<TokenSet>> {
     let body = body.into_inner();
     Ok(web::Json(core.login_finish(&body.ceremony_id, &body.credential, &client).await?))

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use webauthn_rs::prelude::PublicKeyCredential;
 
-use super::extract::Bearer;
+use super::extract::{Bearer, Body};
 use crate::domain::{CeremonyId, Transaction};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -44,7 +44,7 @@ pub struct StepupFinishBody {
 pub async fn stepup_start(
     core: web::Data<Core>,
     bearer: Bearer,
-    body: web::Json<StepupStartBody>,
+    body: Body<StepupStartBody>,
 ) -> Result<web::Json<CeremonyStarted>> {
     Ok(web::Json(core.stepup_start(&bearer.0, body.into_inner().transaction).await?))
 }
@@ -61,7 +61,7 @@ pub async fn stepup_start(
 pub async fn stepup_finish(
     core: web::Data<Core>,
     bearer: Bearer,
-    body: web::Json<StepupFinishBody>,
+    body: Body<StepupFinishBody>,
 ) -> Result<web::Json<Authorization>> {
     let body = body.into_inner();
     let authorization = core

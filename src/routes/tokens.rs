@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::extract::Body;
 use crate::domain::OpaqueToken;
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -24,7 +25,7 @@ pub struct RefreshBody {
     ))]
 pub async fn token_refresh(
     core: web::Data<Core>,
-    body: web::Json<RefreshBody>,
+    body: Body<RefreshBody>,
 ) -> Result<web::Json<TokenSet>> {
     Ok(web::Json(core.refresh(&body.refresh_token).await?))
 }
@@ -35,7 +36,7 @@ pub async fn token_refresh(
         (status = 204, description = "the session of that refresh token is ended (also when it already was)"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn logout(core: web::Data<Core>, body: web::Json<RefreshBody>) -> Result<HttpResponse> {
+pub async fn logout(core: web::Data<Core>, body: Body<RefreshBody>) -> Result<HttpResponse> {
     core.logout(&body.refresh_token).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -7,6 +7,7 @@ use crate::helpers::{Db, TestApp, assert_problem, on_both, spawn_app};
 
 on_both!(
     malformed_json_is_a_bad_request_that_changes_nothing,
+    a_ceremony_id_of_any_shape_that_was_not_issued_is_not_found,
     a_body_over_64_kib_is_refused_with_413,
     a_body_that_is_not_json_is_refused_with_415,
     invalid_fields_fail_validation_naming_the_field,
@@ -27,10 +28,61 @@ async fn app_with_alice(db: Db) -> TestApp {
 async fn malformed_json_is_a_bad_request_that_changes_nothing(db: Db) {
     let app = app_with_alice(db).await;
     let before = app.fingerprint().await;
+    // Broken syntax is 400 whatever the fields before it would have held:
+    // a wrong-typed or missing field read first must not make it a 422.
+    let bodies: [&[u8]; 5] = [
+        b"{\"username\": ",
+        b"{\"username\": 42, ",
+        b"{\"ceremony_id\": [1, 2], \"credential\": {",
+        b"{\"refresh_token\": null}}",
+        b"",
+    ];
     for path in ["/v1/register/start", "/v1/login/start", "/v1/login/finish", "/v1/token/refresh"] {
-        let response = app.post_raw(path, "application/json", b"{\"username\": ".to_vec()).await;
-        let body = assert_problem(response, 400, "bad_request").await;
-        assert!(body["detail"].as_str().unwrap().contains("malformed JSON"), "{body}");
+        for bytes in bodies {
+            let response = app.post_raw(path, "application/json", bytes.to_vec()).await;
+            let body = assert_problem(response, 400, "bad_request").await;
+            assert!(body["detail"].as_str().unwrap().contains("malformed JSON"), "{body}");
+        }
+    }
+    assert_eq!(app.fingerprint().await, before);
+}
+
+/// A client cannot tell a ceremony id the server never issued, of any
+/// shape, from an expired or used one: 404 alike, at every finish.
+async fn a_ceremony_id_of_any_shape_that_was_not_issued_is_not_found(db: Db) {
+    let app = app_with_alice(db).await;
+    let mut phone = app.authenticator();
+    let tokens = app.register(&mut phone, "shape-bob").await;
+    let bearer = tokens["access_token"].as_str().unwrap();
+    let (_, registration) = app.started_registration("shape-carol").await;
+    let created = app.authenticator().register(&registration);
+    let (_, login) = app.started_login(Some("shape-bob")).await;
+    let asserted = phone.login(&login);
+    let before = app.fingerprint().await;
+    let long = "A".repeat(5000);
+    for id in
+        ["", "nope", "!!!!!!!!", "AAAAAAAAAAAAAAAAAAAAAA", &"A".repeat(30), &"B".repeat(114), &long]
+    {
+        let finishes = [
+            app.register_finish(id, &created).await,
+            app.login_finish(id, &asserted).await,
+            app.post("/v1/enrol/finish", &json!({"ceremony_id": id, "credential": created})).await,
+            app.post_bearer(
+                "/v1/me/devices/finish",
+                bearer,
+                &json!({"ceremony_id": id, "credential": created}),
+            )
+            .await,
+            app.post_bearer(
+                "/v1/stepup/finish",
+                bearer,
+                &json!({"ceremony_id": id, "credential": asserted}),
+            )
+            .await,
+        ];
+        for response in finishes {
+            assert_problem(response, 404, "ceremony_not_found").await;
+        }
     }
     assert_eq!(app.fingerprint().await, before);
 }
@@ -62,7 +114,7 @@ async fn invalid_fields_fail_validation_naming_the_field(db: Db) {
         ),
         ("/v1/register/start", json!({ "display_name": "Bob" }), "username"),
         ("/v1/login/start", json!({ "username": 42 }), "invalid type"),
-        ("/v1/login/finish", json!({ "ceremony_id": "nope", "credential": {} }), "ceremony_id"),
+        ("/v1/login/finish", json!({ "ceremony_id": 42, "credential": {} }), "invalid type"),
         ("/v1/token/refresh", json!({ "refresh_token": "short" }), "refresh_token"),
     ];
     for (path, body, mentions) in cases {
