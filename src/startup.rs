@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::error::TimedOut;
 use crate::routes::security_headers::{SecurityHeaders, with_security_headers};
 use crate::routes::{self, extract};
-use crate::service::Core;
+use crate::service::{Core, housekeeping};
 use crate::store::{self, Store};
 use crate::telemetry::{PassgateRootSpan, current_request_id, with_request_id};
 
@@ -220,30 +220,7 @@ fn spawn_housekeeping(core: web::Data<Core>) {
         let mut ticks = tokio::time::interval_at(first, HOUSEKEEPING_INTERVAL);
         loop {
             ticks.tick().await;
-            let now = core.clock.now_ms();
-            match core.store.purge_expired_ceremonies(now).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::debug!(purged, "expired ceremonies deleted"),
-                Err(error) => tracing::warn!(error.cause_chain = ?error, "ceremony purge failed"),
-            }
-            // Kept a day after they end, so a reused refresh token still
-            // meets its ended session rather than an unknown one.
-            let day = 24 * 3600 * 1000;
-            let idle = core.settings.tokens.idle_timeout.as_millis() as i64;
-            if let Err(error) = core.store.purge_ended_sessions(now - day, now - day - idle).await {
-                tracing::warn!(error.cause_chain = ?error, "session purge failed");
-            }
-            let forget = now - core.settings.limits.failure_window.as_millis() as i64;
-            if let Err(error) = core.store.purge_fallback(now, forget).await {
-                tracing::warn!(error.cause_chain = ?error, "purge of codes and counters failed");
-            }
-            let keys = match core.settings.tokens.key_rotation {
-                Some(max_age) => core.keys.rotate_if_older(max_age, now).await.map(|_| ()),
-                None => core.keys.reload(now).await,
-            };
-            if let Err(error) = keys {
-                tracing::warn!(error.cause_chain = ?error, "signing key refresh failed");
-            }
+            core.housekeeping(housekeeping::ROUND_LIMIT).await;
         }
     });
 }

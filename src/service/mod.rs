@@ -11,6 +11,7 @@ mod authenticator_data;
 mod codes;
 pub mod devices;
 pub mod fallback;
+pub mod housekeeping;
 pub mod keys;
 mod login_handle;
 mod notify;

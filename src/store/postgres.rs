@@ -39,6 +39,20 @@ macro_rules! unflushed_commit {
     };
 }
 
+/// Set on every connection, for the server's side of it. sqlx 0.9 sets no
+/// TCP keepalive on its own sockets; these have PostgreSQL probe an idle
+/// connection after 30 s and drop it after three unanswered probes, so
+/// the backend (and any lock it holds) of a node that vanished is freed in
+/// about a minute; and a transaction left open by a node that stopped
+/// midway is ended after 60 s. Our side of a black-holed connection is
+/// covered by the request deadline and housekeeping's round limit.
+const SESSION_SETTINGS: [(&str, &str); 4] = [
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+    ("idle_in_transaction_session_timeout", "60000"),
+];
+
 /// How long a request waits for a connection before it gives up with a
 /// 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,9 +63,11 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(settings.url.expose()).with_context(|| {
-            format!("database.url: {} is not a PostgreSQL URL", settings.url.redacted())
-        })?;
+        let options = PgConnectOptions::from_str(settings.url.expose())
+            .with_context(|| {
+                format!("database.url: {} is not a PostgreSQL URL", settings.url.redacted())
+            })?
+            .options(SESSION_SETTINGS);
         let pool = PgConnections::new(options, settings.max_connections, ACQUIRE_TIMEOUT);
         let pool = Arc::new(pool);
         // The migrator takes an advisory lock, so nodes starting together

@@ -284,6 +284,35 @@ async fn a_database_that_stops_answering_gets_a_503_at_the_deadline_and_the_node
     }
 }
 
+/// Housekeeping on a database that stops answering gives up at its round
+/// limit (instead of holding its connection until TCP notices, which can
+/// take many minutes), and its next round, once the database answers
+/// again, does its work.
+#[tokio::test]
+async fn housekeeping_on_a_database_that_stops_answering_gives_up_at_its_limit() {
+    use passgate::service::housekeeping::Round;
+    let db = crate::helpers::TestDb::create(Db::Postgres).await;
+    let (before, after) = db.url.split_once('@').unwrap();
+    let (target, name) = after.split_once('/').unwrap();
+    let partition = Partition::to(target.to_owned()).await;
+    let proxied = db.through(format!("{before}@127.0.0.1:{}/{name}", partition.port));
+    let app = crate::helpers::spawn_app_with(proxied, &[], &[]).await;
+    let limit = Duration::from_secs(1);
+    assert_eq!(app.core.housekeeping(limit).await, Round::Done);
+
+    partition.cut();
+    let started = Instant::now();
+    assert_eq!(app.core.housekeeping(limit).await, Round::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    // The cut holds for the connections open at the time; each may cost
+    // one more round before the node has replaced them.
+    let mut rounds = 0;
+    while app.core.housekeeping(limit).await == Round::TimedOut {
+        rounds += 1;
+        assert!(rounds <= 4, "still cut short after {rounds} rounds");
+    }
+}
+
 /// The real binary on the embedded defaults, started in `folder`.
 struct Binary {
     server: std::process::Child,

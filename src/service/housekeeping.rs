@@ -1,0 +1,65 @@
+//! What every node does once a minute: delete expired ceremonies, ended
+//! sessions and spent codes and counters, and pick up or make signing
+//! keys. A round has a time limit of its own: a database that stops
+//! answering (a black-holed connection, which TCP may take many minutes
+//! to notice) must not hold the round, or the connection it holds, for
+//! longer than that. A round cut short is tried again at the next tick.
+
+use std::time::Duration;
+
+use super::Core;
+use crate::store;
+
+/// How long one round may take, all of its statements together.
+pub const ROUND_LIMIT: Duration = Duration::from_secs(10);
+
+/// How a round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    Done,
+    /// Cut short at its limit; the database did not answer in time.
+    TimedOut,
+}
+
+impl Core {
+    /// One round of housekeeping, given up after `limit`.
+    pub async fn housekeeping(&self, limit: Duration) -> Round {
+        match tokio::time::timeout(limit, self.housekeeping_steps()).await {
+            Ok(()) => Round::Done,
+            Err(_) => {
+                // The statement in flight was dropped: its connection must
+                // be checked before anyone else uses it.
+                store::suspect_connections();
+                tracing::warn!(limit_seconds = limit.as_secs(), "housekeeping cut short");
+                Round::TimedOut
+            }
+        }
+    }
+
+    async fn housekeeping_steps(&self) {
+        let now = self.clock.now_ms();
+        match self.store.purge_expired_ceremonies(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired ceremonies deleted"),
+            Err(error) => tracing::warn!(error.cause_chain = ?error, "ceremony purge failed"),
+        }
+        // Kept a day after they end, so a reused refresh token still meets
+        // its ended session rather than an unknown one.
+        let day = 24 * 3600 * 1000;
+        let idle = self.settings.tokens.idle_timeout.as_millis() as i64;
+        if let Err(error) = self.store.purge_ended_sessions(now - day, now - day - idle).await {
+            tracing::warn!(error.cause_chain = ?error, "session purge failed");
+        }
+        let forget = now - self.settings.limits.failure_window.as_millis() as i64;
+        if let Err(error) = self.store.purge_fallback(now, forget).await {
+            tracing::warn!(error.cause_chain = ?error, "purge of codes and counters failed");
+        }
+        let keys = match self.settings.tokens.key_rotation {
+            Some(max_age) => self.keys.rotate_if_older(max_age, now).await.map(|_| ()),
+            None => self.keys.reload(now).await,
+        };
+        if let Err(error) = keys {
+            tracing::warn!(error.cause_chain = ?error, "signing key refresh failed");
+        }
+    }
+}
