@@ -18,6 +18,7 @@ mod otp;
 mod passkeys;
 mod phishing;
 mod proxies;
+mod races;
 mod secrets;
 mod security_headers;
 mod smtp;
