@@ -912,6 +912,29 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    proptest::proptest! {
+        /// Any value of any setting: settings or a message, never a panic.
+        #[test]
+        fn any_value_of_any_setting_is_taken_or_refused_with_a_message(
+            key in proptest::sample::select(vec![
+                "PASSGATE__SERVER__BIND", "PASSGATE__SERVER__TRUSTED_PROXIES",
+                "PASSGATE__DATABASE__URL", "PASSGATE__WEBAUTHN__RP_ID",
+                "PASSGATE__WEBAUTHN__ORIGINS", "PASSGATE__WEBAUTHN__CEREMONY_TTL_SECONDS",
+                "PASSGATE__APPS__ANDROID", "PASSGATE__TOKENS__ACCESS_TTL_SECONDS",
+                "PASSGATE__TOKENS__IDLE_TIMEOUT_SECONDS", "PASSGATE__TOKENS__KEY_ENCRYPTION_KEY",
+                "PASSGATE__LIMITS__LOCKOUT_THRESHOLD",
+                "PASSGATE__LIMITS__LOCKOUT_PERMANENT_THRESHOLD", "PASSGATE__SMTP__FROM",
+                "PASSGATE__SMTP__TLS", "PASSGATE__MFA__FRESH_AUTH_SECONDS",
+            ]),
+            value in "\\PC{0,80}",
+        ) {
+            let loaded = Settings::load_from(None, env(&[(key, &value)]));
+            if let Err(error) = loaded {
+                proptest::prop_assert!(!error.to_string().is_empty());
+            }
+        }
+    }
+
     fn load_error(pairs: &[(&str, &str)]) -> String {
         format!("{:#}", Settings::load_from(None, env(pairs)).expect_err("should be refused"))
     }

@@ -147,6 +147,44 @@ mod tests {
         assert_eq!(txn.digest(), <[u8; 32]>::from(Sha256::digest(txn.canonical_json().as_bytes())));
     }
 
+    proptest::proptest! {
+        /// Whatever the strings, parsing never panics, and what it takes
+        /// has a canonical form that is JSON of exactly its members, read
+        /// back to the same transaction.
+        #[test]
+        fn the_canonical_form_reads_back_to_the_same_transaction(
+            amount in "[0-9]{1,16}(\\.[0-9]{0,4})?",
+            currency in "[A-Z]{2,4}",
+            payee in "\\PC{0,150}",
+            reference in proptest::option::of("\\PC{0,150}"),
+        ) {
+            let raw = RawTransaction { amount, currency, payee, reference };
+            if let Ok(txn) = Transaction::parse(raw) {
+                let json = txn.canonical_json();
+                let back: Transaction = serde_json::from_str(&json).unwrap();
+                proptest::prop_assert_eq!(&back, &txn);
+                proptest::prop_assert_eq!(back.txn(), txn.txn());
+                // Keys in order, no white space between members.
+                let quoted = |text: &str| serde_json::to_string(text).unwrap();
+                let raw = RawTransaction::from(txn.clone());
+                let mut expected = format!(
+                    "{{\"amount\":{},\"currency\":{},\"payee\":{}",
+                    quoted(&raw.amount), quoted(&raw.currency), quoted(&raw.payee)
+                );
+                if let Some(reference) = &raw.reference {
+                    expected.push_str(&format!(",\"reference\":{}", quoted(reference)));
+                }
+                expected.push('}');
+                proptest::prop_assert_eq!(json, expected);
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(text in "\\PC{0,300}") {
+            let _ = serde_json::from_str::<Transaction>(&text);
+        }
+    }
+
     #[test]
     fn any_change_changes_the_txn_claim() {
         let base = Transaction::parse(raw("12.50", "EUR", "Shop")).unwrap();

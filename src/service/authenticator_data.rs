@@ -66,6 +66,16 @@ mod tests {
         assert!(facts.backup_eligible && facts.backup_state);
     }
 
+    proptest::proptest! {
+        /// Any bytes as an attestation object, or as the authenticator data
+        /// inside one: an answer or None, never a panic.
+        #[test]
+        fn arbitrary_input_never_panics(bytes in proptest::collection::vec(0u8.., 0..400)) {
+            let _ = registration_facts(&bytes);
+            let _ = registration_facts(&attestation_object(bytes));
+        }
+    }
+
     #[test]
     fn refuses_truncated_or_foreign_input() {
         assert_eq!(registration_facts(b"not cbor"), None);

@@ -151,6 +151,30 @@ mod tests {
         assert_ne!(a.used_id(), b.used_id());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_ticket_opens_to_itself(
+            user in proptest::option::of(proptest::array::uniform16(0u8..)),
+            discoverable: bool,
+            challenge in proptest::collection::vec(0u8.., 1..64),
+            expires_at in 1i64..i64::MAX,
+        ) {
+            let ticket = LoginTicket::new(user.map(Uuid::from_bytes), discoverable, challenge, expires_at);
+            let handle = sealer(5).seal(&ticket).unwrap();
+            proptest::prop_assert_eq!(sealer(5).open(&handle, expires_at - 1), Some(ticket));
+        }
+
+        #[test]
+        fn arbitrary_text_never_opens_and_never_panics(text in ".{0,200}") {
+            proptest::prop_assert_eq!(sealer(5).open(&text, 0), None);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(0u8.., 0..200)) {
+            proptest::prop_assert_eq!(sealer(5).open(&URL_SAFE_NO_PAD.encode(bytes), 0), None);
+        }
+    }
+
     #[test]
     fn anything_but_an_untouched_handle_is_refused() {
         let ticket = LoginTicket::new(Some(Uuid::new_v4()), false, vec![7; 32], 10);
