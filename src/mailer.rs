@@ -16,8 +16,16 @@ use secrecy::ExposeSecret;
 use crate::config::{SmtpSettings, SmtpTls};
 
 pub enum Mailer {
-    Smtp { transport: AsyncSmtpTransport<Tokio1Executor>, from: Mailbox },
-    Outbox { dir: PathBuf, from: Mailbox },
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+        /// The whole send's limit, `smtp.timeout_seconds`.
+        limit: std::time::Duration,
+    },
+    Outbox {
+        dir: PathBuf,
+        from: Mailbox,
+    },
 }
 
 impl Mailer {
@@ -48,7 +56,7 @@ impl Mailer {
                 settings.password.expose_secret().to_owned(),
             ));
         }
-        Ok(Mailer::Smtp { transport: builder.build(), from })
+        Ok(Mailer::Smtp { transport: builder.build(), from, limit: settings.timeout })
     }
 
     /// Sends a plain-text message. The body may hold a code: it goes to the
@@ -63,8 +71,18 @@ impl Mailer {
             .body(body)
             .context("building the message")?;
         match self {
-            Mailer::Smtp { transport, .. } => {
-                transport.send(message).await.map_err(|e| anyhow!("SMTP delivery failed: {e}"))?;
+            Mailer::Smtp { transport, limit, .. } => {
+                // lettre's own timeout covers connecting, not a server that
+                // accepts and then says nothing: the whole send is bounded.
+                match tokio::time::timeout(*limit, transport.send(message)).await {
+                    Ok(sent) => sent.map_err(|e| anyhow!("SMTP delivery failed: {e}"))?,
+                    Err(_) => {
+                        return Err(anyhow!(
+                            "SMTP delivery gave up after smtp.timeout_seconds ({} s)",
+                            limit.as_secs()
+                        ));
+                    }
+                };
                 tracing::info!(subject, "mail sent");
             }
             Mailer::Outbox { dir, .. } => {

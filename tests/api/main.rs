@@ -10,6 +10,7 @@ mod browser;
 mod devices;
 mod downstream;
 mod fallback;
+mod faults;
 mod helpers;
 mod keys;
 mod logs;
