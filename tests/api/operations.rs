@@ -322,10 +322,20 @@ struct Binary {
 impl Binary {
     /// Starts it and waits until /readyz answers (None if it never does).
     async fn start(folder: &std::path::Path, port: u16) -> Option<Binary> {
+        Self::start_with(folder, port, &[]).await
+    }
+
+    /// `start`, with some settings changed.
+    async fn start_with(
+        folder: &std::path::Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Option<Binary> {
         let server = std::process::Command::new(env!("CARGO_BIN_EXE_passgate"))
             .current_dir(folder)
             .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("PASSGATE__WEBAUTHN__ORIGINS", format!("http://localhost:{port}"))
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -368,6 +378,62 @@ impl Binary {
         let finished = self.post(&format!("/v1/{kind}/finish"), &body).await;
         assert!(finished.status().is_success(), "{kind}: {}", finished.status());
         finished.json().await.unwrap()
+    }
+}
+
+/// Registrations under load, and a SIGKILL in the middle of it: every
+/// registration the server answered 201 for is there after a restart on
+/// the same files, and its passkey signs in.
+#[tokio::test]
+async fn a_sigkill_during_registrations_loses_none_that_were_answered() {
+    use std::cell::RefCell;
+    let folder = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let unlimited = [("PASSGATE__LIMITS__IP_REQUESTS_PER_MINUTE", "1000000")];
+    let mut binary = Binary::start_with(folder.path(), port, &unlimited).await.expect("ready");
+    let origin = format!("http://localhost:{port}");
+    let base = binary.base.clone();
+    let answered = RefCell::new(Vec::new());
+    let client = reqwest::Client::new();
+    let worker = |worker: usize| {
+        let (client, base, origin, answered) = (&client, &base, &origin, &answered);
+        async move {
+            for n in 0.. {
+                let username = format!("load-{worker}-{n}");
+                let mut passkey = crate::authenticator::SoftAuthenticator::new(origin);
+                let start = serde_json::json!({ "username": username });
+                let Ok(started) =
+                    client.post(format!("{base}/v1/register/start")).json(&start).send().await
+                else {
+                    return;
+                };
+                let Ok(started) = started.json::<Value>().await else { return };
+                let credential = passkey.register(&started["publicKey"]);
+                let body = serde_json::json!({"ceremony_id": started["ceremony_id"], "credential": credential});
+                let Ok(finished) =
+                    client.post(format!("{base}/v1/register/finish")).json(&body).send().await
+                else {
+                    return;
+                };
+                if finished.status() == StatusCode::CREATED {
+                    answered.borrow_mut().push((username, passkey));
+                }
+            }
+        }
+    };
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        binary.kill();
+    };
+    let workers = futures_util::future::join_all((0..8).map(worker));
+    tokio::join!(workers, killer);
+    let mut answered = answered.into_inner();
+    assert!(answered.len() >= 5, "only {} registrations before the kill", answered.len());
+
+    let again = Binary::start_with(folder.path(), port, &unlimited).await.expect("ready again");
+    for (username, passkey) in &mut answered {
+        let login = serde_json::json!({ "username": username });
+        again.ceremony("login", login, |options| passkey.login(options)).await;
     }
 }
 
