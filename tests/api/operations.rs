@@ -422,7 +422,7 @@ async fn a_sigkill_during_registrations_loses_none_that_were_answered() {
         }
     };
     let killer = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         binary.kill();
     };
     let workers = futures_util::future::join_all((0..8).map(worker));
