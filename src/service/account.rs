@@ -18,7 +18,8 @@ const VERIFY_EMAIL: &str = "verify_email";
 pub(super) struct SessionStart {
     /// Within `mfa.fresh_auth_seconds`.
     pub fresh: bool,
-    /// With a passkey sign-in (not an enrolment code).
+    /// With a passkey sign-in: not an enrolment code, nor a passkey still
+    /// waiting out its delay (see `passkey::PROBATION_AMR`).
     pub passkey: bool,
 }
 const GROUP: &str = "account";
@@ -42,7 +43,9 @@ impl Core {
     /// and a code can be relayed by a phishing page in real time; a passkey
     /// cannot (it signs for its own origin only), so only a passkey may
     /// change what guards the account. A session opened by an admin's
-    /// enrolment code does not count: the code was mailed or handed over.
+    /// enrolment code does not count (the code was mailed or handed over),
+    /// nor one opened by a passkey bound from a password sign-in that is
+    /// still waiting out its delay.
     pub async fn require_fresh_passkey(&self, claims: &AccessClaims) -> Result<()> {
         let start = self.session_start(claims).await?;
         if start.fresh && start.passkey {
@@ -73,7 +76,9 @@ impl Core {
         let methods: Vec<&str> = session.amr.split(' ').collect();
         Ok(SessionStart {
             fresh: age <= self.settings.mfa.fresh_auth.as_millis() as i64,
-            passkey: methods.contains(&"hwk") && !methods.contains(&"enrol"),
+            passkey: methods.contains(&"hwk")
+                && !methods.contains(&"enrol")
+                && !methods.contains(&"new"),
         })
     }
 
@@ -127,6 +132,8 @@ impl Core {
         if stored.is_some() {
             // Whoever knew the old password may hold a session: a change
             // ends every other one.
+            // So does every sign-in halfway through with the old password.
+            self.store.void_fallback_steps(user_id).await?;
             let ended = self.store.end_other_sessions(user_id, &claims.sid, now).await?;
             if ended > 0 {
                 let reason = format!("{ended} other sessions ended by a password change");

@@ -220,7 +220,7 @@ impl Core {
             self.attempt_returned(attempt).await?;
             return Err(ApiError::InvalidCredentials);
         }
-        self.clear_failures(&subject(Some(&user.user_id), "")).await?;
+        self.attempt_succeeded(attempt).await?;
         let method = format!("password and {method}");
         self.audit(Event::ok("login").user(&user.user_id).reason(&method)).await;
         self.token_set(&session.row, &user.roles, &session.refresh)

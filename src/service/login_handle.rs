@@ -70,9 +70,9 @@ impl HandleSealer {
             | if ticket.discoverable { DISCOVERABLE } else { 0 };
         plain.push(flags);
         plain.extend_from_slice(&ticket.expires_at.to_be_bytes());
-        if let Some(user_id) = ticket.user_id {
-            plain.extend_from_slice(user_id.as_bytes());
-        }
+        // Always 16 bytes, zeros for no user: a handle for a name that is
+        // no account must be as long as one for a real account.
+        plain.extend_from_slice(ticket.user_id.unwrap_or_default().as_bytes());
         plain.extend_from_slice(&ticket.challenge);
         self.key
             .seal_in_place_append_tag(
@@ -104,12 +104,8 @@ impl HandleSealer {
         let (&flags, rest) = plain.split_first()?;
         let (expiry, rest) = rest.split_at_checked(8)?;
         let expires_at = Millis::from_be_bytes(expiry.try_into().ok()?);
-        let (user_id, challenge) = if flags & HAS_USER != 0 {
-            let (user, rest) = rest.split_at_checked(16)?;
-            (Some(Uuid::from_slice(user).ok()?), rest)
-        } else {
-            (None, rest)
-        };
+        let (user, challenge) = rest.split_at_checked(16)?;
+        let user_id = (flags & HAS_USER != 0).then(|| Uuid::from_slice(user).ok()).flatten();
         if expires_at <= now || challenge.is_empty() {
             return None;
         }
@@ -141,6 +137,18 @@ mod tests {
             assert_eq!(sealer(1).open(&handle, 1_000), None, "expired");
             assert_eq!(sealer(2).open(&handle, 0), None, "another key");
         }
+    }
+
+    #[test]
+    fn a_handle_is_as_long_whether_or_not_it_names_a_user() {
+        let lengths: Vec<usize> = [(Some(Uuid::new_v4()), false), (None, false), (None, true)]
+            .into_iter()
+            .map(|(user, discoverable)| {
+                let ticket = LoginTicket::new(user, discoverable, vec![1; 32], 5);
+                sealer(1).seal(&ticket).unwrap().len()
+            })
+            .collect();
+        assert!(lengths.windows(2).all(|pair| pair[0] == pair[1]), "{lengths:?}");
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub(super) const PASSKEY_AMR: &[&str] = &["hwk", "user"];
 /// a passkey, but begun with a code that was mailed or handed over, so it
 /// does not count as a passkey sign-in for sensitive changes.
 pub(super) const ENROLMENT_AMR: &[&str] = &["hwk", "user", "enrol"];
+/// A sign-in with a passkey still waiting out its delay (bound after a
+/// password sign-in, `payments_after` in the future): a passkey, but maybe
+/// a phisher's, so not a passkey sign-in for sensitive changes until the
+/// owner, mailed when it was bound, has had the delay to remove it.
+pub(super) const PROBATION_AMR: &[&str] = &["hwk", "user", "new"];
 
 /// A started ceremony: what the client passes to its platform API.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -282,13 +287,20 @@ impl Core {
         if let (Err(_), Some(ticket)) = (&result, &ticket) {
             // A refused answer uses the handle up, as any finish does. A
             // good answer recorded it in the sign-in's own transaction.
-            self.store.use_up_login(&ticket.used_id(), ticket.expires_at).await?;
+            self.store.use_up_login(&ticket.used_id(), self.used_until(ticket)).await?;
         }
         self.metrics.ceremony_result(KIND_LOGIN, &result);
         if let Err(ApiError::InvalidCredentials) = &result {
             self.audit(Event::failed("login", "passkey assertion refused")).await;
         }
         result
+    }
+
+    /// How long a used handle's record is kept: past the handle's own
+    /// expiry by a ceremony's lifetime, so that a node whose clock runs
+    /// behind, which still takes the handle, also still finds it used.
+    fn used_until(&self, ticket: &LoginTicket) -> crate::clock::Millis {
+        ticket.expires_at + self.settings.webauthn.ceremony_ttl.as_millis() as i64
     }
 
     async fn finish_login(
@@ -395,10 +407,11 @@ impl Core {
         let used = self.credential_use(&row, verified);
         let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
+        let on_probation = row.payments_after.is_some_and(|from| from > self.clock.now_ms());
         let grant = SessionGrant {
             user_id,
             roles: &user.roles,
-            amr: PASSKEY_AMR,
+            amr: if on_probation { PROBATION_AMR } else { PASSKEY_AMR },
             device_id: Some(device_id),
         };
         let session = self.new_session(&grant, client);
@@ -407,7 +420,7 @@ impl Core {
         let used_id = ticket.used_id();
         let login = LoginRows {
             used_id: &used_id,
-            handle_expires_at: ticket.expires_at,
+            handle_expires_at: self.used_until(ticket),
             used: &used,
             session: &session.row,
             refresh_hash: &session.refresh.hash(),

@@ -15,10 +15,13 @@
 
 use super::Core;
 use super::audit::Event;
+use std::sync::Arc;
+
 use crate::clock::Millis;
 use crate::error::{ApiError, Result};
 use crate::net::rate_limit_block;
 use crate::service::tokens::ClientInfo;
+use crate::store::Store;
 
 const WINDOW_MS: i64 = 60_000;
 /// `locked_until` of a subject locked until a passkey sign-in or an admin
@@ -26,11 +29,43 @@ const WINDOW_MS: i64 = 60_000;
 pub const LOCKED_FOR_GOOD: Millis = i64::MAX;
 
 /// A counted password or code attempt, whose outcome is still to be told.
+/// One dropped untold (an error on the way, the request's deadline, a
+/// client that went away before the answer) is handed back, since nothing
+/// was learnt from it: otherwise it would count as a failure for good.
 #[must_use = "report the attempt's outcome"]
 pub struct Attempt {
     subject: String,
     failures: i64,
     streak: i64,
+    /// The provisional lock this attempt set, if it reached the threshold.
+    provisional_until: Millis,
+    /// Set once the outcome is told.
+    told: bool,
+    store: Arc<dyn Store>,
+}
+
+impl Attempt {
+    fn tell(mut self) -> (String, i64, i64, Millis) {
+        self.told = true;
+        (std::mem::take(&mut self.subject), self.failures, self.streak, self.provisional_until)
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if self.told {
+            return;
+        }
+        let (store, subject, provisional) =
+            (self.store.clone(), std::mem::take(&mut self.subject), self.provisional_until);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.return_attempt(&subject, provisional).await {
+                    tracing::warn!(error.cause_chain = ?error, "an untold attempt was not handed back");
+                }
+            });
+        }
+    }
 }
 
 /// Whose failures count: a known account by id, an unknown name by name.
@@ -114,9 +149,14 @@ impl Core {
             .count_attempt(subject, now, quiet_before, self.lock_from(), provisional)
             .await?;
         match counted {
-            Some((failures, streak)) => {
-                Ok(Attempt { subject: subject.to_owned(), failures, streak })
-            }
+            Some((failures, streak)) => Ok(Attempt {
+                subject: subject.to_owned(),
+                failures,
+                streak,
+                provisional_until: provisional,
+                told: false,
+                store: self.store.clone(),
+            }),
             None => {
                 let until = self.store.locked_until(subject).await?;
                 Err(self.lock_answer(until.max(now + 1), now))
@@ -131,7 +171,14 @@ impl Core {
     /// A right answer that does not finish a sign-in (a right password
     /// before its second factor): neither a failure nor a success.
     pub async fn attempt_returned(&self, attempt: Attempt) -> Result<()> {
-        Ok(self.store.return_attempt(&attempt.subject, self.lock_from()).await?)
+        let (subject, _, _, provisional) = attempt.tell();
+        Ok(self.store.return_attempt(&subject, provisional).await?)
+    }
+
+    /// A whole sign-in: the count starts over.
+    pub async fn attempt_succeeded(&self, attempt: Attempt) -> Result<()> {
+        let (subject, ..) = attempt.tell();
+        self.clear_failures(&subject).await
     }
 
     /// A wrong password or code: once there have been too many in a row,
@@ -144,7 +191,7 @@ impl Core {
         let limits = &self.settings.limits;
         let now = self.clock.now_ms();
         let threshold = self.lock_from();
-        let Attempt { subject, failures, streak } = attempt;
+        let (subject, failures, streak, _) = attempt.tell();
         if failures < threshold {
             return Ok(());
         }

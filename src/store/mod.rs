@@ -521,8 +521,9 @@ pub trait Store: Send + Sync {
         provisional_until: Millis,
     ) -> StoreResult<Option<(i64, i64)>>;
     /// Takes back an attempt that turned out right (a right password
-    /// before its second factor), with the lock it set.
-    async fn return_attempt(&self, subject: &str, lock_from: i64) -> StoreResult<()>;
+    /// before its second factor) or was never checked, with the lock it set
+    /// (`provisional_until`, if the lock still has that time).
+    async fn return_attempt(&self, subject: &str, provisional_until: Millis) -> StoreResult<()>;
     async fn lock_subject(&self, subject: &str, until: Millis) -> StoreResult<()>;
     async fn clear_failures(&self, subject: &str) -> StoreResult<()>;
     /// Deletes expired mfa tokens, codes, windows and forgotten failures.
@@ -559,6 +560,9 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<(u64, u64)>;
     async fn user_sessions(&self, user_id: &str, now: Millis) -> StoreResult<Vec<SessionRow>>;
     async fn end_session(&self, user_id: &str, session_id: &str, now: Millis) -> StoreResult<bool>;
+    /// Deletes the user's half-done fallback sign-ins: mfa_tokens and a
+    /// mailed sign-in code (a password change makes them stale).
+    async fn void_fallback_steps(&self, user_id: &str) -> StoreResult<()>;
     /// Ends every live session of the user but one; returns how many.
     async fn end_other_sessions(
         &self,

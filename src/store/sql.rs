@@ -6,6 +6,10 @@
 /// is enforced here as well, so that two concurrent sign-ins cannot both
 /// pass with one counter value; zero on both sides is a synced passkey
 /// that keeps no counter.
+/// How long a name that is no account keeps its failure count: a spray of
+/// made-up names is forgotten after this quiet spell.
+pub(crate) const NAMES_FORGOTTEN_AFTER_MS: i64 = 30 * 24 * 3600 * 1000;
+
 pub(crate) const COUNTED_USE: &str = "update credential set backup_eligible = $2, sign_count = $3, \
      backup_state = $4, last_used_at = $5 where credential_id = $1 \
      and (sign_count < $3 or (sign_count = 0 and $3 = 0))";
@@ -865,18 +869,21 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            async fn return_attempt(&self, subject: &str, lock_from: i64) -> StoreResult<()> {
-                // At or past `lock_from` the attempt being given back is
-                // the one that locked the subject (the others were
-                // refused), so its lock goes with it.
+            async fn return_attempt(
+                &self,
+                subject: &str,
+                provisional_until: Millis,
+            ) -> StoreResult<()> {
+                // The lock goes with the attempt only if it is the one this
+                // attempt set (a later failure's lock has another time).
                 sqlx::query(
                     "update login_failure set failures = failures - 1, \
                      streak = case when streak > 0 then streak - 1 else 0 end, \
-                     locked_until = case when failures >= $2 then 0 else locked_until end \
+                     locked_until = case when locked_until = $2 then 0 else locked_until end \
                      where subject = $1 and failures > 0",
                 )
                 .bind(subject)
-                .bind(lock_from)
+                .bind(provisional_until)
                 .execute(&mut *self.db().await?)
                 .await?;
                 Ok(())
@@ -905,14 +912,19 @@ macro_rules! impl_store {
                     ("delete from mfa_token where expires_at <= $1", now),
                     ("delete from email_code where expires_at <= $1", now),
                     ("delete from rate_window where window_ends <= $1", now),
-                    // An account's count runs until it signs in; names
-                    // that are no account are forgotten after a quiet
-                    // spell, so a spray of made-up names cannot fill the
-                    // table.
+                    // A count runs until a sign-in, for names that are no
+                    // account as for accounts (else a count forgotten
+                    // sooner would tell them apart); a name quiet for 30
+                    // days is forgotten, so a spray of made-up names
+                    // cannot fill the table for good.
                     (
                         "delete from login_failure where updated_at < $1 and locked_until < $1 \
-                         and (subject like 'name:%' or failures = 0)",
+                         and failures = 0",
                         forget_before.min(now),
+                    ),
+                    (
+                        "delete from login_failure where subject like 'name:%' and updated_at < $1",
+                        now - $crate::store::sql::NAMES_FORGOTTEN_AFTER_MS,
                     ),
                 ] {
                     purged += sqlx::query(query).bind(cutoff).execute(&mut *self.db().await?).await?.rows_affected();
@@ -1055,6 +1067,21 @@ macro_rules! impl_store {
                 .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn void_fallback_steps(&self, user_id: &str) -> StoreResult<()> {
+                let mut conn = self.db().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                sqlx::query("delete from mfa_token where user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("delete from email_code where user_id = $1 and purpose = 'login'")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn end_other_sessions(

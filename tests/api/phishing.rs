@@ -24,6 +24,7 @@ on_both!(
     a_burst_of_guesses_at_once_cannot_run_past_the_threshold,
     many_failures_lock_the_fallback_until_a_passkey_sign_in_or_an_admin_unlock,
     an_idle_session_ends_and_a_password_change_ends_the_others,
+    an_attempt_cut_short_by_the_deadline_is_not_counted,
 );
 
 /// A fallback account with a verified address; its passkey session is
@@ -80,8 +81,12 @@ async fn a_phished_password_and_code_cannot_change_what_guards_the_account(db: D
     // What the phisher can still do: change the password with the current
     // one. The owner is told, loses their sessions, and takes the account
     // back with the passkey, which needs no old password.
+    let halfway = app.mfa_token("ph-victim", PASSWORD).await;
     let theirs = json!({"password": "the thief's own one", "current_password": PASSWORD});
     assert_eq!(app.put_bearer("/v1/me/password", bearer, &theirs).await.status(), 204);
+    // A sign-in halfway through with the old password goes no further.
+    let code = totp_at(&account.secret, app.now_secs());
+    assert_problem(app.totp_login(&halfway, &code).await, 401, "invalid_credentials").await;
     smtp::wait_for_mail(&address, "Your password was changed").await;
     assert_problem(app.me(owner).await, 401, "unauthorized").await;
     let back: Value = app.login(&mut passkey, None).await.json().await.unwrap();
@@ -121,6 +126,18 @@ async fn a_passkey_bound_from_a_password_sign_in_waits_before_it_approves_paymen
     let more = app.post_bearer("/v1/me/devices/start", bearer, &json!({})).await;
     assert_problem(more, 403, "passkey_required").await;
 
+    // Signing in with that passkey during the delay is no passkey sign-in
+    // for sensitive changes: it cannot bind another passkey (which would
+    // pay at once), nor change the password without the current one.
+    let probation: Value = app.login(&mut new_key, None).await.json().await.unwrap();
+    let bearer = probation["access_token"].as_str().unwrap();
+    assert_eq!(crate::helpers::claims_of(bearer)["amr"], json!(["hwk", "user", "new"]));
+    let more = app.post_bearer("/v1/me/devices/start", bearer, &json!({})).await;
+    assert_problem(more, 403, "passkey_required").await;
+    let takeover = json!({"password": "the thief's own one"});
+    let refused = app.put_bearer("/v1/me/password", bearer, &takeover).await;
+    assert_problem(refused, 403, "passkey_required").await;
+
     // After the delay (default 24 h) it approves payments.
     app.clock.advance(Duration::from_secs(24 * 3600 + 1));
     let signed_in: Value = app.login(&mut new_key, None).await.json().await.unwrap();
@@ -128,6 +145,7 @@ async fn a_passkey_bound_from_a_password_sign_in_waits_before_it_approves_paymen
     let started =
         app.post_bearer("/v1/stepup/start", bearer, &json!({"transaction": coffee})).await;
     assert_eq!(started.status(), StatusCode::OK);
+    assert_eq!(crate::helpers::claims_of(bearer)["amr"], json!(["hwk", "user"]));
     assert!(from.ends_with('Z'));
     // The owner's old passkey is gone for good.
     assert_eq!(app.login(&mut account.passkey, None).await.status(), StatusCode::UNAUTHORIZED);
@@ -373,6 +391,45 @@ async fn failures_count_however_far_apart_until_a_sign_in(db: Db) {
     let again = app.password_login("ph-slow", PASSWORD).await;
     assert_eq!(again.headers()["retry-after"], "60");
     assert_problem(again, 403, "account_locked").await;
+
+    // A name that is no account keeps its count as long, housekeeping
+    // or not: a count forgotten sooner would tell the two apart.
+    for _ in 0..2 {
+        assert_problem(wrong(&app, "ph-nobody").await, 401, "invalid_credentials").await;
+    }
+    app.clock.advance(Duration::from_secs(2 * 24 * 3600));
+    let round = app.core.housekeeping(Duration::from_secs(10)).await;
+    assert_eq!(round, passgate::service::housekeeping::Round::Done);
+    assert_problem(wrong(&app, "ph-nobody").await, 401, "invalid_credentials").await;
+    assert_problem(app.password_login("ph-nobody", PASSWORD).await, 403, "account_locked").await;
+}
+
+/// An attempt the server gave up on before it was checked (here the
+/// request's deadline, while a slow hash ran) is handed back: nothing was
+/// learnt from it, and it must not count towards a lock for good.
+async fn an_attempt_cut_short_by_the_deadline_is_not_counted(db: Db) {
+    let app = spawn_app_configured(
+        db,
+        &[
+            // A hash of several seconds, and a deadline of one.
+            ("PASSGATE__PASSWORD__MEMORY_KIB", "131072"),
+            ("PASSGATE__PASSWORD__ITERATIONS", "24"),
+            ("PASSGATE__SERVER__REQUEST_TIMEOUT_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let cut = app.password_login("ph-cut-short", "a guess that was never checked").await;
+    assert_problem(cut, 503, "unavailable").await;
+    let observer = app.observer(Duration::from_secs(5)).await;
+    let counted =
+        "select cast(coalesce(sum(failures), 0) as bigint) from login_failure where subject = $1";
+    for _ in 0..50 {
+        if observer.count(counted, "name:ph-cut-short").await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the attempt stayed counted");
 }
 
 async fn a_burst_of_guesses_at_once_cannot_run_past_the_threshold(db: Db) {

@@ -103,8 +103,9 @@ async fn made_up_credentials_copy_a_real_accounts_shape(db: Db) {
             .map(|c| (c["id"].as_str().unwrap().len(), c["transports"].clone()))
             .collect()
     };
-    let (_, real) = app.started_login(Some("un-real")).await;
-    let (_, ghost) = app.started_login(Some("un-ghost")).await;
+    let (real_id, real) = app.started_login(Some("un-real")).await;
+    let (ghost_id, ghost) = app.started_login(Some("un-ghost")).await;
+    assert_eq!(ghost_id.len(), real_id.len(), "the handle's length tells nothing either");
     assert_eq!(shape(&ghost), shape(&real), "count, id lengths and transports alike");
     assert_ne!(ghost["allowCredentials"], real["allowCredentials"], "but not its ids");
     let (_, again) = app.started_login(Some("un-ghost")).await;
