@@ -159,10 +159,12 @@ impl Core {
     /// that made the change (its IP and browser).
     pub(super) fn when_and_where(&self) -> String {
         let client = current_client();
+        // The user agent is whatever the client sent, a phisher's too: it
+        // is quoted as a claim, so it cannot pass for the notice's own words.
         let from = match (&client.ip, &client.user_agent) {
-            (Some(ip), Some(agent)) => format!("{ip}, {agent}"),
+            (Some(ip), Some(agent)) => format!("{ip} (its browser calls itself \"{agent}\")"),
             (Some(ip), None) => ip.clone(),
-            (None, Some(agent)) => agent.clone(),
+            (None, Some(agent)) => format!("a browser that calls itself \"{agent}\""),
             (None, None) => "this server's own tools".to_owned(),
         };
         format!("When: {} (UTC)\r\nFrom: {from}", rfc3339(self.clock.now_ms()))

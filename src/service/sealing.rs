@@ -63,6 +63,12 @@ impl Sealer {
 
     pub fn open(&self, kid: &str, stored: &str) -> anyhow::Result<Vec<u8>> {
         let Some(sealed) = stored.strip_prefix(SEALED_PREFIX) else {
+            // With a key, everything was sealed at start (`seal_unsealed`):
+            // a value in the clear was put there by someone who can write
+            // to the database (a TOTP secret or a code key of their own).
+            if self.key.is_some() {
+                bail!("{kid} is stored in the clear although tokens.key_encryption_key is set");
+            }
             return STANDARD.decode(stored).context("stored signing key");
         };
         let Some(key) = &self.key else {
@@ -100,9 +106,11 @@ impl Sealer {
     /// `open` for the value stored at `place`, sealed or not.
     pub fn open_at(&self, place: SecretPlace<'_>, stored: &str) -> anyhow::Result<Vec<u8>> {
         match place {
-            SecretPlace::ServerSecret { name } if !is_sealed(stored) => URL_SAFE_NO_PAD
-                .decode(stored)
-                .with_context(|| format!("stored server secret {name}")),
+            SecretPlace::ServerSecret { name } if !is_sealed(stored) && !self.encrypts() => {
+                URL_SAFE_NO_PAD
+                    .decode(stored)
+                    .with_context(|| format!("stored server secret {name}"))
+            }
             _ => self.open(&label(place), stored),
         }
     }
@@ -155,8 +163,18 @@ mod tests {
     }
 
     #[test]
-    fn without_a_key_values_are_plain_and_still_readable_later() {
+    fn with_a_key_a_value_in_the_clear_is_refused_not_read() {
         let plain = Sealer::new(None).unwrap().seal("kid", b"abc").unwrap();
-        assert_eq!(Sealer::new(Some(&[1u8; 32])).unwrap().open("kid", &plain).unwrap(), b"abc");
+        assert_eq!(Sealer::new(None).unwrap().open("kid", &plain).unwrap(), b"abc");
+        // Someone who can write to the database must not be able to put in
+        // a secret of their own in the clear.
+        let keyed = Sealer::new(Some(&[1u8; 32])).unwrap();
+        assert!(keyed.open("kid", &plain).is_err());
+        let place = SecretPlace::ServerSecret { name: "one_time_code_key" };
+        let stored = Sealer::new(None).unwrap().seal_at(place, b"abc").unwrap();
+        assert!(keyed.open_at(place, &stored).is_err());
+        // The start-up sealing reads it with a keyless sealer, as before.
+        let resealed = keyed.reseal(&Sealer::new(None).unwrap(), place, &stored).unwrap();
+        assert_eq!(keyed.open_at(place, &resealed).unwrap(), b"abc");
     }
 }
