@@ -128,7 +128,14 @@ impl PgConnections {
             }
             return Ok(PgLease { held, pool: self.clone(), permit: Some(permit) });
         }
-        let conn = self.options.connect().await?;
+        // Whatever stops a connection from opening (refused, closed midway
+        // by a server shutting down, which sqlx may read as a protocol
+        // error, a failed login) means no database for this request: a
+        // 503, not a 500. The cause stays in the log.
+        let conn = self.options.connect().await.map_err(|error| match error {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => error,
+            other => sqlx::Error::Io(std::io::Error::other(format!("connecting: {other}"))),
+        })?;
         let now = Instant::now();
         let failures = CONNECTION_FAILURES.load(Ordering::Relaxed);
         let slot =

@@ -231,6 +231,99 @@ impl Partition {
     }
 }
 
+/// A TCP proxy on loopback that can take the database away: while down,
+/// it closes every connection through it and every new one at once, as a
+/// stopped or restarting PostgreSQL does; then it lets them through again.
+struct Outage {
+    port: u16,
+    down: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Outage {
+    async fn to(target: String) -> Outage {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_down, opened) = (down.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    let _ = inbound.shutdown().await;
+                    continue;
+                }
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                let link = tokio::spawn(async move {
+                    let (mut inbound, mut outbound) = (inbound, outbound);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                opened.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Outage { port, down, open }
+    }
+
+    /// The database goes away: open connections are closed, new ones too.
+    fn down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for link in self.open.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// PostgreSQL unreachable: requests fail within 2 s with 503 `unavailable`
+/// (no internals in the body), /readyz says 503, and once the database is
+/// back the node serves again within 5 s, with no restart.
+#[tokio::test]
+async fn an_unreachable_database_answers_503_at_once_and_service_returns_by_itself() {
+    let db = crate::helpers::TestDb::create(Db::Postgres).await;
+    let (before, after) = db.url.split_once('@').unwrap();
+    let (target, name) = after.split_once('/').unwrap();
+    let outage = Outage::to(target.to_owned()).await;
+    let proxied = db.through(format!("{before}@127.0.0.1:{}/{name}", outage.port));
+    let app = crate::helpers::spawn_app_with(proxied, &[], &[]).await;
+    let mut passkey = app.authenticator();
+    app.register(&mut passkey, "outage").await;
+    let timed = |path: &'static str| {
+        let app = &app;
+        async move {
+            let started = Instant::now();
+            let answer = match path {
+                "/readyz" => app.get(path, None).await,
+                _ => app.login_start(Some("outage")).await,
+            };
+            (answer, started.elapsed())
+        }
+    };
+
+    outage.down();
+    for path in ["/readyz", "/v1/login/start", "/readyz"] {
+        let (answer, took) = timed(path).await;
+        assert!(took < Duration::from_secs(2), "{path} answered after {took:?}");
+        let body = assert_problem(answer, 503, "unavailable").await;
+        assert!(!body.to_string().contains(name), "{body}");
+    }
+
+    outage.up();
+    let back = Instant::now();
+    loop {
+        let (answer, _) = timed("/readyz").await;
+        if answer.status() == StatusCode::OK {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "not back after {:?}", back.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.login(&mut passkey, Some("outage")).await.status(), StatusCode::OK);
+}
+
 /// A database that stops answering without closing anything holds no
 /// request past `server.request_timeout`: the caller gets a 503
 /// problem+json with its request_id, and once new connections get
