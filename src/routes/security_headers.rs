@@ -54,8 +54,8 @@ impl SecurityHeaders {
         SecurityHeaders { hsts }
     }
 
-    fn apply(self, path: &str, headers: &mut HeaderMap) {
-        let policy = if path == "/pay.html" { PAY_PAGE_POLICY } else { PAGE_POLICY };
+    fn apply(self, path: Path, headers: &mut HeaderMap) {
+        let policy = if path == Path::PayPage { PAY_PAGE_POLICY } else { PAGE_POLICY };
         let fixed = [
             (header::CONTENT_SECURITY_POLICY, policy),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -68,7 +68,7 @@ impl SecurityHeaders {
         // Every API answer may hold a token, a code, a secret or personal
         // data, its errors included; the public documents (jwks.json,
         // openapi.json) live outside /v1 and keep their own caching.
-        if path == "/v1" || path.starts_with("/v1/") {
+        if path == Path::Api {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         if self.hsts {
@@ -87,12 +87,12 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let path = request.path().to_owned();
+    let path = Path::of(request.path());
     let response = service.call(request);
     async move {
         match response.await {
             Ok(mut response) => {
-                headers.apply(&path, response.headers_mut());
+                headers.apply(path, response.headers_mut());
                 Ok(response)
             }
             Err(error) => Err(WithHeaders { error, path, headers }.into()),
@@ -106,8 +106,29 @@ where
 #[derive(Debug)]
 struct WithHeaders {
     error: actix_web::Error,
-    path: String,
+    path: Path,
     headers: SecurityHeaders,
+}
+
+/// What the headers depend on in a request's path, decided before the
+/// request is handed on (no copy of the path is kept meanwhile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Api,
+    PayPage,
+    Other,
+}
+
+impl Path {
+    fn of(path: &str) -> Path {
+        if path == "/v1" || path.starts_with("/v1/") {
+            Path::Api
+        } else if path == "/pay.html" {
+            Path::PayPage
+        } else {
+            Path::Other
+        }
+    }
 }
 
 impl fmt::Display for WithHeaders {
@@ -123,7 +144,7 @@ impl ResponseError for WithHeaders {
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
         let mut response = self.error.error_response();
-        self.headers.apply(&self.path, response.headers_mut());
+        self.headers.apply(self.path, response.headers_mut());
         response
     }
 }
