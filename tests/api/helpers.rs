@@ -72,6 +72,20 @@ impl TestDb {
     pub fn through(&self, url: String) -> TestDb {
         TestDb { db: self.db, url, _dir: self._dir.clone() }
     }
+
+    /// A PostgreSQL database's server (`host:port`) and name.
+    pub fn server_and_name(&self) -> (String, String) {
+        let (_, after) = self.url.split_once('@').expect("a PostgreSQL URL");
+        let (server, name) = after.split_once('/').expect("a database name");
+        (server.to_owned(), name.to_owned())
+    }
+
+    /// The same PostgreSQL database reached through a proxy on a loopback port.
+    pub fn via_port(&self, port: u16) -> TestDb {
+        let (before, _) = self.url.split_once('@').expect("a PostgreSQL URL");
+        let (_, name) = self.server_and_name();
+        self.through(format!("{before}@127.0.0.1:{port}/{name}"))
+    }
 }
 
 /// Databases of earlier test processes that are no longer running.

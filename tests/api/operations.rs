@@ -284,10 +284,9 @@ impl Outage {
 #[tokio::test]
 async fn an_unreachable_database_answers_503_at_once_and_service_returns_by_itself() {
     let db = crate::helpers::TestDb::create(Db::Postgres).await;
-    let (before, after) = db.url.split_once('@').unwrap();
-    let (target, name) = after.split_once('/').unwrap();
-    let outage = Outage::to(target.to_owned()).await;
-    let proxied = db.through(format!("{before}@127.0.0.1:{}/{name}", outage.port));
+    let (server, name) = db.server_and_name();
+    let outage = Outage::to(server).await;
+    let proxied = db.via_port(outage.port);
     let app = crate::helpers::spawn_app_with(proxied, &[], &[]).await;
     let mut passkey = app.authenticator();
     app.register(&mut passkey, "outage").await;
@@ -308,7 +307,7 @@ async fn an_unreachable_database_answers_503_at_once_and_service_returns_by_itse
         let (answer, took) = timed(path).await;
         assert!(took < Duration::from_secs(2), "{path} answered after {took:?}");
         let body = assert_problem(answer, 503, "unavailable").await;
-        assert!(!body.to_string().contains(name), "{body}");
+        assert!(!body.to_string().contains(&name), "{body}");
     }
 
     outage.up();
@@ -331,10 +330,9 @@ async fn an_unreachable_database_answers_503_at_once_and_service_returns_by_itse
 #[tokio::test]
 async fn a_database_that_stops_answering_gets_a_503_at_the_deadline_and_the_node_recovers() {
     let db = crate::helpers::TestDb::create(Db::Postgres).await;
-    let (before, after) = db.url.split_once('@').unwrap();
-    let (target, name) = after.split_once('/').unwrap();
-    let partition = Partition::to(target.to_owned()).await;
-    let proxied = db.through(format!("{before}@127.0.0.1:{}/{name}", partition.port));
+    let (server, _) = db.server_and_name();
+    let partition = Partition::to(server).await;
+    let proxied = db.via_port(partition.port);
     let deadline = ("PASSGATE__SERVER__REQUEST_TIMEOUT_SECONDS", "1");
     let app = crate::helpers::spawn_app_with(proxied, &[], &[deadline]).await;
     // Without the deadline the node would not answer at all.
@@ -385,10 +383,9 @@ async fn a_database_that_stops_answering_gets_a_503_at_the_deadline_and_the_node
 async fn housekeeping_on_a_database_that_stops_answering_gives_up_at_its_limit() {
     use passgate::service::housekeeping::Round;
     let db = crate::helpers::TestDb::create(Db::Postgres).await;
-    let (before, after) = db.url.split_once('@').unwrap();
-    let (target, name) = after.split_once('/').unwrap();
-    let partition = Partition::to(target.to_owned()).await;
-    let proxied = db.through(format!("{before}@127.0.0.1:{}/{name}", partition.port));
+    let (server, _) = db.server_and_name();
+    let partition = Partition::to(server).await;
+    let proxied = db.via_port(partition.port);
     let app = crate::helpers::spawn_app_with(proxied, &[], &[]).await;
     let limit = Duration::from_secs(1);
     assert_eq!(app.core.housekeeping(limit).await, Round::Done);
