@@ -75,9 +75,9 @@ impl FromRequest for ClientInfo {
 
 /// A JSON request body. Unlike `web::Json`, a body that is not well-formed
 /// JSON is always 400 `bad_request`, whatever its fields would have held:
-/// the syntax is checked over the whole body before the fields are read
-/// (serde reads as it goes, and would report a wrong-typed field before
-/// the broken syntax after it). Well-formed JSON with wrong fields is 422
+/// when reading the fields fails on one that does not fit, the whole
+/// body's syntax is checked before answering 422 (serde reads as it goes,
+/// and would report a wrong-typed field before the broken syntax after it). Well-formed JSON with wrong fields is 422
 /// `validation_failed`; a body over `BODY_LIMIT` is 413; one that is not
 /// `application/json` is 415.
 pub struct Body<T>(pub T);
@@ -134,12 +134,21 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Body<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                return Err(ApiError::BadRequest(format!("malformed JSON: {error}")));
+            match serde_json::from_slice::<T>(&body) {
+                Ok(value) => Ok(Body(value)),
+                // A field that does not fit: a 422 only if the whole body
+                // is well-formed (checked only then, so a good body is
+                // parsed once).
+                Err(error) if error.is_data() => {
+                    match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                        Ok(_) => Err(ApiError::ValidationFailed(error.to_string())),
+                        Err(syntax) => {
+                            Err(ApiError::BadRequest(format!("malformed JSON: {syntax}")))
+                        }
+                    }
+                }
+                Err(error) => Err(ApiError::BadRequest(format!("malformed JSON: {error}"))),
             }
-            serde_json::from_slice::<T>(&body)
-                .map(Body)
-                .map_err(|error| ApiError::ValidationFailed(error.to_string()))
         })
     }
 }
