@@ -84,6 +84,30 @@ pub struct Problem {
     pub request_id: Option<String>,
 }
 
+/// Every `code` a problem may carry: the contract's list, plus
+/// `passkey_required` (docs/api-notes.md). /openapi.json gives it as the
+/// enum of `Problem.code`.
+pub const CODES: &[&str] = &[
+    "bad_request",
+    "validation_failed",
+    "unauthorized",
+    "forbidden",
+    "passkey_required",
+    "not_found",
+    "username_taken",
+    "invalid_credentials",
+    "ceremony_not_found",
+    "webauthn_failed",
+    "mfa_required",
+    "invalid_code",
+    "account_locked",
+    "rate_limited",
+    "payload_too_large",
+    "method_not_allowed",
+    "unavailable",
+    "internal",
+];
+
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
@@ -260,5 +284,75 @@ impl From<StoreError> for ApiError {
             }
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant. The match below has no wildcard, so a new
+    /// variant does not compile until it is added here too.
+    fn one_of_each() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::BadRequest(String::new()),
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::ValidationFailed(String::new()),
+            ApiError::Unauthorized,
+            ApiError::Forbidden(String::new()),
+            ApiError::PasskeyRequired(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::UsernameTaken,
+            ApiError::InvalidCredentials,
+            ApiError::CeremonyNotFound,
+            ApiError::WebauthnFailed(String::new()),
+            ApiError::RateLimited { retry_after_secs: 1 },
+            ApiError::AccountLocked { retry_after_secs: 1 },
+            ApiError::AccountDisabled,
+            ApiError::FallbackLocked,
+            ApiError::MfaRequired(String::new()),
+            ApiError::InvalidCode,
+            ApiError::InvalidSetupCode,
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::MethodNotAllowed,
+            ApiError::Unavailable,
+            ApiError::Internal(anyhow::anyhow!("cause")),
+        ];
+        for error in &all {
+            match error {
+                ApiError::BadRequest(_)
+                | ApiError::UnsupportedMediaType(_)
+                | ApiError::ValidationFailed(_)
+                | ApiError::Unauthorized
+                | ApiError::Forbidden(_)
+                | ApiError::PasskeyRequired(_)
+                | ApiError::NotFound(_)
+                | ApiError::UsernameTaken
+                | ApiError::InvalidCredentials
+                | ApiError::CeremonyNotFound
+                | ApiError::WebauthnFailed(_)
+                | ApiError::RateLimited { .. }
+                | ApiError::AccountLocked { .. }
+                | ApiError::AccountDisabled
+                | ApiError::FallbackLocked
+                | ApiError::MfaRequired(_)
+                | ApiError::InvalidCode
+                | ApiError::InvalidSetupCode
+                | ApiError::PayloadTooLarge { .. }
+                | ApiError::MethodNotAllowed
+                | ApiError::Unavailable
+                | ApiError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_published_codes_are_exactly_the_codes_errors_carry() {
+        let used: std::collections::BTreeSet<&str> =
+            one_of_each().iter().map(|e| e.code()).collect();
+        let published: std::collections::BTreeSet<&str> = CODES.iter().copied().collect();
+        assert_eq!(used, published);
+        assert_eq!(published.len(), CODES.len(), "a code is listed twice");
     }
 }

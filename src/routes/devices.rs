@@ -8,6 +8,9 @@ use utoipa::ToSchema;
 use webauthn_rs::prelude::RegisterPublicKeyCredential;
 
 use super::extract::{Bearer, Body};
+use super::schemas::{
+    CodeText, LabelText, RegistrationResponseJson, RegistrationStarted, UsernameText,
+};
 use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, SessionId, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -20,24 +23,24 @@ pub struct BindFinishBody {
     #[schema(value_type = String)]
     ceremony_id: CeremonyId,
     /// `PublicKeyCredential.toJSON()` of the new credential.
-    #[schema(value_type = Object)]
+    #[schema(value_type = RegistrationResponseJson)]
     credential: RegisterPublicKeyCredential,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<LabelText>)]
     device_name: Option<DeviceName>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct RenameBody {
-    #[schema(value_type = String, example = "Work laptop")]
+    #[schema(value_type = LabelText)]
     name: DeviceName,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct EnrolStartBody {
-    #[schema(value_type = String)]
+    #[schema(value_type = UsernameText)]
     username: Username,
     /// The enrolment code from the mail (`xxxxx-xxxxx`).
-    #[schema(value_type = String)]
+    #[schema(value_type = CodeText)]
     code: OneTimeCode,
 }
 
@@ -52,7 +55,7 @@ pub async fn devices_get(core: web::Data<Core>, bearer: Bearer) -> Result<web::J
 
 #[utoipa::path(post, path = "/v1/me/devices/start", tag = "me", security(("bearer" = [])),
     responses(
-        (status = 200, body = CeremonyStarted),
+        (status = 200, body = RegistrationStarted),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "passkey_required: an account with a passkey binds another only from a passkey sign-in within mfa.fresh_auth_seconds; forbidden: an account without one needs a sign-in that recent", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -148,7 +151,7 @@ pub async fn session_delete(
 #[utoipa::path(post, path = "/v1/enrol/start", tag = "passkeys",
     request_body = EnrolStartBody,
     responses(
-        (status = 200, body = CeremonyStarted),
+        (status = 200, body = RegistrationStarted),
         (status = 401, description = "invalid_code: unknown user, or a wrong, expired or used enrolment code", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
     ))]

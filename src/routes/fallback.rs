@@ -5,6 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::Body;
+use super::schemas::{CodeText, TokenText, UsernameText};
 use crate::domain::{MfaToken, OneTimeCode, Password, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -13,7 +14,7 @@ use crate::service::tokens::{ClientInfo, TokenSet};
 
 #[derive(Deserialize, ToSchema)]
 pub struct PasswordLoginBody {
-    #[schema(value_type = String, example = "alice")]
+    #[schema(value_type = UsernameText)]
     username: Username,
     #[schema(value_type = String, format = Password)]
     password: Password,
@@ -21,16 +22,16 @@ pub struct PasswordLoginBody {
 
 #[derive(Deserialize, ToSchema)]
 pub struct MfaTokenBody {
-    #[schema(value_type = String)]
+    #[schema(value_type = TokenText)]
     mfa_token: MfaToken,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct MfaCodeBody {
-    #[schema(value_type = String)]
+    #[schema(value_type = TokenText)]
     mfa_token: MfaToken,
     /// Six digits, or (at /v1/login/mfa/totp) a recovery code.
-    #[schema(value_type = String, example = "123456")]
+    #[schema(value_type = CodeText)]
     code: OneTimeCode,
 }
 

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{Bearer, Body};
+use super::schemas::CodeText;
 use crate::domain::{EmailAddress, OneTimeCode, Password};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -41,7 +42,7 @@ pub struct EmailBody {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CodeBody {
-    #[schema(value_type = String, example = "123456")]
+    #[schema(value_type = CodeText)]
     code: OneTimeCode,
 }
 

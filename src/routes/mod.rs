@@ -7,70 +7,17 @@ mod devices;
 pub mod extract;
 mod fallback;
 mod me;
+mod openapi;
 mod operations;
 mod passkeys;
+mod schemas;
 pub mod security_headers;
 mod stepup;
 mod tokens;
 
 use actix_web::web;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
 
-use crate::error::Problem;
-use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
-use crate::service::devices::{Device, Session};
-use crate::service::fallback::{CodeSent, MfaChallenge};
-use crate::service::passkey::CeremonyStarted;
-use crate::service::profile::Profile;
-use crate::service::stepup::Authorization;
-use crate::service::tokens::TokenSet;
-use crate::service::totp::{RecoveryCodes, TotpEnrolment};
-use crate::store::AuditRow;
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "passgate", description = "FIDO2/WebAuthn passwordless authentication server. Errors are RFC 9457 application/problem+json with a stable `code`; every response carries `x-request-id`."),
-    paths(
-        passkeys::register_start, passkeys::register_finish,
-        passkeys::login_start, passkeys::login_finish,
-        tokens::token_refresh, tokens::logout,
-        fallback::login_password, fallback::login_totp,
-        fallback::login_email_send, fallback::login_email_verify,
-        me::me_get, me::password_put, me::email_post, me::email_verify,
-        me::totp_start, me::totp_finish, me::totp_delete, me::recovery_codes_post,
-        devices::devices_get, devices::devices_start, devices::devices_finish,
-        devices::device_patch, devices::device_delete, devices::sessions_get,
-        devices::session_delete, devices::enrol_start, devices::enrol_finish,
-        admin::users_get, admin::user_get, admin::reset_devices, admin::device_delete,
-        admin::lock, admin::unlock, admin::roles_put, admin::audit_get,
-        stepup::stepup_start, stepup::stepup_finish,
-        operations::healthz, operations::readyz, operations::metrics, operations::jwks,
-        operations::openapi, operations::asset_links, operations::apple_app_site_association,
-        operations::related_origins,
-    ),
-    components(schemas(
-        Problem, CeremonyStarted, TokenSet, Profile, Authorization, MfaChallenge, CodeSent,
-        TotpEnrolment, RecoveryCodes, Device, Session, UserPage, UserSummary, UserDetail,
-        ResetOutcome, AuditRow,
-    )),
-    modifiers(&BearerScheme),
-)]
-pub struct ApiDoc;
-
-struct BearerScheme;
-
-impl Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
-            ),
-        );
-    }
-}
+pub use openapi::ApiDoc;
 
 /// Every API route; a method the route does not take answers 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -2,7 +2,6 @@
 //! description.
 
 use actix_web::{HttpResponse, web};
-use utoipa::OpenApi;
 
 use crate::error::{ApiError, Problem, Result};
 use crate::service::Core;
@@ -80,7 +79,7 @@ pub async fn related_origins(core: web::Data<Core>) -> Result<HttpResponse> {
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "this document")))]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::ApiDoc::openapi())
+    HttpResponse::Ok().content_type("application/json").body(super::ApiDoc::json())
 }
 
 /// The JWKS `Cache-Control`, from the time a new key waits before signing.

@@ -6,6 +6,10 @@ use utoipa::ToSchema;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::extract::Body;
+use super::schemas::{
+    AssertionStarted, AuthenticationResponseJson, LabelText, RegistrationResponseJson,
+    RegistrationStarted, UsernameText,
+};
 use crate::domain::{CeremonyId, DeviceName, DisplayName, EmailAddress, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -14,9 +18,9 @@ use crate::service::tokens::{ClientInfo, TokenSet};
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterStartBody {
-    #[schema(value_type = String, example = "alice")]
+    #[schema(value_type = UsernameText)]
     username: Username,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<LabelText>)]
     display_name: Option<DisplayName>,
     #[schema(value_type = Option<String>)]
     email: Option<EmailAddress>,
@@ -28,16 +32,16 @@ pub struct RegisterFinishBody {
     ceremony_id: CeremonyId,
     /// `PublicKeyCredential.toJSON()` of the new credential
     /// (`RegistrationResponseJSON`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = RegistrationResponseJson)]
     credential: RegisterPublicKeyCredential,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<LabelText>)]
     device_name: Option<DeviceName>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginStartBody {
     /// Omit for a discoverable (username-less) sign-in.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<UsernameText>)]
     username: Option<Username>,
 }
 
@@ -47,14 +51,14 @@ pub struct LoginFinishBody {
     ceremony_id: CeremonyId,
     /// `PublicKeyCredential.toJSON()` of the assertion
     /// (`AuthenticationResponseJSON`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = AuthenticationResponseJson)]
     credential: PublicKeyCredential,
 }
 
 #[utoipa::path(post, path = "/v1/register/start", tag = "passkeys",
     request_body = RegisterStartBody,
     responses(
-        (status = 200, body = CeremonyStarted),
+        (status = 200, body = RegistrationStarted),
         (status = 409, description = "username_taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited: too many registrations from this client address (Retry-After)", body = Problem, content_type = "application/problem+json"),
@@ -103,7 +107,7 @@ pub async fn register_finish(
 #[utoipa::path(post, path = "/v1/login/start", tag = "passkeys",
     request_body = LoginStartBody,
     responses(
-        (status = 200, body = CeremonyStarted),
+        (status = 200, body = AssertionStarted),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login_start(

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::extract::{Bearer, Body};
+use super::schemas::{AssertionStarted, AuthenticationResponseJson, TransactionJson};
 use crate::domain::{CeremonyId, Transaction};
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -15,7 +16,7 @@ use crate::service::stepup::Authorization;
 #[derive(Deserialize, ToSchema)]
 pub struct StepupStartBody {
     /// `{"amount": "12.50", "currency": "EUR", "payee": "...", "reference"?}`
-    #[schema(value_type = Object)]
+    #[schema(value_type = TransactionJson)]
     transaction: Transaction,
 }
 
@@ -24,11 +25,11 @@ pub struct StepupFinishBody {
     #[schema(value_type = String)]
     ceremony_id: CeremonyId,
     /// `PublicKeyCredential.toJSON()` of the assertion.
-    #[schema(value_type = Object)]
+    #[schema(value_type = AuthenticationResponseJson)]
     credential: PublicKeyCredential,
     /// Optional: the transaction the client showed the user; refused when
     /// it differs from the one the ceremony was started for.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<TransactionJson>)]
     transaction: Option<Transaction>,
 }
 
@@ -36,7 +37,7 @@ pub struct StepupFinishBody {
     security(("bearer" = [])),
     request_body = StepupStartBody,
     responses(
-        (status = 200, description = "the challenge is 16 random bytes followed by the SHA-256 of the canonical transaction", body = CeremonyStarted),
+        (status = 200, description = "the challenge is 16 random bytes followed by the SHA-256 of the canonical transaction", body = AssertionStarted),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: no passkey that may approve payments", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::Body;
+use super::schemas::TokenText;
 use crate::domain::OpaqueToken;
 use crate::error::{Problem, Result};
 use crate::service::Core;
@@ -12,7 +13,7 @@ use crate::service::tokens::TokenSet;
 
 #[derive(Deserialize, ToSchema)]
 pub struct RefreshBody {
-    #[schema(value_type = String)]
+    #[schema(value_type = TokenText)]
     refresh_token: OpaqueToken,
 }
 

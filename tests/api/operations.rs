@@ -113,6 +113,66 @@ async fn openapi_describes_every_contract_endpoint_and_each_one_exists(db: Db) {
     }
 }
 
+/// The published WebAuthn schemas hold what really passes: the options a
+/// registration and a sign-in start with, and the credentials an
+/// authenticator answers with, have every member the schemas require; and
+/// each ceremony's start links to its finish with the ceremony_id (the
+/// fuzzer in tests/fuzz follows these links to reach the verifier).
+#[tokio::test]
+async fn the_webauthn_schemas_describe_real_ceremonies_and_link_start_to_finish() {
+    let app = spawn_app(Db::Sqlite).await;
+    let spec: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let schema = |name: &str| &spec["components"]["schemas"][name];
+    let mut authenticator = crate::authenticator::SoftAuthenticator::new(&app.origin);
+
+    let (ceremony_id, options) = app.started_registration("schema-user").await;
+    assert_eq!(missing(&spec, schema("PublicKeyCredentialCreationOptionsJSON"), &options), [""; 0]);
+    let credential = authenticator.register(&options);
+    assert_eq!(missing(&spec, schema("RegistrationResponseJSON"), &credential), [""; 0]);
+    assert_eq!(app.register_finish(&ceremony_id, &credential).await.status(), StatusCode::CREATED);
+
+    let (_, options) = app.started_login(Some("schema-user")).await;
+    assert_eq!(missing(&spec, schema("PublicKeyCredentialRequestOptionsJSON"), &options), [""; 0]);
+    let assertion = authenticator.login(&options);
+    assert_eq!(missing(&spec, schema("AuthenticationResponseJSON"), &assertion), [""; 0]);
+
+    for (start, finish) in [
+        ("/v1/register/start", "register_finish"),
+        ("/v1/login/start", "login_finish"),
+        ("/v1/me/devices/start", "devices_finish"),
+        ("/v1/enrol/start", "enrol_finish"),
+        ("/v1/stepup/start", "stepup_finish"),
+    ] {
+        let link = &spec["paths"][start]["post"]["responses"]["200"]["links"][finish];
+        assert_eq!(link["operationId"], finish, "{start}");
+        assert_eq!(link["requestBody"]["ceremony_id"], "$response.body#/ceremony_id", "{start}");
+    }
+}
+
+/// The members `schema` requires that `value` lacks, at any depth, as
+/// JSON pointers (following `$ref`s into the document's components).
+fn missing(spec: &Value, schema: &Value, value: &Value) -> Vec<String> {
+    let schema = match schema["$ref"].as_str() {
+        Some(reference) => spec.pointer(&reference[1..]).expect("a $ref into the document"),
+        None => schema,
+    };
+    let mut gaps = Vec::new();
+    for name in schema["required"].as_array().into_iter().flatten() {
+        let name = name.as_str().unwrap();
+        if value.get(name).is_none() {
+            gaps.push(format!("/{name}"));
+        }
+    }
+    for (name, member) in schema["properties"].as_object().into_iter().flatten() {
+        if let Some(inner) = value.get(name).filter(|v| v.is_object()) {
+            gaps.extend(
+                missing(spec, member, inner).into_iter().map(|gap| format!("/{name}{gap}")),
+            );
+        }
+    }
+    gaps
+}
+
 /// The route table is `routes::configure`; every resource and method it
 /// registers must be in /openapi.json, so nothing is served undocumented.
 /// Read from the source, since actix does not list its routes.
