@@ -28,7 +28,7 @@ pub enum StoreError {
     #[error("unique constraint violated: {0}")]
     Conflict(String),
     #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] anyhow::Error),
     #[error("database error")]
     Other(#[source] anyhow::Error),
 }
@@ -48,13 +48,21 @@ impl From<sqlx::Error> for StoreError {
                     .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
             {
                 pg_pool::connection_failed();
-                StoreError::Unavailable(error)
+                StoreError::Unavailable(error.into())
+            }
+            sqlx::Error::Database(ref db) if refuses_writes(db.as_ref()) => {
+                if db.code().as_deref() == Some(PG_READ_ONLY_TRANSACTION) {
+                    pg_pool::read_only_refused();
+                }
+                StoreError::Unavailable(error.into())
             }
             sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
                 pg_pool::connection_failed();
-                StoreError::Unavailable(error)
+                StoreError::Unavailable(error.into())
             }
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable(error),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(error.into())
+            }
             // The connection and the server disagree on where they are.
             sqlx::Error::Protocol(_) => {
                 pg_pool::connection_failed();
@@ -63,6 +71,37 @@ impl From<sqlx::Error> for StoreError {
             other => StoreError::Other(anyhow::Error::new(other)),
         }
     }
+}
+
+/// PostgreSQL's read_only_sql_transaction: a hot standby, or
+/// `default_transaction_read_only`.
+const PG_READ_ONLY_TRANSACTION: &str = "25006";
+
+/// SQLite's primary result codes for a file it cannot write now: read-only,
+/// an I/O error (EROFS comes back as one), full, or unable to open the log.
+const SQLITE_CANNOT_WRITE: [i32; 4] = [8, 10, 13, 14];
+
+/// The database cannot take writes for now, whatever the request: its disk
+/// is full or read-only, or it ran out of some resource. The same request
+/// may well succeed later, so it is a 503; the cause is logged.
+pub(crate) fn refuses_writes(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else { return false };
+    if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+        return pg_refuses_writes(&code);
+    }
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && code.parse().is_ok_and(sqlite_refuses_writes)
+}
+
+/// Read-only, or class 53, insufficient resources: disk_full,
+/// out_of_memory, too_many_connections and the like.
+fn pg_refuses_writes(sqlstate: &str) -> bool {
+    sqlstate == PG_READ_ONLY_TRANSACTION || sqlstate.starts_with("53")
+}
+
+/// SQLite gives its extended result code; the primary is its low byte.
+fn sqlite_refuses_writes(code: i32) -> bool {
+    SQLITE_CANNOT_WRITE.contains(&(code & 0xff))
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -643,3 +682,26 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Stor
 }
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_short_of_room_or_read_only_is_unavailable_and_a_refused_row_is_not() {
+        for sqlstate in ["25006", "53000", "53100", "53200", "53300", "53400"] {
+            assert!(pg_refuses_writes(sqlstate), "{sqlstate}");
+        }
+        for sqlstate in ["23505", "23503", "40001", "42601", "25P02", "P0001"] {
+            assert!(!pg_refuses_writes(sqlstate), "{sqlstate}");
+        }
+        // FULL, IOERR_WRITE, IOERR_FSYNC, READONLY, READONLY_DBMOVED, CANTOPEN
+        for code in [13, 778, 1034, 8, 1032, 14] {
+            assert!(sqlite_refuses_writes(code), "{code}");
+        }
+        // CONSTRAINT_UNIQUE, CONSTRAINT_FOREIGNKEY, CORRUPT, ERROR, BUSY
+        for code in [2067, 787, 11, 1, 5] {
+            assert!(!sqlite_refuses_writes(code), "{code}");
+        }
+    }
+}

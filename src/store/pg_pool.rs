@@ -57,6 +57,20 @@ pub(crate) fn connection_failed() {
     CONNECTION_FAILURES.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Counts writes refused as read-only (SQLSTATE 25006), in any store of
+/// the process; a connection opened before the latest is replaced instead
+/// of lent. A session keeps the read-only default it began with, and one
+/// opened to a server that has since become a standby stays on it: kept,
+/// such connections would refuse writes until `MAX_LIFETIME`, long after
+/// the database took writes again (behind a failover's new address, or
+/// with the setting turned off).
+static READ_ONLY_REFUSALS: AtomicU64 = AtomicU64::new(0);
+
+/// Called when PostgreSQL refused a write as read-only.
+pub(crate) fn read_only_refused() {
+    READ_ONLY_REFUSALS.fetch_add(1, Ordering::Relaxed);
+}
+
 pub(crate) struct PgConnections {
     options: PgConnectOptions,
     /// One permit per connection that may be open.
@@ -77,6 +91,8 @@ struct Held {
     since: Instant,
     /// `CONNECTION_FAILURES` when it was last known good.
     failures: u64,
+    /// `READ_ONLY_REFUSALS` when it was opened.
+    refusals: u64,
 }
 
 impl PgConnections {
@@ -109,7 +125,8 @@ impl PgConnections {
             // Given back a moment ago: its lease may not have let go yet.
             let mut held = slot.lock_owned().await;
             let failures = CONNECTION_FAILURES.load(Ordering::Relaxed);
-            if held.opened.elapsed() >= MAX_LIFETIME {
+            let refusals = READ_ONLY_REFUSALS.load(Ordering::Relaxed);
+            if held.opened.elapsed() >= MAX_LIFETIME || held.refusals != refusals {
                 let slot = OwnedMutexGuard::mutex(&held).clone();
                 drop(held);
                 if let Some(old) = Arc::into_inner(slot) {
@@ -138,8 +155,9 @@ impl PgConnections {
         })?;
         let now = Instant::now();
         let failures = CONNECTION_FAILURES.load(Ordering::Relaxed);
-        let slot =
-            Arc::new(tokio::sync::Mutex::new(Held { conn, opened: now, since: now, failures }));
+        let refusals = READ_ONLY_REFUSALS.load(Ordering::Relaxed);
+        let held = Held { conn, opened: now, since: now, failures, refusals };
+        let slot = Arc::new(tokio::sync::Mutex::new(held));
         Ok(PgLease { held: slot.lock_owned().await, pool: self.clone(), permit: Some(permit) })
     }
 

@@ -135,8 +135,21 @@ impl PgStore {
         self.pool.state()
     }
 
+    /// Readiness: the database answers, and takes writes. A hot standby,
+    /// or `default_transaction_read_only`, answers every read and refuses
+    /// every write, a sign-in's included.
     async fn ping_db(&self) -> StoreResult<()> {
-        sqlx::query("select 1").execute(&mut *self.db().await?).await?;
+        let read_only: String =
+            sqlx::query_scalar("select current_setting('transaction_read_only')")
+                .fetch_one(&mut *self.db().await?)
+                .await?;
+        if read_only == "on" {
+            // Its connections are replaced, so that the node sees the
+            // database take writes again without a restart.
+            super::pg_pool::read_only_refused();
+            let cause = anyhow::anyhow!("PostgreSQL takes no writes: transaction_read_only is on");
+            return Err(StoreError::Unavailable(cause));
+        }
         Ok(())
     }
 

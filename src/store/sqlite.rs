@@ -2,6 +2,7 @@
 //! against a killed process (WAL with synchronous=NORMAL survives SIGKILL;
 //! only power loss can drop the last commits).
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -53,6 +54,9 @@ pub struct SqliteStore {
     held: Arc<Mutex<Held>>,
     /// Tasks waiting for the connection.
     waiting: Arc<AtomicUsize>,
+    /// The database file, whose file system readiness looks at.
+    path: PathBuf,
+    file: Option<DatabaseFile>,
 }
 
 impl SqliteStore {
@@ -104,10 +108,11 @@ impl SqliteStore {
         drop_plan_samples(&mut conn).await?;
         let copier = options.connect().await.context("SQLite checkpoint connection")?;
         let file = DatabaseFile::open(options.get_filename());
+        let path = options.get_filename().to_owned();
         let held = Held { conn, group: None, groups: 0, in_flight: InFlight::Nothing, options };
         let held = Arc::new(Mutex::new(held));
         tokio::spawn(checkpoints(Arc::downgrade(&held), copier, file));
-        Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)) })
+        Ok(SqliteStore { held, waiting: Arc::new(AtomicUsize::new(0)), path, file })
     }
 }
 
@@ -210,8 +215,9 @@ async fn restart_log(
     }
     let mut held = held.lock().await;
     held.recover().await;
-    // An open group would hold its pages back from the copy.
-    held.commit().await;
+    // An open group would hold its pages back from the copy. Its writers
+    // are told how it went.
+    let _ = held.commit().await;
     Ok(checkpoint(copier).await?.0)
 }
 
@@ -248,44 +254,65 @@ enum InFlight {
 /// An open transaction holding answered-to-be writes.
 struct Group {
     id: u64,
-    /// Some(true) once committed, Some(false) once rolled back; a dropped
-    /// sender also means rolled back.
-    done: watch::Sender<Option<bool>>,
+    /// Some once committed or rolled back; a dropped sender also means
+    /// rolled back.
+    done: watch::Sender<Option<Result<(), Lost>>>,
     committer: bool,
 }
 
+/// Why a group of writes was rolled back, which its writers answer with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Lost {
+    /// The file could not take it (full, read-only, failing): every writer
+    /// of the group gets a 503, as a write of its own would have.
+    Unavailable,
+    /// Anything else: a caller that went away midway, an unknown error.
+    Other,
+}
+
+impl Lost {
+    fn by(error: &sqlx::Error) -> Lost {
+        match error {
+            sqlx::Error::Database(db) if super::refuses_writes(db.as_ref()) => Lost::Unavailable,
+            sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => Lost::Unavailable,
+            _ => Lost::Other,
+        }
+    }
+}
+
 impl Held {
-    /// Commits the open group, if any, and tells its writers. False if it
-    /// had to be rolled back. Callers that may be cancelled go through
+    /// Commits the open group, if any, and tells its writers; why not, if
+    /// it had to be rolled back. Callers that may be cancelled go through
     /// `commit_apart`.
-    async fn commit(&mut self) -> bool {
-        let Some(id) = self.group.as_ref().map(|group| group.id) else { return true };
+    async fn commit(&mut self) -> Result<(), Lost> {
+        let Some(id) = self.group.as_ref().map(|group| group.id) else { return Ok(()) };
         self.in_flight = InFlight::Ending;
         let committed = sqlx::query("commit").execute(&mut self.conn).await;
         self.in_flight = InFlight::Nothing;
         match committed {
             Ok(_) => {
                 if let Some(group) = self.group.take() {
-                    group.done.send_replace(Some(true));
+                    group.done.send_replace(Some(Ok(())));
                 }
-                true
+                Ok(())
             }
             Err(error) => {
                 tracing::error!(%error, group = id, "a group of writes could not be committed");
-                self.abandon().await;
-                false
+                let lost = Lost::by(&error);
+                self.abandon(lost).await;
+                Err(lost)
             }
         }
     }
 
     /// Rolls back whatever transaction is open (none is fine) and tells the
-    /// open group's writers that nothing of theirs was kept.
-    async fn abandon(&mut self) {
+    /// open group's writers that nothing of theirs was kept, and why.
+    async fn abandon(&mut self, why: Lost) {
         self.in_flight = InFlight::Ending;
         let rolled_back = sqlx::query("rollback").execute(&mut self.conn).await;
         self.in_flight = InFlight::Nothing;
         if let Some(group) = self.group.take() {
-            group.done.send_replace(Some(false));
+            group.done.send_replace(Some(Err(why)));
         }
         if let Err(error) = rolled_back
             && !says(&error, "no transaction is active")
@@ -307,6 +334,29 @@ impl Held {
         Ok(())
     }
 
+    /// sqlx counts the transactions it began on the connection. Once the
+    /// connection is let go of, none of them can be open; if sqlx still
+    /// counts one after the rollback a dropped transaction queued has run,
+    /// SQLite ended it without sqlx: a COMMIT refused for a full or
+    /// read-only disk rolls back by itself, and the ROLLBACK sqlx then
+    /// sends fails. Counting on, sqlx would begin the next transaction as
+    /// a savepoint, and take a refused one back with ROLLBACK TO, which
+    /// leaves a transaction open: every write after it would run inside
+    /// it, be answered, and never be committed. A fresh connection counts
+    /// from nought; without one, nothing is written.
+    async fn forget_ended_transaction(&mut self) -> StoreResult<()> {
+        if !sqlx::Connection::is_in_transaction(&self.conn) {
+            return Ok(());
+        }
+        // Queued commands run in order: after this, the rollback has run.
+        let answered = sqlx::query("select 1").execute(&mut self.conn).await;
+        if answered.is_err() || sqlx::Connection::is_in_transaction(&self.conn) {
+            tracing::warn!("sqlx counts a transaction that SQLite ended; opening the file again");
+            self.reopen().await?;
+        }
+        Ok(())
+    }
+
     /// Sets straight what a caller that went away midway left: a write
     /// that joined a group is taken back to its savepoint, or, being one
     /// statement, ran whole or not at all, so the rest of the group stays;
@@ -323,10 +373,10 @@ impl Held {
                     // Undone, or already released: the write had finished.
                     Ok(_) => {}
                     Err(error) if says(&error, "no such savepoint") => {}
-                    Err(_) => self.abandon().await,
+                    Err(_) => self.abandon(Lost::Other).await,
                 }
             }
-            InFlight::Write(..) | InFlight::Ending => self.abandon().await,
+            InFlight::Write(..) | InFlight::Ending => self.abandon(Lost::Other).await,
         }
     }
 }
@@ -339,9 +389,11 @@ fn says(error: &sqlx::Error, message: &str) -> bool {
 /// Commits the open group in a task of its own: a caller cancelled midway
 /// would otherwise leave the commit's outcome unknown, and its writers
 /// told the wrong one.
-async fn commit_apart(held: OwnedMutexGuard<Held>) -> StoreResult<(OwnedMutexGuard<Held>, bool)> {
+async fn commit_apart(
+    held: OwnedMutexGuard<Held>,
+) -> StoreResult<(OwnedMutexGuard<Held>, Result<(), Lost>)> {
     if held.group.is_none() {
-        return Ok((held, true));
+        return Ok((held, Ok(())));
     }
     let committing = tokio::spawn(async move {
         let mut held = held;
@@ -440,7 +492,7 @@ async fn settle<T>(
             let refused = matches!(&error, sqlx::Error::Database(db)
                 if db.kind() != sqlx::error::ErrorKind::Other);
             match held.in_flight {
-                InFlight::Write(Way::Join, _) if !refused => held.abandon().await,
+                InFlight::Write(Way::Join, _) if !refused => held.abandon(Lost::by(&error)).await,
                 _ => held.recover().await,
             }
             return Err(error.into());
@@ -453,10 +505,10 @@ async fn settle<T>(
     if store.waiting.load(Ordering::Acquire) == 0 {
         // Nobody left to join: commit now rather than hand over.
         let (_, committed) = commit_apart(held).await?;
-        return if committed { Ok(value) } else { Err(group_lost()) };
+        return committed.map(|()| value).map_err(group_lost);
     }
     let Some(group) = held.group.as_mut() else {
-        return Err(group_lost());
+        return Err(group_lost(Lost::Other));
     };
     let mut done = group.done.subscribe();
     if !group.committer {
@@ -465,8 +517,9 @@ async fn settle<T>(
     }
     drop(held);
     match done.wait_for(Option::is_some).await.map(|done| *done) {
-        Ok(Some(true)) => Ok(value),
-        _ => Err(group_lost()),
+        Ok(Some(Ok(()))) => Ok(value),
+        Ok(Some(Err(lost))) => Err(group_lost(lost)),
+        _ => Err(group_lost(Lost::Other)),
     }
 }
 
@@ -486,8 +539,12 @@ impl Drop for Tidy {
     }
 }
 
-fn group_lost() -> StoreError {
-    StoreError::Other(anyhow::anyhow!("a group of writes was rolled back; see the log before this"))
+fn group_lost(why: Lost) -> StoreError {
+    let lost = anyhow::anyhow!("a group of writes was rolled back; see the log before this");
+    match why {
+        Lost::Unavailable => StoreError::Unavailable(lost),
+        Lost::Other => StoreError::Other(lost),
+    }
 }
 
 /// Queues for the connection behind the requests waiting now, which may
@@ -501,7 +558,8 @@ async fn commit_later(held: Arc<Mutex<Held>>, waiting: Arc<AtomicUsize>, id: u64
     };
     held.recover().await;
     if held.group.as_ref().is_some_and(|group| group.id == id) {
-        held.commit().await;
+        // Its writers are told how it went.
+        let _ = held.commit().await;
     }
 }
 
@@ -534,6 +592,7 @@ impl SqliteStore {
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
         };
         held.recover().await;
+        held.forget_ended_transaction().await?;
         Ok(held)
     }
 
@@ -573,12 +632,27 @@ impl SqliteStore {
         Ok(WriteTurn { held, way, store: self, tidy })
     }
 
-    /// Readiness. A pool would replace a connection whose thread has
-    /// gone (sqlx-sqlite stops it after a panic, or when a cancelled
+    /// Readiness: the connection answers, and the file system takes
+    /// writes (a full or read-only disk lets reads, and some writes, go
+    /// on, but not sign-ins for long).
+    async fn ping_db(&self) -> StoreResult<()> {
+        self.ping_connection().await?;
+        let unavailable = |error: std::io::Error| StoreError::Unavailable(error.into());
+        sqlite_file::takes_writes(&self.path).map_err(unavailable)?;
+        // A file system that the kernel made read-only after an error may
+        // still say it is writable (ext4 since Linux 6.x); a flush asks it.
+        match self.file {
+            Some(file) => file.flush().await.map_err(unavailable),
+            None => Ok(()),
+        }
+    }
+
+    /// A pool would replace a connection whose thread has gone
+    /// (sqlx-sqlite stops it after a panic, or when a cancelled
     /// transaction cannot be rolled back); with one connection and no
     /// pool, the readiness probe does: it opens the file again, so the
     /// node answers 503 only until the next probe.
-    async fn ping_db(&self) -> StoreResult<()> {
+    async fn ping_connection(&self) -> StoreResult<()> {
         let (mut held, _) = commit_apart(self.lock().await?).await?;
         match sqlx::query("select 1").execute(&mut held.conn).await {
             Err(sqlx::Error::WorkerCrashed | sqlx::Error::Io(_)) => {

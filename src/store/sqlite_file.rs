@@ -20,6 +20,7 @@
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
@@ -100,6 +101,41 @@ pub(super) fn make_private(path: &Path) {
             tracing::warn!(file = %file.display(), %error, "cannot make the database file private (mode 0600)");
         }
     }
+}
+
+/// The least free space on the database's file system for the node to
+/// say it is ready: far more than one sign-in writes, far less than any
+/// disk worth running on.
+const LEAST_ROOM: u64 = 1 << 20;
+
+/// Whether the file system holding the database takes writes now: not
+/// read-only, and not full. SQLite finds out only when a write needs more
+/// room than its files already have: until then reads, and some writes,
+/// still go through.
+pub(super) fn takes_writes(path: &Path) -> io::Result<()> {
+    if is_in_memory(path) {
+        return Ok(());
+    }
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `name` is NUL-terminated, and statvfs fills `stat` when it
+    // returns 0.
+    let stat = unsafe {
+        if libc::statvfs(name.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    if stat.f_flag & libc::ST_RDONLY != 0 {
+        let message = "the database's file system is read-only";
+        return Err(io::Error::new(io::ErrorKind::ReadOnlyFilesystem, message));
+    }
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < LEAST_ROOM {
+        let message = format!("the database's file system is full: {free} bytes free");
+        return Err(io::Error::new(io::ErrorKind::StorageFull, message));
+    }
+    Ok(())
 }
 
 fn is_in_memory(path: &Path) -> bool {

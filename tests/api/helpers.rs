@@ -64,6 +64,12 @@ impl TestDb {
         }
     }
 
+    /// A SQLite file at `path`, in a folder the caller looks after (a
+    /// small file system of a fault test's own).
+    pub fn sqlite_at(path: &std::path::Path) -> TestDb {
+        TestDb { db: Db::Sqlite, url: format!("sqlite:{}", path.display()), _dir: None }
+    }
+
     pub fn share(&self) -> TestDb {
         self.through(self.url.clone())
     }
@@ -355,11 +361,30 @@ impl TestApp {
 
     /// Registers `username` with the authenticator; returns the token set.
     pub async fn register(&self, authenticator: &mut SoftAuthenticator, username: &str) -> Value {
-        let (ceremony_id, options) = self.started_registration(username).await;
+        match self.try_register(authenticator, username).await {
+            Ok(tokens) => tokens,
+            Err(refused) => panic!("registration of {username}: {}", refused.status()),
+        }
+    }
+
+    /// Registers `username`: the token set, or the answer that refused it
+    /// (at the start or at the finish).
+    pub async fn try_register(
+        &self,
+        authenticator: &mut SoftAuthenticator,
+        username: &str,
+    ) -> Result<Value, Response> {
+        let start = self.register_start(username).await;
+        if start.status() != StatusCode::OK {
+            return Err(start);
+        }
+        let (ceremony_id, options) = started(start).await;
         let credential = authenticator.register(&options);
         let response = self.register_finish(&ceremony_id, &credential).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "registration of {username}");
-        response.json().await.expect("token set")
+        if response.status() != StatusCode::CREATED {
+            return Err(response);
+        }
+        Ok(response.json().await.expect("token set"))
     }
 
     /// Signs in (username-first or discoverable); returns the response.

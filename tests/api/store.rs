@@ -18,7 +18,7 @@ on_both!(
     a_write_cancelled_midway_leaves_the_database_to_other_writers,
 );
 
-fn ceremony(id: &str, expires_at: i64) -> CeremonyRow {
+pub fn ceremony(id: &str, expires_at: i64) -> CeremonyRow {
     CeremonyRow {
         ceremony_id: id.to_owned(),
         kind: "login".to_owned(),
