@@ -23,16 +23,16 @@ mod authenticator;
 #[path = "../tests/api/otp.rs"]
 mod otp;
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authenticator::SoftAuthenticator;
+use common::{PASSWORD, Server, cpu_seconds, now_secs};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-
-/// The server where the benchmark makes (and drops) its database.
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 struct Options {
     db: String,
@@ -69,10 +69,8 @@ fn options() -> Options {
         wrapper: Vec::new(),
         pg_sslmode: "prefer".into(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+    for (flag, value) in common::flags() {
+        let value = &value;
         match flag.as_str() {
             "--db" => o.db = value.clone(),
             "--users" => o.users = value.parse().expect("--users N"),
@@ -94,16 +92,6 @@ fn options() -> Options {
     o
 }
 
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 =
-        fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    ticks / 100.0
-}
-
 /// CPU seconds of every PostgreSQL server process on this machine.
 fn postgres_cpu_seconds() -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
@@ -122,75 +110,23 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    origin: String,
-}
-
-impl Drop for Server {
-    /// SIGTERM first, so a profiler wrapping the server writes its data.
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) on our own child's pid; no memory involved.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        for _ in 0..600 {
-            if self.child.try_wait().is_ok_and(|status| status.is_some()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn database_url(db: &str, scratch: &std::path::Path, sslmode: &str) -> String {
-    match db {
-        "sqlite" => format!("sqlite:{}", scratch.join("bench.db").display()),
-        "postgres" => {
-            let pool =
-                sqlx::PgPool::connect(ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
-            let name = format!("passgate_bench_{}", std::process::id());
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name}")))
-                .execute(&pool)
-                .await;
-            sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-                .execute(&pool)
-                .await
-                .expect("create bench db");
-            format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode={sslmode}")
-        }
-        other => panic!("--db must be sqlite or postgres, not {other}"),
-    }
-}
-
 fn start_server(url: &str, port: u16, o: &Options) -> Server {
     let binary = o.server.as_str();
     assert!(std::path::Path::new(binary).exists(), "build the server first: cargo build --release");
-    let origin = format!("http://localhost:{port}");
     let mut argv: Vec<&str> = Vec::new();
     if let Some(cpu) = &o.server_cpu {
         argv.extend(["taskset", "-c", cpu]);
     }
     argv.extend(o.wrapper.iter().map(String::as_str));
     argv.push(binary);
-    let mut command = Command::new(argv[0]);
-    command.args(&argv[1..]);
-    command
-        .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("PASSGATE__DATABASE__URL", url)
-        .env("PASSGATE__WEBAUTHN__ORIGINS", &origin)
-        .env("PASSGATE__LOG__LEVEL", "warn")
-        // The benchmark is one client IP and floods on purpose.
-        .env("PASSGATE__LIMITS__IP_REQUESTS_PER_MINUTE", "100000000")
-        .env("PASSGATE__LIMITS__ACCOUNT_REQUESTS_PER_MINUTE", "100000000")
-        .env("PASSGATE__LIMITS__LOCKOUT_THRESHOLD", "100000000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let child = command.spawn().expect("start passgate");
-    Server { child, base: format!("http://127.0.0.1:{port}"), origin }
+    // The benchmark is one client IP and floods on purpose.
+    let unlimited = "100000000";
+    let env = [
+        ("PASSGATE__LIMITS__IP_REQUESTS_PER_MINUTE", unlimited),
+        ("PASSGATE__LIMITS__ACCOUNT_REQUESTS_PER_MINUTE", unlimited),
+        ("PASSGATE__LIMITS__LOCKOUT_THRESHOLD", unlimited),
+    ];
+    common::start_server(&argv, port, url, &env)
 }
 
 /// Writes `count` users, each with one passkey row of a realistic size,
@@ -320,15 +256,6 @@ struct User {
     totp_secret: Vec<u8>,
 }
 
-const PASSWORD: &str = "bench passphrase that is long enough";
-
-/// Unix seconds now.
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 #[tokio::main]
 async fn main() {
     let o = options();
@@ -340,24 +267,13 @@ async fn main() {
             .output();
     }
     let scratch = tempfile::tempdir().expect("scratch dir");
-    let url = database_url(&o.db, scratch.path(), &o.pg_sslmode).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = common::database_url(&o.db, scratch.path(), "bench", &o.pg_sslmode).await;
+    let port = common::free_port();
     let started = Instant::now();
     let server = start_server(&url, port, &o);
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    loop {
-        if client
-            .get(format!("{}/readyz", server.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        let patience = if o.wrapper.is_empty() { 20 } else { 300 };
-        assert!(started.elapsed() < Duration::from_secs(patience), "server did not become ready");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let patience = if o.wrapper.is_empty() { 20 } else { 300 };
+    common::wait_until_ready(&client, &server.base, Duration::from_secs(patience)).await;
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     let pid = server.child.id();
     if o.seed_users > 0 {
@@ -502,24 +418,13 @@ async fn main() {
         })
         .await;
 
-    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
-        .unwrap_or_default();
+    let rss_kib = common::status_line(pid, "VmRSS:");
     println!();
     println!("server {rss_kib} after the run");
     drop(server);
     if o.db == "postgres" {
-        drop_database(&url).await;
+        common::drop_database(&url).await;
     }
-}
-
-async fn drop_database(url: &str) {
-    let Some((_, name)) = url.rsplit_once('/') else { return };
-    let name = name.split('?').next().unwrap_or(name);
-    let admin = sqlx::PgPool::connect(ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
-    let sql = format!("drop database if exists {name} with (force)");
-    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -40,6 +40,7 @@ struct RawSettings {
     mfa: RawMfa,
     smtp: RawSmtp,
     limits: RawLimits,
+    housekeeping: RawHousekeeping,
     log: RawLog,
 }
 
@@ -96,6 +97,13 @@ struct RawLimits {
     lockout_max_seconds: u64,
     failure_window_seconds: u64,
     lockout_permanent_threshold: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHousekeeping {
+    interval_seconds: u64,
+    ended_sessions_kept_seconds: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +199,7 @@ pub struct Settings {
     pub mfa: MfaSettings,
     pub smtp: SmtpSettings,
     pub limits: LimitSettings,
+    pub housekeeping: HousekeepingSettings,
     pub log: LogSettings,
     /// Settings accepted but worth an operator's attention (a key on its
     /// way out), logged when the server starts: telemetry is not set up
@@ -274,6 +283,15 @@ pub struct LimitSettings {
     /// Consecutive failures after which fallback sign-in stays locked until
     /// a passkey sign-in or an admin unlock.
     pub lockout_permanent_threshold: u64,
+}
+
+/// The background purge each node runs.
+#[derive(Clone, Debug)]
+pub struct HousekeepingSettings {
+    pub interval: Duration,
+    /// How long an ended session stays, so the reuse of one of its retired
+    /// refresh tokens is still recognised.
+    pub ended_sessions_kept: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -544,6 +562,7 @@ impl RawSettings {
             mfa: validate_mfa(self.mfa)?,
             smtp: validate_smtp(self.smtp)?,
             limits: validate_limits(self.limits)?,
+            housekeeping: validate_housekeeping(self.housekeeping)?,
             log: LogSettings { level: self.log.level, format },
             warnings,
         })
@@ -769,6 +788,24 @@ fn validate_limits(raw: RawLimits) -> anyhow::Result<LimitSettings> {
     })
 }
 
+fn validate_housekeeping(raw: RawHousekeeping) -> anyhow::Result<HousekeepingSettings> {
+    if !(1..=3600).contains(&raw.interval_seconds) {
+        bail!("housekeeping.interval_seconds: {} is outside 1..=3600", raw.interval_seconds);
+    }
+    // A year at most, so that the cutoff in milliseconds cannot overflow.
+    const YEAR: u64 = 365 * 86_400;
+    if raw.ended_sessions_kept_seconds > YEAR {
+        bail!(
+            "housekeeping.ended_sessions_kept_seconds: {} is outside 0..={YEAR}",
+            raw.ended_sessions_kept_seconds
+        );
+    }
+    Ok(HousekeepingSettings {
+        interval: Duration::from_secs(raw.interval_seconds),
+        ended_sessions_kept: Duration::from_secs(raw.ended_sessions_kept_seconds),
+    })
+}
+
 fn validate_apps(raw: RawApps) -> anyhow::Result<AppSettings> {
     let mut android = Vec::new();
     for entry in raw.android.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
@@ -925,6 +962,8 @@ mod tests {
                 "PASSGATE__LIMITS__LOCKOUT_THRESHOLD",
                 "PASSGATE__LIMITS__LOCKOUT_PERMANENT_THRESHOLD", "PASSGATE__SMTP__FROM",
                 "PASSGATE__SMTP__TLS", "PASSGATE__MFA__FRESH_AUTH_SECONDS",
+                "PASSGATE__HOUSEKEEPING__INTERVAL_SECONDS",
+                "PASSGATE__HOUSEKEEPING__ENDED_SESSIONS_KEPT_SECONDS",
             ]),
             value in "\\PC{0,80}",
         ) {
@@ -955,6 +994,32 @@ mod tests {
         assert!(settings.smtp.host.is_none());
         assert_eq!(settings.smtp.tls, SmtpTls::StartTls);
         assert_eq!(settings.limits.lockout_threshold, 5);
+        let h = &settings.housekeeping;
+        assert_eq!((h.interval, h.ended_sessions_kept), (Duration::from_secs(60), DAY));
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn housekeeping_settings_are_read_and_checked_by_name() {
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("PASSGATE__HOUSEKEEPING__INTERVAL_SECONDS", "5"),
+                ("PASSGATE__HOUSEKEEPING__ENDED_SESSIONS_KEPT_SECONDS", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.housekeeping.interval, Duration::from_secs(5));
+        assert_eq!(settings.housekeeping.ended_sessions_kept, Duration::ZERO);
+        for (key, value) in [
+            ("PASSGATE__HOUSEKEEPING__INTERVAL_SECONDS", "0"),
+            ("PASSGATE__HOUSEKEEPING__INTERVAL_SECONDS", "3601"),
+            ("PASSGATE__HOUSEKEEPING__ENDED_SESSIONS_KEPT_SECONDS", "31536001"),
+        ] {
+            let named = key.trim_start_matches("PASSGATE__").replacen("__", ".", 1).to_lowercase();
+            assert!(load_error(&[(key, value)]).contains(&named), "{key}={value}");
+        }
     }
 
     #[test]

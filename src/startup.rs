@@ -20,10 +20,6 @@ use crate::service::{Core, housekeeping};
 use crate::store::{self, Store};
 use crate::telemetry::{PassgateRootSpan, current_request_id, with_request_id};
 
-/// How often each node deletes expired ceremonies, picks up signing keys
-/// made elsewhere, and checks the rotation schedule.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
-
 pub struct Application {
     port: u16,
     server: Server,
@@ -214,10 +210,11 @@ impl Drop for CancelGuard {
 }
 
 fn spawn_housekeeping(core: web::Data<Core>) {
+    let interval = core.settings.housekeeping.interval;
     tokio::spawn(async move {
         // The first round comes one interval after start, not at once.
-        let first = tokio::time::Instant::now() + HOUSEKEEPING_INTERVAL;
-        let mut ticks = tokio::time::interval_at(first, HOUSEKEEPING_INTERVAL);
+        let first = tokio::time::Instant::now() + interval;
+        let mut ticks = tokio::time::interval_at(first, interval);
         loop {
             ticks.tick().await;
             core.housekeeping(housekeeping::ROUND_LIMIT).await;

@@ -1,4 +1,5 @@
-//! What every node does once a minute: delete expired ceremonies, ended
+//! What every node does every `housekeeping.interval_seconds` (a minute by
+//! default): delete expired ceremonies, ended
 //! sessions and spent codes and counters, and pick up or make signing
 //! keys. A round has a time limit of its own: a database that stops
 //! answering (a black-holed connection, which TCP may take many minutes
@@ -43,11 +44,12 @@ impl Core {
             Ok(purged) => tracing::debug!(purged, "expired ceremonies deleted"),
             Err(error) => tracing::warn!(error.cause_chain = ?error, "ceremony purge failed"),
         }
-        // Kept a day after they end, so a reused refresh token still meets
-        // its ended session rather than an unknown one.
-        let day = 24 * 3600 * 1000;
+        // Kept a while (a day by default) after they end, so a reused
+        // refresh token still meets its ended session rather than an
+        // unknown one.
+        let kept = self.settings.housekeeping.ended_sessions_kept.as_millis() as i64;
         let idle = self.settings.tokens.idle_timeout.as_millis() as i64;
-        if let Err(error) = self.store.purge_ended_sessions(now - day, now - day - idle).await {
+        if let Err(error) = self.store.purge_ended_sessions(now - kept, now - kept - idle).await {
             tracing::warn!(error.cause_chain = ?error, "session purge failed");
         }
         let forget = now - self.settings.limits.failure_window.as_millis() as i64;

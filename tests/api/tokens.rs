@@ -9,7 +9,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk:
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, TestApp, assert_problem, claims_of, on_both, spawn_app, spawn_app_on};
+use crate::helpers::{
+    Db, TestApp, assert_problem, claims_of, on_both, spawn_app, spawn_app_configured, spawn_app_on,
+};
 
 on_both!(
     an_access_token_verifies_against_the_published_jwks,
@@ -17,6 +19,7 @@ on_both!(
     logout_ends_only_that_session,
     forged_expired_and_missing_tokens_are_unauthorized,
     a_session_past_its_lifetime_cannot_refresh,
+    housekeeping_deletes_an_ended_session_once_it_was_kept_its_time,
     two_nodes_on_one_database_finish_each_others_ceremonies_and_refreshes,
 );
 
@@ -160,6 +163,34 @@ async fn forged_expired_and_missing_tokens_are_unauthorized(db: Db) {
     app.clock.advance(Duration::from_secs(301));
     assert_problem(app.me(&token).await, 401, "unauthorized").await;
     assert_eq!(app.fingerprint().await, before);
+}
+
+async fn housekeeping_deletes_an_ended_session_once_it_was_kept_its_time(db: Db) {
+    let kept = [("PASSGATE__HOUSEKEEPING__ENDED_SESSIONS_KEPT_SECONDS", "600")];
+    let app = spawn_app_configured(db, &kept).await;
+    let ended = signed_in(&app, "alice").await;
+    let rotated: Value =
+        app.refresh(ended["refresh_token"].as_str().unwrap()).await.json().await.unwrap();
+    let logout = app.logout(rotated["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let live = signed_in(&app, "bob").await;
+    let observer = app.observer(Duration::from_secs(5)).await;
+    let sessions = "select count(*) from session where user_id = $1";
+    let tokens = "select count(*) from refresh_token r join session s \
+                  on s.session_id = r.session_id where s.user_id = $1";
+    let alice = ended["user_id"].as_str().unwrap();
+
+    app.clock.advance(Duration::from_secs(599));
+    app.core.housekeeping(Duration::from_secs(10)).await;
+    assert_eq!(observer.count(sessions, alice).await, 1, "kept for its time");
+    assert_eq!(observer.count(tokens, alice).await, 2);
+
+    app.clock.advance(Duration::from_secs(2));
+    app.core.housekeeping(Duration::from_secs(10)).await;
+    assert_eq!(observer.count(sessions, alice).await, 0, "deleted after it");
+    let all_tokens = "select count(*) from refresh_token where token_hash <> $1";
+    assert_eq!(observer.count(all_tokens, "").await, 1, "its refresh tokens went with it");
+    assert_eq!(observer.count(sessions, live["user_id"].as_str().unwrap()).await, 1);
 }
 
 async fn a_session_past_its_lifetime_cannot_refresh(db: Db) {

@@ -1,0 +1,150 @@
+//! What the benchmark and the soak share: the server as a child process on
+//! a loopback port, the database it runs on, and what /proc tells of it.
+
+// Each example uses its own part of this module.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The server where a run makes (and drops) its database.
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The password of every user that has one.
+pub const PASSWORD: &str = "bench passphrase that is long enough";
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub origin: String,
+}
+
+impl Drop for Server {
+    /// SIGTERM first, so a profiler wrapping the server writes its data.
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid; no memory involved.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        for _ in 0..600 {
+            if self.child.try_wait().is_ok_and(|status| status.is_some()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The command line as `--flag value` pairs.
+pub fn flags() -> Vec<(String, String)> {
+    let mut args = std::env::args().skip(1);
+    let mut pairs = Vec::new();
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        pairs.push((flag, value));
+    }
+    pairs
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `argv` (the server, after any wrapper) on `port` and the database
+/// `url`, quiet but for warnings, with `env` on top.
+pub fn start_server(argv: &[&str], port: u16, url: &str, env: &[(&str, &str)]) -> Server {
+    let origin = format!("http://localhost:{port}");
+    let mut command = Command::new(argv[0]);
+    command
+        .args(&argv[1..])
+        .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("PASSGATE__DATABASE__URL", url)
+        .env("PASSGATE__WEBAUTHN__ORIGINS", &origin)
+        .env("PASSGATE__LOG__LEVEL", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    // A run that dies on its own (a panic, a kill) takes its server along
+    // instead of leaving it serving.
+    // SAFETY: prctl(2) only, between fork and exec; it allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("start passgate");
+    Server { child, base: format!("http://127.0.0.1:{port}"), origin }
+}
+
+/// Waits for /readyz to answer 200; panics after `patience`.
+pub async fn wait_until_ready(client: &reqwest::Client, base: &str, patience: Duration) {
+    let started = Instant::now();
+    loop {
+        let ready = client.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(started.elapsed() < patience, "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A SQLite file in `scratch`, or a fresh PostgreSQL database; both named
+/// after the run (`bench`, `soak`) and this process.
+pub async fn database_url(db: &str, scratch: &std::path::Path, run: &str, sslmode: &str) -> String {
+    match db {
+        "sqlite" => format!("sqlite:{}", scratch.join(format!("{run}.db")).display()),
+        "postgres" => {
+            let pool =
+                sqlx::PgPool::connect(ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
+            let name = format!("passgate_{run}_{}", std::process::id());
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name}")))
+                .execute(&pool)
+                .await;
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("create the {run} database: {e}"));
+            format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode={sslmode}")
+        }
+        other => panic!("--db must be sqlite or postgres, not {other}"),
+    }
+}
+
+pub async fn drop_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else { return };
+    let name = name.split('?').next().unwrap_or(name);
+    let admin = sqlx::PgPool::connect(ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
+    let sql = format!("drop database if exists {name} with (force)");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 =
+        fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+/// The line of a process's /proc status that starts with `name` (such as
+/// `VmRSS:`), as it stands there.
+pub fn status_line(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(name)).map(|l| l.to_owned()))
+        .unwrap_or_default()
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
