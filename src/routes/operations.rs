@@ -14,7 +14,7 @@ pub async fn healthz() -> HttpResponse {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "the database answers"),
+        (status = 200, description = "the database answers and takes writes (on SQLite, the file system is writable with room left)"),
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(core: web::Data<Core>) -> Result<HttpResponse> {
