@@ -275,3 +275,98 @@ impl PublicKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const ORIGIN: &str = "http://localhost:8080";
+    const CHALLENGE: &[u8] = b"the challenge the server issued";
+
+    fn relying_party() -> RelyingParty {
+        RelyingParty::new("localhost", vec![Url::parse(ORIGIN).unwrap()])
+    }
+
+    fn credential(auth_data: &[u8], client_data: &[u8], signature: &[u8]) -> PublicKeyCredential {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        serde_json::from_value(json!({
+            "id": "AA", "rawId": "AA", "type": "public-key",
+            "response": {
+                "authenticatorData": b64(auth_data),
+                "clientDataJSON": b64(client_data),
+                "signature": b64(signature),
+                "userHandle": null,
+            },
+        }))
+        .unwrap()
+    }
+
+    /// Authenticator data with our RP id hash, user present and verified.
+    fn good_auth_data(counter: u32) -> Vec<u8> {
+        let mut data = digest(&SHA256, b"localhost").as_ref().to_vec();
+        data.push(FLAG_USER_PRESENT | FLAG_USER_VERIFIED);
+        data.extend_from_slice(&counter.to_be_bytes());
+        data
+    }
+
+    /// A member of client data: the right value, a near miss, or anything.
+    fn member(right: &'static str, near: &'static str) -> impl Strategy<Value = String> {
+        prop_oneof![Just(right.to_owned()), Just(near.to_owned()), any::<String>()]
+    }
+
+    proptest! {
+        /// Any bytes as client data, authenticator data and signature:
+        /// refused, never a panic, never accepted.
+        #[test]
+        fn arbitrary_bytes_are_refused_without_a_panic(
+            client_data in proptest::collection::vec(any::<u8>(), 0..256),
+            auth_data in proptest::collection::vec(any::<u8>(), 0..128),
+            signature in proptest::collection::vec(any::<u8>(), 0..80),
+            backup_eligible: bool,
+        ) {
+            let key = PublicKey::Es256(vec![4; 65]);
+            let stored = Stored { key: &key, sign_count: 0, backup_eligible };
+            let answer = relying_party().verify(&credential(&auth_data, &client_data, &signature), CHALLENGE, &stored);
+            prop_assert!(answer.is_err());
+        }
+
+        /// A correctly signed assertion whose client data members are each
+        /// right, nearly right or arbitrary text (escaped as JSON): accepted
+        /// exactly when type, challenge and origin are right and it is not
+        /// cross-origin.
+        #[test]
+        fn signed_client_data_is_accepted_only_when_every_member_is_right(
+            type_ in member("webauthn.get", "webauthn.create"),
+            challenge in member("right", "dGhlIGNoYWxsZW5nZQ"),
+            origin in member(ORIGIN, "http://localhost:8081"),
+            cross_origin in proptest::option::of(any::<bool>()),
+            extra in any::<String>(),
+        ) {
+            let challenge_text = if challenge == "right" { URL_SAFE_NO_PAD.encode(CHALLENGE) } else { challenge.clone() };
+            let mut client_data = json!({ "type": type_, "challenge": challenge_text, "origin": origin, "other": extra });
+            if let Some(cross) = cross_origin {
+                client_data["crossOrigin"] = Value::Bool(cross);
+            }
+            let client_data = client_data.to_string().into_bytes();
+            let auth_data = good_auth_data(1);
+            let key_pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+            let mut signed = auth_data.clone();
+            signed.extend_from_slice(digest(&SHA256, &client_data).as_ref());
+            let signature = key_pair.sign(&SystemRandom::new(), &signed).unwrap();
+            let key = PublicKey::Es256(key_pair.public_key().as_ref().to_vec());
+            let stored = Stored { key: &key, sign_count: 0, backup_eligible: false };
+
+            let answer = relying_party().verify(&credential(&auth_data, &client_data, signature.as_ref()), CHALLENGE, &stored);
+            let right = type_ == "webauthn.get"
+                && challenge == "right"
+                && origin == ORIGIN
+                && cross_origin != Some(true);
+            prop_assert_eq!(answer.is_ok(), right, "{:?}", answer);
+        }
+    }
+}
