@@ -134,6 +134,18 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Body<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
+            // Every body of the API is an object; serde would also read a
+            // struct from an array of its fields in order (`[null]` for
+            // `{"username": null}`), which no client means to send.
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            if first.is_some_and(|b| *b != b'{') {
+                return match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                    Ok(_) => {
+                        Err(ApiError::ValidationFailed("the body must be a JSON object".into()))
+                    }
+                    Err(syntax) => Err(ApiError::BadRequest(format!("malformed JSON: {syntax}"))),
+                };
+            }
             match serde_json::from_slice::<T>(&body) {
                 Ok(value) => Ok(Body(value)),
                 // A field that does not fit: a 422 only if the whole body
