@@ -7,8 +7,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::store::StoreError;
-use crate::telemetry::{REQUEST_ID_HEADER, current_request_id};
+use crate::context::{REQUEST_ID_HEADER, current_request_id};
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -260,30 +259,9 @@ impl ResponseError for TimedOut {
         problem.request_id = self.request_id.clone();
         let mut response = ApiError::Unavailable.respond(&problem);
         if let Some(id) = self.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, id);
+            response.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID_HEADER), id);
         }
         response
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Conflict(constraint) if constraint.contains("username") => {
-                ApiError::UsernameTaken
-            }
-            // A credential id already bound (to this or another account):
-            // WebAuthn §7.1 step 22 says to refuse the registration.
-            StoreError::Conflict(constraint) if constraint.contains("credential") => {
-                ApiError::WebauthnFailed("this credential is already registered".into())
-            }
-            StoreError::NotFound => ApiError::NotFound("no such resource".into()),
-            StoreError::Unavailable(cause) => {
-                tracing::error!(error.cause_chain = ?cause, "database unavailable");
-                ApiError::Unavailable
-            }
-            other => ApiError::Internal(anyhow::Error::new(other)),
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod domain;
 pub mod error;
 pub mod mailer;
@@ -14,3 +15,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod verifier;
+
+#[cfg(test)]
+mod layering;

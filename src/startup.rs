@@ -13,12 +13,13 @@ use tracing_actix_web::TracingLogger;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::context::current_request_id;
 use crate::error::TimedOut;
 use crate::routes::security_headers::{SecurityHeaders, with_security_headers};
 use crate::routes::{self, extract};
 use crate::service::{Core, housekeeping};
 use crate::store::{self, Store};
-use crate::telemetry::{PassgateRootSpan, current_request_id, with_request_id};
+use crate::telemetry::{PassgateRootSpan, with_request_id};
 
 pub struct Application {
     port: u16,

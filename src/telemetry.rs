@@ -15,15 +15,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+use crate::context::{self, ClientInfo, RequestId};
 use crate::net::TrustedProxies;
-use crate::service::tokens::ClientInfo;
 
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    static REQUEST_ID: RequestId;
-    static CLIENT: ClientInfo;
-}
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(context::REQUEST_ID_HEADER);
 
 const USER_AGENT_MAX: usize = 256;
 
@@ -44,20 +39,6 @@ pub fn client_info(
         .and_then(|v| v.to_str().ok())
         .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
     ClientInfo { ip, user_agent }
-}
-
-/// The client of the request being served on this task, if any.
-pub fn current_client() -> ClientInfo {
-    CLIENT.try_with(ClientInfo::clone).unwrap_or_default()
-}
-
-/// The id of one HTTP request: taken from a trusted proxy's header, or made here.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
-/// The id of the request being served on this task, if any.
-pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(|id| id.0.clone()).ok()
 }
 
 /// Installs the global subscriber. Safe to call twice (tests): the second
@@ -111,14 +92,13 @@ where
     let client = client_info(request.headers(), request.peer_addr(), trusted_proxies);
     let future = service.call(request);
     let scope_id = RequestId(id.clone());
-    let scoped = CLIENT.scope(client, async move {
+    context::scope(scope_id, client, async move {
         let mut response = future.await?;
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         Ok(response)
-    });
-    REQUEST_ID.scope(scope_id, scoped)
+    })
 }
 
 /// Root span per request, carrying our request id (not tracing-actix-web's

@@ -3,16 +3,17 @@
 
 use actix_web::http::header::{self, CONTENT_DISPOSITION, CONTENT_TYPE};
 use actix_web::{HttpResponse, web};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Bearer, Body};
-use crate::clock::rfc3339;
+use super::extract::{Admin, Body};
 use crate::domain::{DeviceId, UserId};
 use crate::error::{ApiError, Problem, Result};
 use crate::service::Core;
-use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary, mask_email, mask_ip};
-use crate::store::{AuditFilter, AuditRow};
+use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
+use crate::service::audit_export::AuditPage;
+use crate::store::AuditFilter;
 
 #[derive(Deserialize, IntoParams)]
 pub struct UserQuery {
@@ -56,16 +57,6 @@ pub struct AuditQuery {
     order: Option<String>,
 }
 
-#[derive(serde::Serialize, ToSchema)]
-pub struct AuditPage {
-    events: Vec<AuditRow>,
-    next_cursor: Option<String>,
-}
-
-async fn admin(core: &Core, bearer: &Bearer) -> Result<()> {
-    core.require_admin(&bearer.0).await
-}
-
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
     params(UserQuery),
     responses(
@@ -75,12 +66,12 @@ async fn admin(core: &Core, bearer: &Bearer) -> Result<()> {
     ))]
 pub async fn users_get(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<UserPage>> {
-    admin(&core, &bearer).await?;
-    let page =
-        core.search_users(&query.q, query.limit.unwrap_or(20), query.cursor.as_deref()).await?;
+    let page = core
+        .search_users(&admin.0, &query.q, query.limit.unwrap_or(20), query.cursor.as_deref())
+        .await?;
     Ok(web::Json(page))
 }
 
@@ -94,11 +85,10 @@ pub async fn users_get(
     ))]
 pub async fn user_get(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     path: web::Path<UserId>,
 ) -> Result<web::Json<UserDetail>> {
-    admin(&core, &bearer).await?;
-    Ok(web::Json(core.user_detail(&path.to_string()).await?))
+    Ok(web::Json(core.user_detail(&admin.0, &path.to_string()).await?))
 }
 
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/reset-devices", tag = "admin", security(("bearer" = [])),
@@ -113,13 +103,12 @@ pub async fn user_get(
     ))]
 pub async fn reset_devices(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     path: web::Path<UserId>,
     body: Body<ReasonBody>,
 ) -> Result<HttpResponse> {
-    admin(&core, &bearer).await?;
     let reason = body.reason.as_deref().unwrap_or("");
-    let outcome = core.reset_devices(&bearer.0, &path.to_string(), reason).await?;
+    let outcome = core.reset_devices(&admin.0, &path.to_string(), reason).await?;
     // It may carry the enrolment code, shown once: no cache keeps it.
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(outcome))
 }
@@ -135,13 +124,12 @@ pub async fn reset_devices(
     ))]
 pub async fn device_delete(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     path: web::Path<(UserId, DeviceId)>,
     query: web::Query<ReasonBody>,
 ) -> Result<HttpResponse> {
-    admin(&core, &bearer).await?;
     let (user_id, device_id) = path.into_inner();
-    core.admin_unbind_device(&bearer.0, &user_id.to_string(), &device_id, query.reason.as_deref())
+    core.admin_unbind_device(&admin.0, &user_id.to_string(), &device_id, query.reason.as_deref())
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -157,11 +145,11 @@ pub async fn device_delete(
     ))]
 pub async fn lock(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     path: web::Path<UserId>,
     body: Body<ReasonBody>,
 ) -> Result<web::Json<UserSummary>> {
-    set_locked(core, bearer, path, body, true).await
+    set_locked(core, admin, path, body, true).await
 }
 
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/unlock", tag = "admin", security(("bearer" = [])),
@@ -175,23 +163,22 @@ pub async fn lock(
     ))]
 pub async fn unlock(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     path: web::Path<UserId>,
     body: Body<ReasonBody>,
 ) -> Result<web::Json<UserSummary>> {
-    set_locked(core, bearer, path, body, false).await
+    set_locked(core, admin, path, body, false).await
 }
 
 async fn set_locked(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     path: web::Path<UserId>,
     body: Body<ReasonBody>,
     lock: bool,
 ) -> Result<web::Json<UserSummary>> {
-    admin(&core, &bearer).await?;
     let user_id = path.to_string();
-    Ok(web::Json(core.set_locked(&bearer.0, &user_id, lock, body.reason.as_deref()).await?))
+    Ok(web::Json(core.set_locked(&admin.0, &user_id, lock, body.reason.as_deref()).await?))
 }
 
 #[utoipa::path(put, path = "/v1/admin/users/{user_id}/roles", tag = "admin", security(("bearer" = [])),
@@ -206,14 +193,13 @@ async fn set_locked(
     ))]
 pub async fn roles_put(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     path: web::Path<UserId>,
     body: Body<RolesBody>,
 ) -> Result<web::Json<UserSummary>> {
-    admin(&core, &bearer).await?;
     let user_id = path.to_string();
     let summary =
-        core.set_roles(Some(&bearer.0), &user_id, &body.roles, body.reason.as_deref()).await?;
+        core.set_roles(Some(&admin.0), &user_id, &body.roles, body.reason.as_deref()).await?;
     Ok(web::Json(summary))
 }
 
@@ -229,50 +215,6 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>> {
         })
 }
 
-/// What exports show: IPs and any email address in a reason masked.
-fn masked(mut row: AuditRow) -> AuditRow {
-    row.client_ip = row.client_ip.as_deref().map(mask_ip);
-    row.reason = row.reason.as_deref().map(mask_email);
-    row
-}
-
-fn csv_field(value: &str) -> String {
-    // RFC 4180 quoting, and a leading ' for what a spreadsheet would run as
-    // a formula (CSV injection).
-    let value = if value.starts_with(['=', '+', '-', '@']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
-    }
-}
-
-fn csv_line(row: &AuditRow) -> String {
-    let fields = [
-        row.event_id.clone(),
-        rfc3339(row.occurred_at),
-        row.event.clone(),
-        row.outcome.clone(),
-        row.user_id.clone().unwrap_or_default(),
-        row.actor_id.clone().unwrap_or_default(),
-        row.device_id.clone().unwrap_or_default(),
-        row.client_ip.clone().unwrap_or_default(),
-        row.user_agent.clone().unwrap_or_default(),
-        row.reason.clone().unwrap_or_default(),
-        row.request_id.clone().unwrap_or_default(),
-    ];
-    let mut line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
-    line.push_str("\r\n");
-    line
-}
-
-const CSV_HEADER: &str = "event_id,occurred_at,event,outcome,user_id,actor_id,device_id,client_ip,user_agent,reason,request_id\r\n";
-const CSV_PAGE: i64 = 500;
-
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])),
     params(AuditQuery),
     responses(
@@ -283,10 +225,9 @@ const CSV_PAGE: i64 = 500;
     ))]
 pub async fn audit_get(
     core: web::Data<Core>,
-    bearer: Bearer,
+    admin: Admin,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse> {
-    admin(&core, &bearer).await?;
     let query = query.into_inner();
     let filter = AuditFilter {
         user_id: query.user_id.filter(|u| !u.is_empty()),
@@ -294,7 +235,7 @@ pub async fn audit_get(
         since: time_param("since", query.since.as_deref())?,
         until: time_param("until", query.until.as_deref())?,
         after: query.cursor.filter(|c| !c.is_empty()),
-        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+        limit: query.limit.unwrap_or(100),
         newest_first: match query.order.as_deref().unwrap_or("oldest") {
             "oldest" => false,
             "newest" => true,
@@ -305,54 +246,20 @@ pub async fn audit_get(
         },
     };
     match query.format.as_deref().unwrap_or("json") {
-        "json" => {
-            let mut probe = filter.clone();
-            probe.limit += 1;
-            let mut events = core.audit_events(&probe).await?;
-            let more = events.len() as i64 > filter.limit;
-            events.truncate(filter.limit as usize);
-            let next_cursor = more.then(|| events.last().map(|e| e.event_id.clone())).flatten();
-            let events = events.into_iter().map(masked).collect();
-            Ok(HttpResponse::Ok().json(AuditPage { events, next_cursor }))
-        }
+        "json" => Ok(HttpResponse::Ok().json(core.audit_page(&admin.0, filter).await?)),
         "csv" => {
-            // Page by page through the database, so a large export holds
-            // one page in memory at a time.
-            let stream = futures_util::stream::unfold(
-                (core.into_inner(), AuditFilter { limit: CSV_PAGE, ..filter }, true),
-                |(core, mut filter, first)| async move {
-                    if filter.limit == 0 {
-                        return None;
-                    }
-                    let page = match core.audit_events(&filter).await {
-                        Ok(page) => page,
-                        Err(error) => {
-                            tracing::error!(error.cause_chain = ?error, "audit export stopped");
-                            // An error item aborts the chunked response, so
-                            // the client sees a failed download, not a
-                            // short file that looks complete.
-                            filter.limit = 0;
-                            let failed =
-                                actix_web::error::ErrorInternalServerError("export failed");
-                            return Some((Err(failed), (core, filter, false)));
-                        }
-                    };
-                    let mut chunk = if first { CSV_HEADER.to_owned() } else { String::new() };
-                    for row in &page {
-                        chunk.push_str(&csv_line(&masked(row.clone())));
-                    }
-                    filter.after = page.last().map(|r| r.event_id.clone()).or(filter.after);
-                    if (page.len() as i64) < CSV_PAGE {
-                        filter.limit = 0;
-                    }
-                    let bytes = web::Bytes::from(chunk);
-                    Some((Ok::<_, actix_web::Error>(bytes), (core, filter, false)))
-                },
-            );
+            let lines = core.into_inner().audit_csv(admin.0, filter).map(|line| match line {
+                Ok(line) => Ok(web::Bytes::from(line)),
+                Err(error) => {
+                    tracing::error!(error.cause_chain = ?error, "audit export stopped");
+                    // An error item aborts the chunked response.
+                    Err(actix_web::error::ErrorInternalServerError("export failed"))
+                }
+            });
             Ok(HttpResponse::Ok()
                 .insert_header((CONTENT_TYPE, "text/csv; charset=utf-8"))
                 .insert_header((CONTENT_DISPOSITION, "attachment; filename=\"passgate-audit.csv\""))
-                .streaming(stream))
+                .streaming(lines))
         }
         other => Err(ApiError::ValidationFailed(format!("format: {other:?} is not json or csv"))),
     }

@@ -11,12 +11,13 @@ use super::extract::{Bearer, Body};
 use super::schemas::{
     CodeText, LabelText, RegistrationResponseJson, RegistrationStarted, UsernameText,
 };
+use crate::context::ClientInfo;
 use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, SessionId, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
 use crate::service::devices::{Device, Session};
 use crate::service::passkey::CeremonyStarted;
-use crate::service::tokens::{ClientInfo, TokenSet};
+use crate::service::tokens::TokenSet;
 
 #[derive(Deserialize, ToSchema)]
 pub struct BindFinishBody {

@@ -9,10 +9,12 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
+use crate::context::ClientInfo;
 use crate::error::ApiError;
 use crate::net::TrustedProxies;
 use crate::service::Core;
-use crate::service::tokens::{AccessClaims, ClientInfo};
+use crate::service::admin::AdminCaller;
+use crate::service::tokens::AccessClaims;
 
 /// Largest JSON body accepted (API contract: 413 above it).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -173,23 +175,50 @@ impl FromRequest for Bearer {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verified = verify_bearer(request);
+        Box::pin(async move { Ok(Bearer(verified.await?)) })
+    }
+}
+
+/// A request from an admin: a valid bearer token whose account holds the
+/// admin role now (401 without a token, 403 for anyone else). The handler
+/// never runs otherwise, and the service's admin operations each take the
+/// `AdminCaller` inside.
+pub struct Admin(pub AdminCaller);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let core = request.app_data::<web::Data<Core>>().cloned();
-        let token = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // RFC 7235 §2.1: the scheme name is case-insensitive.
-            .and_then(|v| {
-                v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            })
-            .map(|(_, token)| token)
-            .map(|t| t.trim().to_owned());
+        let verified = verify_bearer(request);
         Box::pin(async move {
+            let claims = verified.await?;
             let core = core.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
-            let token = token.ok_or(ApiError::Unauthorized)?;
-            let claims = core.verify_access(&token).await?;
-            tracing::Span::current().record("user_id", tracing::field::display(&claims.sub));
-            Ok(Bearer(claims))
+            Ok(Admin(core.admin(claims).await?))
         })
+    }
+}
+
+/// The claims of the request's bearer token, once verified.
+fn verify_bearer(
+    request: &HttpRequest,
+) -> impl Future<Output = Result<AccessClaims, ApiError>> + 'static {
+    let core = request.app_data::<web::Data<Core>>().cloned();
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        // RFC 7235 §2.1: the scheme name is case-insensitive.
+        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+        .map(|(_, token)| token)
+        .map(|t| t.trim().to_owned());
+    async move {
+        let core = core.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
+        let token = token.ok_or(ApiError::Unauthorized)?;
+        let claims = core.verify_access(&token).await?;
+        tracing::Span::current().record("user_id", tracing::field::display(&claims.sub));
+        Ok(claims)
     }
 }

@@ -6,11 +6,12 @@ use utoipa::ToSchema;
 
 use super::extract::Body;
 use super::schemas::{CodeText, TokenText, UsernameText};
+use crate::context::ClientInfo;
 use crate::domain::{MfaToken, OneTimeCode, Password, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
 use crate::service::fallback::{CodeSent, MfaChallenge};
-use crate::service::tokens::{ClientInfo, TokenSet};
+use crate::service::tokens::TokenSet;
 
 #[derive(Deserialize, ToSchema)]
 pub struct PasswordLoginBody {

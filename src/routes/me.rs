@@ -6,12 +6,12 @@ use utoipa::ToSchema;
 
 use super::extract::{Bearer, Body};
 use super::schemas::CodeText;
+use crate::context::ClientInfo;
 use crate::domain::{EmailAddress, OneTimeCode, Password};
 use crate::error::{Problem, Result};
 use crate::service::Core;
 use crate::service::fallback::CodeSent;
 use crate::service::profile::Profile;
-use crate::service::tokens::ClientInfo;
 use crate::service::totp::{RecoveryCodes, TotpEnrolment};
 
 #[utoipa::path(get, path = "/v1/me", tag = "me",
@@ -83,10 +83,7 @@ pub async fn email_post(
     client: ClientInfo,
     body: Body<EmailBody>,
 ) -> Result<HttpResponse> {
-    // A new address becomes a second factor: only the account's strongest
-    // factor, freshly used, may set it.
-    core.require_strongest_factor(&bearer.0).await?;
-    let sent = core.set_email(&bearer.0.sub, &body.email, &client).await?;
+    let sent = core.set_email(&bearer.0, &body.email, &client).await?;
     Ok(HttpResponse::Accepted().json(sent))
 }
 
@@ -118,10 +115,7 @@ pub async fn email_verify(
         (status = 422, description = "validation_failed: TOTP is already set up", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn totp_start(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<TotpEnrolment>> {
-    // A second factor: a stolen but stale token, or a phished password and
-    // code, must not add its own.
-    core.require_strongest_factor(&bearer.0).await?;
-    Ok(web::Json(core.totp_start(&bearer.0.sub).await?))
+    Ok(web::Json(core.totp_start(&bearer.0).await?))
 }
 
 #[utoipa::path(post, path = "/v1/me/totp/finish", tag = "me",
@@ -141,9 +135,7 @@ pub async fn totp_finish(
     client: ClientInfo,
     body: Body<CodeBody>,
 ) -> Result<web::Json<RecoveryCodes>> {
-    core.throttle("account", &client, Some(&bearer.0.sub)).await?;
-    core.require_strongest_factor(&bearer.0).await?;
-    Ok(web::Json(core.totp_finish(&bearer.0.sub, &body.code).await?))
+    Ok(web::Json(core.totp_finish(&bearer.0, &body.code, &client).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/me/totp", tag = "me",
@@ -155,8 +147,7 @@ pub async fn totp_finish(
         (status = 404, description = "not_found: TOTP is not set up", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn totp_delete(core: web::Data<Core>, bearer: Bearer) -> Result<HttpResponse> {
-    core.require_strongest_factor(&bearer.0).await?;
-    core.totp_delete(&bearer.0.sub).await?;
+    core.totp_delete(&bearer.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -172,6 +163,5 @@ pub async fn recovery_codes_post(
     core: web::Data<Core>,
     bearer: Bearer,
 ) -> Result<web::Json<RecoveryCodes>> {
-    core.require_strongest_factor(&bearer.0).await?;
-    Ok(web::Json(core.regenerate_recovery_codes(&bearer.0.sub).await?))
+    Ok(web::Json(core.regenerate_recovery_codes(&bearer.0).await?))
 }

@@ -10,11 +10,12 @@ use super::schemas::{
     AssertionStarted, AuthenticationResponseJson, LabelText, RegistrationResponseJson,
     RegistrationStarted, UsernameText,
 };
+use crate::context::ClientInfo;
 use crate::domain::{CeremonyId, DeviceName, DisplayName, EmailAddress, Username};
 use crate::error::{Problem, Result};
 use crate::service::Core;
 use crate::service::passkey::{CeremonyStarted, RegisterStart};
-use crate::service::tokens::{ClientInfo, TokenSet};
+use crate::service::tokens::TokenSet;
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterStartBody {

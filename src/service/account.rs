@@ -7,7 +7,8 @@ use super::audit::Event;
 use super::notify::Change;
 use super::password::Checked;
 use super::throttle::subject;
-use super::tokens::{AccessClaims, ClientInfo};
+use super::tokens::AccessClaims;
+use crate::context::ClientInfo;
 use crate::domain::{EmailAddress, OneTimeCode, Password};
 use crate::error::{ApiError, Result};
 use crate::service::fallback::CodeSent;
@@ -28,7 +29,7 @@ impl Core {
     /// Refuses unless the bearer's session began within
     /// `mfa.fresh_auth_seconds`. Refreshing a token does not make a
     /// sign-in fresh.
-    pub async fn require_fresh_sign_in(&self, claims: &AccessClaims) -> Result<()> {
+    pub(super) async fn require_fresh_sign_in(&self, claims: &AccessClaims) -> Result<()> {
         if self.session_start(claims).await?.fresh {
             return Ok(());
         }
@@ -46,7 +47,7 @@ impl Core {
     /// enrolment code does not count (the code was mailed or handed over),
     /// nor one opened by a passkey bound from a password sign-in that is
     /// still waiting out its delay.
-    pub async fn require_fresh_passkey(&self, claims: &AccessClaims) -> Result<()> {
+    pub(super) async fn require_fresh_passkey(&self, claims: &AccessClaims) -> Result<()> {
         let start = self.session_start(claims).await?;
         if start.fresh && start.passkey {
             return Ok(());
@@ -62,7 +63,7 @@ impl Core {
     /// it has must have been used. With a passkey, a fresh passkey sign-in;
     /// an account without one (after an admin reset, say) has nothing
     /// stronger than a fresh sign-in.
-    pub async fn require_strongest_factor(&self, claims: &AccessClaims) -> Result<()> {
+    pub(super) async fn require_strongest_factor(&self, claims: &AccessClaims) -> Result<()> {
         if self.store.user_credentials(&claims.sub).await?.is_empty() {
             self.require_fresh_sign_in(claims).await
         } else {
@@ -145,13 +146,17 @@ impl Core {
         Ok(())
     }
 
-    /// Sets the address (unverified) and mails it a code.
+    /// Sets the address (unverified) and mails it a code. A new address
+    /// becomes a second factor: only the account's strongest factor,
+    /// freshly used, may set it.
     pub async fn set_email(
         &self,
-        user_id: &str,
+        claims: &AccessClaims,
         email: &EmailAddress,
         client: &ClientInfo,
     ) -> Result<CodeSent> {
+        self.require_strongest_factor(claims).await?;
+        let user_id = claims.sub.as_str();
         self.throttle(GROUP, client, Some(user_id)).await?;
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
         let sent = self

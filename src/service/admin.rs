@@ -14,7 +14,7 @@ use super::tokens::{AccessClaims, roles_of};
 use crate::clock::rfc3339;
 use crate::domain::DeviceId;
 use crate::error::{ApiError, Result};
-use crate::store::{AuditFilter, AuditRow, UserRow};
+use crate::store::UserRow;
 
 pub const ADMIN_ROLE: &str = "admin";
 /// Roles the API may grant; anything else is refused.
@@ -76,11 +76,28 @@ pub struct ResetOutcome {
     pub enrolment_code: Option<String>,
 }
 
+/// A caller that `Core::admin` found to hold the admin role. Every admin
+/// operation takes one and only this module makes one, so a new handler
+/// cannot reach an admin operation without the check.
+pub struct AdminCaller(AccessClaims);
+
+impl AdminCaller {
+    pub fn claims(&self) -> &AccessClaims {
+        &self.0
+    }
+}
+
 impl Core {
+    /// The bearer as an admin; 403 unless they are one.
+    pub async fn admin(&self, claims: AccessClaims) -> Result<AdminCaller> {
+        self.require_admin(&claims).await?;
+        Ok(AdminCaller(claims))
+    }
+
     /// The bearer, if an admin; 403 otherwise. The role is read from the
     /// account too, so a revoked admin's token stops working at once rather
     /// than when it expires.
-    pub async fn require_admin(&self, claims: &AccessClaims) -> Result<()> {
+    async fn require_admin(&self, claims: &AccessClaims) -> Result<()> {
         let refused = || ApiError::Forbidden("this needs the admin role".into());
         if !claims.roles.iter().any(|r| r == ADMIN_ROLE) {
             return Err(refused());
@@ -97,9 +114,9 @@ impl Core {
     /// role, and the admin's own passkey sign-in within
     /// `mfa.fresh_auth_seconds`, so that a phished admin password and code
     /// cannot act (403 `passkey_required`).
-    pub async fn require_admin_action(&self, claims: &AccessClaims) -> Result<()> {
-        self.require_admin(claims).await?;
-        self.require_fresh_passkey(claims).await
+    async fn require_admin_action(&self, admin: &AdminCaller) -> Result<()> {
+        self.require_admin(&admin.0).await?;
+        self.require_fresh_passkey(&admin.0).await
     }
 
     async fn target(&self, user_id: &str) -> Result<UserRow> {
@@ -126,6 +143,7 @@ impl Core {
 
     pub async fn search_users(
         &self,
+        _admin: &AdminCaller,
         query: &str,
         limit: i64,
         cursor: Option<&str>,
@@ -142,7 +160,7 @@ impl Core {
         Ok(UserPage { users, next_cursor })
     }
 
-    pub async fn user_detail(&self, user_id: &str) -> Result<UserDetail> {
+    pub async fn user_detail(&self, _admin: &AdminCaller, user_id: &str) -> Result<UserDetail> {
         let user = self.target(user_id).await?;
         let profile = self.profile(user_id).await?;
         let devices = self.devices(user_id).await?;
@@ -164,7 +182,7 @@ impl Core {
     /// refresh token ended, and a one-time enrolment code for a new device.
     pub async fn reset_devices(
         &self,
-        admin: &AccessClaims,
+        admin: &AdminCaller,
         user_id: &str,
         reason: &str,
     ) -> Result<ResetOutcome> {
@@ -180,7 +198,8 @@ impl Core {
         let now = self.clock.now_ms();
         let (devices, sessions) =
             self.store.reset_devices(user_id, &hash, now + ENROLMENT_TTL_MS, now).await?;
-        self.audit(Event::ok("devices_reset").user(user_id).actor(&admin.sub).reason(reason)).await;
+        self.audit(Event::ok("devices_reset").user(user_id).actor(&admin.0.sub).reason(reason))
+            .await;
         let address = user.email.clone().filter(|_| user.email_verified);
         let mut outcome = ResetOutcome {
             revoked_devices: devices,
@@ -216,14 +235,16 @@ impl Core {
         } else {
             "enrolment code mailed to the verified address"
         };
-        self.audit(Event::ok("enrolment_code_issued").user(user_id).actor(&admin.sub).reason(how))
-            .await;
+        self.audit(
+            Event::ok("enrolment_code_issued").user(user_id).actor(&admin.0.sub).reason(how),
+        )
+        .await;
         Ok(outcome)
     }
 
     pub async fn admin_unbind_device(
         &self,
-        admin: &AccessClaims,
+        admin: &AdminCaller,
         user_id: &str,
         device_id: &DeviceId,
         reason: Option<&str>,
@@ -231,10 +252,10 @@ impl Core {
         self.require_admin_action(admin).await?;
         let user = self.target(user_id).await?;
         let reason = self.check_reason(&user, reason)?;
-        self.unbind_device(user_id, device_id, Some(&admin.sub)).await?;
+        self.unbind_device(user_id, device_id, Some(&admin.0.sub)).await?;
         if let Some(reason) = reason {
             let device = device_id.to_string();
-            let event = Event::ok("admin_note").user(user_id).actor(&admin.sub).device(&device);
+            let event = Event::ok("admin_note").user(user_id).actor(&admin.0.sub).device(&device);
             self.audit(event.reason(reason)).await;
         }
         Ok(())
@@ -243,7 +264,7 @@ impl Core {
     /// Locks (ending every session) or unlocks an account.
     pub async fn set_locked(
         &self,
-        admin: &AccessClaims,
+        admin: &AdminCaller,
         user_id: &str,
         lock: bool,
         reason: Option<&str>,
@@ -251,14 +272,14 @@ impl Core {
         self.require_admin_action(admin).await?;
         let user = self.target(user_id).await?;
         let reason = self.check_reason(&user, reason)?;
-        if lock && user_id == admin.sub {
+        if lock && user_id == admin.0.sub {
             return Err(ApiError::Forbidden("an admin cannot lock their own account".into()));
         }
         let now = self.clock.now_ms();
         self.store.set_locked(user_id, lock.then_some(now), now).await?;
         let mut event = Event::ok(if lock { "account_disabled" } else { "account_enabled" })
             .user(user_id)
-            .actor(&admin.sub);
+            .actor(&admin.0.sub);
         event.reason = reason;
         self.audit(event).await;
         self.notify(&user, if lock { Change::Locked } else { Change::Unlocked }, None);
@@ -269,7 +290,7 @@ impl Core {
     /// admin's roles needs a reason.
     pub async fn set_roles(
         &self,
-        admin: Option<&AccessClaims>,
+        admin: Option<&AdminCaller>,
         user_id: &str,
         roles: &[String],
         reason: Option<&str>,
@@ -284,7 +305,7 @@ impl Core {
             return Err(ApiError::ValidationFailed(format!("roles: unknown role {unknown:?}")));
         }
         if let Some(admin) = admin
-            && admin.sub == user_id
+            && admin.0.sub == user_id
             && !roles.iter().any(|r| r == ADMIN_ROLE)
         {
             return Err(ApiError::Forbidden("an admin cannot revoke their own admin role".into()));
@@ -295,11 +316,11 @@ impl Core {
         self.store.set_roles(user_id, &sorted.join(",")).await?;
         let change = format!("roles: [{}]", sorted.join(", "));
         let mut event = Event::ok("roles_changed").user(user_id).reason(&change);
-        event.actor_id = admin.map(|a| a.sub.as_str());
+        event.actor_id = admin.map(|a| a.0.sub.as_str());
         self.audit(event).await;
         if let Some(reason) = reason {
             let mut note = Event::ok("admin_note").user(user_id).reason(reason);
-            note.actor_id = admin.map(|a| a.sub.as_str());
+            note.actor_id = admin.map(|a| a.0.sub.as_str());
             self.audit(note).await;
         }
         if roles_of(&user.roles) != sorted {
@@ -312,55 +333,5 @@ impl Core {
             }
         }
         Ok(UserSummary::from(&self.target(user_id).await?))
-    }
-
-    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
-        Ok(self.store.audit_events(filter).await?)
-    }
-}
-
-/// An IP as exports show it: IPv4 without its last octet, IPv6 to its /48.
-pub fn mask_ip(ip: &str) -> String {
-    match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.x")
-        }
-        Ok(std::net::IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}::x", s[0], s[1], s[2])
-        }
-        Err(_) => "x".to_owned(),
-    }
-}
-
-/// An email address as exports show it: first letter and domain.
-pub fn mask_email(text: &str) -> String {
-    // Reasons are free text an admin typed; any address in one is masked.
-    text.split(' ')
-        .map(|word| match word.split_once('@') {
-            Some((local, domain)) if !local.is_empty() && domain.contains('.') => {
-                format!("{}***@{domain}", &local[..local.chars().next().map_or(0, char::len_utf8)])
-            }
-            _ => word.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exports_mask_ips_and_addresses() {
-        assert_eq!(mask_ip("203.0.113.77"), "203.0.113.x");
-        assert_eq!(mask_ip("2001:db8:85a3::8a2e:370:7334"), "2001:db8:85a3::x");
-        assert_eq!(mask_ip("nonsense"), "x");
-        assert_eq!(
-            mask_email("lost phone, mailed alice@example.com today"),
-            "lost phone, mailed a***@example.com today"
-        );
-        assert_eq!(mask_email("no address here"), "no address here");
     }
 }

@@ -4,8 +4,8 @@
 //! ids, event names, outcomes and short reasons.
 
 use super::Core;
+use crate::context::{current_client, current_request_id};
 use crate::store::AuditRow;
-use crate::telemetry::{current_client, current_request_id};
 
 /// One event to record. Build with `Event::ok` or `Event::failed`.
 #[derive(Default)]

@@ -7,6 +7,7 @@ pub mod account;
 pub mod admin;
 pub mod assertion;
 pub mod audit;
+pub mod audit_export;
 mod authenticator_data;
 mod codes;
 pub mod devices;
@@ -35,9 +36,10 @@ use webauthn_rs::prelude::{Webauthn, WebauthnBuilder};
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::error::ApiError;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
-use crate::store::{SecretPlace, Store};
+use crate::store::{SecretPlace, Store, StoreError};
 use codes::CodeHasher;
 use keys::SigningKeys;
 use password::PasswordHasher;
@@ -248,4 +250,27 @@ fn allowed_origins(settings: &Settings) -> anyhow::Result<Vec<url::Url>> {
         origins.push(url::Url::parse(&app.origin()).context("apps.android origin")?);
     }
     Ok(origins)
+}
+
+/// What a storage failure means to the client: the store knows nothing of
+/// HTTP, and the error type knows nothing of the store.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(constraint) if constraint.contains("username") => {
+                ApiError::UsernameTaken
+            }
+            // A credential id already bound (to this or another account):
+            // WebAuthn §7.1 step 22 says to refuse the registration.
+            StoreError::Conflict(constraint) if constraint.contains("credential") => {
+                ApiError::WebauthnFailed("this credential is already registered".into())
+            }
+            StoreError::NotFound => ApiError::NotFound("no such resource".into()),
+            StoreError::Unavailable(cause) => {
+                tracing::error!(error.cause_chain = ?cause, "database unavailable");
+                ApiError::Unavailable
+            }
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        }
+    }
 }

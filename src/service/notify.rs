@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use crate::clock::{Millis, rfc3339};
+use crate::context::current_client;
 use crate::mailer::Mailer;
 use crate::store::UserRow;
-use crate::telemetry::current_client;
 
 use super::Core;
 

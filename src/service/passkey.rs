@@ -24,7 +24,8 @@ use super::assertion::{PublicKey, Refusal, Stored, Verified};
 use super::audit::{Event, log_audit};
 use super::authenticator_data::registration_facts;
 use super::login_handle::LoginTicket;
-use super::tokens::{ClientInfo, SessionGrant, TokenSet};
+use super::tokens::{SessionGrant, TokenSet};
+use crate::context::ClientInfo;
 use crate::domain::{
     CeremonyId, DeviceId, DeviceName, DisplayName, EmailAddress, UserId, Username,
 };

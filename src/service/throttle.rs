@@ -18,9 +18,9 @@ use super::audit::Event;
 use std::sync::Arc;
 
 use crate::clock::Millis;
+use crate::context::ClientInfo;
 use crate::error::{ApiError, Result};
 use crate::net::rate_limit_block;
-use crate::service::tokens::ClientInfo;
 use crate::store::Store;
 
 const WINDOW_MS: i64 = 60_000;

@@ -2,6 +2,7 @@
 //! on their own) and refresh tokens (opaque, stored hashed, rotated on
 //! every use).
 
+use crate::context::ClientInfo;
 use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 
@@ -215,11 +216,4 @@ impl Core {
         }
         Ok(())
     }
-}
-
-/// What the server knows of the client making a request.
-#[derive(Clone, Debug, Default)]
-pub struct ClientInfo {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
 }

@@ -13,6 +13,8 @@ use super::Core;
 use super::audit::Event;
 use super::codes::{self, RECOVERY_CODES};
 use super::notify::Change;
+use super::tokens::AccessClaims;
+use crate::context::ClientInfo;
 use crate::error::{ApiError, Result};
 
 const STEP_SECS: u64 = 30;
@@ -87,8 +89,12 @@ impl Core {
     }
 
     /// Starts TOTP enrolment with a new secret; it is inactive until
-    /// `totp_finish` confirms a code from it.
-    pub async fn totp_start(&self, user_id: &str) -> Result<TotpEnrolment> {
+    /// `totp_finish` confirms a code from it. A second factor: a stolen but
+    /// stale token, or a phished password and code, must not add its own,
+    /// so the account's strongest factor must have been used just now.
+    pub async fn totp_start(&self, claims: &AccessClaims) -> Result<TotpEnrolment> {
+        self.require_strongest_factor(claims).await?;
+        let user_id = claims.sub.as_str();
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
         let mut secret = vec![0u8; SECRET_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut secret);
@@ -112,9 +118,13 @@ impl Core {
     /// the recovery codes.
     pub async fn totp_finish(
         &self,
-        user_id: &str,
+        claims: &AccessClaims,
         code: &crate::domain::OneTimeCode,
+        client: &ClientInfo,
     ) -> Result<RecoveryCodes> {
+        let user_id = claims.sub.as_str();
+        self.throttle("account", client, Some(user_id)).await?;
+        self.require_strongest_factor(claims).await?;
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
         let row = self.store.totp(user_id).await?.filter(|t| t.confirmed_at.is_none()).ok_or_else(
             || ApiError::NotFound("no TOTP enrolment is in progress; start one first".into()),
@@ -135,7 +145,9 @@ impl Core {
         Ok(RecoveryCodes { recovery_codes: shown })
     }
 
-    pub async fn totp_delete(&self, user_id: &str) -> Result<()> {
+    pub async fn totp_delete(&self, claims: &AccessClaims) -> Result<()> {
+        self.require_strongest_factor(claims).await?;
+        let user_id = claims.sub.as_str();
         if !self.store.delete_totp(user_id).await? {
             return Err(ApiError::NotFound("TOTP is not set up".into()));
         }
@@ -147,7 +159,9 @@ impl Core {
     }
 
     /// Replaces the recovery codes (the old ones stop working).
-    pub async fn regenerate_recovery_codes(&self, user_id: &str) -> Result<RecoveryCodes> {
+    pub async fn regenerate_recovery_codes(&self, claims: &AccessClaims) -> Result<RecoveryCodes> {
+        self.require_strongest_factor(claims).await?;
+        let user_id = claims.sub.as_str();
         let active = self.store.totp(user_id).await?.is_some_and(|t| t.confirmed_at.is_some());
         if !active {
             return Err(ApiError::ValidationFailed(
