@@ -98,7 +98,8 @@ async fn admin(settings: Settings, grant: bool, username: &str) -> anyhow::Resul
     } else {
         "revoked with passgate admin revoke"
     };
-    core.set_roles(None, &user.user_id, &roles, Some(reason))
+    core.admin
+        .set_roles(None, &user.user_id, &roles, Some(reason))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}: roles [{}]", name.as_ref(), roles.join(", "));

@@ -218,7 +218,7 @@ fn spawn_housekeeping(core: web::Data<Core>) {
         let mut ticks = tokio::time::interval_at(first, interval);
         loop {
             ticks.tick().await;
-            core.housekeeping(housekeeping::ROUND_LIMIT).await;
+            core.housekeeping.round(housekeeping::ROUND_LIMIT).await;
         }
     });
 }

@@ -70,6 +70,7 @@ pub async fn users_get(
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<UserPage>> {
     let page = core
+        .admin
         .search_users(&admin.0, &query.q, query.limit.unwrap_or(20), query.cursor.as_deref())
         .await?;
     Ok(web::Json(page))
@@ -88,7 +89,7 @@ pub async fn user_get(
     admin: Admin,
     path: web::Path<UserId>,
 ) -> Result<web::Json<UserDetail>> {
-    Ok(web::Json(core.user_detail(&admin.0, &path.to_string()).await?))
+    Ok(web::Json(core.admin.user_detail(&admin.0, &path.to_string()).await?))
 }
 
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/reset-devices", tag = "admin", security(("bearer" = [])),
@@ -108,7 +109,7 @@ pub async fn reset_devices(
     body: Body<ReasonBody>,
 ) -> Result<HttpResponse> {
     let reason = body.reason.as_deref().unwrap_or("");
-    let outcome = core.reset_devices(&admin.0, &path.to_string(), reason).await?;
+    let outcome = core.admin.reset_devices(&admin.0, &path.to_string(), reason).await?;
     // It may carry the enrolment code, shown once: no cache keeps it.
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(outcome))
 }
@@ -129,7 +130,8 @@ pub async fn device_delete(
     query: web::Query<ReasonBody>,
 ) -> Result<HttpResponse> {
     let (user_id, device_id) = path.into_inner();
-    core.admin_unbind_device(&admin.0, &user_id.to_string(), &device_id, query.reason.as_deref())
+    core.admin
+        .admin_unbind_device(&admin.0, &user_id.to_string(), &device_id, query.reason.as_deref())
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -178,7 +180,7 @@ async fn set_locked(
     lock: bool,
 ) -> Result<web::Json<UserSummary>> {
     let user_id = path.to_string();
-    Ok(web::Json(core.set_locked(&admin.0, &user_id, lock, body.reason.as_deref()).await?))
+    Ok(web::Json(core.admin.set_locked(&admin.0, &user_id, lock, body.reason.as_deref()).await?))
 }
 
 #[utoipa::path(put, path = "/v1/admin/users/{user_id}/roles", tag = "admin", security(("bearer" = [])),
@@ -199,7 +201,7 @@ pub async fn roles_put(
 ) -> Result<web::Json<UserSummary>> {
     let user_id = path.to_string();
     let summary =
-        core.set_roles(Some(&admin.0), &user_id, &body.roles, body.reason.as_deref()).await?;
+        core.admin.set_roles(Some(&admin.0), &user_id, &body.roles, body.reason.as_deref()).await?;
     Ok(web::Json(summary))
 }
 
@@ -246,9 +248,9 @@ pub async fn audit_get(
         },
     };
     match query.format.as_deref().unwrap_or("json") {
-        "json" => Ok(HttpResponse::Ok().json(core.audit_page(&admin.0, filter).await?)),
+        "json" => Ok(HttpResponse::Ok().json(core.admin.audit_page(&admin.0, filter).await?)),
         "csv" => {
-            let lines = core.into_inner().audit_csv(admin.0, filter).map(|line| match line {
+            let lines = core.admin.clone().audit_csv(admin.0, filter).map(|line| match line {
                 Ok(line) => Ok(web::Bytes::from(line)),
                 Err(error) => {
                     tracing::error!(error.cause_chain = ?error, "audit export stopped");

@@ -51,7 +51,7 @@ pub struct EnrolStartBody {
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn devices_get(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<Vec<Device>>> {
-    Ok(web::Json(core.devices(&bearer.0.sub).await?))
+    Ok(web::Json(core.devices.list(&bearer.0.sub).await?))
 }
 
 #[utoipa::path(post, path = "/v1/me/devices/start", tag = "me", security(("bearer" = [])),
@@ -64,7 +64,7 @@ pub async fn devices_start(
     core: web::Data<Core>,
     bearer: Bearer,
 ) -> Result<web::Json<CeremonyStarted>> {
-    Ok(web::Json(core.bind_start(&bearer.0).await?))
+    Ok(web::Json(core.devices.bind_start(&bearer.0).await?))
 }
 
 #[utoipa::path(post, path = "/v1/me/devices/finish", tag = "me", security(("bearer" = [])),
@@ -81,8 +81,10 @@ pub async fn devices_finish(
     body: Body<BindFinishBody>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
-    let device =
-        core.bind_finish(&bearer.0, &body.ceremony_id, &body.credential, body.device_name).await?;
+    let device = core
+        .devices
+        .bind_finish(&bearer.0, &body.ceremony_id, &body.credential, body.device_name)
+        .await?;
     Ok(HttpResponse::Created().json(device))
 }
 
@@ -101,7 +103,7 @@ pub async fn device_patch(
     path: web::Path<DeviceId>,
     body: Body<RenameBody>,
 ) -> Result<web::Json<Device>> {
-    Ok(web::Json(core.rename_device(&bearer.0.sub, &path, &body.name).await?))
+    Ok(web::Json(core.devices.rename_device(&bearer.0.sub, &path, &body.name).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/me/devices/{device_id}", tag = "me", security(("bearer" = [])),
@@ -117,7 +119,7 @@ pub async fn device_delete(
     bearer: Bearer,
     path: web::Path<DeviceId>,
 ) -> Result<HttpResponse> {
-    core.unbind_own_device(&bearer.0, &path).await?;
+    core.devices.unbind_own_device(&bearer.0, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -130,7 +132,7 @@ pub async fn sessions_get(
     core: web::Data<Core>,
     bearer: Bearer,
 ) -> Result<web::Json<Vec<Session>>> {
-    Ok(web::Json(core.sessions(&bearer.0).await?))
+    Ok(web::Json(core.devices.sessions(&bearer.0).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/me/sessions/{session_id}", tag = "me", security(("bearer" = [])),
@@ -145,7 +147,7 @@ pub async fn session_delete(
     bearer: Bearer,
     path: web::Path<SessionId>,
 ) -> Result<HttpResponse> {
-    core.end_session(&bearer.0.sub, &path.to_string()).await?;
+    core.devices.end_session(&bearer.0.sub, &path.to_string()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -161,7 +163,7 @@ pub async fn enrol_start(
     client: ClientInfo,
     body: Body<EnrolStartBody>,
 ) -> Result<web::Json<CeremonyStarted>> {
-    Ok(web::Json(core.enrol_start(&body.username, &body.code, &client).await?))
+    Ok(web::Json(core.devices.enrol_start(&body.username, &body.code, &client).await?))
 }
 
 #[utoipa::path(post, path = "/v1/enrol/finish", tag = "passkeys",
@@ -178,7 +180,9 @@ pub async fn enrol_finish(
     body: Body<BindFinishBody>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
-    let tokens =
-        core.enrol_finish(&body.ceremony_id, &body.credential, body.device_name, &client).await?;
+    let tokens = core
+        .devices
+        .enrol_finish(&body.ceremony_id, &body.credential, body.device_name, &client)
+        .await?;
     Ok(HttpResponse::Created().json(tokens))
 }

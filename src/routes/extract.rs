@@ -196,7 +196,7 @@ impl FromRequest for Admin {
         Box::pin(async move {
             let claims = verified.await?;
             let core = core.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
-            Ok(Admin(core.admin(claims).await?))
+            Ok(Admin(core.admin.admin(claims).await?))
         })
     }
 }
@@ -217,7 +217,7 @@ fn verify_bearer(
     async move {
         let core = core.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
         let token = token.ok_or(ApiError::Unauthorized)?;
-        let claims = core.verify_access(&token).await?;
+        let claims = core.tokens.verify_access(&token).await?;
         tracing::Span::current().record("user_id", tracing::field::display(&claims.sub));
         Ok(claims)
     }

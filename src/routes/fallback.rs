@@ -50,7 +50,7 @@ pub async fn login_password(
     client: ClientInfo,
     body: Body<PasswordLoginBody>,
 ) -> Result<web::Json<MfaChallenge>> {
-    Ok(web::Json(core.login_password(&body.username, &body.password, &client).await?))
+    Ok(web::Json(core.fallback.login_password(&body.username, &body.password, &client).await?))
 }
 
 #[utoipa::path(post, path = "/v1/login/mfa/totp", tag = "fallback",
@@ -66,7 +66,7 @@ pub async fn login_totp(
     client: ClientInfo,
     body: Body<MfaCodeBody>,
 ) -> Result<web::Json<TokenSet>> {
-    Ok(web::Json(core.login_totp(&body.mfa_token.0, &body.code, &client).await?))
+    Ok(web::Json(core.fallback.login_totp(&body.mfa_token.0, &body.code, &client).await?))
 }
 
 #[utoipa::path(post, path = "/v1/login/mfa/email/send", tag = "fallback",
@@ -83,7 +83,7 @@ pub async fn login_email_send(
     client: ClientInfo,
     body: Body<MfaTokenBody>,
 ) -> Result<HttpResponse> {
-    let sent = core.login_email_send(&body.mfa_token.0, &client).await?;
+    let sent = core.fallback.login_email_send(&body.mfa_token.0, &client).await?;
     Ok(HttpResponse::Accepted().json(sent))
 }
 
@@ -100,5 +100,5 @@ pub async fn login_email_verify(
     client: ClientInfo,
     body: Body<MfaCodeBody>,
 ) -> Result<web::Json<TokenSet>> {
-    Ok(web::Json(core.login_email_verify(&body.mfa_token.0, &body.code, &client).await?))
+    Ok(web::Json(core.fallback.login_email_verify(&body.mfa_token.0, &body.code, &client).await?))
 }

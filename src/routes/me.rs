@@ -21,7 +21,7 @@ use crate::service::totp::{RecoveryCodes, TotpEnrolment};
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn me_get(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<Profile>> {
-    Ok(web::Json(core.profile(&bearer.0.sub).await?))
+    Ok(web::Json(core.account.profile(&bearer.0.sub).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -62,7 +62,9 @@ pub async fn password_put(
     client: ClientInfo,
     body: Body<PasswordBody>,
 ) -> Result<HttpResponse> {
-    core.set_password(&bearer.0, &body.password, body.current_password.as_ref(), &client).await?;
+    core.account
+        .set_password(&bearer.0, &body.password, body.current_password.as_ref(), &client)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -83,7 +85,7 @@ pub async fn email_post(
     client: ClientInfo,
     body: Body<EmailBody>,
 ) -> Result<HttpResponse> {
-    let sent = core.set_email(&bearer.0, &body.email, &client).await?;
+    let sent = core.account.set_email(&bearer.0, &body.email, &client).await?;
     Ok(HttpResponse::Accepted().json(sent))
 }
 
@@ -102,7 +104,7 @@ pub async fn email_verify(
     client: ClientInfo,
     body: Body<CodeBody>,
 ) -> Result<HttpResponse> {
-    core.verify_email(&bearer.0.sub, &body.code, &client).await?;
+    core.account.verify_email(&bearer.0.sub, &body.code, &client).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -115,7 +117,7 @@ pub async fn email_verify(
         (status = 422, description = "validation_failed: TOTP is already set up", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn totp_start(core: web::Data<Core>, bearer: Bearer) -> Result<web::Json<TotpEnrolment>> {
-    Ok(web::Json(core.totp_start(&bearer.0).await?))
+    Ok(web::Json(core.totp.totp_start(&bearer.0).await?))
 }
 
 #[utoipa::path(post, path = "/v1/me/totp/finish", tag = "me",
@@ -135,7 +137,7 @@ pub async fn totp_finish(
     client: ClientInfo,
     body: Body<CodeBody>,
 ) -> Result<web::Json<RecoveryCodes>> {
-    Ok(web::Json(core.totp_finish(&bearer.0, &body.code, &client).await?))
+    Ok(web::Json(core.totp.totp_finish(&bearer.0, &body.code, &client).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/me/totp", tag = "me",
@@ -147,7 +149,7 @@ pub async fn totp_finish(
         (status = 404, description = "not_found: TOTP is not set up", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn totp_delete(core: web::Data<Core>, bearer: Bearer) -> Result<HttpResponse> {
-    core.totp_delete(&bearer.0).await?;
+    core.totp.totp_delete(&bearer.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -163,5 +165,5 @@ pub async fn recovery_codes_post(
     core: web::Data<Core>,
     bearer: Bearer,
 ) -> Result<web::Json<RecoveryCodes>> {
-    Ok(web::Json(core.regenerate_recovery_codes(&bearer.0).await?))
+    Ok(web::Json(core.totp.regenerate_recovery_codes(&bearer.0).await?))
 }

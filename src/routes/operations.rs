@@ -55,7 +55,7 @@ fn association(document: Option<serde_json::Value>, what: &str) -> Result<HttpRe
         (status = 404, description = "not_found: no Android app is configured", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn asset_links(core: web::Data<Core>) -> Result<HttpResponse> {
-    association(core.asset_links(), "Android app")
+    association(core.well_known.asset_links(), "Android app")
 }
 
 #[utoipa::path(get, path = "/.well-known/apple-app-site-association", tag = "operations",
@@ -64,7 +64,7 @@ pub async fn asset_links(core: web::Data<Core>) -> Result<HttpResponse> {
         (status = 404, description = "not_found: no iOS app is configured", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn apple_app_site_association(core: web::Data<Core>) -> Result<HttpResponse> {
-    association(core.apple_app_site_association(), "iOS app")
+    association(core.well_known.apple_app_site_association(), "iOS app")
 }
 
 #[utoipa::path(get, path = "/.well-known/webauthn", tag = "operations",
@@ -73,7 +73,7 @@ pub async fn apple_app_site_association(core: web::Data<Core>) -> Result<HttpRes
         (status = 404, description = "not_found: no related origin is configured", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn related_origins(core: web::Data<Core>) -> Result<HttpResponse> {
-    association(core.related_origins(), "related origin")
+    association(core.well_known.related_origins(), "related origin")
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",

@@ -71,6 +71,7 @@ pub async fn register_start(
 ) -> Result<web::Json<CeremonyStarted>> {
     let body = body.into_inner();
     let started = core
+        .passkeys
         .register_start(
             RegisterStart {
                 username: body.username,
@@ -100,6 +101,7 @@ pub async fn register_finish(
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     let tokens = core
+        .passkeys
         .register_finish(&body.ceremony_id, &body.credential, body.device_name, &client)
         .await?;
     Ok(HttpResponse::Created().json(tokens))
@@ -115,7 +117,7 @@ pub async fn login_start(
     core: web::Data<Core>,
     body: Body<LoginStartBody>,
 ) -> Result<web::Json<CeremonyStarted>> {
-    Ok(web::Json(core.login_start(body.into_inner().username).await?))
+    Ok(web::Json(core.passkeys.login_start(body.into_inner().username).await?))
 }
 
 #[utoipa::path(post, path = "/v1/login/finish", tag = "passkeys",
@@ -132,5 +134,5 @@ pub async fn login_finish(
     body: Body<LoginFinishBody>,
 ) -> Result<web::Json<TokenSet>> {
     let body = body.into_inner();
-    Ok(web::Json(core.login_finish(&body.ceremony_id, &body.credential, &client).await?))
+    Ok(web::Json(core.passkeys.login_finish(&body.ceremony_id, &body.credential, &client).await?))
 }

@@ -47,7 +47,7 @@ pub async fn stepup_start(
     bearer: Bearer,
     body: Body<StepupStartBody>,
 ) -> Result<web::Json<CeremonyStarted>> {
-    Ok(web::Json(core.stepup_start(&bearer.0, body.into_inner().transaction).await?))
+    Ok(web::Json(core.stepup.stepup_start(&bearer.0, body.into_inner().transaction).await?))
 }
 
 #[utoipa::path(post, path = "/v1/stepup/finish", tag = "stepup",
@@ -66,6 +66,7 @@ pub async fn stepup_finish(
 ) -> Result<web::Json<Authorization>> {
     let body = body.into_inner();
     let authorization = core
+        .stepup
         .stepup_finish(&bearer.0, &body.ceremony_id, &body.credential, body.transaction)
         .await?;
     Ok(web::Json(authorization))

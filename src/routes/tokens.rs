@@ -28,7 +28,7 @@ pub async fn token_refresh(
     core: web::Data<Core>,
     body: Body<RefreshBody>,
 ) -> Result<web::Json<TokenSet>> {
-    Ok(web::Json(core.refresh(&body.refresh_token).await?))
+    Ok(web::Json(core.tokens.refresh(&body.refresh_token).await?))
 }
 
 #[utoipa::path(post, path = "/v1/logout", tag = "tokens",
@@ -38,6 +38,6 @@ pub async fn token_refresh(
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn logout(core: web::Data<Core>, body: Body<RefreshBody>) -> Result<HttpResponse> {
-    core.logout(&body.refresh_token).await?;
+    core.tokens.logout(&body.refresh_token).await?;
     Ok(HttpResponse::NoContent().finish())
 }

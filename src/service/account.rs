@@ -2,84 +2,81 @@
 //! user"): the password, the email address and its verification. TOTP and
 //! recovery codes are in `totp.rs`.
 
-use super::Core;
-use super::audit::Event;
-use super::notify::Change;
-use super::password::Checked;
-use super::throttle::subject;
-use super::tokens::AccessClaims;
+use std::sync::Arc;
+
+use super::audit::{Audit, Event};
+use super::fallback::Fallback;
+use super::fresh::Freshness;
+use super::notify::{Change, Notifier};
+use super::password::{Checked, PasswordHasher};
+use super::profile::Profile;
+use super::throttle::{Throttle, subject};
+use super::tokens::{AccessClaims, roles_of};
+use crate::clock::Clock;
 use crate::context::ClientInfo;
 use crate::domain::{EmailAddress, OneTimeCode, Password};
 use crate::error::{ApiError, Result};
+use crate::metrics::Metrics;
 use crate::service::fallback::CodeSent;
+use crate::store::Store;
 
 const VERIFY_EMAIL: &str = "verify_email";
 
-/// How the bearer's session began.
-pub(super) struct SessionStart {
-    /// Within `mfa.fresh_auth_seconds`.
-    pub fresh: bool,
-    /// With a passkey sign-in: not an enrolment code, nor a passkey still
-    /// waiting out its delay (see `passkey::PROBATION_AMR`).
-    pub passkey: bool,
-}
 const GROUP: &str = "account";
 
-impl Core {
-    /// Refuses unless the bearer's session began within
-    /// `mfa.fresh_auth_seconds`. Refreshing a token does not make a
-    /// sign-in fresh.
-    pub(super) async fn require_fresh_sign_in(&self, claims: &AccessClaims) -> Result<()> {
-        if self.session_start(claims).await?.fresh {
-            return Ok(());
-        }
-        Err(ApiError::Forbidden(format!(
-            "this change needs a sign-in within the last {} seconds; sign in again",
-            self.settings.mfa.fresh_auth.as_secs()
-        )))
+/// The signed-in user's profile, password and email address.
+#[derive(Clone)]
+pub struct Account {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    passwords: Arc<PasswordHasher>,
+    audit: Audit,
+    throttle: Throttle,
+    notifier: Notifier,
+    fresh: Freshness,
+    fallback: Fallback,
+}
+
+impl Account {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        passwords: Arc<PasswordHasher>,
+        audit: Audit,
+        throttle: Throttle,
+        notifier: Notifier,
+        fresh: Freshness,
+        fallback: Fallback,
+    ) -> Account {
+        Account { store, clock, metrics, passwords, audit, throttle, notifier, fresh, fallback }
     }
 
-    /// Refuses (403 `passkey_required`) unless the bearer's session began
-    /// with a passkey sign-in within `mfa.fresh_auth_seconds`. A password
-    /// and a code can be relayed by a phishing page in real time; a passkey
-    /// cannot (it signs for its own origin only), so only a passkey may
-    /// change what guards the account. A session opened by an admin's
-    /// enrolment code does not count (the code was mailed or handed over),
-    /// nor one opened by a passkey bound from a password sign-in that is
-    /// still waiting out its delay.
-    pub(super) async fn require_fresh_passkey(&self, claims: &AccessClaims) -> Result<()> {
-        let start = self.session_start(claims).await?;
-        if start.fresh && start.passkey {
-            return Ok(());
+    pub async fn profile(&self, user_id: &str) -> Result<Profile> {
+        let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
+        let passkeys = self.store.user_credentials(user_id).await?;
+        let mut factors = Vec::new();
+        if !passkeys.is_empty() {
+            factors.push("passkey".to_owned());
         }
-        Err(ApiError::PasskeyRequired(format!(
-            "this change needs a passkey sign-in within the last {} seconds{}",
-            self.settings.mfa.fresh_auth.as_secs(),
-            if start.passkey { "" } else { " (a password and a code are not enough)" }
-        )))
-    }
-
-    /// The rule for changing the account's own factors: the strongest one
-    /// it has must have been used. With a passkey, a fresh passkey sign-in;
-    /// an account without one (after an admin reset, say) has nothing
-    /// stronger than a fresh sign-in.
-    pub(super) async fn require_strongest_factor(&self, claims: &AccessClaims) -> Result<()> {
-        if self.store.user_credentials(&claims.sub).await?.is_empty() {
-            self.require_fresh_sign_in(claims).await
-        } else {
-            self.require_fresh_passkey(claims).await
+        let counts = self.store.factor_counts(user_id).await?;
+        if counts.passwords > 0 {
+            factors.push("password".to_owned());
         }
-    }
-
-    pub(super) async fn session_start(&self, claims: &AccessClaims) -> Result<SessionStart> {
-        let session = self.store.find_session(&claims.sid).await?.ok_or(ApiError::Unauthorized)?;
-        let age = self.clock.now_ms() - session.created_at;
-        let methods: Vec<&str> = session.amr.split(' ').collect();
-        Ok(SessionStart {
-            fresh: age <= self.settings.mfa.fresh_auth.as_millis() as i64,
-            passkey: methods.contains(&"hwk")
-                && !methods.contains(&"enrol")
-                && !methods.contains(&"new"),
+        factors.extend(self.fallback.second_factors(&user).await?.into_iter().map(str::to_owned));
+        if counts.recovery_codes > 0 {
+            factors.push("recovery_code".to_owned());
+        }
+        Ok(Profile {
+            user_id: user.user_id,
+            username: user.username,
+            display_name: user.display_name,
+            email: user.email,
+            email_verified: user.email_verified,
+            factors,
+            roles: roles_of(&user.roles),
         })
     }
 
@@ -94,31 +91,33 @@ impl Core {
     ) -> Result<()> {
         let user_id = claims.sub.as_str();
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
-        self.throttle(GROUP, client, Some(user_id)).await?;
+        self.throttle.check(GROUP, client, Some(user_id)).await?;
         let stored = self.store.password_hash(user_id).await?;
         match (current, &stored) {
             (Some(current), Some(_)) => {
-                let attempt = self.begin_attempt(&subject(Some(user_id), "")).await?;
-                let checked = match self.check_password(current, stored.as_deref()).await {
+                let attempt = self.throttle.begin_attempt(&subject(Some(user_id), "")).await?;
+                let checked = match self.fallback.check_password(current, stored.as_deref()).await {
                     Ok(checked) => checked,
                     Err(error) => {
-                        self.attempt_returned(attempt).await?;
+                        self.throttle.attempt_returned(attempt).await?;
                         return Err(error);
                     }
                 };
                 if checked == Checked::Wrong {
-                    self.attempt_failed(attempt).await?;
-                    self.audit(
-                        Event::failed("password_change", "wrong current password").user(user_id),
-                    )
-                    .await;
+                    self.throttle.attempt_failed(attempt).await?;
+                    self.audit
+                        .record(
+                            Event::failed("password_change", "wrong current password")
+                                .user(user_id),
+                        )
+                        .await;
                     return Err(ApiError::InvalidCredentials);
                 }
-                self.attempt_returned(attempt).await?;
+                self.throttle.attempt_returned(attempt).await?;
             }
             // No password yet (a current_password proves nothing then), or
             // none given: only a fresh passkey sign-in may set it.
-            _ => self.require_fresh_passkey(claims).await?,
+            _ => self.fresh.require_fresh_passkey(claims).await?,
         }
         self.passwords.check_policy(password, &user.username)?;
         let phc = self.passwords.hash(password).await.inspect_err(|e| {
@@ -129,7 +128,7 @@ impl Core {
         let now = self.clock.now_ms();
         self.store.set_password(user_id, &phc, now).await?;
         let event = if stored.is_some() { "password_changed" } else { "password_set" };
-        self.audit(Event::ok(event).user(user_id)).await;
+        self.audit.record(Event::ok(event).user(user_id)).await;
         if stored.is_some() {
             // Whoever knew the old password may hold a session: a change
             // ends every other one.
@@ -138,11 +137,11 @@ impl Core {
             let ended = self.store.end_other_sessions(user_id, &claims.sid, now).await?;
             if ended > 0 {
                 let reason = format!("{ended} other sessions ended by a password change");
-                self.audit(Event::ok("session_ended").user(user_id).reason(&reason)).await;
+                self.audit.record(Event::ok("session_ended").user(user_id).reason(&reason)).await;
             }
         }
         let change = if stored.is_some() { Change::PasswordChanged } else { Change::PasswordSet };
-        self.notify(&user, change, None);
+        self.notifier.notify(&user, change, None);
         Ok(())
     }
 
@@ -155,11 +154,12 @@ impl Core {
         email: &EmailAddress,
         client: &ClientInfo,
     ) -> Result<CodeSent> {
-        self.require_strongest_factor(claims).await?;
+        self.fresh.require_strongest_factor(claims).await?;
         let user_id = claims.sub.as_str();
-        self.throttle(GROUP, client, Some(user_id)).await?;
+        self.throttle.check(GROUP, client, Some(user_id)).await?;
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
         let sent = self
+            .fallback
             .mail_code(
                 &user,
                 VERIFY_EMAIL,
@@ -174,11 +174,11 @@ impl Core {
             // code's row holds the new address until then.
             Some(old) => {
                 let change = Change::EmailChangeRequested { new_address: email.as_ref() };
-                self.notify(&user, change, Some(old));
+                self.notifier.notify(&user, change, Some(old));
             }
             None => self.store.set_email(user_id, email.as_ref()).await?,
         }
-        self.audit(Event::ok("email_set").user(user_id)).await;
+        self.audit.record(Event::ok("email_set").user(user_id)).await;
         Ok(sent)
     }
 
@@ -188,8 +188,9 @@ impl Core {
         code: &OneTimeCode,
         client: &ClientInfo,
     ) -> Result<()> {
-        self.throttle(GROUP, client, Some(user_id)).await?;
+        self.throttle.check(GROUP, client, Some(user_id)).await?;
         let address = self
+            .fallback
             .take_mailed_code(user_id, VERIFY_EMAIL, code)
             .await?
             .ok_or(ApiError::InvalidSetupCode)?;
@@ -200,11 +201,11 @@ impl Core {
         if !self.store.verify_email(user_id, &address).await? {
             return Err(ApiError::InvalidSetupCode);
         }
-        self.audit(Event::ok("email_verified").user(user_id)).await;
+        self.audit.record(Event::ok("email_verified").user(user_id)).await;
         if let Some(old) =
             user.email.as_deref().filter(|old| user.email_verified && *old != address)
         {
-            self.notify(&user, Change::EmailChanged { new_address: &address }, Some(old));
+            self.notifier.notify(&user, Change::EmailChanged { new_address: &address }, Some(old));
         }
         Ok(())
     }

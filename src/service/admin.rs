@@ -3,18 +3,23 @@
 //! devices when a phone is lost, lock and unlock, grant and revoke roles,
 //! and read the audit trail. Every action is audited with the acting admin.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
-use super::Core;
-use super::audit::Event;
-use super::devices::{Device, ENROLMENT_PURPOSE, Session};
-use super::notify::Change;
+use super::account::Account;
+use super::audit::{Audit, Event};
+use super::codes::CodeHasher;
+use super::devices::{Device, Devices, ENROLMENT_PURPOSE, Session};
+use super::fresh::Freshness;
+use super::notify::{Change, Notifier};
 use super::profile::Profile;
-use super::tokens::{AccessClaims, roles_of};
-use crate::clock::rfc3339;
+use super::tokens::{AccessClaims, Tokens, roles_of};
+use crate::clock::{Clock, rfc3339};
 use crate::domain::DeviceId;
 use crate::error::{ApiError, Result};
-use crate::store::UserRow;
+use crate::mailer::Mailer;
+use crate::store::{Store, UserRow};
 
 pub const ADMIN_ROLE: &str = "admin";
 /// Roles the API may grant; anything else is refused.
@@ -87,7 +92,38 @@ impl AdminCaller {
     }
 }
 
-impl Core {
+/// The admin console's operations.
+#[derive(Clone)]
+pub struct Admin {
+    pub(super) store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    codes: Arc<CodeHasher>,
+    mailer: Arc<Mailer>,
+    audit: Audit,
+    notifier: Notifier,
+    fresh: Freshness,
+    tokens: Tokens,
+    devices: Devices,
+    account: Account,
+}
+
+impl Admin {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        codes: Arc<CodeHasher>,
+        mailer: Arc<Mailer>,
+        audit: Audit,
+        notifier: Notifier,
+        fresh: Freshness,
+        tokens: Tokens,
+        devices: Devices,
+        account: Account,
+    ) -> Admin {
+        Admin { store, clock, codes, mailer, audit, notifier, fresh, tokens, devices, account }
+    }
+
     /// The bearer as an admin; 403 unless they are one.
     pub async fn admin(&self, claims: AccessClaims) -> Result<AdminCaller> {
         self.require_admin(&claims).await?;
@@ -116,7 +152,7 @@ impl Core {
     /// cannot act (403 `passkey_required`).
     async fn require_admin_action(&self, admin: &AdminCaller) -> Result<()> {
         self.require_admin(&admin.0).await?;
-        self.require_fresh_passkey(&admin.0).await
+        self.fresh.require_fresh_passkey(&admin.0).await
     }
 
     async fn target(&self, user_id: &str) -> Result<UserRow> {
@@ -162,8 +198,8 @@ impl Core {
 
     pub async fn user_detail(&self, _admin: &AdminCaller, user_id: &str) -> Result<UserDetail> {
         let user = self.target(user_id).await?;
-        let profile = self.profile(user_id).await?;
-        let devices = self.devices(user_id).await?;
+        let profile = self.account.profile(user_id).await?;
+        let devices = self.devices.list(user_id).await?;
         let sessions = self.store.user_sessions(user_id, self.clock.now_ms()).await?;
         Ok(UserDetail {
             profile,
@@ -172,7 +208,7 @@ impl Core {
             devices,
             sessions: sessions
                 .iter()
-                .filter(|s| self.is_live(s))
+                .filter(|s| self.tokens.is_live(s))
                 .map(|s| Session::of(s, ""))
                 .collect(),
         })
@@ -198,7 +234,8 @@ impl Core {
         let now = self.clock.now_ms();
         let (devices, sessions) =
             self.store.reset_devices(user_id, &hash, now + ENROLMENT_TTL_MS, now).await?;
-        self.audit(Event::ok("devices_reset").user(user_id).actor(&admin.0.sub).reason(reason))
+        self.audit
+            .record(Event::ok("devices_reset").user(user_id).actor(&admin.0.sub).reason(reason))
             .await;
         let address = user.email.clone().filter(|_| user.email_verified);
         let mut outcome = ResetOutcome {
@@ -217,7 +254,7 @@ impl Core {
                      the code: tell your administrator at once.\r\n",
                     user.display_name,
                     user.username,
-                    stamp = self.when_and_where(),
+                    stamp = self.notifier.when_and_where(),
                 );
                 if let Err(error) = self.mailer.send(&address, "Bind a new device", body).await {
                     tracing::error!(error.cause_chain = ?error, "the enrolment code could not be mailed");
@@ -235,10 +272,11 @@ impl Core {
         } else {
             "enrolment code mailed to the verified address"
         };
-        self.audit(
-            Event::ok("enrolment_code_issued").user(user_id).actor(&admin.0.sub).reason(how),
-        )
-        .await;
+        self.audit
+            .record(
+                Event::ok("enrolment_code_issued").user(user_id).actor(&admin.0.sub).reason(how),
+            )
+            .await;
         Ok(outcome)
     }
 
@@ -252,11 +290,11 @@ impl Core {
         self.require_admin_action(admin).await?;
         let user = self.target(user_id).await?;
         let reason = self.check_reason(&user, reason)?;
-        self.unbind_device(user_id, device_id, Some(&admin.0.sub)).await?;
+        self.devices.unbind_device(user_id, device_id, Some(&admin.0.sub)).await?;
         if let Some(reason) = reason {
             let device = device_id.to_string();
             let event = Event::ok("admin_note").user(user_id).actor(&admin.0.sub).device(&device);
-            self.audit(event.reason(reason)).await;
+            self.audit.record(event.reason(reason)).await;
         }
         Ok(())
     }
@@ -281,8 +319,8 @@ impl Core {
             .user(user_id)
             .actor(&admin.0.sub);
         event.reason = reason;
-        self.audit(event).await;
-        self.notify(&user, if lock { Change::Locked } else { Change::Unlocked }, None);
+        self.audit.record(event).await;
+        self.notifier.notify(&user, if lock { Change::Locked } else { Change::Unlocked }, None);
         Ok(UserSummary::from(&self.target(user_id).await?))
     }
 
@@ -317,15 +355,16 @@ impl Core {
         let change = format!("roles: [{}]", sorted.join(", "));
         let mut event = Event::ok("roles_changed").user(user_id).reason(&change);
         event.actor_id = admin.map(|a| a.0.sub.as_str());
-        self.audit(event).await;
+        self.audit.record(event).await;
         if let Some(reason) = reason {
             let mut note = Event::ok("admin_note").user(user_id).reason(reason);
             note.actor_id = admin.map(|a| a.0.sub.as_str());
-            self.audit(note).await;
+            self.audit.record(note).await;
         }
         if roles_of(&user.roles) != sorted {
             let listed = if sorted.is_empty() { "none".to_owned() } else { sorted.join(", ") };
-            if let Some(sending) = self.notify(&user, Change::RolesChanged { roles: &listed }, None)
+            if let Some(sending) =
+                self.notifier.notify(&user, Change::RolesChanged { roles: &listed }, None)
                 && admin.is_none()
             {
                 // The CLI ends right after this: let the notice go first.

@@ -3,9 +3,11 @@
 //! same event also goes to the log (target `audit`). Never a secret: only
 //! ids, event names, outcomes and short reasons.
 
-use super::Core;
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::context::{current_client, current_request_id};
-use crate::store::AuditRow;
+use crate::store::{AuditRow, Store};
 
 /// One event to record. Build with `Event::ok` or `Event::failed`.
 #[derive(Default)]
@@ -51,11 +53,22 @@ impl<'a> Event<'a> {
 /// Reasons are short, and admin-typed ones are cut, so a row stays small.
 const REASON_MAX: usize = 500;
 
-impl Core {
+/// Writes the audit trail; every feature that records events holds one.
+#[derive(Clone)]
+pub struct Audit {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Audit {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Audit {
+        Audit { store, clock }
+    }
+
     /// Records `event`. A failure to write is logged, not returned: the
     /// action it records has already happened.
-    pub async fn audit(&self, event: Event<'_>) {
-        let row = self.audit_row(event);
+    pub async fn record(&self, event: Event<'_>) {
+        let row = self.row(event);
         log_audit(&row);
         if let Err(error) = self.store.append_audit(&row).await {
             tracing::error!(error.cause_chain = ?error, event = %row.event, "audit row not written");
@@ -65,7 +78,7 @@ impl Core {
     /// The row for `event`, for a caller that writes it in the same
     /// transaction as the action (so both or neither stay), and logs it
     /// with `log_audit` once that committed.
-    pub fn audit_row(&self, event: Event<'_>) -> AuditRow {
+    pub fn row(&self, event: Event<'_>) -> AuditRow {
         let client = current_client();
         let outcome = if event.failed { "failure" } else { "success" };
         AuditRow {

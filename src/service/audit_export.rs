@@ -2,13 +2,10 @@
 //! console and a CSV export, both for admins only and both masked, so an
 //! export passed around does not carry clients' addresses.
 
-use std::sync::Arc;
-
 use futures_util::Stream;
 use serde::Serialize;
 
-use super::Core;
-use super::admin::AdminCaller;
+use super::admin::{Admin, AdminCaller};
 use crate::clock::rfc3339;
 use crate::error::{ApiError, Result};
 use crate::store::{AuditFilter, AuditRow};
@@ -25,7 +22,7 @@ pub struct AuditPage {
     next_cursor: Option<String>,
 }
 
-impl Core {
+impl Admin {
     /// One page of events matching `filter` (its `limit` clamped to 1 to
     /// 1000), masked, with the cursor of the next page when there is one.
     pub async fn audit_page(&self, _admin: &AdminCaller, filter: AuditFilter) -> Result<AuditPage> {
@@ -45,32 +42,35 @@ impl Core {
     /// the stream with an error, so that the download fails instead of
     /// ending short and looking complete.
     pub fn audit_csv(
-        self: Arc<Self>,
+        self,
         _admin: AdminCaller,
         filter: AuditFilter,
     ) -> impl Stream<Item = Result<String>> {
         let filter = AuditFilter { limit: CSV_PAGE, ..filter };
-        futures_util::stream::unfold((self, filter, true), |(core, mut filter, first)| async move {
-            if filter.limit == 0 {
-                return None;
-            }
-            let page = match core.store.audit_events(&filter).await {
-                Ok(page) => page,
-                Err(error) => {
-                    filter.limit = 0;
-                    return Some((Err(ApiError::from(error)), (core, filter, false)));
+        futures_util::stream::unfold(
+            (self, filter, true),
+            |(admin, mut filter, first)| async move {
+                if filter.limit == 0 {
+                    return None;
                 }
-            };
-            let mut chunk = if first { CSV_HEADER.to_owned() } else { String::new() };
-            for row in &page {
-                chunk.push_str(&csv_line(&masked(row.clone())));
-            }
-            filter.after = page.last().map(|r| r.event_id.clone()).or(filter.after);
-            if (page.len() as i64) < CSV_PAGE {
-                filter.limit = 0;
-            }
-            Some((Ok(chunk), (core, filter, false)))
-        })
+                let page = match admin.store.audit_events(&filter).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        filter.limit = 0;
+                        return Some((Err(ApiError::from(error)), (admin, filter, false)));
+                    }
+                };
+                let mut chunk = if first { CSV_HEADER.to_owned() } else { String::new() };
+                for row in &page {
+                    chunk.push_str(&csv_line(&masked(row.clone())));
+                }
+                filter.after = page.last().map(|r| r.event_id.clone()).or(filter.after);
+                if (page.len() as i64) < CSV_PAGE {
+                    filter.limit = 0;
+                }
+                Some((Ok(chunk), (admin, filter, false)))
+            },
+        )
     }
 }
 

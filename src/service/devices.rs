@@ -2,20 +2,25 @@
 //! the enrolment ceremony with which a user whose devices an admin reset
 //! binds a new passkey.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
-use super::Core;
 use super::aaguid::authenticator_name;
-use super::audit::Event;
-use super::notify::Change;
-use super::passkey::{CeremonyStarted, ENROLMENT_AMR};
-use super::tokens::{AccessClaims, SessionGrant, TokenSet};
-use crate::clock::rfc3339;
+use super::audit::{Audit, Event};
+use super::codes::CodeHasher;
+use super::fresh::Freshness;
+use super::notify::{Change, Notifier};
+use super::passkey::{CeremonyStarted, ENROLMENT_AMR, Passkeys};
+use super::throttle::Throttle;
+use super::tokens::{AccessClaims, SessionGrant, TokenSet, Tokens};
+use crate::clock::{Clock, rfc3339};
+use crate::config::Settings;
 use crate::context::ClientInfo;
 use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, UserId, Username};
 use crate::error::{ApiError, Result};
-use crate::store::{CredentialRow, SessionRow, Unbound};
+use crate::store::{CredentialRow, SessionRow, Store, Unbound};
 
 const KIND_BIND: &str = "bind";
 const KIND_ENROL: &str = "enrol";
@@ -107,8 +112,50 @@ struct EnrolState {
     registration: PasskeyRegistration,
 }
 
-impl Core {
-    pub async fn devices(&self, user_id: &str) -> Result<Vec<Device>> {
+/// An account's bound passkeys and sessions, and enrolment by code.
+#[derive(Clone)]
+pub struct Devices {
+    settings: Arc<Settings>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    codes: Arc<CodeHasher>,
+    audit: Audit,
+    throttle: Throttle,
+    notifier: Notifier,
+    fresh: Freshness,
+    tokens: Tokens,
+    passkeys: Passkeys,
+}
+
+impl Devices {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        codes: Arc<CodeHasher>,
+        audit: Audit,
+        throttle: Throttle,
+        notifier: Notifier,
+        fresh: Freshness,
+        tokens: Tokens,
+        passkeys: Passkeys,
+    ) -> Devices {
+        Devices {
+            settings,
+            store,
+            clock,
+            codes,
+            audit,
+            throttle,
+            notifier,
+            fresh,
+            tokens,
+            passkeys,
+        }
+    }
+
+    pub async fn list(&self, user_id: &str) -> Result<Vec<Device>> {
         Ok(self.store.user_credentials(user_id).await?.iter().map(Device::from).collect())
     }
 
@@ -116,13 +163,19 @@ impl Core {
     /// binds another only from a fresh passkey sign-in; one without may
     /// bind its first from any fresh sign-in (see `bind_finish`).
     pub async fn bind_start(&self, claims: &AccessClaims) -> Result<CeremonyStarted> {
-        self.require_strongest_factor(claims).await?;
+        self.fresh.require_strongest_factor(claims).await?;
         let user = self.store.find_user(&claims.sub).await?.ok_or(ApiError::Unauthorized)?;
         let existing = self.store.user_credentials(&user.user_id).await?;
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
-        let (public_key, registration) =
-            self.start_registration_for(user_id, &user.username, &user.display_name, &existing)?;
-        self.put_ceremony(KIND_BIND, Some(user_id), &BindState { registration }, public_key).await
+        let (public_key, registration) = self.passkeys.start_registration_for(
+            user_id,
+            &user.username,
+            &user.display_name,
+            &existing,
+        )?;
+        self.passkeys
+            .put_ceremony(KIND_BIND, Some(user_id), &BindState { registration }, public_key)
+            .await
     }
 
     pub async fn bind_finish(
@@ -138,18 +191,21 @@ impl Core {
             .await?
             .ok_or(ApiError::CeremonyNotFound)?;
         let state: BindState = serde_json::from_str(&row.state).map_err(anyhow::Error::from)?;
-        let result = self.new_credential(&claims.sub, credential, &state.registration, device_name);
+        let result =
+            self.passkeys.new_credential(&claims.sub, credential, &state.registration, device_name);
         let mut credential = match result {
             Ok(credential) => credential,
             Err(error) => {
-                self.audit(Event::failed("device_bound", error.code()).user(&claims.sub)).await;
+                self.audit
+                    .record(Event::failed("device_bound", error.code()).user(&claims.sub))
+                    .await;
                 return Err(error);
             }
         };
         // A passkey bound from a password sign-in could be a phisher's:
         // it signs in at once, but approves payments only after a delay
         // in which the owner, mailed at once, can remove it.
-        let by_passkey = self.session_start(claims).await?.passkey;
+        let by_passkey = self.fresh.session_start(claims).await?.passkey;
         if !by_passkey {
             let delay = self.settings.stepup.fallback_passkey_delay.as_millis() as i64;
             credential.payments_after = Some(self.clock.now_ms() + delay);
@@ -159,13 +215,13 @@ impl Core {
         if !by_passkey {
             event = event.reason("bound after a password sign-in: payments delayed");
         }
-        self.audit(event).await;
+        self.audit.record(event).await;
         if let Some(user) = self.store.find_user(&claims.sub).await? {
             let change = Change::PasskeyBound {
                 name: &credential.name,
                 payments_from: credential.payments_after,
             };
-            self.notify(&user, change, None);
+            self.notifier.notify(&user, change, None);
         }
         Ok(Device::from(&credential))
     }
@@ -179,7 +235,9 @@ impl Core {
         if !self.store.rename_credential(user_id, &device_id.to_string(), name.as_ref()).await? {
             return Err(ApiError::NotFound("no such device".into()));
         }
-        self.audit(Event::ok("device_renamed").user(user_id).device(&device_id.to_string())).await;
+        self.audit
+            .record(Event::ok("device_renamed").user(user_id).device(&device_id.to_string()))
+            .await;
         let devices = self.store.user_credentials(user_id).await?;
         let row = devices
             .iter()
@@ -196,7 +254,7 @@ impl Core {
         claims: &AccessClaims,
         device_id: &DeviceId,
     ) -> Result<()> {
-        self.require_fresh_passkey(claims).await?;
+        self.fresh.require_fresh_passkey(claims).await?;
         self.unbind_device(&claims.sub, device_id, None).await
     }
 
@@ -236,10 +294,10 @@ impl Core {
         }
         let mut event = Event::ok("device_unbound").user(user_id).device(&device_id);
         event.actor_id = actor;
-        self.audit(event).await;
+        self.audit.record(event).await;
         if let Some(user) = self.store.find_user(user_id).await? {
             let change = Change::PasskeyUnbound { name: &name, by_admin: actor.is_some() };
-            self.notify(&user, change, None);
+            self.notifier.notify(&user, change, None);
         }
         Ok(())
     }
@@ -256,7 +314,7 @@ impl Core {
         let rows = self.store.user_sessions(&claims.sub, self.clock.now_ms()).await?;
         Ok(rows
             .iter()
-            .filter(|row| self.is_live(row))
+            .filter(|row| self.tokens.is_live(row))
             .map(|row| Session::of(row, &claims.sid))
             .collect())
     }
@@ -265,7 +323,9 @@ impl Core {
         if !self.store.end_session(user_id, session_id, self.clock.now_ms()).await? {
             return Err(ApiError::NotFound("no such live session".into()));
         }
-        self.audit(Event::ok("session_ended").user(user_id).reason("ended by the user")).await;
+        self.audit
+            .record(Event::ok("session_ended").user(user_id).reason("ended by the user"))
+            .await;
         Ok(())
     }
 
@@ -277,10 +337,10 @@ impl Core {
         code: &OneTimeCode,
         client: &ClientInfo,
     ) -> Result<CeremonyStarted> {
-        self.throttle("enrol", client, Some(username.as_ref())).await?;
+        self.throttle.check("enrol", client, Some(username.as_ref())).await?;
         let user = self.store.find_user_by_username(username.as_ref()).await?;
         let Some(user) = user else {
-            self.audit(Event::failed("device_enrolled", "unknown user")).await;
+            self.audit.record(Event::failed("device_enrolled", "unknown user")).await;
             return Err(ApiError::InvalidCode);
         };
         let live = self
@@ -295,11 +355,12 @@ impl Core {
                 stored
             }
             _ => {
-                self.audit(
-                    Event::failed("device_enrolled", "wrong or expired enrolment code")
-                        .user(&user.user_id),
-                )
-                .await;
+                self.audit
+                    .record(
+                        Event::failed("device_enrolled", "wrong or expired enrolment code")
+                            .user(&user.user_id),
+                    )
+                    .await;
                 return Err(ApiError::InvalidCode);
             }
         };
@@ -308,10 +369,14 @@ impl Core {
         }
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
         let existing = self.store.user_credentials(&user.user_id).await?;
-        let (public_key, registration) =
-            self.start_registration_for(user_id, &user.username, &user.display_name, &existing)?;
+        let (public_key, registration) = self.passkeys.start_registration_for(
+            user_id,
+            &user.username,
+            &user.display_name,
+            &existing,
+        )?;
         let state = EnrolState { user_id, code_hash, registration };
-        self.put_ceremony(KIND_ENROL, Some(user_id), &state, public_key).await
+        self.passkeys.put_ceremony(KIND_ENROL, Some(user_id), &state, public_key).await
     }
 
     /// Binds the new passkey and uses up the code, at once; signs in.
@@ -322,13 +387,14 @@ impl Core {
         device_name: Option<DeviceName>,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
-        let state: EnrolState = self.take_ceremony(KIND_ENROL, ceremony_id).await?;
+        let state: EnrolState = self.passkeys.take_ceremony(KIND_ENROL, ceremony_id).await?;
         let user_id = state.user_id.to_string();
         let user = self.store.find_user(&user_id).await?.ok_or(ApiError::InvalidCode)?;
         if user.locked_at.is_some() {
             return Err(ApiError::AccountDisabled);
         }
-        let row = self.new_credential(&user_id, credential, &state.registration, device_name)?;
+        let row =
+            self.passkeys.new_credential(&user_id, credential, &state.registration, device_name)?;
         let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
         let grant = SessionGrant {
             user_id: state.user_id,
@@ -336,20 +402,21 @@ impl Core {
             amr: ENROLMENT_AMR,
             device_id: Some(device_id),
         };
-        let session = self.new_session(&grant, client);
+        let session = self.tokens.new_session(&grant, client);
         if !self
             .store
             .enrol_with_code(&state.code_hash, &row, &session.row, &session.refresh.hash())
             .await?
         {
-            self.audit(
-                Event::failed("device_enrolled", "enrolment code already used").user(&user_id),
-            )
-            .await;
+            self.audit
+                .record(
+                    Event::failed("device_enrolled", "enrolment code already used").user(&user_id),
+                )
+                .await;
             return Err(ApiError::InvalidCode);
         }
-        self.audit(Event::ok("device_enrolled").user(&user_id).device(&row.device_id)).await;
-        let mut tokens = self.token_set(&session.row, &user.roles, &session.refresh)?;
+        self.audit.record(Event::ok("device_enrolled").user(&user_id).device(&row.device_id)).await;
+        let mut tokens = self.tokens.token_set(&session.row, &user.roles, &session.refresh)?;
         tokens.device_id = Some(row.device_id);
         Ok(tokens)
     }

@@ -3,18 +3,24 @@
 //! address). The password step hands out a short-lived mfa_token that is
 //! good only for the second step and is used up by it.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
-use super::Core;
-use super::audit::Event;
-use super::password::Checked;
-use super::throttle::{Attempt, subject};
-use super::tokens::{SessionGrant, TokenSet};
-use crate::clock::Millis;
+use super::audit::{Audit, Event};
+use super::codes::CodeHasher;
+use super::password::{Checked, PasswordHasher};
+use super::throttle::{Attempt, Throttle, subject};
+use super::tokens::{SessionGrant, TokenSet, Tokens};
+use super::totp::Totp;
+use crate::clock::{Clock, Millis};
+use crate::config::Settings;
 use crate::context::ClientInfo;
 use crate::domain::{OneTimeCode, OpaqueToken, Password, UserId, Username};
 use crate::error::{ApiError, Result};
-use crate::store::{EmailCodeRow, UserRow};
+use crate::mailer::Mailer;
+use crate::metrics::Metrics;
+use crate::store::{EmailCodeRow, Store, UserRow};
 
 /// RFC 8176: a password and a one-time code, two factors.
 const FALLBACK_AMR: &[&str] = &["pwd", "otp", "mfa"];
@@ -37,7 +43,52 @@ pub struct CodeSent {
     pub expires_in: u64,
 }
 
-impl Core {
+/// Password sign-in and its second step.
+#[derive(Clone)]
+pub struct Fallback {
+    settings: Arc<Settings>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    passwords: Arc<PasswordHasher>,
+    codes: Arc<CodeHasher>,
+    mailer: Arc<Mailer>,
+    audit: Audit,
+    throttle: Throttle,
+    tokens: Tokens,
+    totp: Totp,
+}
+
+impl Fallback {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        passwords: Arc<PasswordHasher>,
+        codes: Arc<CodeHasher>,
+        mailer: Arc<Mailer>,
+        audit: Audit,
+        throttle: Throttle,
+        tokens: Tokens,
+        totp: Totp,
+    ) -> Fallback {
+        Fallback {
+            settings,
+            store,
+            clock,
+            metrics,
+            passwords,
+            codes,
+            mailer,
+            audit,
+            throttle,
+            tokens,
+            totp,
+        }
+    }
+
     /// A password check through the hashing pool, counted in the metrics
     /// when the pool's queue is full.
     pub(super) async fn check_password(
@@ -58,11 +109,11 @@ impl Core {
         password: &Password,
         client: &ClientInfo,
     ) -> Result<MfaChallenge> {
-        self.throttle(GROUP, client, Some(username.as_ref())).await?;
+        self.throttle.check(GROUP, client, Some(username.as_ref())).await?;
         let user = self.store.find_user_by_username(username.as_ref()).await?;
         let user_id = user.as_ref().map(|u| u.user_id.as_str());
         let subject = subject(user_id, username.as_ref());
-        let attempt = self.begin_attempt(&subject).await?;
+        let attempt = self.throttle.begin_attempt(&subject).await?;
         let stored = match user_id {
             Some(id) => self.store.password_hash(id).await?,
             None => None,
@@ -73,7 +124,7 @@ impl Core {
             Ok(checked) => checked,
             Err(error) => {
                 // Not checked (the hashing queue is full): not an attempt.
-                self.attempt_returned(attempt).await?;
+                self.throttle.attempt_returned(attempt).await?;
                 return Err(error);
             }
         };
@@ -85,15 +136,15 @@ impl Core {
         }
         // A right password alone neither counts nor clears: the count
         // ends only with a whole sign-in.
-        self.attempt_returned(attempt).await?;
+        self.throttle.attempt_returned(attempt).await?;
         if let Checked::RightRehashed(fresh) = &checked
             && self.store.upgrade_password(&user.user_id, &stored, fresh).await?
         {
-            self.audit(Event::ok("password_rehashed").user(&user.user_id)).await;
+            self.audit.record(Event::ok("password_rehashed").user(&user.user_id)).await;
         }
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         if user.locked_at.is_some() {
-            self.audit(Event::failed("login", "account locked").user(&user.user_id)).await;
+            self.audit.record(Event::failed("login", "account locked").user(&user.user_id)).await;
             return Err(ApiError::AccountDisabled);
         }
         let methods = self.second_factors(&user).await?;
@@ -108,7 +159,7 @@ impl Core {
         self.store
             .put_mfa_token(&token.hash(), &user.user_id, now + ttl.as_millis() as i64, now)
             .await?;
-        self.audit(Event::ok("password_verified").user(&user.user_id)).await;
+        self.audit.record(Event::ok("password_verified").user(&user.user_id)).await;
         Ok(MfaChallenge {
             mfa_token: token.expose().to_owned(),
             methods,
@@ -117,8 +168,9 @@ impl Core {
     }
 
     async fn password_refused<T>(&self, attempt: Attempt, user_id: Option<&str>) -> Result<T> {
-        self.attempt_failed(attempt).await?;
-        self.audit(Event { user_id, ..Event::failed("login", "wrong password or unknown user") })
+        self.throttle.attempt_failed(attempt).await?;
+        self.audit
+            .record(Event { user_id, ..Event::failed("login", "wrong password or unknown user") })
             .await;
         Err(ApiError::InvalidCredentials)
     }
@@ -137,15 +189,15 @@ impl Core {
 
     /// The account behind a live mfa_token, throttled and not locked.
     async fn mfa_user(&self, token: &OpaqueToken, client: &ClientInfo) -> Result<UserRow> {
-        self.throttle(GROUP, client, None).await?;
+        self.throttle.check(GROUP, client, None).await?;
         let user_id = self
             .store
             .mfa_token_user(&token.hash(), self.clock.now_ms())
             .await?
             .ok_or(ApiError::InvalidCredentials)?;
         tracing::Span::current().record("user_id", tracing::field::display(&user_id));
-        self.throttle_account(GROUP, &user_id).await?;
-        self.ensure_not_locked(&subject(Some(&user_id), "")).await?;
+        self.throttle.account(GROUP, &user_id).await?;
+        self.throttle.ensure_not_locked(&subject(Some(&user_id), "")).await?;
         let user = self.store.find_user(&user_id).await?.ok_or(ApiError::InvalidCredentials)?;
         if user.locked_at.is_some() {
             return Err(ApiError::AccountDisabled);
@@ -154,9 +206,9 @@ impl Core {
     }
 
     async fn code_refused<T>(&self, attempt: Attempt, user_id: &str, method: &str) -> Result<T> {
-        self.attempt_failed(attempt).await?;
+        self.throttle.attempt_failed(attempt).await?;
         let reason = format!("wrong {method} code");
-        self.audit(Event::failed("login", &reason).user(user_id)).await;
+        self.audit.record(Event::failed("login", &reason).user(user_id)).await;
         Err(ApiError::InvalidCode)
     }
 
@@ -168,8 +220,8 @@ impl Core {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let user = self.mfa_user(token, client).await?;
-        let attempt = self.begin_attempt(&subject(Some(&user.user_id), "")).await?;
-        if !self.check_totp_or_recovery(&user.user_id, &user.username, code).await? {
+        let attempt = self.throttle.begin_attempt(&subject(Some(&user.user_id), "")).await?;
+        if !self.totp.check_totp_or_recovery(&user.user_id, &user.username, code).await? {
             return self.code_refused(attempt, &user.user_id, "totp").await;
         }
         self.finish_fallback(token, &user, client, "totp", attempt).await
@@ -195,7 +247,7 @@ impl Core {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let user = self.mfa_user(token, client).await?;
-        let attempt = self.begin_attempt(&subject(Some(&user.user_id), "")).await?;
+        let attempt = self.throttle.begin_attempt(&subject(Some(&user.user_id), "")).await?;
         if self.take_mailed_code(&user.user_id, LOGIN_CODE, code).await?.is_none() {
             return self.code_refused(attempt, &user.user_id, "email_otp").await;
         }
@@ -213,18 +265,18 @@ impl Core {
         let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
         let grant =
             SessionGrant { user_id, roles: &user.roles, amr: FALLBACK_AMR, device_id: None };
-        let session = self.new_session(&grant, client);
+        let session = self.tokens.new_session(&grant, client);
         let now = self.clock.now_ms();
         if !self.store.finish_mfa(&token.hash(), &session.row, &session.refresh.hash(), now).await?
         {
             // Another request used this mfa_token first.
-            self.attempt_returned(attempt).await?;
+            self.throttle.attempt_returned(attempt).await?;
             return Err(ApiError::InvalidCredentials);
         }
-        self.attempt_succeeded(attempt).await?;
+        self.throttle.attempt_succeeded(attempt).await?;
         let method = format!("password and {method}");
-        self.audit(Event::ok("login").user(&user.user_id).reason(&method)).await;
-        self.token_set(&session.row, &user.roles, &session.refresh)
+        self.audit.record(Event::ok("login").user(&user.user_id).reason(&method)).await;
+        self.tokens.token_set(&session.row, &user.roles, &session.refresh)
     }
 
     /// Makes, stores and mails a six-digit code, after the resend wait.
@@ -281,7 +333,7 @@ impl Core {
             tracing::error!(error.cause_chain = ?error, "a one-time code could not be mailed");
             return Err(ApiError::Unavailable);
         }
-        self.audit(Event::ok("code_mailed").user(&user.user_id).reason(purpose)).await;
+        self.audit.record(Event::ok("code_mailed").user(&user.user_id).reason(purpose)).await;
         Ok(CodeSent { expires_in: ttl.as_secs() })
     }
 

@@ -6,10 +6,14 @@
 //! to notice) must not hold the round, or the connection it holds, for
 //! longer than that. A round cut short is tried again at the next tick.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::Core;
+use super::keys::SigningKeys;
+use crate::clock::Clock;
+use crate::config::Settings;
 use crate::store;
+use crate::store::Store;
 
 /// How long one round may take, all of its statements together.
 pub const ROUND_LIMIT: Duration = Duration::from_secs(10);
@@ -22,9 +26,27 @@ pub enum Round {
     TimedOut,
 }
 
-impl Core {
+/// Each node's periodic clean-up and key refresh.
+#[derive(Clone)]
+pub struct Housekeeping {
+    settings: Arc<Settings>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    keys: Arc<SigningKeys>,
+}
+
+impl Housekeeping {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        keys: Arc<SigningKeys>,
+    ) -> Housekeeping {
+        Housekeeping { settings, store, clock, keys }
+    }
+
     /// One round of housekeeping, given up after `limit`.
-    pub async fn housekeeping(&self, limit: Duration) -> Round {
+    pub async fn round(&self, limit: Duration) -> Round {
         match tokio::time::timeout(limit, self.housekeeping_steps()).await {
             Ok(()) => Round::Done,
             Err(_) => {

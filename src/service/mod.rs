@@ -1,6 +1,10 @@
-//! The application's behaviour, free of HTTP: routes call one function
-//! here and map its result. Time comes from `Core::clock`, storage from
-//! `Core::store`.
+//! The application's behaviour, free of HTTP, as one struct per feature
+//! (`Passkeys`, `Devices`, `Fallback`, `Totp`, `Account`, `StepUp`,
+//! `Admin`, `Tokens`, `Housekeeping`, `WellKnown`), each holding exactly
+//! the parts it uses: the store, the clock, and shared pieces such as
+//! `Audit`, `Throttle`, `Notifier` and `Freshness`. Routes call one
+//! feature's function and map its result; `Core` builds the features once
+//! and holds them.
 
 pub mod aaguid;
 pub mod account;
@@ -12,6 +16,7 @@ mod authenticator_data;
 mod codes;
 pub mod devices;
 pub mod fallback;
+mod fresh;
 pub mod housekeeping;
 pub mod keys;
 mod login_handle;
@@ -28,11 +33,29 @@ mod well_known;
 
 use std::sync::Arc;
 
+use account::Account;
+use admin::Admin;
 use anyhow::Context;
+use audit::Audit;
+use codes::CodeHasher;
+use devices::Devices;
+use fallback::Fallback;
+use fresh::Freshness;
+use housekeeping::Housekeeping;
+use keys::SigningKeys;
+use notify::Notifier;
+use passkey::Passkeys;
+use password::PasswordHasher;
 use rand::RngCore;
+use sealing::Sealer;
 use secrecy::zeroize::Zeroizing;
+use stepup::StepUp;
 use subtle::ConstantTimeEq;
+use throttle::Throttle;
+use tokens::Tokens;
+use totp::Totp;
 use webauthn_rs::prelude::{Webauthn, WebauthnBuilder};
+use well_known::WellKnown;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -40,29 +63,30 @@ use crate::error::ApiError;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::store::{SecretPlace, Store, StoreError};
-use codes::CodeHasher;
-use keys::SigningKeys;
-use password::PasswordHasher;
-use sealing::Sealer;
 
-/// Everything a request may need, shared by all workers.
+/// The features, each with the parts it needs, built once and shared by
+/// all workers. Routes call one feature's function; nothing else reaches
+/// into another feature's parts.
 pub struct Core {
-    pub settings: Settings,
+    pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    pub webauthn: Webauthn,
-    /// Checks sign-in and step-up assertions (see `assertion`).
-    pub rp: assertion::RelyingParty,
-    pub keys: SigningKeys,
+    pub keys: Arc<SigningKeys>,
     pub metrics: Metrics,
-    pub passwords: PasswordHasher,
-    pub mailer: Arc<Mailer>,
-    codes: CodeHasher,
-    /// Seals sign-in ceremonies into their handles (a key every node shares).
-    handles: login_handle::HandleSealer,
+    pub passwords: Arc<PasswordHasher>,
+    pub tokens: Tokens,
+    pub passkeys: Passkeys,
+    pub devices: Devices,
+    pub fallback: Fallback,
+    pub totp: Totp,
+    pub account: Account,
+    pub stepup: StepUp,
+    pub admin: Admin,
+    pub housekeeping: Housekeeping,
+    pub well_known: WellKnown,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
-    secrets: Sealer,
-    decoy_key: Vec<u8>,
+    secrets: Arc<Sealer>,
+    audit: Audit,
 }
 
 impl Core {
@@ -71,11 +95,13 @@ impl Core {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Core> {
-        let webauthn = build_webauthn(&settings)?;
-        let rp =
-            assertion::RelyingParty::new(&settings.webauthn.rp_id, allowed_origins(&settings)?);
+        let webauthn = Arc::new(build_webauthn(&settings)?);
+        let rp = Arc::new(assertion::RelyingParty::new(
+            &settings.webauthn.rp_id,
+            allowed_origins(&settings)?,
+        ));
         require_key_encryption_key(&settings)?;
-        let secrets = Sealer::new(settings.tokens.key_encryption_key.as_ref())?;
+        let secrets = Arc::new(Sealer::new(settings.tokens.key_encryption_key.as_ref())?);
         if secrets.encrypts() {
             seal_unsealed(store.as_ref(), &secrets).await?;
         } else {
@@ -84,13 +110,15 @@ impl Core {
                  the keys behind one-time codes are stored unencrypted (development only)"
             );
         }
-        let keys = SigningKeys::load_or_create(
-            store.clone(),
-            clock.clone(),
-            Sealer::new(settings.tokens.key_encryption_key.as_ref())?,
-            settings.tokens.algorithm,
-        )
-        .await?;
+        let keys = Arc::new(
+            SigningKeys::load_or_create(
+                store.clone(),
+                clock.clone(),
+                Sealer::new(settings.tokens.key_encryption_key.as_ref())?,
+                settings.tokens.algorithm,
+            )
+            .await?,
+        );
         if settings.stepup.audience == settings.tokens.audience {
             tracing::warn!(
                 audience = %settings.tokens.audience,
@@ -99,29 +127,138 @@ impl Core {
             );
         }
         let now = clock.now_ms();
-        let decoy_key = server_secret(store.as_ref(), &secrets, DECOY_KEY, now).await?;
+        let decoy_key: Arc<[u8]> =
+            server_secret(store.as_ref(), &secrets, DECOY_KEY, now).await?.as_slice().into();
         let code_key = server_secret(store.as_ref(), &secrets, CODE_KEY, now).await?;
-        let codes = CodeHasher::new(code_key.to_vec());
-        let handles = login_handle::HandleSealer::new(
+        let codes = Arc::new(CodeHasher::new(code_key.to_vec()));
+        let handles = Arc::new(login_handle::HandleSealer::new(
             &server_secret(store.as_ref(), &secrets, HANDLE_KEY, now).await?,
-        )?;
+        )?);
         let metrics = Metrics::new()?;
-        let passwords = PasswordHasher::new(&settings.password)?;
+        let passwords = Arc::new(PasswordHasher::new(&settings.password)?);
         let mailer = Arc::new(Mailer::new(&settings.smtp)?);
+        let settings = Arc::new(settings);
+
+        let audit = Audit::new(store.clone(), clock.clone());
+        let throttle = Throttle::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            audit.clone(),
+        );
+        let notifier = Notifier::new(&settings, mailer.clone(), metrics.clone(), clock.clone());
+        let fresh = Freshness::new(settings.clone(), store.clone(), clock.clone());
+        let tokens = Tokens::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            keys.clone(),
+            audit.clone(),
+        );
+        let passkeys = Passkeys::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            webauthn,
+            rp,
+            handles,
+            decoy_key,
+            audit.clone(),
+            throttle.clone(),
+            tokens.clone(),
+        );
+        let devices = Devices::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            codes.clone(),
+            audit.clone(),
+            throttle.clone(),
+            notifier.clone(),
+            fresh.clone(),
+            tokens.clone(),
+            passkeys.clone(),
+        );
+        let totp = Totp::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            secrets.clone(),
+            codes.clone(),
+            audit.clone(),
+            throttle.clone(),
+            notifier.clone(),
+            fresh.clone(),
+        );
+        let fallback = Fallback::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            passwords.clone(),
+            codes.clone(),
+            mailer.clone(),
+            audit.clone(),
+            throttle.clone(),
+            tokens.clone(),
+            totp.clone(),
+        );
+        let account = Account::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            passwords.clone(),
+            audit.clone(),
+            throttle,
+            notifier.clone(),
+            fresh.clone(),
+            fallback.clone(),
+        );
+        let stepup = StepUp::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            keys.clone(),
+            audit.clone(),
+            passkeys.clone(),
+        );
+        let admin = Admin::new(
+            store.clone(),
+            clock.clone(),
+            codes,
+            mailer,
+            audit.clone(),
+            notifier,
+            fresh,
+            tokens.clone(),
+            devices.clone(),
+            account.clone(),
+        );
+        let housekeeping =
+            Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
+        let well_known = WellKnown::new(settings.clone());
         Ok(Core {
             settings,
             store,
             clock,
-            webauthn,
-            rp,
             keys,
             metrics,
             passwords,
-            mailer,
-            codes,
-            handles,
+            tokens,
+            passkeys,
+            devices,
+            fallback,
+            totp,
+            account,
+            stepup,
+            admin,
+            housekeeping,
+            well_known,
             secrets,
-            decoy_key: decoy_key.to_vec(),
+            audit,
         })
     }
 
@@ -142,7 +279,7 @@ impl Core {
             .rewrite_secrets(false, &|place, stored| Ok(Some(new.reseal(current, place, stored)?)))
             .await?;
         let reason = format!("{resealed} secrets sealed under a new key-encryption key");
-        self.audit(audit::Event::ok("secrets_resealed").reason(&reason)).await;
+        self.audit.record(audit::Event::ok("secrets_resealed").reason(&reason)).await;
         Ok(resealed)
     }
 
@@ -154,7 +291,7 @@ impl Core {
             Some(next) => format!("signing key {kid} revoked; {next} signs from now on"),
             None => format!("signing key {kid} revoked"),
         };
-        self.audit(audit::Event::ok("signing_key_revoked").reason(&reason)).await;
+        self.audit.record(audit::Event::ok("signing_key_revoked").reason(&reason)).await;
         Ok(successor)
     }
 }

@@ -11,12 +11,12 @@
 
 use std::sync::Arc;
 
-use crate::clock::{Millis, rfc3339};
+use crate::clock::{Clock, Millis, rfc3339};
+use crate::config::Settings;
 use crate::context::current_client;
 use crate::mailer::Mailer;
+use crate::metrics::Metrics;
 use crate::store::UserRow;
-
-use super::Core;
 
 /// What changed, as the owner reads it.
 pub enum Change<'a> {
@@ -114,12 +114,38 @@ impl Change<'_> {
     }
 }
 
-impl Core {
+/// Mails notices to accounts' owners.
+#[derive(Clone)]
+pub struct Notifier {
+    mailer: Arc<Mailer>,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    /// The first web origin: where the pages the notices point to live.
+    origin: Arc<str>,
+}
+
+impl Notifier {
+    pub fn new(
+        settings: &Settings,
+        mailer: Arc<Mailer>,
+        metrics: Metrics,
+        clock: Arc<dyn Clock>,
+    ) -> Notifier {
+        let origin = settings
+            .webauthn
+            .origins
+            .iter()
+            .find(|o| matches!(o.scheme(), "https" | "http"))
+            .map(|o| o.as_str().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Notifier { mailer, metrics, clock, origin: origin.into() }
+    }
+
     /// Mails `change` to the account's verified address (or `to`, for the
     /// old address of an address change), in the background. Accounts
     /// without a verified address get no mail. The returned handle is for
     /// callers that end before the send would (the CLI).
-    pub(super) fn notify(
+    pub fn notify(
         &self,
         user: &UserRow,
         change: Change<'_>,
@@ -142,7 +168,7 @@ impl Core {
             what = change.what(),
             username = user.username,
             stamp = self.when_and_where(),
-            origin = self.primary_origin(),
+            origin = self.origin,
         );
         let subject = change.subject();
         let mailer: Arc<Mailer> = self.mailer.clone();
@@ -157,7 +183,7 @@ impl Core {
 
     /// "When: ... From: ...": the time, and the client of the request
     /// that made the change (its IP and browser).
-    pub(super) fn when_and_where(&self) -> String {
+    pub fn when_and_where(&self) -> String {
         let client = current_client();
         // The user agent is whatever the client sent, a phisher's too: it
         // is quoted as a claim, so it cannot pass for the notice's own words.
@@ -168,16 +194,5 @@ impl Core {
             (None, None) => "this server's own tools".to_owned(),
         };
         format!("When: {} (UTC)\r\nFrom: {from}", rfc3339(self.clock.now_ms()))
-    }
-
-    /// The first web origin: where the pages the notices point to live.
-    fn primary_origin(&self) -> String {
-        self.settings
-            .webauthn
-            .origins
-            .iter()
-            .find(|o| matches!(o.scheme(), "https" | "http"))
-            .map(|o| o.as_str().trim_end_matches('/').to_owned())
-            .unwrap_or_default()
     }
 }

@@ -3,6 +3,8 @@
 //! so any node can finish what another started; a finish takes (deletes)
 //! the row before verifying, so each challenge is answered at most once.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -12,26 +14,30 @@ use sha2::Sha256;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
     Base64UrlSafeData, COSEKey, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential,
+    RegisterPublicKeyCredential, Webauthn,
 };
 use webauthn_rs_proto::{
     AllowCredentials, AuthenticatorTransport, PublicKeyCredentialRequestOptions,
     RequestAuthenticationExtensions, ResidentKeyRequirement, UserVerificationPolicy,
 };
 
-use super::Core;
-use super::assertion::{PublicKey, Refusal, Stored, Verified};
-use super::audit::{Event, log_audit};
+use super::assertion::{PublicKey, Refusal, RelyingParty, Stored, Verified};
+use super::audit::{Audit, Event, log_audit};
 use super::authenticator_data::registration_facts;
-use super::login_handle::LoginTicket;
-use super::tokens::{SessionGrant, TokenSet};
+use super::login_handle::{HandleSealer, LoginTicket};
+use super::throttle::Throttle;
+use super::tokens::{SessionGrant, TokenSet, Tokens};
+use crate::clock::Clock;
+use crate::config::Settings;
 use crate::context::ClientInfo;
 use crate::domain::{
     CeremonyId, DeviceId, DeviceName, DisplayName, EmailAddress, UserId, Username,
 };
 use crate::error::{ApiError, Result};
-use crate::metrics::CeremonyOutcome;
-use crate::store::{CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, UserRow};
+use crate::metrics::{CeremonyOutcome, Metrics};
+use crate::store::{
+    CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, Store, UserRow,
+};
 
 pub(super) const KIND_REGISTER: &str = "register";
 /// The rate-limit group of registration starts and finishes.
@@ -75,7 +81,52 @@ struct RegisterState {
     registration: PasskeyRegistration,
 }
 
-impl Core {
+/// Passkey registration and sign-in.
+#[derive(Clone)]
+pub struct Passkeys {
+    settings: Arc<Settings>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    webauthn: Arc<Webauthn>,
+    rp: Arc<RelyingParty>,
+    handles: Arc<HandleSealer>,
+    decoy_key: Arc<[u8]>,
+    audit: Audit,
+    throttle: Throttle,
+    tokens: Tokens,
+}
+
+impl Passkeys {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        webauthn: Arc<Webauthn>,
+        rp: Arc<RelyingParty>,
+        handles: Arc<HandleSealer>,
+        decoy_key: Arc<[u8]>,
+        audit: Audit,
+        throttle: Throttle,
+        tokens: Tokens,
+    ) -> Passkeys {
+        Passkeys {
+            settings,
+            store,
+            clock,
+            metrics,
+            webauthn,
+            rp,
+            handles,
+            decoy_key,
+            audit,
+            throttle,
+            tokens,
+        }
+    }
+
     /// Starts a registration. Anyone may call it, and each start stores a
     /// ceremony: counted per client address (`limits.ip_requests_per_minute`).
     pub async fn register_start(
@@ -83,7 +134,7 @@ impl Core {
         input: RegisterStart,
         client: &ClientInfo,
     ) -> Result<CeremonyStarted> {
-        self.throttle(REGISTER_GROUP, client, None).await?;
+        self.throttle.check(REGISTER_GROUP, client, None).await?;
         if self.store.find_user_by_username(input.username.as_ref()).await?.is_some() {
             return Err(ApiError::UsernameTaken);
         }
@@ -109,11 +160,11 @@ impl Core {
         device_name: Option<DeviceName>,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
-        self.throttle(REGISTER_GROUP, client, None).await?;
+        self.throttle.check(REGISTER_GROUP, client, None).await?;
         let result = self.finish_registration(ceremony_id, credential, device_name, client).await;
         self.metrics.ceremony_result(KIND_REGISTER, &result);
         if let Err(error @ ApiError::WebauthnFailed(_)) = &result {
-            self.audit(Event::failed("user_registered", error.code())).await;
+            self.audit.record(Event::failed("user_registered", error.code())).await;
         }
         result
     }
@@ -149,11 +200,13 @@ impl Core {
             amr: PASSKEY_AMR,
             device_id: Some(device_id),
         };
-        let session = self.new_session(&grant, client);
+        let session = self.tokens.new_session(&grant, client);
         self.store.register_user(&user, &row, &session.row, &session.refresh.hash()).await?;
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
-        self.audit(Event::ok("user_registered").user(&user.user_id).device(&row.device_id)).await;
-        let mut tokens = self.token_set(&session.row, &user.roles, &session.refresh)?;
+        self.audit
+            .record(Event::ok("user_registered").user(&user.user_id).device(&row.device_id))
+            .await;
+        let mut tokens = self.tokens.token_set(&session.row, &user.roles, &session.refresh)?;
         tokens.device_id = Some(device_id.to_string());
         Ok(tokens)
     }
@@ -292,7 +345,7 @@ impl Core {
         }
         self.metrics.ceremony_result(KIND_LOGIN, &result);
         if let Err(ApiError::InvalidCredentials) = &result {
-            self.audit(Event::failed("login", "passkey assertion refused")).await;
+            self.audit.record(Event::failed("login", "passkey assertion refused")).await;
         }
         result
     }
@@ -402,7 +455,7 @@ impl Core {
         if user.locked_at.is_some() {
             // The passkey proved who this is: they should learn why they
             // cannot get in, rather than think their passkey broke.
-            self.audit(Event::failed("login", "account locked").user(&user.user_id)).await;
+            self.audit.record(Event::failed("login", "account locked").user(&user.user_id)).await;
             return Err(ApiError::AccountDisabled);
         }
         let used = self.credential_use(&row, verified);
@@ -415,9 +468,9 @@ impl Core {
             amr: if on_probation { PROBATION_AMR } else { PASSKEY_AMR },
             device_id: Some(device_id),
         };
-        let session = self.new_session(&grant, client);
+        let session = self.tokens.new_session(&grant, client);
         let audit = Event::ok("login").user(&user.user_id).device(&row.device_id).reason("passkey");
-        let audit = self.audit_row(audit);
+        let audit = self.audit.row(audit);
         let used_id = ticket.used_id();
         let login = LoginRows {
             used_id: &used_id,
@@ -438,7 +491,7 @@ impl Core {
             }
         }
         log_audit(&audit);
-        self.token_set(&session.row, &user.roles, &session.refresh)
+        self.tokens.token_set(&session.row, &user.roles, &session.refresh)
     }
 
     /// What a verified assertion changes in its credential row. The
@@ -457,7 +510,7 @@ impl Core {
     pub(super) async fn clone_warning(&self, user_id: &str, device_id: &str) -> ApiError {
         self.metrics.clone_warning();
         let event = Event::failed("clone_warning", "sign counter did not increase");
-        self.audit(event.user(user_id).device(device_id)).await;
+        self.audit.record(event.user(user_id).device(device_id)).await;
         ApiError::InvalidCredentials
     }
 

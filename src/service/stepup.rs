@@ -6,18 +6,24 @@
 //! itself covers amount, currency and payee, and the token's `txn` claim
 //! names the same digest.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{Base64UrlSafeData, PublicKeyCredential};
 
-use super::Core;
-use super::audit::Event;
-use super::passkey::{CeremonyStarted, PASSKEY_AMR, allow_credentials};
+use super::audit::{Audit, Event};
+use super::keys::SigningKeys;
+use super::passkey::{CeremonyStarted, PASSKEY_AMR, Passkeys, allow_credentials};
 use super::tokens::AccessClaims;
+use crate::clock::Clock;
+use crate::config::Settings;
 use crate::domain::{CeremonyId, Transaction, UserId};
 use crate::error::{ApiError, Result};
+use crate::metrics::Metrics;
+use crate::store::Store;
 
 const KIND_STEPUP: &str = "stepup";
 /// The one scope an authorization token carries.
@@ -61,7 +67,31 @@ pub struct Authorization {
     pub txn: String,
 }
 
-impl Core {
+/// Payment approval with a fresh passkey assertion.
+#[derive(Clone)]
+pub struct StepUp {
+    settings: Arc<Settings>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    keys: Arc<SigningKeys>,
+    audit: Audit,
+    passkeys: Passkeys,
+}
+
+impl StepUp {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        keys: Arc<SigningKeys>,
+        audit: Audit,
+        passkeys: Passkeys,
+    ) -> StepUp {
+        StepUp { settings, store, clock, metrics, keys, audit, passkeys }
+    }
+
     pub async fn stepup_start(
         &self,
         bearer: &AccessClaims,
@@ -94,7 +124,7 @@ impl Core {
             return Err(ApiError::Forbidden(why));
         }
         let challenge = transaction_challenge(&transaction);
-        let options = self.request_options(&challenge, allow_credentials(&offered)?, None);
+        let options = self.passkeys.request_options(&challenge, allow_credentials(&offered)?, None);
         let state = StepupState {
             user_id,
             transaction,
@@ -102,7 +132,7 @@ impl Core {
             credentials: offered.into_iter().map(|row| row.credential_id).collect(),
         };
         let public_key = serde_json::to_value(&options).map_err(anyhow::Error::from)?;
-        self.put_ceremony(KIND_STEPUP, Some(user_id), &state, public_key).await
+        self.passkeys.put_ceremony(KIND_STEPUP, Some(user_id), &state, public_key).await
     }
 
     pub async fn stepup_finish(
@@ -151,11 +181,12 @@ impl Core {
             .await?
             .filter(|row| row.user_id == bearer.sub)
             .ok_or(ApiError::InvalidCredentials)?;
-        let checked = self.verify_assertion(credential, state.challenge.as_slice(), &row)?;
-        let verified = self.refusal_answer(checked, &row).await?;
-        let used = self.credential_use(&row, verified);
+        let checked =
+            self.passkeys.verify_assertion(credential, state.challenge.as_slice(), &row)?;
+        let verified = self.passkeys.refusal_answer(checked, &row).await?;
+        let used = self.passkeys.credential_use(&row, verified);
         if !self.store.record_credential_use(&used).await? {
-            return Err(self.clone_warning(&row.user_id, &row.device_id).await);
+            return Err(self.passkeys.clone_warning(&row.user_id, &row.device_id).await);
         }
         let now = self.clock.now_secs();
         let ttl = self.settings.stepup.token_ttl.as_secs();
@@ -174,7 +205,9 @@ impl Core {
             device_id: row.device_id.clone(),
             amr: PASSKEY_AMR.iter().map(|s| s.to_string()).collect(),
         };
-        self.audit(Event::ok("payment_approved").user(&bearer.sub).device(&row.device_id)).await;
+        self.audit
+            .record(Event::ok("payment_approved").user(&bearer.sub).device(&row.device_id))
+            .await;
         let authorization_token = self.keys.sign(&claims, AUTHORIZATION_TYP)?;
         Ok(Authorization { authorization_token, expires_in: ttl, txn })
     }

@@ -13,13 +13,14 @@
 //!   exist, so a lockout tells nothing about which names are registered.
 //!   Passkey sign-in never looks at these counters.
 
-use super::Core;
-use super::audit::Event;
 use std::sync::Arc;
 
-use crate::clock::Millis;
+use super::audit::{Audit, Event};
+use crate::clock::{Clock, Millis};
+use crate::config::Settings;
 use crate::context::ClientInfo;
 use crate::error::{ApiError, Result};
+use crate::metrics::Metrics;
 use crate::net::rate_limit_block;
 use crate::store::Store;
 
@@ -80,10 +81,31 @@ fn retry_after(until: i64, now: i64) -> u64 {
     u64::try_from((until - now + 999) / 1000).unwrap_or(0).max(1)
 }
 
-impl Core {
+/// Rate limits and lockout, shared by every feature that takes a password
+/// or a code.
+#[derive(Clone)]
+pub struct Throttle {
+    settings: Arc<Settings>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    audit: Audit,
+}
+
+impl Throttle {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        audit: Audit,
+    ) -> Throttle {
+        Throttle { settings, store, clock, metrics, audit }
+    }
+
     /// Counts this request against the client's IP and, when known, the
     /// account; refuses it when either is over its limit.
-    pub async fn throttle(
+    pub async fn check(
         &self,
         group: &str,
         client: &ClientInfo,
@@ -93,14 +115,14 @@ impl Core {
         let limit = self.settings.limits.ip_requests_per_minute;
         self.count_hit("ip", format!("ip:{group}:{}", rate_limit_block(ip)), limit, group).await?;
         match account {
-            Some(account) => self.throttle_account(group, account).await,
+            Some(account) => self.account(group, account).await,
             None => Ok(()),
         }
     }
 
     /// Counts this request against the account only (its IP was counted
     /// before the account was known).
-    pub async fn throttle_account(&self, group: &str, account: &str) -> Result<()> {
+    pub async fn account(&self, group: &str, account: &str) -> Result<()> {
         let limit = self.settings.limits.account_requests_per_minute;
         self.count_hit("account", format!("acct:{group}:{account}"), limit, group).await
     }
@@ -212,10 +234,10 @@ impl Core {
         self.metrics.lockout();
         let event = Event::failed("account_locked", &reason);
         match subject.strip_prefix("user:") {
-            Some(user_id) => self.audit(event.user(user_id)).await,
+            Some(user_id) => self.audit.record(event.user(user_id)).await,
             // Names that do not exist are what an attacker typed; they
             // stay out of the record.
-            None => self.audit(event).await,
+            None => self.audit.record(event).await,
         }
         Ok(())
     }

@@ -2,14 +2,19 @@
 //! on their own) and refresh tokens (opaque, stored hashed, rotated on
 //! every use).
 
-use crate::context::ClientInfo;
+use std::sync::Arc;
+
 use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 
-use super::Core;
+use super::audit::{Audit, Event};
+use super::keys::SigningKeys;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::context::ClientInfo;
 use crate::domain::{DeviceId, OpaqueToken, SessionId, UserId};
 use crate::error::{ApiError, Result};
-use crate::store::{RefreshOutcome, SessionRow};
+use crate::store::{RefreshOutcome, SessionRow, Store};
 
 /// The JWT `typ` of access tokens (RFC 8725 §3.11).
 pub const ACCESS_TYP: &str = "JWT";
@@ -65,7 +70,27 @@ pub fn roles_of(stored: &str) -> Vec<String> {
     stored.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect()
 }
 
-impl Core {
+/// Issues, checks, refreshes and ends sessions and their tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    settings: Arc<Settings>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    keys: Arc<SigningKeys>,
+    audit: Audit,
+}
+
+impl Tokens {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        keys: Arc<SigningKeys>,
+        audit: Audit,
+    ) -> Tokens {
+        Tokens { settings, store, clock, keys, audit }
+    }
+
     pub fn new_session(&self, grant: &SessionGrant<'_>, client: &ClientInfo) -> NewSession {
         let now = self.clock.now_ms();
         let refresh_ttl = self.settings.tokens.refresh_ttl.as_millis() as i64;
@@ -199,7 +224,7 @@ impl Core {
             }
             RefreshOutcome::Reused => {
                 let reason = "a retired refresh token was presented; its session is ended";
-                self.audit(super::audit::Event::failed("refresh_token_reused", reason)).await;
+                self.audit.record(Event::failed("refresh_token_reused", reason)).await;
                 Err(ApiError::InvalidCredentials)
             }
             RefreshOutcome::Invalid => Err(ApiError::InvalidCredentials),

@@ -2,6 +2,8 @@
 //! skew either way: what Google Authenticator, Authy and 1Password all
 //! read from an otpauth:// URI), and the recovery codes that back it up.
 
+use std::sync::Arc;
+
 use qrcode::QrCode;
 use qrcode::render::svg;
 use rand::RngCore;
@@ -9,13 +11,18 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 
-use super::Core;
-use super::audit::Event;
-use super::codes::{self, RECOVERY_CODES};
-use super::notify::Change;
+use super::audit::{Audit, Event};
+use super::codes::{self, CodeHasher, RECOVERY_CODES};
+use super::fresh::Freshness;
+use super::notify::{Change, Notifier};
+use super::sealing::Sealer;
+use super::throttle::Throttle;
 use super::tokens::AccessClaims;
+use crate::clock::Clock;
+use crate::config::Settings;
 use crate::context::ClientInfo;
 use crate::error::{ApiError, Result};
+use crate::store::Store;
 
 const STEP_SECS: u64 = 30;
 const DIGITS: usize = 6;
@@ -78,7 +85,36 @@ fn qr_svg(uri: &str) -> Result<String> {
     Ok(code.render::<svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
 }
 
-impl Core {
+/// TOTP and recovery codes: enrolment, and checking a sign-in code.
+#[derive(Clone)]
+pub struct Totp {
+    settings: Arc<Settings>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    secrets: Arc<Sealer>,
+    codes: Arc<CodeHasher>,
+    audit: Audit,
+    throttle: Throttle,
+    notifier: Notifier,
+    fresh: Freshness,
+}
+
+impl Totp {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<Sealer>,
+        codes: Arc<CodeHasher>,
+        audit: Audit,
+        throttle: Throttle,
+        notifier: Notifier,
+        fresh: Freshness,
+    ) -> Totp {
+        Totp { settings, store, clock, secrets, codes, audit, throttle, notifier, fresh }
+    }
+
     fn secret_label(user_id: &str) -> String {
         format!("totp:{user_id}")
     }
@@ -93,7 +129,7 @@ impl Core {
     /// stale token, or a phished password and code, must not add its own,
     /// so the account's strongest factor must have been used just now.
     pub async fn totp_start(&self, claims: &AccessClaims) -> Result<TotpEnrolment> {
-        self.require_strongest_factor(claims).await?;
+        self.fresh.require_strongest_factor(claims).await?;
         let user_id = claims.sub.as_str();
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
         let mut secret = vec![0u8; SECRET_BYTES];
@@ -123,8 +159,8 @@ impl Core {
         client: &ClientInfo,
     ) -> Result<RecoveryCodes> {
         let user_id = claims.sub.as_str();
-        self.throttle("account", client, Some(user_id)).await?;
-        self.require_strongest_factor(claims).await?;
+        self.throttle.check("account", client, Some(user_id)).await?;
+        self.fresh.require_strongest_factor(claims).await?;
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
         let row = self.store.totp(user_id).await?.filter(|t| t.confirmed_at.is_none()).ok_or_else(
             || ApiError::NotFound("no TOTP enrolment is in progress; start one first".into()),
@@ -140,27 +176,27 @@ impl Core {
         {
             return Err(ApiError::InvalidSetupCode);
         }
-        self.audit(Event::ok("totp_enrolled").user(user_id)).await;
-        self.notify(&user, Change::TotpAdded, None);
+        self.audit.record(Event::ok("totp_enrolled").user(user_id)).await;
+        self.notifier.notify(&user, Change::TotpAdded, None);
         Ok(RecoveryCodes { recovery_codes: shown })
     }
 
     pub async fn totp_delete(&self, claims: &AccessClaims) -> Result<()> {
-        self.require_strongest_factor(claims).await?;
+        self.fresh.require_strongest_factor(claims).await?;
         let user_id = claims.sub.as_str();
         if !self.store.delete_totp(user_id).await? {
             return Err(ApiError::NotFound("TOTP is not set up".into()));
         }
-        self.audit(Event::ok("totp_removed").user(user_id)).await;
+        self.audit.record(Event::ok("totp_removed").user(user_id)).await;
         if let Some(user) = self.store.find_user(user_id).await? {
-            self.notify(&user, Change::TotpRemoved, None);
+            self.notifier.notify(&user, Change::TotpRemoved, None);
         }
         Ok(())
     }
 
     /// Replaces the recovery codes (the old ones stop working).
     pub async fn regenerate_recovery_codes(&self, claims: &AccessClaims) -> Result<RecoveryCodes> {
-        self.require_strongest_factor(claims).await?;
+        self.fresh.require_strongest_factor(claims).await?;
         let user_id = claims.sub.as_str();
         let active = self.store.totp(user_id).await?.is_some_and(|t| t.confirmed_at.is_some());
         if !active {
@@ -170,9 +206,9 @@ impl Core {
         }
         let (shown, hashes) = self.new_recovery_codes(user_id);
         self.store.replace_recovery_codes(user_id, &hashes, self.clock.now_ms()).await?;
-        self.audit(Event::ok("recovery_codes_regenerated").user(user_id)).await;
+        self.audit.record(Event::ok("recovery_codes_regenerated").user(user_id)).await;
         if let Some(user) = self.store.find_user(user_id).await? {
-            self.notify(&user, Change::RecoveryCodesMade, None);
+            self.notifier.notify(&user, Change::RecoveryCodesMade, None);
         }
         Ok(RecoveryCodes { recovery_codes: shown })
     }
@@ -213,7 +249,7 @@ impl Core {
             let hash = self.codes.hash(RECOVERY_PURPOSE, user_id, code.expose());
             let spent = self.store.use_recovery_code(user_id, &hash, self.clock.now_ms()).await?;
             if spent {
-                self.audit(Event::ok("recovery_code_used").user(user_id)).await;
+                self.audit.record(Event::ok("recovery_code_used").user(user_id)).await;
             }
             return Ok(spent);
         }

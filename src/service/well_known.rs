@@ -2,12 +2,22 @@
 //! relying party's passkeys, built from configuration.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::Core;
+use crate::config::Settings;
+/// The documents that bind apps and related origins to this relying party.
+#[derive(Clone)]
+pub struct WellKnown {
+    settings: Arc<Settings>,
+}
 
-impl Core {
+impl WellKnown {
+    pub fn new(settings: Arc<Settings>) -> WellKnown {
+        WellKnown { settings }
+    }
+
     /// Digital Asset Links: each Android app may sign in with, and hand
     /// credentials to, this site. None when no app is configured.
     pub fn asset_links(&self) -> Option<Value> {

@@ -27,7 +27,7 @@ pub async fn admin(app: &TestApp, name: &str) -> (SoftAuthenticator, String) {
     let mut passkey = app.authenticator();
     let tokens = app.register(&mut passkey, name).await;
     let user_id = tokens["user_id"].as_str().unwrap();
-    app.core.set_roles(None, user_id, &["admin".to_owned()], None).await.unwrap();
+    app.core.admin.set_roles(None, user_id, &["admin".to_owned()], None).await.unwrap();
     let signed_in: Value = app.login(&mut passkey, None).await.json().await.unwrap();
     let bearer = signed_in["access_token"].as_str().unwrap().to_owned();
     assert_eq!(claims_of(&bearer)["roles"], json!(["admin"]));

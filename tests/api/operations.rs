@@ -448,16 +448,16 @@ async fn housekeeping_on_a_database_that_stops_answering_gives_up_at_its_limit()
     let proxied = db.via_port(partition.port);
     let app = crate::helpers::spawn_app_with(proxied, &[], &[]).await;
     let limit = Duration::from_secs(1);
-    assert_eq!(app.core.housekeeping(limit).await, Round::Done);
+    assert_eq!(app.core.housekeeping.round(limit).await, Round::Done);
 
     partition.cut();
     let started = Instant::now();
-    assert_eq!(app.core.housekeeping(limit).await, Round::TimedOut);
+    assert_eq!(app.core.housekeeping.round(limit).await, Round::TimedOut);
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     // The cut holds for the connections open at the time; each may cost
     // one more round before the node has replaced them.
     let mut rounds = 0;
-    while app.core.housekeeping(limit).await == Round::TimedOut {
+    while app.core.housekeeping.round(limit).await == Round::TimedOut {
         rounds += 1;
         assert!(rounds <= 4, "still cut short after {rounds} rounds");
     }

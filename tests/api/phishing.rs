@@ -193,7 +193,7 @@ async fn admin_actions_need_the_admins_fresh_passkey_sign_in(db: Db) {
     // An admin who also has a password and TOTP.
     let admin_account = app.fallback_account("ph-admin").await;
     let admin_user = app.store.find_user_by_username("ph-admin").await.unwrap().unwrap();
-    app.core.set_roles(None, &admin_user.user_id, &["admin".to_owned()], None).await.unwrap();
+    app.core.admin.set_roles(None, &admin_user.user_id, &["admin".to_owned()], None).await.unwrap();
     let mut victim_key = app.authenticator();
     let victim = app.register(&mut victim_key, "ph-target").await;
     let id = victim["user_id"].as_str().unwrap();
@@ -398,7 +398,7 @@ async fn failures_count_however_far_apart_until_a_sign_in(db: Db) {
         assert_problem(wrong(&app, "ph-nobody").await, 401, "invalid_credentials").await;
     }
     app.clock.advance(Duration::from_secs(2 * 24 * 3600));
-    let round = app.core.housekeeping(Duration::from_secs(10)).await;
+    let round = app.core.housekeeping.round(Duration::from_secs(10)).await;
     assert_eq!(round, passgate::service::housekeeping::Round::Done);
     assert_problem(wrong(&app, "ph-nobody").await, 401, "invalid_credentials").await;
     assert_problem(app.password_login("ph-nobody", PASSWORD).await, 403, "account_locked").await;

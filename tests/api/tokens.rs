@@ -181,12 +181,12 @@ async fn housekeeping_deletes_an_ended_session_once_it_was_kept_its_time(db: Db)
     let alice = ended["user_id"].as_str().unwrap();
 
     app.clock.advance(Duration::from_secs(599));
-    app.core.housekeeping(Duration::from_secs(10)).await;
+    app.core.housekeeping.round(Duration::from_secs(10)).await;
     assert_eq!(observer.count(sessions, alice).await, 1, "kept for its time");
     assert_eq!(observer.count(tokens, alice).await, 2);
 
     app.clock.advance(Duration::from_secs(2));
-    app.core.housekeeping(Duration::from_secs(10)).await;
+    app.core.housekeeping.round(Duration::from_secs(10)).await;
     assert_eq!(observer.count(sessions, alice).await, 0, "deleted after it");
     let all_tokens = "select count(*) from refresh_token where token_hash <> $1";
     assert_eq!(observer.count(all_tokens, "").await, 1, "its refresh tokens went with it");
