@@ -25,7 +25,7 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(900);
 /// Payment authorization tokens live at most this long (API contract,
 /// Payment step-up).
-pub const MAX_AUTHORIZATION_TTL: Duration = Duration::from_secs(120);
+pub const MAX_AUTHORIZATION_TTL: Duration = passgate_verifier::MAX_TOKEN_LIFETIME;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,4 +13,3 @@ pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod verifier;
