@@ -8,21 +8,25 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
-# Dependencies first, in their own layer: it is rebuilt only when
-# Cargo.toml or Cargo.lock change, not on every source edit.
+# Dependencies first, in their own layer: it is rebuilt only when a
+# manifest or Cargo.lock changes, not on every source edit. The workspace's
+# verifier crate (crates/passgate-verifier) gets a stub too.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY crates/passgate-verifier/Cargo.toml ./crates/passgate-verifier/
+RUN mkdir src crates/passgate-verifier/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && touch src/lib.rs crates/passgate-verifier/src/lib.rs \
  && cargo build --release --locked \
- && rm -rf src
+ && rm -rf src crates/passgate-verifier/src
 
 # The sources; migrations/ and config/ are compiled into the binary.
+COPY crates ./crates
 COPY src ./src
 COPY migrations ./migrations
 COPY assets ./assets
 COPY config ./config
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin passgate
+RUN touch src/main.rs src/lib.rs crates/passgate-verifier/src/lib.rs \
+ && cargo build --release --locked --bin passgate
 
 # --- runtime stage ---------------------------------------------------------
 FROM debian:bookworm-slim

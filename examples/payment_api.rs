@@ -2,7 +2,7 @@
 //!
 //! passgate's step-up hands the user's client a payment authorization token
 //! bound to one transaction. This service is where that token is spent: it
-//! executes a payment only if `passgate::verifier::Verifier` accepts the
+//! executes a payment only if `passgate_verifier::Verifier` accepts the
 //! token for exactly the transaction in the request, and answers every
 //! refusal as problem+json with a code the client can act on. It keeps no
 //! accounts and moves no money; it exists to show (and test) how a real
@@ -38,8 +38,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::{Context, bail};
-use passgate::domain::Transaction;
-use passgate::verifier::{Verifier, VerifyError};
+use passgate_verifier::{Transaction, Verifier, VerifyError};
 use serde::Deserialize;
 use serde_json::json;
 

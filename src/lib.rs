@@ -14,7 +14,6 @@ pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod verifier;
 
 #[cfg(test)]
 mod layering;

@@ -2,14 +2,15 @@
 // so an admin signed in on / is signed in here too), finds users, sees their factors, roles,
 // devices and sessions, resets their devices, unbinds one device, locks and unlocks accounts, and
 // reads and exports the audit trail, through the /v1/admin API.
-// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js.
+// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js (the API)
+// and /page.js (the shell and its helpers).
 // Every server-provided text goes into the page as textContent, never as markup.
 
 import {
   ApiError, accessTokenExpired, api, clearTokens, credentialToJSON, describeError as describeCommonError,
   loadTokens, readJson, requestOptionsFromJSON, saveTokens, withAccessToken,
 } from '/webauthn.js';
-import { $, required, say } from '/page.js';
+import { $, disableButtons, oneAtATime, required, say } from '/page.js';
 
 const USERS_PAGE = 20;
 // The audit trail is read newest first, at most AUDIT_MAX_PAGES of AUDIT_PAGE events, and
@@ -71,33 +72,18 @@ const userPath = (userId, rest = '') => `/v1/admin/users/${encodeURIComponent(us
 
 // ---------------------------------------------------------------- busy
 
-let busy = false;
-
-function setBusy(on) {
-  busy = on;
-  document.body.setAttribute('aria-busy', String(on));
-  for (const button of document.querySelectorAll('main button')) button.disabled = on;
-  if (!on && !window.PublicKeyCredential) $('admin-login').disabled = true;
-}
-
-// One request at a time, and every failure shown in the status line.
-async function run(action) {
-  if (busy) return;
-  setBusy(true);
-  say('');
-  try {
-    await action();
-  } catch (err) {
-    if (sessionEnded(err) && document.body.dataset.view === 'console') {
-      // The session ended meanwhile (its refresh token too): back to the sign-in card.
-      clearTokens();
-      showSignIn('Your session has ended; sign in again.');
-    }
-    say(describeError(err), 'error');
-  } finally {
-    setBusy(false);
+// One request at a time, and every failure shown in the status line. A failure that means the
+// session ended meanwhile (its refresh token too) also leads back to the sign-in card.
+const run = oneAtATime((err) => {
+  if (sessionEnded(err) && document.body.dataset.view === 'console') {
+    clearTokens();
+    showSignIn('Your session has ended; sign in again.');
   }
-}
+  return describeError(err);
+}, (on) => {
+  disableButtons(on);
+  if (!on && !window.PublicKeyCredential) $('admin-login').disabled = true;
+});
 
 // ---------------------------------------------------------------- names
 
@@ -597,7 +583,7 @@ function onSubmit(formId, action) {
 }
 
 function init() {
-  setBusy(false);
+  run.setBusy(false);
   $('admin-login').addEventListener('click', () => run(signIn));
   $('admin-logout').addEventListener('click', () => run(signOut));
   onSubmit('user-search-form', () => searchUsers(false));

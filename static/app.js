@@ -1,21 +1,15 @@
 // passgate browser client: registers and signs in with passkeys through the /v1 JSON API,
 // offers passkey autofill (conditional UI), and shows the signed-in profile and token claims.
-// Plain ES module, no dependencies, no build step; what it shares with /pay.js is in /webauthn.js.
+// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js (the
+// API) and /page.js (the shell and its helpers).
 
 import {
   ApiError, api, clearTokens, creationOptionsFromJSON, credentialToJSON, decodeJwtPayload,
   describeError as describeCommonError, loadTokens, requestOptionsFromJSON, saveTokens, withAccessToken,
 } from '/webauthn.js';
-
-const $ = (id) => document.getElementById(id);
+import { $, oneAtATime, required, say } from '/page.js';
 
 // ---------------------------------------------------------------- messages
-
-function say(text, kind = 'info') {
-  const el = $('message');
-  el.textContent = text;
-  el.className = text ? kind : '';
-}
 
 // Registration adds one terse WebAuthn error to those /webauthn.js explains.
 function describeError(err) {
@@ -78,41 +72,24 @@ async function disarmAutofill() {
 
 // ---------------------------------------------------------------- ceremonies
 
-let busy = false;
-
-function setBusy(on) {
-  busy = on;
-  document.body.setAttribute('aria-busy', String(on));
+const run = oneAtATime(describeError, (on) => {
   const noWebAuthn = !window.PublicKeyCredential;
   for (const id of ['register', 'login', 'login-discoverable']) $(id).disabled = on || noWebAuthn;
   $('logout').disabled = on;
-}
+});
 
 // Runs one action at a time: cancels autofill first, reports errors, and re-arms
 // autofill if we are still signed out afterwards. A failed autofill sign-in does not
 // re-arm itself, so an authenticator that answers without asking cannot loop.
 async function ceremony(action, { fromAutofill = false } = {}) {
-  if (busy) return;
-  setBusy(true);
-  try {
+  const ran = await run(async () => {
     if (!fromAutofill) await disarmAutofill();
     await action();
-  } catch (err) {
-    say(describeError(err), 'error');
-  } finally {
-    setBusy(false);
-    if (!fromAutofill && !loadTokens()) armAutofill();
-  }
+  });
+  if (ran && !fromAutofill && !loadTokens()) armAutofill();
 }
 
-function typedUsername() {
-  const username = $('username').value.trim();
-  if (!username) {
-    $('username').focus();
-    throw new Error('Enter a username first.');
-  }
-  return username;
-}
+const typedUsername = () => required('username', 'a username');
 
 async function register() {
   const username = typedUsername();
@@ -228,8 +205,7 @@ async function restoreSession() {
 }
 
 function init() {
-  setBusy(false);
-  if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
+  run.setBusy(false);
 
   $('auth-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -245,6 +221,8 @@ function init() {
   } else {
     armAutofill();
   }
+  // After the first action has started, which clears the status line.
+  if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
 }
 
 init();

@@ -2,7 +2,8 @@
 // the one-time enrolment code (POST /v1/enrol/start), makes a passkey on this device
 // (navigator.credentials.create) and binds it (POST /v1/enrol/finish), which signs them in. The
 // token set is kept as /app.js keeps a sign-in's, so / shows the user signed in.
-// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js.
+// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js (the API)
+// and /page.js (the shell and its helpers).
 
 import {
   ApiError, api, creationOptionsFromJSON, credentialToJSON, describeError as describeCommonError,

@@ -2,7 +2,8 @@
 // factor the account has: a code from an authenticator app or a recovery code
 // (/v1/login/mfa/totp), or a mailed code (/v1/login/mfa/email/*). The token set is kept as
 // /app.js keeps a passkey sign-in's, so / and /security.html see the same session.
-// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js.
+// Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js (the API)
+// and /page.js (the shell and its helpers).
 
 import {
   ApiError, accessTokenExpired, api, describeError as describeCommonError, loadTokens, saveTokens, withAccessToken,

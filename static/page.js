@@ -1,13 +1,48 @@
-// What the newer pages share besides the API (/webauthn.js): element lookup, the status line,
-// required inputs, and running one action at a time. Plain ES module, no build step.
+// The shell every page shares, and the helpers its scripts use besides the API (/webauthn.js):
+// element lookup, the status line, required inputs, and running one action at a time.
+// Plain ES module, no build step. Every page script imports it, so the shell below is in place
+// (module dependencies run first) before the page's own script looks for anything.
 
 export const $ = (id) => document.getElementById(id);
 
-// The status line (#message); kind is its CSS class: info, ok or error.
+// ---------------------------------------------------------------- the shell
+
+// Built from <main>'s data attributes, so no page repeats (or drifts from) the markup:
+//   data-tagline  the line under the title
+//   data-title    the title, "passgate" unless given (the admin console is "passgate admin")
+//   data-back     the text of the link back to /, if the page has one
+//   data-status   the status line's id, "message" unless given (the pay page keeps its
+//                 "pay-message", which its browser test reads)
+function element(tag, props, ...children) {
+  const el = Object.assign(document.createElement(tag), props);
+  el.append(...children);
+  return el;
+}
+
+function buildShell() {
+  const main = document.querySelector('main');
+  const { tagline = '', title = 'passgate', back, status = 'message' } = main.dataset;
+  const top = [element('header', { className: 'masthead' },
+    element('h1', { textContent: title }),
+    element('p', { className: 'tagline', textContent: tagline }))];
+  if (back) top.push(element('p', { className: 'back' }, element('a', { href: '/', textContent: `← ${back}` })));
+  main.prepend(...top);
+  const line = element('p', { id: status, className: '' });
+  line.setAttribute('role', 'status');
+  line.setAttribute('aria-live', 'polite');
+  line.dataset.statusLine = '';
+  main.append(line);
+  return line;
+}
+
+const statusLine = buildShell();
+
+// ---------------------------------------------------------------- helpers
+
+// Writes the status line; kind is its CSS class: info, ok or error.
 export function say(text, kind = 'info') {
-  const el = $('message');
-  el.textContent = text;
-  el.className = text ? kind : '';
+  statusLine.textContent = text;
+  statusLine.className = text ? kind : '';
 }
 
 // An input's trimmed value, or (empty) focus on it and an error saying what is missing.
@@ -29,7 +64,7 @@ export function disableButtons(on) {
 
 // A runner of one action at a time: a click while one runs is ignored; meanwhile the page is
 // aria-busy and setBusy(true) disables its controls; a failure goes to the status line, worded
-// by describe.
+// by describe. The runner resolves to whether the action ran (false when it was ignored).
 export function oneAtATime(describe, setBusy = disableButtons) {
   let busy = false;
   const busyNow = (on) => {
@@ -38,7 +73,7 @@ export function oneAtATime(describe, setBusy = disableButtons) {
     setBusy(on);
   };
   const run = async (action) => {
-    if (busy) return;
+    if (busy) return false;
     busyNow(true);
     // The last outcome's message would be stale once this one starts.
     say('');
@@ -49,6 +84,7 @@ export function oneAtATime(describe, setBusy = disableButtons) {
     } finally {
       busyNow(false);
     }
+    return true;
   };
   run.setBusy = busyNow;
   return run;

@@ -2,14 +2,15 @@
 // (POST /v1/stepup/start, navigator.credentials.get, POST /v1/stepup/finish), sees the
 // authorization token's claims, and hands transaction + token to the payment API, which
 // verifies the token on its own. Plain ES module, no dependencies, no build step.
-// The session is the one /app.js keeps in sessionStorage; what both share is in /webauthn.js.
+// The session is the one /app.js keeps in sessionStorage; what the pages share is in /webauthn.js
+// (the API) and /page.js (the shell and its helpers).
 
 import {
   ApiError, accessTokenExpired, api, bufferToB64url, credentialToJSON, decodeJwtPayload, describeError as describeCommonError,
   loadTokens, readJson, requestOptionsFromJSON, withAccessToken,
 } from '/webauthn.js';
+import { $, oneAtATime, say } from '/page.js';
 
-const $ = (id) => document.getElementById(id);
 const DEFAULT_PAYMENT_API = 'http://localhost:8090/payments';
 
 // ---------------------------------------------------------------- the transaction
@@ -35,21 +36,16 @@ async function txnOf(transaction) {
 
 // ---------------------------------------------------------------- messages
 
-function say(text, kind = 'info') {
-  const el = $('pay-message');
-  el.textContent = text;
-  el.className = text ? kind : '';
-}
-
 // A TypeError's name adds nothing here either (a failed fetch, say).
 const describeError = (err) => describeCommonError(err, ['Error', 'TypeError']);
+
+const run = oneAtATime(describeError, (on) => {
+  $('pay').disabled = on || !window.PublicKeyCredential;
+});
 
 // Mirrored on <body data-pay-state> so tests (and styles) can follow the flow.
 function setState(state) {
   document.body.dataset.payState = state;
-  const busy = state === 'approving' || state === 'paying';
-  document.body.setAttribute('aria-busy', String(busy));
-  $('pay').disabled = busy || !window.PublicKeyCredential;
 }
 
 // ---------------------------------------------------------------- the payment
@@ -125,8 +121,7 @@ async function submitPayment(url, transaction, authorization) {
   return answer;
 }
 
-async function pay() {
-  if (document.body.getAttribute('aria-busy') === 'true') return;
+const pay = () => run(async () => {
   $('pay-claims').textContent = '';
   $('pay-result').textContent = '';
   delete $('pay-result').dataset.status;
@@ -140,9 +135,9 @@ async function pay() {
     say(`Payment accepted: ${answer.payment_id ?? ''}`.trim());
   } catch (err) {
     setState('error');
-    say(describeError(err), 'error');
+    throw err;
   }
-}
+});
 
 // ---------------------------------------------------------------- wiring
 
@@ -155,6 +150,7 @@ function init() {
     pay();
   });
   setState('idle');
+  run.setBusy(false);
 
   if (!loadTokens()?.access_token) {
     $('pay-signed-out').hidden = false;

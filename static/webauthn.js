@@ -1,4 +1,4 @@
-// passgate's shared browser client code, imported by the pages' scripts (/app.js, /pay.js):
+// passgate's shared browser client code, imported by every page's script (the shell: /page.js):
 // the /v1 JSON API call, its problem+json errors and the text a page shows for an error,
 // base64url, the WebAuthn JSON conversions
 // (with fallbacks for browsers without the L3 JSON helpers), the session's tokens in

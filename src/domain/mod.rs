@@ -5,14 +5,14 @@ mod email;
 mod ids;
 mod label;
 mod secret;
-mod transaction;
 mod username;
 
 pub use email::EmailAddress;
 pub use ids::{CeremonyId, DeviceId, SessionId, UserId};
 pub use label::{DeviceName, DisplayName};
 pub use secret::{MfaToken, OneTimeCode, OpaqueToken, Password, sha256_hex};
-pub use transaction::{RawTransaction, Transaction};
+// Defined beside the verifier, which hashes it the same way passgate does.
+pub use passgate_verifier::{RawTransaction, Transaction};
 pub use username::Username;
 
 /// Why a value was refused; the text goes to the client as `detail`.

@@ -27,10 +27,10 @@ use crate::store::Store;
 
 const KIND_STEPUP: &str = "stepup";
 /// The one scope an authorization token carries.
-pub const PAYMENT_SCOPE: &str = "payment:authorize";
+pub const PAYMENT_SCOPE: &str = passgate_verifier::PAYMENT_SCOPE;
 /// The JWT `typ` of authorization tokens, so neither kind of token can be
 /// taken for the other (RFC 8725 §3.11).
-pub const AUTHORIZATION_TYP: &str = "payment-authz+jwt";
+pub const AUTHORIZATION_TYP: &str = passgate_verifier::AUTHORIZATION_TYP;
 
 #[derive(Serialize, Deserialize)]
 struct StepupState {

@@ -17,7 +17,7 @@ use crate::error::{ApiError, Result};
 use crate::store::{RefreshOutcome, SessionRow, Store};
 
 /// The JWT `typ` of access tokens (RFC 8725 §3.11).
-pub const ACCESS_TYP: &str = "JWT";
+pub const ACCESS_TYP: &str = passgate_verifier::ACCESS_TYP;
 
 /// Clock skew tolerated on `nbf` between nodes.
 const NBF_LEEWAY_SECS: i64 = 5;

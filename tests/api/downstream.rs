@@ -1,4 +1,4 @@
-//! The payment service's side of step-up: `passgate::verifier::Verifier`
+//! The payment service's side of step-up: `passgate_verifier::Verifier`
 //! against a live passgate (its real JWKS, real authorization tokens from a
 //! real passkey ceremony), and the `payment_api` example over HTTP.
 
@@ -15,8 +15,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::pkcs8::EncodePrivateKey;
 use passgate::clock::ManualClock;
-use passgate::domain::Transaction;
-use passgate::verifier::{self, Verifier, VerifyError};
+use passgate_verifier::{self as verifier, Transaction, Verifier, VerifyError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

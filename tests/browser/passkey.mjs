@@ -198,16 +198,58 @@ async function fallbackFlow(browser) {
   await context.close();
 }
 
+// ---------------------------------------------------------------- the page shell
+
+// Every page gets its masthead, back link and status line from /page.js: one of each, in
+// place, and no page left with markup of its own.
+const SHELLS = [
+  ['/', 'passgate', false, 'message'],
+  ['/enrol.html', 'passgate', true, 'message'],
+  ['/fallback.html', 'passgate', true, 'message'],
+  ['/pay.html', 'passgate', true, 'pay-message'],
+  ['/security.html', 'passgate', true, 'message'],
+  ['/admin.html', 'passgate admin', true, 'message'],
+];
+
+async function shellFlow(browser) {
+  const { context, page } = await openContext(browser);
+  await step('every page has the shared shell', async () => {
+    for (const [path, title, hasBack, statusId] of SHELLS) {
+      await page.goto(`${BASE_URL}${path}`);
+      await page.locator('main > header.masthead').waitFor({ state: 'attached' });
+      const shell = await page.evaluate(() => {
+        const main = document.querySelector('main');
+        const status = document.querySelectorAll('[role="status"]');
+        return {
+          headers: document.querySelectorAll('header.masthead').length,
+          first: main.firstElementChild.matches('header.masthead'),
+          title: main.querySelector('h1')?.textContent,
+          tagline: main.querySelector('.masthead .tagline')?.textContent,
+          backs: main.querySelectorAll(':scope > .back').length,
+          statuses: status.length,
+          statusId: status[0]?.id,
+          statusLast: main.lastElementChild === status[0],
+        };
+      });
+      const where = `${path}: ${JSON.stringify(shell)}`;
+      check(shell.headers === 1 && shell.first && shell.title === title && shell.tagline, `masthead on ${where}`);
+      check(shell.backs === (hasBack ? 1 : 0), `back link on ${where}`);
+      check(shell.statuses === 1 && shell.statusId === statusId && shell.statusLast, `status line on ${where}`);
+    }
+  });
+  await context.close();
+}
+
 // ---------------------------------------------------------------- main
 
 await runBrowserTest({
   intro: `browser test against ${BASE_URL} as "${USERNAME}"`,
-  flows: [mainFlow, fallbackFlow],
+  flows: [mainFlow, fallbackFlow, shellFlow],
   messageSelector: '#message',
   pageState: () => ({
     url: location.href,
-    signedIn: !document.getElementById('signed-in').hidden,
-    username: document.getElementById('me-username').textContent,
+    signedIn: !document.getElementById('signed-in')?.hidden,
+    username: document.getElementById('me-username')?.textContent,
     autofill: document.body.dataset.autofill,
   }),
   maxSteps: 30,

@@ -4,8 +4,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::ValidationError;
-
 /// A payment to be approved: what the user's passkey signs for (PSD2
 /// dynamic linking: amount and payee are bound into the approval).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -17,6 +15,7 @@ pub struct Transaction {
     reference: Option<String>,
 }
 
+/// A transaction as it arrives, before its checks.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTransaction {
@@ -27,9 +26,16 @@ pub struct RawTransaction {
     pub reference: Option<String>,
 }
 
+/// Why a transaction was refused: the member and what it must be. The
+/// text reaches passgate's clients as the problem `detail`, so it stays
+/// exactly as passgate has always worded it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidTransaction(pub String);
+
 impl Transaction {
-    pub fn parse(raw: RawTransaction) -> Result<Self, ValidationError> {
-        let refused = |what: &str| Err(ValidationError(format!("transaction.{what}")));
+    pub fn parse(raw: RawTransaction) -> Result<Self, InvalidTransaction> {
+        let refused = |what: &str| Err(InvalidTransaction(format!("transaction.{what}")));
         if !is_amount(&raw.amount) {
             return refused(
                 "amount: a positive decimal string such as \"12.50\" (at most 3 decimals)",
@@ -92,7 +98,7 @@ fn is_label(text: &str) -> bool {
 }
 
 impl TryFrom<RawTransaction> for Transaction {
-    type Error = ValidationError;
+    type Error = InvalidTransaction;
     fn try_from(raw: RawTransaction) -> Result<Self, Self::Error> {
         Self::parse(raw)
     }

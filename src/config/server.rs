@@ -1,0 +1,160 @@
+//! `[server]`: where and how passgate listens, and whose forwarded
+//! addresses it believes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::net::TrustedProxies;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    bind: String,
+    static_dir: PathBuf,
+    trust_request_id: bool,
+    trusted_proxies: Vec<String>,
+    /// Replaced by `trusted_proxies`; still read for one release so that
+    /// a deployment that set it is told what to do instead.
+    #[serde(default)]
+    trust_forwarded_for: Option<bool>,
+    workers: usize,
+    request_timeout_seconds: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub static_dir: PathBuf,
+    pub trust_request_id: bool,
+    /// Proxies whose X-Forwarded-For entries name the client.
+    pub trusted_proxies: TrustedProxies,
+    /// 0 means one worker per core.
+    pub workers: usize,
+    /// The longest a request may take; past it the caller gets a 503.
+    pub request_timeout: Duration,
+}
+
+/// Reads the server section; `warnings` gets what an operator should
+/// change but that still starts.
+pub(super) fn validate_server(
+    raw: RawServer,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<ServerSettings> {
+    let bind: SocketAddr = raw.bind.parse().with_context(|| {
+        format!("server.bind: {:?} is not an address like 127.0.0.1:8080", raw.bind)
+    })?;
+    if raw.request_timeout_seconds == 0 {
+        bail!("server.request_timeout_seconds: must be at least 1");
+    }
+    let trusted_proxies = validate_trusted_proxies(&raw.trusted_proxies, raw.trust_forwarded_for)?;
+    if raw.trust_forwarded_for.is_some() {
+        warnings.push(
+            "server.trust_forwarded_for is ignored (server.trusted_proxies decides whose \
+             X-Forwarded-For is read) and will be refused in the next release: remove it"
+                .to_owned(),
+        );
+    }
+    Ok(ServerSettings {
+        bind,
+        static_dir: raw.static_dir,
+        trust_request_id: raw.trust_request_id,
+        trusted_proxies,
+        workers: raw.workers,
+        request_timeout: Duration::from_secs(raw.request_timeout_seconds),
+    })
+}
+
+/// CIDRs (a bare address is a single host). A prefix with host bits set
+/// (`10.0.0.1/8`) is refused rather than rounded: it is more likely a
+/// mistyped single address than a wish to trust a whole network.
+fn validate_trusted_proxies(
+    list: &[String],
+    trust_forwarded_for: Option<bool>,
+) -> anyhow::Result<TrustedProxies> {
+    let mut networks = Vec::new();
+    for text in list.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        let network = match text.parse::<IpNet>() {
+            Ok(network) => network,
+            Err(_) => text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+                anyhow::anyhow!(
+                    "server.trusted_proxies: {text:?} is not a CIDR such as 10.0.0.0/8 or ::1/128"
+                )
+            })?,
+        };
+        if network.addr() != network.network() {
+            bail!(
+                "server.trusted_proxies: {text:?} has host bits set; write {} for the network or {} for the one address",
+                network.trunc(),
+                IpNet::from(network.addr())
+            );
+        }
+        networks.push(network);
+    }
+    if trust_forwarded_for == Some(true) && networks.is_empty() {
+        bail!(
+            "server.trust_forwarded_for is replaced by server.trusted_proxies: list the proxies \
+             in front of passgate as CIDRs (PASSGATE__SERVER__TRUSTED_PROXIES=10.0.0.0/8,::1/128) \
+             and remove server.trust_forwarded_for (PASSGATE__SERVER__TRUST_FORWARDED_FOR)"
+        );
+    }
+    Ok(TrustedProxies::new(networks))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::config::tests::{env, load_error};
+
+    #[test]
+    fn trusted_proxies_are_cidrs_from_a_comma_separated_variable() {
+        let settings = Settings::load_from(
+            None,
+            env(&[("PASSGATE__SERVER__TRUSTED_PROXIES", "10.0.0.0/8, ::1/128,192.0.2.7")]),
+        )
+        .unwrap();
+        let expected = ["10.0.0.0/8", "::1/128", "192.0.2.7/32"].map(|n| n.parse().unwrap());
+        assert_eq!(settings.server.trusted_proxies, TrustedProxies::new(expected.to_vec()));
+        assert!(
+            Settings::load_from(None, HashMap::new()).unwrap().server.trusted_proxies.is_empty()
+        );
+        for bad in ["10.0.0.0/33", "proxy.internal", "10.0.0.1/8"] {
+            let error = load_error(&[("PASSGATE__SERVER__TRUSTED_PROXIES", bad)]);
+            assert!(error.contains("server.trusted_proxies"), "{bad}: {error}");
+        }
+        assert!(
+            load_error(&[("PASSGATE__SERVER__TRUSTED_PROXIES", "10.0.0.1/8")])
+                .contains("10.0.0.0/8")
+        );
+    }
+
+    #[test]
+    fn the_old_trust_forwarded_for_is_refused_without_trusted_proxies() {
+        let error = load_error(&[("PASSGATE__SERVER__TRUST_FORWARDED_FOR", "true")]);
+        assert!(
+            error.contains("server.trust_forwarded_for")
+                && error.contains("server.trusted_proxies"),
+            "{error}"
+        );
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("PASSGATE__SERVER__TRUST_FORWARDED_FOR", "true"),
+                ("PASSGATE__SERVER__TRUSTED_PROXIES", "10.0.0.0/8"),
+            ]),
+        )
+        .unwrap();
+        assert!(settings.warnings.iter().any(|w| w.contains("server.trust_forwarded_for")));
+        let off =
+            Settings::load_from(None, env(&[("PASSGATE__SERVER__TRUST_FORWARDED_FOR", "false")]));
+        assert!(off.unwrap().server.trusted_proxies.is_empty());
+        assert!(Settings::load_from(None, HashMap::new()).unwrap().warnings.is_empty());
+    }
+}
