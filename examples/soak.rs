@@ -1190,7 +1190,7 @@ async fn soak(
 }
 
 /// The SQLite file and its write-ahead log: the file grows with the
-/// audit trail, the log is started over past 64 MiB (src/store/sqlite.rs).
+/// audit trail, the log is started over past 64 MiB (src/store/sqlite/checkpoint.rs).
 fn report_database_files(url: &str) {
     let Some(path) = url.strip_prefix("sqlite:") else { return };
     let mib = |path: String| std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / 1048576.0);

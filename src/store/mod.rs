@@ -1,15 +1,22 @@
-//! Persistence. Only this module writes SQL. `Store` is named by intent;
-//! one implementation per engine is generated from the same query text
-//! (see `sql.rs`), and one conformance suite runs against both engines.
+//! Persistence. Only this module writes SQL. `Store` is named by intent,
+//! one sub-trait per aggregate (one file each), each written once over
+//! `Engine` as plain query text that runs on both engines; one conformance
+//! suite (tests/api/store.rs) runs against both.
 
+mod audit;
+mod ceremonies;
+mod devices;
+mod engine;
+mod fallback;
+mod keys;
 mod pg_pool;
 /// After a request gave up on the database: PostgreSQL connections are
 /// checked before their next use.
 pub(crate) use pg_pool::connection_failed as suspect_connections;
 mod postgres;
-mod sql;
+mod sessions;
 mod sqlite;
-mod sqlite_file;
+mod users;
 
 use std::sync::Arc;
 
@@ -18,8 +25,16 @@ use async_trait::async_trait;
 use crate::clock::Millis;
 use crate::config::{Backend, DatabaseSettings};
 
+pub use audit::AuditStore;
+pub use ceremonies::CeremonyStore;
+pub use devices::DeviceStore;
+use engine::Engine;
+pub use fallback::FallbackStore;
+pub use keys::KeyStore;
 pub use postgres::PgStore;
+pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
+pub use users::UserStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -331,333 +346,26 @@ pub enum RefreshOutcome {
     Invalid,
 }
 
+/// Everything the services keep, one sub-trait per aggregate; each engine
+/// gets all of them from its `Engine` implementation.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store:
+    UserStore + CeremonyStore + SessionStore + FallbackStore + DeviceStore + KeyStore + AuditStore
+{
     /// Connections open in the pool, and how many of them are idle.
     fn pool_state(&self) -> (u32, usize);
     async fn ping(&self) -> StoreResult<()>;
+}
 
-    async fn find_user(&self, user_id: &str) -> StoreResult<Option<UserRow>>;
-    async fn find_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>>;
-    async fn user_credentials(&self, user_id: &str) -> StoreResult<Vec<CredentialRow>>;
-    async fn find_credential(&self, credential_id: &str) -> StoreResult<Option<CredentialRow>>;
-    /// The passkeys of the account with that username (a sign-in's start).
-    async fn login_credentials(&self, username: &str) -> StoreResult<Vec<CredentialRow>>;
-    /// (transports, credential id length in characters) of the passkeys of
-    /// a real account picked by `seed`, stable for a seed: the shape of
-    /// made-up credentials for a name that is no account.
-    async fn credential_shape_near(&self, seed: &str) -> StoreResult<Vec<(String, i64)>>;
-    /// Whether a sign-in handle was used (its `used_id` recorded), and the
-    /// credential the answer names with that credential's owner when it is
-    /// known: the reads of a sign-in's finish in one query.
-    async fn find_login(
-        &self,
-        used_id: &str,
-        credential_id: &str,
-    ) -> StoreResult<(bool, Option<(CredentialRow, UserRow)>)>;
-    /// Records a sign-in handle as used (a refused answer uses it up too);
-    /// false when it already was.
-    async fn use_up_login(&self, used_id: &str, expires_at: Millis) -> StoreResult<bool>;
+#[async_trait]
+impl<E: Engine> Store for E {
+    fn pool_state(&self) -> (u32, usize) {
+        self.pool_use()
+    }
 
-    async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()>;
-    /// A live ceremony of that kind, left in place.
-    async fn find_ceremony(
-        &self,
-        ceremony_id: &str,
-        kind: &str,
-        now: Millis,
-    ) -> StoreResult<Option<CeremonyRow>>;
-    /// Deletes and returns a live ceremony of that kind: single-use even
-    /// when two finishes race, since only one DELETE can return the row.
-    async fn take_ceremony(
-        &self,
-        ceremony_id: &str,
-        kind: &str,
-        now: Millis,
-    ) -> StoreResult<Option<CeremonyRow>>;
-    /// `take_ceremony`, for a ceremony only its own user may finish:
-    /// another user's attempt leaves it in place.
-    async fn take_owned_ceremony(
-        &self,
-        ceremony_id: &str,
-        kind: &str,
-        user_id: &str,
-        now: Millis,
-    ) -> StoreResult<Option<CeremonyRow>>;
-    async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64>;
-    /// Deletes sessions (and their refresh tokens) that expired or were
-    /// ended before `before`, or were last used before `idle_before`.
-    async fn purge_ended_sessions(&self, before: Millis, idle_before: Millis) -> StoreResult<u64>;
-
-    /// Creates the user, the first passkey, a session and its refresh token
-    /// at once; a taken username gives `Conflict` and writes nothing.
-    async fn register_user(
-        &self,
-        user: &UserRow,
-        credential: &CredentialRow,
-        session: &SessionRow,
-        refresh_hash: &str,
-    ) -> StoreResult<()>;
-
-    /// Records the assertion and opens a session, at once. Returns false
-    /// (and writes nothing) when the stored counter moved past the
-    /// reported one in the meantime: a cloned authenticator, or a race.
-    async fn complete_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored>;
-
-    /// Records a verified assertion that opens no session (a step-up);
-    /// false, writing nothing, when the counter did not move forward.
-    async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool>;
-
-    /// Retires `old_hash` and stores `new_hash` for its session, unless
-    /// the session has ended, expired, or was last used before
-    /// `idle_before` (then `Invalid`).
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        now: Millis,
-        idle_before: Millis,
-    ) -> StoreResult<RefreshOutcome>;
-    /// Ends the session of a refresh token; false when there was none live.
-    async fn end_session_by_refresh(&self, token_hash: &str, now: Millis) -> StoreResult<bool>;
-    async fn find_session(&self, session_id: &str) -> StoreResult<Option<SessionRow>>;
-    /// `find_session`, and whether `kid` names a signing key that is not
-    /// revoked: what checking an access token reads, in one query.
-    async fn find_session_signed_by(
-        &self,
-        session_id: &str,
-        kid: &str,
-    ) -> StoreResult<Option<(SessionRow, bool)>>;
-
-    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>>;
-    async fn add_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()>;
-    /// Adds `key` and retires every unretired key but it and `keep_kid`
-    /// (the previous one), at once.
-    async fn rotate_signing_key(
-        &self,
-        key: &SigningKeyRow,
-        keep_kid: &str,
-        now: Millis,
-    ) -> StoreResult<()>;
-    /// Revokes `kid` and, at once, makes `activate` sign from `now` or
-    /// adds `replacement`; false (nothing written) when `kid` is unknown or
-    /// already revoked.
-    async fn revoke_signing_key(
-        &self,
-        kid: &str,
-        now: Millis,
-        activate: Option<&str>,
-        replacement: Option<&SigningKeyRow>,
-    ) -> StoreResult<bool>;
-    // Fallback sign-in (password + second factor).
-
-    async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>>;
-    async fn set_password(&self, user_id: &str, phc: &str, now: Millis) -> StoreResult<()>;
-    /// Replaces the hash only if it is still `old` (a re-hash with new
-    /// parameters must not undo a concurrent password change).
-    async fn upgrade_password(&self, user_id: &str, old: &str, new: &str) -> StoreResult<bool>;
-    async fn factor_counts(&self, user_id: &str) -> StoreResult<FactorCounts>;
-
-    async fn totp(&self, user_id: &str) -> StoreResult<Option<TotpRow>>;
-    /// Stores an unconfirmed secret, replacing an unconfirmed one; false
-    /// (nothing written) when a confirmed one exists.
-    async fn put_pending_totp(&self, user_id: &str, sealed: &str, now: Millis)
-    -> StoreResult<bool>;
-    /// Confirms the pending secret `sealed` (the one the code was checked
-    /// against) at `step` and replaces the recovery codes, at once; false
-    /// when it is no longer the pending one.
-    async fn confirm_totp(
-        &self,
-        user_id: &str,
-        sealed: &str,
-        step: i64,
-        recovery_hashes: &[String],
-        now: Millis,
-    ) -> StoreResult<bool>;
-    /// Records `step` as used; false when it (or a later one) already was:
-    /// a TOTP code is accepted once.
-    async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
-    /// Removes TOTP and the recovery codes that back it up.
-    async fn delete_totp(&self, user_id: &str) -> StoreResult<bool>;
-    async fn replace_recovery_codes(
-        &self,
-        user_id: &str,
-        hashes: &[String],
-        now: Millis,
-    ) -> StoreResult<()>;
-    /// Spends a recovery code; false when unknown or already spent.
-    async fn use_recovery_code(&self, user_id: &str, hash: &str, now: Millis) -> StoreResult<bool>;
-
-    async fn put_mfa_token(
-        &self,
-        token_hash: &str,
-        user_id: &str,
-        expires_at: Millis,
-        now: Millis,
-    ) -> StoreResult<()>;
-    /// The user of a live mfa_token.
-    async fn mfa_token_user(&self, token_hash: &str, now: Millis) -> StoreResult<Option<String>>;
-    /// Takes the mfa_token and opens the session at once; false (nothing
-    /// written) when the token was taken or expired meanwhile.
-    async fn finish_mfa(
-        &self,
-        token_hash: &str,
-        session: &SessionRow,
-        refresh_hash: &str,
-        now: Millis,
-    ) -> StoreResult<bool>;
-
-    /// Stores a mailed code, replacing the one of that purpose if it was
-    /// sent at or before `resend_before` or has expired; false, storing
-    /// nothing, when a newer live code is there (two sends at once).
-    async fn put_email_code(&self, code: &EmailCodeRow, resend_before: Millis)
-    -> StoreResult<bool>;
-    async fn email_code(&self, purpose: &str, user_id: &str) -> StoreResult<Option<EmailCodeRow>>;
-    /// Counts one try against a live code and returns it; None when there
-    /// is no live code with tries left. Counted before comparing, so that
-    /// parallel guesses cannot exceed the limit.
-    async fn try_email_code(
-        &self,
-        purpose: &str,
-        user_id: &str,
-        max_tries: i32,
-        now: Millis,
-    ) -> StoreResult<Option<EmailCodeRow>>;
-    /// Deletes the code; false when another request used it first.
-    async fn take_email_code(
-        &self,
-        purpose: &str,
-        user_id: &str,
-        code_hash: &str,
-    ) -> StoreResult<bool>;
-    /// Sets the address, unverified.
-    async fn set_email(&self, user_id: &str, email: &str) -> StoreResult<()>;
-    /// Makes `address` the account's verified address.
-    async fn verify_email(&self, user_id: &str, address: &str) -> StoreResult<bool>;
-
-    /// Counts a hit in a fixed window; returns the hits so far and when the
-    /// window ends.
-    async fn hit_rate_window(
-        &self,
-        bucket: &str,
-        now: Millis,
-        window_ms: i64,
-    ) -> StoreResult<(i64, Millis)>;
-    /// The lock on a sign-in subject, if any (locked_until, 0 when none).
-    async fn locked_until(&self, subject: &str) -> StoreResult<Millis>;
-    /// Counts a password or code attempt before it is checked: returns the
-    /// consecutive failures including this one and the failures since the
-    /// last quiet spell (a previous attempt before `quiet_before`), or None
-    /// when the subject is locked (nothing counted). The attempt that
-    /// brings the count to `lock_from` locks the subject until
-    /// `provisional_until`, so that attempts made meanwhile are refused.
-    async fn count_attempt(
-        &self,
-        subject: &str,
-        now: Millis,
-        quiet_before: Millis,
-        lock_from: i64,
-        provisional_until: Millis,
-    ) -> StoreResult<Option<(i64, i64)>>;
-    /// Takes back an attempt that turned out right (a right password
-    /// before its second factor) or was never checked, with the lock it set
-    /// (`provisional_until`, if the lock still has that time).
-    async fn return_attempt(&self, subject: &str, provisional_until: Millis) -> StoreResult<()>;
-    async fn lock_subject(&self, subject: &str, until: Millis) -> StoreResult<()>;
-    async fn clear_failures(&self, subject: &str) -> StoreResult<()>;
-    /// Deletes expired mfa tokens, codes, windows and forgotten failures.
-    async fn purge_fallback(&self, now: Millis, forget_before: Millis) -> StoreResult<u64>;
-
-    // Devices, sessions, roles, admin, audit.
-
-    async fn add_credential(&self, credential: &CredentialRow) -> StoreResult<()>;
-    async fn rename_credential(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        name: &str,
-    ) -> StoreResult<bool>;
-    /// Unbinds a device and ends the sessions it opened, at once. With
-    /// `keep_one`, refuses (`LastOne`) when it is the user's only passkey,
-    /// counted after locking the user's row, so two unbinds at once
-    /// cannot remove the last two.
-    async fn delete_credential(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        keep_one: bool,
-        now: Millis,
-    ) -> StoreResult<Unbound>;
-    /// Unbinds every device, ends every session, and stores an enrolment
-    /// code, at once; returns (devices, sessions) ended.
-    async fn reset_devices(
-        &self,
-        user_id: &str,
-        code_hash: &str,
-        expires_at: Millis,
-        now: Millis,
-    ) -> StoreResult<(u64, u64)>;
-    async fn user_sessions(&self, user_id: &str, now: Millis) -> StoreResult<Vec<SessionRow>>;
-    async fn end_session(&self, user_id: &str, session_id: &str, now: Millis) -> StoreResult<bool>;
-    /// Deletes the user's half-done fallback sign-ins: mfa_tokens and a
-    /// mailed sign-in code (a password change makes them stale).
-    async fn void_fallback_steps(&self, user_id: &str) -> StoreResult<()>;
-    /// Ends every live session of the user but one; returns how many.
-    async fn end_other_sessions(
-        &self,
-        user_id: &str,
-        keep_session_id: &str,
-        now: Millis,
-    ) -> StoreResult<u64>;
-    async fn set_roles(&self, user_id: &str, roles: &str) -> StoreResult<bool>;
-    async fn set_locked(
-        &self,
-        user_id: &str,
-        locked_at: Option<Millis>,
-        now: Millis,
-    ) -> StoreResult<bool>;
-    /// Users whose name or display name contains `query` (case-insensitive
-    /// on the lowercased username), ordered by username, after `after`.
-    async fn search_users(&self, query: &str, after: &str, limit: i64)
-    -> StoreResult<Vec<UserRow>>;
-    /// The live enrolment code of a user, counting one try; None when there
-    /// is none live with tries left.
-    async fn try_enrolment_code(
-        &self,
-        user_id: &str,
-        max_tries: i32,
-        now: Millis,
-    ) -> StoreResult<Option<(String, Millis)>>;
-    /// Binds the new passkey and takes the enrolment code at once; false
-    /// Gives back the try a right code counted, so only wrong codes
-    /// use the code up.
-    async fn return_enrolment_try(&self, user_id: &str, code_hash: &str) -> StoreResult<()>;
-    /// when the code was used meanwhile.
-    async fn enrol_with_code(
-        &self,
-        code_hash: &str,
-        credential: &CredentialRow,
-        session: &SessionRow,
-        refresh_hash: &str,
-    ) -> StoreResult<bool>;
-
-    async fn append_audit(&self, event: &AuditRow) -> StoreResult<()>;
-    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>>;
-
-    /// Returns the stored secret of that name, storing `candidate` first
-    /// when there is none (first node to start wins).
-    async fn shared_secret(&self, name: &str, candidate: &str, now: Millis) -> StoreResult<String>;
-
-    /// Rewrites secrets at rest (private signing keys, TOTP secrets, server
-    /// secrets) in one transaction: `rewrite` gets each stored value with
-    /// its place and returns the value to store instead, or None to leave
-    /// it. With `only_unsealed`, values already sealed are not visited.
-    /// A row changed meanwhile is left as it is. Returns the rows rewritten.
-    async fn rewrite_secrets(
-        &self,
-        only_unsealed: bool,
-        rewrite: &RewriteSecret<'_>,
-    ) -> StoreResult<u64>;
+    async fn ping(&self) -> StoreResult<()> {
+        self.ping_db().await
+    }
 }
 
 /// What `rewrite_secrets` does to one stored value.

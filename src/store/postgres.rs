@@ -6,38 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 
+use super::ceremonies::{ceremony_args, login_args};
+use super::engine::{Engine, Sql};
 use super::pg_pool::{PgConnections, PgLease};
-use super::sql::{COUNTED_USE, audit_columns, ceremony_into, impl_store, session_columns};
-use super::{
-    AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, FactorCounts,
-    LoginRows, LoginStored, MIGRATOR, RefreshOutcome, SecretPlace, SessionRow, SigningKeyRow,
-    StoreError, StoreResult, TotpRow, UserRow,
-};
-use crate::clock::Millis;
+use super::{CeremonyRow, LoginRows, LoginStored, MIGRATOR, StoreError, StoreResult};
 use crate::config::DatabaseSettings;
-
-type Db = sqlx::Postgres;
-
-/// A condition, always true, that lets the statement's own transaction
-/// commit without waiting for PostgreSQL to flush its log to disk
-/// (`synchronous_commit` off for this transaction alone). For a new
-/// ceremony only: it is visible to every node at once all the same, and it
-/// survives this server being killed; what PostgreSQL itself crashing may
-/// lose is up to about 600 ms of such ceremonies (three times its
-/// `wal_writer_delay`, 200 ms by default), and their users' finish gets the
-/// answer an expired ceremony gets: start again. The finish, which takes
-/// the ceremony and writes the counter, session and audit row, waits for
-/// the flush as before, and that flush covers the ceremony's insert too.
-/// One flush per sign-in instead of two: the flush was a fifth of
-/// PostgreSQL's CPU per sign-in (BENCHMARKS.md).
-macro_rules! unflushed_commit {
-    () => {
-        "set_config('synchronous_commit', 'off', true) = 'off'"
-    };
-}
 
 /// Set on every connection, for the server's side of it. sqlx 0.9 sets no
 /// TCP keepalive on its own sockets; these have PostgreSQL probe an idle
@@ -113,7 +89,47 @@ async fn guard_audit_trail(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> 
     Ok(())
 }
 
-impl PgStore {
+/// A new ceremony. Its condition, always true, lets the statement's own
+/// transaction commit without waiting for PostgreSQL to flush its log to
+/// disk (`synchronous_commit` off for this transaction alone). For a new
+/// ceremony only: it is visible to every node at once all the same, and it
+/// survives this server being killed; what PostgreSQL itself crashing may
+/// lose is up to about 600 ms of such ceremonies (three times its
+/// `wal_writer_delay`, 200 ms by default), and their users' finish gets the
+/// answer an expired ceremony gets: start again. The finish, which takes
+/// the ceremony and writes the counter, session and audit row, waits for
+/// the flush as before, and that flush covers the ceremony's insert too.
+/// One flush per sign-in instead of two: the flush was a fifth of
+/// PostgreSQL's CPU per sign-in (BENCHMARKS.md).
+const PUT_CEREMONY: &str = "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+     select $1, $2, $3, $4, $5 where set_config('synchronous_commit', 'off', true) = 'off'";
+
+/// A sign-in's writes as one statement, bound by `login_args`.
+const LOGIN: &str = "with taken as (insert into ceremony (ceremony_id, kind, user_id, state, \
+       expires_at) values ($1, 'used', null, '', $29) on conflict (ceremony_id) do nothing \
+       returning 1), \
+     used as (update credential set backup_eligible = $3, sign_count = $4, \
+       backup_state = $5, last_used_at = $6 where credential_id = $2 \
+       and (sign_count < $4 or (sign_count = 0 and $4 = 0)) \
+       and exists (select 1 from taken) returning 1), \
+     opened as (insert into session (session_id, user_id, device_id, amr, client_ip, \
+       user_agent, created_at, last_used_at, expires_at, revoked_at) \
+       select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
+       where exists (select 1 from used) returning session_id), \
+     refresh as (insert into refresh_token (token_hash, session_id, created_at) \
+       select $17, session_id, $13 from opened returning 1), \
+     audited as (insert into audit_event (event_id, occurred_at, event, outcome, user_id, \
+       actor_id, device_id, client_ip, user_agent, reason, request_id) \
+       select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 \
+       where exists (select 1 from used) returning 1), \
+     cleared as (delete from login_failure where subject = 'user:' || $8 \
+       and exists (select 1 from used)) \
+     select (select count(*) from taken), (select count(*) from used)";
+
+impl Engine for PgStore {
+    type Conn = PgConnection;
+    type Lease = PgLease;
+
     async fn db(&self) -> StoreResult<PgLease> {
         Ok(self.pool.acquire().await?)
     }
@@ -124,25 +140,17 @@ impl PgStore {
     }
 
     async fn store_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
-        const STORE: &str =
-            concat!(ceremony_into!(), "select $1, $2, $3, $4, $5 where ", unflushed_commit!());
-        let query = sqlx::query(STORE);
-        bind_ceremony(query, ceremony).execute(&mut *self.db().await?).await?;
+        let args = ceremony_args(ceremony);
+        self.db().await?.execute(PUT_CEREMONY, &args).await?;
         Ok(())
-    }
-
-    fn pool_use(&self) -> (u32, usize) {
-        self.pool.state()
     }
 
     /// Readiness: the database answers, and takes writes. A hot standby,
     /// or `default_transaction_read_only`, answers every read and refuses
     /// every write, a sign-in's included.
     async fn ping_db(&self) -> StoreResult<()> {
-        let read_only: String =
-            sqlx::query_scalar("select current_setting('transaction_read_only')")
-                .fetch_one(&mut *self.db().await?)
-                .await?;
+        let sql = "select current_setting('transaction_read_only')";
+        let (read_only,): (String,) = self.db().await?.fetch_one(sql, &[]).await?;
         if read_only == "on" {
             // Its connections are replaced, so that the node sees the
             // database take writes again without a restart.
@@ -163,46 +171,16 @@ impl PgStore {
     /// Foreign keys are checked at the end of the statement, so the
     /// refresh token may point at the session inserted beside it.
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
-        const LOGIN: &str = concat!(
-            "with taken as (insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
-               values ($1, 'used', null, '', $29) on conflict (ceremony_id) do nothing \
-               returning 1), \
-             used as (update credential set backup_eligible = $3, sign_count = $4, \
-               backup_state = $5, last_used_at = $6 where credential_id = $2 \
-               and (sign_count < $4 or (sign_count = 0 and $4 = 0)) \
-               and exists (select 1 from taken) returning 1), \
-             opened as (insert into ",
-            session_columns!(),
-            " select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
-               where exists (select 1 from used) returning session_id), \
-             refresh as (insert into refresh_token (token_hash, session_id, created_at) \
-               select $17, session_id, $13 from opened returning 1), \
-             audited as (insert into ",
-            audit_columns!(),
-            " select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 \
-               where exists (select 1 from used) returning 1), \
-             cleared as (delete from login_failure where subject = 'user:' || $8 \
-               and exists (select 1 from used)) \
-             select (select count(*) from taken), (select count(*) from used)"
-        );
-        let used = login.used;
-        let query = sqlx::query(LOGIN)
-            .bind(login.used_id)
-            .bind(&used.credential_id)
-            .bind(used.backup_eligible)
-            .bind(used.sign_count)
-            .bind(used.backup_state)
-            .bind(used.used_at);
-        let query = bind_session(query, login.session).bind(login.refresh_hash);
-        let query = bind_audit(query, login.audit).bind(login.handle_expires_at);
-        let row = query.fetch_one(&mut *self.db().await?).await?;
-        let (taken, counted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let args = login_args(login);
+        let (taken, counted): (i64, i64) = self.db().await?.fetch_one(LOGIN, &args).await?;
         Ok(match (taken, counted) {
             (0, _) => LoginStored::CeremonyGone,
             (_, 0) => LoginStored::CounterNotIncreased,
             _ => LoginStored::Done,
         })
     }
-}
 
-impl_store!(PgStore);
+    fn pool_use(&self) -> (u32, usize) {
+        self.pool.state()
+    }
+}

@@ -25,5 +25,6 @@ mod security_headers;
 mod smtp;
 mod stepup;
 mod store;
+mod store_aggregates;
 mod tokens;
 mod unauthenticated;

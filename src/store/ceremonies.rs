@@ -1,0 +1,218 @@
+//! Ceremonies (a registration's or sign-in's state between its start and
+//! its finish) and the writes that finish a passkey sign-in.
+
+use async_trait::async_trait;
+
+use super::audit::audit_args;
+use super::engine::{Arg, Engine, Sql};
+use super::sessions::session_args;
+use super::{CeremonyRow, CredentialOwnerRow, CredentialRow, CredentialUse, UserRow};
+use super::{LoginRows, LoginStored, StoreResult};
+use crate::clock::Millis;
+
+/// Stores a verified assertion. The counter rule of WebAuthn §7.2 step 21
+/// is enforced here as well, so that two concurrent sign-ins cannot both
+/// pass with one counter value; zero on both sides is a synced passkey
+/// that keeps no counter.
+const COUNTED_USE: &str = "update credential set backup_eligible = $2, \
+     sign_count = $3, backup_state = $4, last_used_at = $5 where credential_id = $1 \
+     and (sign_count < $3 or (sign_count = 0 and $3 = 0))";
+
+#[async_trait]
+pub trait CeremonyStore: Send + Sync {
+    async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()>;
+    /// A live ceremony of that kind, left in place.
+    async fn find_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>>;
+    /// Deletes and returns a live ceremony of that kind: single-use even
+    /// when two finishes race, since only one DELETE can return the row.
+    async fn take_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>>;
+    /// `take_ceremony`, for a ceremony only its own user may finish:
+    /// another user's attempt leaves it in place.
+    async fn take_owned_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        user_id: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>>;
+    async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64>;
+
+    /// Whether a sign-in handle was used (its `used_id` recorded), and the
+    /// credential the answer names with that credential's owner when it is
+    /// known: the reads of a sign-in's finish in one query.
+    async fn find_login(
+        &self,
+        used_id: &str,
+        credential_id: &str,
+    ) -> StoreResult<(bool, Option<(CredentialRow, UserRow)>)>;
+    /// Records a sign-in handle as used (a refused answer uses it up too);
+    /// false when it already was.
+    async fn use_up_login(&self, used_id: &str, expires_at: Millis) -> StoreResult<bool>;
+    /// Records the assertion and opens a session, at once. Returns false
+    /// (and writes nothing) when the stored counter moved past the
+    /// reported one in the meantime: a cloned authenticator, or a race.
+    async fn complete_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored>;
+    /// Records a verified assertion that opens no session (a step-up);
+    /// false, writing nothing, when the counter did not move forward.
+    async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool>;
+}
+
+/// What a sign-in's finish reads: whether its handle was used, and the
+/// credential with its owner when there is one.
+struct FoundLogin {
+    used: bool,
+    owned: Option<(CredentialRow, UserRow)>,
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for FoundLogin
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    CredentialOwnerRow: sqlx::FromRow<'r, R>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let used: i64 = row.try_get("used_count")?;
+        let known: Option<String> = row.try_get("credential_id")?;
+        let owned = match known {
+            Some(_) => Some(CredentialOwnerRow::from_row(row)?.split()),
+            None => None,
+        };
+        Ok(FoundLogin { used: used > 0, owned })
+    }
+}
+
+/// A ceremony row's five columns, as each engine's `store_ceremony` names
+/// them.
+pub(crate) fn ceremony_args(ceremony: &CeremonyRow) -> [Arg<'_>; 5] {
+    [
+        (&ceremony.ceremony_id).into(),
+        (&ceremony.kind).into(),
+        (&ceremony.user_id).into(),
+        (&ceremony.state).into(),
+        ceremony.expires_at.into(),
+    ]
+}
+
+/// The arguments of a sign-in's writes, which each engine sends as one
+/// text (its `store_login`): $1 the handle's used id, $2 to $6 the counted
+/// use, $7 to $16 the session, $17 its refresh token, $18 to $28 the audit
+/// row, $29 when the handle's record expires.
+pub(crate) fn login_args<'a>(login: &LoginRows<'a>) -> Vec<Arg<'a>> {
+    let used = login.used;
+    let mut args: Vec<Arg<'a>> = vec![
+        login.used_id.into(),
+        (&used.credential_id).into(),
+        used.backup_eligible.into(),
+        used.sign_count.into(),
+        used.backup_state.into(),
+        used.used_at.into(),
+    ];
+    args.extend(session_args(login.session));
+    args.push(login.refresh_hash.into());
+    args.extend(audit_args(login.audit));
+    args.push(login.handle_expires_at.into());
+    args
+}
+
+#[async_trait]
+impl<E: Engine> CeremonyStore for E {
+    async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
+        // Differs by engine: SQLite may commit it in a group.
+        self.store_ceremony(ceremony).await
+    }
+
+    async fn find_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>> {
+        let sql = "select ceremony_id, kind, user_id, state, expires_at from ceremony \
+                   where ceremony_id = $1 and kind = $2 and expires_at > $3";
+        let args = [ceremony_id.into(), kind.into(), now.into()];
+        Ok(self.db().await?.fetch_optional(sql, &args).await?)
+    }
+
+    async fn take_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>> {
+        let sql = "delete from ceremony where ceremony_id = $1 and kind = $2 and expires_at > $3 \
+                   returning ceremony_id, kind, user_id, state, expires_at";
+        let args = [ceremony_id.into(), kind.into(), now.into()];
+        Ok(self.db().await?.fetch_optional(sql, &args).await?)
+    }
+
+    async fn take_owned_ceremony(
+        &self,
+        ceremony_id: &str,
+        kind: &str,
+        user_id: &str,
+        now: Millis,
+    ) -> StoreResult<Option<CeremonyRow>> {
+        let sql = "delete from ceremony where ceremony_id = $1 and kind = $2 and expires_at > $3 \
+                   and user_id = $4 returning ceremony_id, kind, user_id, state, expires_at";
+        let args = [ceremony_id.into(), kind.into(), now.into(), user_id.into()];
+        Ok(self.db().await?.fetch_optional(sql, &args).await?)
+    }
+
+    async fn purge_expired_ceremonies(&self, now: Millis) -> StoreResult<u64> {
+        let sql = "delete from ceremony where expires_at <= $1";
+        Ok(self.db().await?.execute(sql, &[now.into()]).await?)
+    }
+
+    async fn find_login(
+        &self,
+        used_id: &str,
+        credential_id: &str,
+    ) -> StoreResult<(bool, Option<(CredentialRow, UserRow)>)> {
+        // One round trip: whether the handle was used, and the credential
+        // with its owner (the owner's columns renamed).
+        let sql = "select (select count(*) from ceremony where ceremony_id = $1) as used_count, \
+                   c.*, u.username as owner_username, u.display_name as owner_display_name, \
+                   u.email as owner_email, u.email_verified as owner_email_verified, \
+                   u.roles as owner_roles, u.locked_at as owner_locked_at, \
+                   u.created_at as owner_created_at \
+                   from (select 1 as one) as probe \
+                   left join credential c on c.credential_id = $2 \
+                   left join app_user u on u.user_id = c.user_id";
+        let args = [used_id.into(), credential_id.into()];
+        let found: FoundLogin = self.read_db().await?.fetch_one(sql, &args).await?;
+        Ok((found.used, found.owned))
+    }
+
+    async fn use_up_login(&self, used_id: &str, expires_at: Millis) -> StoreResult<bool> {
+        let sql = "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+                   values ($1, 'used', null, '', $2) on conflict (ceremony_id) do nothing";
+        Ok(self.db().await?.execute(sql, &[used_id.into(), expires_at.into()]).await? == 1)
+    }
+
+    async fn complete_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
+        // The one statement that differs by engine (see `store_login`).
+        self.store_login(login).await
+    }
+
+    async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool> {
+        let args = [
+            (&used.credential_id).into(),
+            used.backup_eligible.into(),
+            used.sign_count.into(),
+            used.backup_state.into(),
+            used.used_at.into(),
+        ];
+        Ok(self.db().await?.execute(COUNTED_USE, &args).await? == 1)
+    }
+}

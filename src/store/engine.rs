@@ -1,0 +1,243 @@
+//! What the aggregates need of an engine, so that each query is written
+//! once, as plain text, and runs on either: a connection to run it on
+//! (`Engine`), values for its `$n` placeholders (`Arg`), and rows decoded
+//! by either driver (`Decoded`). The few writes whose text differs by
+//! engine (`store_ceremony`, `store_login`) are the engine's own.
+
+use std::future::Future;
+use std::ops::DerefMut;
+
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{Arguments, Database, FromRow};
+
+use super::{CeremonyRow, LoginRows, LoginStored, StoreResult};
+use crate::clock::Millis;
+
+/// The value of one `$n` placeholder. Both drivers encode a value as it is
+/// bound, so a borrowed one is never kept.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg<'a> {
+    Text(&'a str),
+    MaybeText(Option<&'a str>),
+    Int(i64),
+    MaybeInt(Option<i64>),
+    Int32(i32),
+    Bool(bool),
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(value: &'a str) -> Self {
+        Arg::Text(value)
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(value: &'a String) -> Self {
+        Arg::Text(value)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(value: Option<&'a str>) -> Self {
+        Arg::MaybeText(value)
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Arg<'a> {
+    fn from(value: &'a Option<String>) -> Self {
+        Arg::MaybeText(value.as_deref())
+    }
+}
+
+impl From<Millis> for Arg<'_> {
+    fn from(value: Millis) -> Self {
+        Arg::Int(value)
+    }
+}
+
+impl From<Option<Millis>> for Arg<'_> {
+    fn from(value: Option<Millis>) -> Self {
+        Arg::MaybeInt(value)
+    }
+}
+
+impl From<i32> for Arg<'_> {
+    fn from(value: i32) -> Self {
+        Arg::Int32(value)
+    }
+}
+
+impl From<bool> for Arg<'_> {
+    fn from(value: bool) -> Self {
+        Arg::Bool(value)
+    }
+}
+
+/// Binds `args`, in order, to a fresh argument list of `DB`.
+fn arguments<DB>(args: &[Arg<'_>]) -> Result<DB::Arguments, sqlx::Error>
+where
+    DB: Database,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<&'a str>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> i32: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut bound = DB::Arguments::default();
+    for arg in args {
+        match *arg {
+            Arg::Text(value) => bound.add(value),
+            Arg::MaybeText(value) => bound.add(value),
+            Arg::Int(value) => bound.add(value),
+            Arg::MaybeInt(value) => bound.add(value),
+            Arg::Int32(value) => bound.add(value),
+            Arg::Bool(value) => bound.add(value),
+        }
+        .map_err(sqlx::Error::Encode)?;
+    }
+    Ok(bound)
+}
+
+/// A row type either driver can decode.
+pub(crate) trait Decoded:
+    for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+impl<T> Decoded for T where
+    T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+/// A connection (or, through `begin`, a transaction on it) that runs a
+/// query text with its arguments. Errors stay sqlx's, for the caller's `?`
+/// to map (SQLite's group commit looks at them first).
+pub(crate) trait Sql: sqlx::Connection {
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+    fn fetch_all<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<T>, sqlx::Error>> + Send;
+
+    fn fetch_optional<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Option<T>, sqlx::Error>> + Send;
+
+    fn fetch_one<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<T, sqlx::Error>> + Send;
+}
+
+// One adapter per driver: their query results share no trait to read
+// `rows_affected` through, and the rows each decodes are its own type.
+impl Sql for SqliteConnection {
+    async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+        let args = arguments::<sqlx::Sqlite>(args)?;
+        Ok(sqlx::query_with(sql, args).execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_all<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let args = arguments::<sqlx::Sqlite>(args)?;
+        sqlx::query_as_with(sql, args).fetch_all(self).await
+    }
+
+    async fn fetch_optional<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<T>, sqlx::Error> {
+        let args = arguments::<sqlx::Sqlite>(args)?;
+        sqlx::query_as_with(sql, args).fetch_optional(self).await
+    }
+
+    async fn fetch_one<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<T, sqlx::Error> {
+        let args = arguments::<sqlx::Sqlite>(args)?;
+        sqlx::query_as_with(sql, args).fetch_one(self).await
+    }
+}
+
+impl Sql for PgConnection {
+    async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+        let args = arguments::<sqlx::Postgres>(args)?;
+        Ok(sqlx::query_with(sql, args).execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_all<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let args = arguments::<sqlx::Postgres>(args)?;
+        sqlx::query_as_with(sql, args).fetch_all(self).await
+    }
+
+    async fn fetch_optional<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<T>, sqlx::Error> {
+        let args = arguments::<sqlx::Postgres>(args)?;
+        sqlx::query_as_with(sql, args).fetch_optional(self).await
+    }
+
+    async fn fetch_one<T: Decoded>(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<T, sqlx::Error> {
+        let args = arguments::<sqlx::Postgres>(args)?;
+        sqlx::query_as_with(sql, args).fetch_one(self).await
+    }
+}
+
+/// One database engine behind the store: how a query gets its connection,
+/// and the writes it does its own way.
+pub(crate) trait Engine: Send + Sync + 'static {
+    type Conn: Sql + Send;
+    /// A connection lent for one step; given back when dropped.
+    type Lease: DerefMut<Target = Self::Conn> + Send;
+
+    /// A connection whose reads are committed, and whose transactions are
+    /// its own.
+    fn db(&self) -> impl Future<Output = StoreResult<Self::Lease>> + Send;
+
+    /// A connection for the reads at a sign-in's finish, which on SQLite
+    /// may see a group's writes not yet committed (see `SqliteStore`).
+    fn read_db(&self) -> impl Future<Output = StoreResult<Self::Lease>> + Send;
+
+    fn store_ceremony(
+        &self,
+        ceremony: &CeremonyRow,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn store_login(
+        &self,
+        login: &LoginRows<'_>,
+    ) -> impl Future<Output = StoreResult<LoginStored>> + Send;
+
+    /// Readiness: the database answers and takes writes.
+    fn ping_db(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Connections open, and how many of them are idle.
+    fn pool_use(&self) -> (u32, usize);
+}
