@@ -17,7 +17,7 @@ const MAY_NAME: &[(&str, &[&str])] = &[
     ("mailer", &["config"]),
     ("metrics", &["error"]),
     ("telemetry", &["context", "config", "net"]),
-    ("store", &["clock", "config"]),
+    ("store", &["clock", "config", "domain"]),
     (
         "service",
         &["clock", "config", "context", "domain", "error", "mailer", "metrics", "net", "store"],

@@ -88,7 +88,7 @@ async fn admin(settings: Settings, grant: bool, username: &str) -> anyhow::Resul
     let Some(user) = store.find_user_by_username(name.as_ref()).await? else {
         bail!("no account named {:?}", name.as_ref());
     };
-    let mut roles = passgate::service::tokens::roles_of(&user.roles);
+    let mut roles = user.roles.names().to_vec();
     roles.retain(|r| r != "admin");
     if grant {
         roles.push("admin".to_owned());

@@ -4,12 +4,14 @@
 mod email;
 mod ids;
 mod label;
+mod roles;
 mod secret;
 mod username;
 
 pub use email::EmailAddress;
 pub use ids::{CeremonyId, DeviceId, SessionId, UserId};
 pub use label::{DeviceName, DisplayName};
+pub use roles::{ADMIN, Roles};
 pub use secret::{MfaToken, OneTimeCode, OpaqueToken, Password, sha256_hex};
 // Defined beside the verifier, which hashes it the same way passgate does.
 pub use passgate_verifier::{RawTransaction, Transaction};

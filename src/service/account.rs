@@ -11,7 +11,7 @@ use super::notify::{Change, Notifier};
 use super::password::{Checked, PasswordHasher};
 use super::profile::Profile;
 use super::throttle::{Throttle, subject};
-use super::tokens::{AccessClaims, roles_of};
+use super::tokens::AccessClaims;
 use crate::clock::Clock;
 use crate::context::ClientInfo;
 use crate::domain::{EmailAddress, OneTimeCode, Password};
@@ -76,7 +76,7 @@ impl Account {
             email: user.email,
             email_verified: user.email_verified,
             factors,
-            roles: roles_of(&user.roles),
+            roles: user.roles.names().to_vec(),
         })
     }
 

@@ -14,16 +14,15 @@ use super::devices::{Device, Devices, ENROLMENT_PURPOSE, Session};
 use super::fresh::Freshness;
 use super::notify::{Change, Notifier};
 use super::profile::Profile;
-use super::tokens::{AccessClaims, Tokens, roles_of};
+use super::tokens::{AccessClaims, Tokens};
 use crate::clock::{Clock, rfc3339};
-use crate::domain::DeviceId;
+use crate::domain::{ADMIN, DeviceId, Roles};
 use crate::error::{ApiError, Result};
 use crate::mailer::Mailer;
 use crate::store::{Store, UserRow};
 
-pub const ADMIN_ROLE: &str = "admin";
 /// Roles the API may grant; anything else is refused.
-const KNOWN_ROLES: &[&str] = &[ADMIN_ROLE];
+const KNOWN_ROLES: &[&str] = &[ADMIN];
 /// How long a reset's enrolment code lives: a day, to reach a user who
 /// lost their phone.
 const ENROLMENT_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -46,7 +45,7 @@ impl From<&UserRow> for UserSummary {
             username: user.username.clone(),
             display_name: user.display_name.clone(),
             email: user.email.clone(),
-            roles: roles_of(&user.roles),
+            roles: user.roles.names().to_vec(),
             locked: user.locked_at.is_some(),
             created_at: rfc3339(user.created_at),
         }
@@ -135,15 +134,11 @@ impl Admin {
     /// than when it expires.
     async fn require_admin(&self, claims: &AccessClaims) -> Result<()> {
         let refused = || ApiError::Forbidden("this needs the admin role".into());
-        if !claims.roles.iter().any(|r| r == ADMIN_ROLE) {
+        if !claims.roles.iter().any(|r| r == ADMIN) {
             return Err(refused());
         }
         let user = self.store.find_user(&claims.sub).await?.ok_or_else(refused)?;
-        if roles_of(&user.roles).iter().any(|r| r == ADMIN_ROLE) && user.locked_at.is_none() {
-            Ok(())
-        } else {
-            Err(refused())
-        }
+        if user.roles.is_admin() && user.locked_at.is_none() { Ok(()) } else { Err(refused()) }
     }
 
     /// An admin action (reset, unbind, lock, unlock, roles): the admin
@@ -169,7 +164,7 @@ impl Admin {
         reason: Option<&'a str>,
     ) -> Result<Option<&'a str>> {
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-        if reason.is_none() && roles_of(&target.roles).iter().any(|r| r == ADMIN_ROLE) {
+        if reason.is_none() && target.roles.is_admin() {
             return Err(ApiError::ValidationFailed(
                 "reason: required for an action on an admin".into(),
             ));
@@ -344,15 +339,13 @@ impl Admin {
         }
         if let Some(admin) = admin
             && admin.0.sub == user_id
-            && !roles.iter().any(|r| r == ADMIN_ROLE)
+            && !roles.iter().any(|r| r == ADMIN)
         {
             return Err(ApiError::Forbidden("an admin cannot revoke their own admin role".into()));
         }
-        let mut sorted: Vec<&str> = roles.iter().map(String::as_str).collect();
-        sorted.sort_unstable();
-        sorted.dedup();
-        self.store.set_roles(user_id, &sorted.join(",")).await?;
-        let change = format!("roles: [{}]", sorted.join(", "));
+        let roles = Roles::new(roles);
+        self.store.set_roles(user_id, &roles.to_stored()).await?;
+        let change = format!("roles: [{}]", roles.names().join(", "));
         let mut event = Event::ok("roles_changed").user(user_id).reason(&change);
         event.actor_id = admin.map(|a| a.0.sub.as_str());
         self.audit.record(event).await;
@@ -361,8 +354,9 @@ impl Admin {
             note.actor_id = admin.map(|a| a.0.sub.as_str());
             self.audit.record(note).await;
         }
-        if roles_of(&user.roles) != sorted {
-            let listed = if sorted.is_empty() { "none".to_owned() } else { sorted.join(", ") };
+        if user.roles != roles {
+            let listed =
+                if roles.is_empty() { "none".to_owned() } else { roles.names().join(", ") };
             if let Some(sending) =
                 self.notifier.notify(&user, Change::RolesChanged { roles: &listed }, None)
                 && admin.is_none()

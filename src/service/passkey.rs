@@ -31,7 +31,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::context::ClientInfo;
 use crate::domain::{
-    CeremonyId, DeviceId, DeviceName, DisplayName, EmailAddress, UserId, Username,
+    CeremonyId, DeviceId, DeviceName, DisplayName, EmailAddress, Roles, UserId, Username,
 };
 use crate::error::{ApiError, Result};
 use crate::metrics::{CeremonyOutcome, Metrics};
@@ -190,7 +190,7 @@ impl Passkeys {
             display_name: state.display_name,
             email: state.email,
             email_verified: false,
-            roles: String::new(),
+            roles: Roles::default(),
             locked_at: None,
             created_at: row.created_at,
         };

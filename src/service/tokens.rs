@@ -12,7 +12,7 @@ use super::keys::SigningKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::context::ClientInfo;
-use crate::domain::{DeviceId, OpaqueToken, SessionId, UserId};
+use crate::domain::{DeviceId, OpaqueToken, Roles, SessionId, UserId};
 use crate::error::{ApiError, Result};
 use crate::store::{RefreshOutcome, SessionRow, Store};
 
@@ -55,7 +55,7 @@ pub struct TokenSet {
 /// Who a new session is for, and how they proved it.
 pub struct SessionGrant<'a> {
     pub user_id: UserId,
-    pub roles: &'a str,
+    pub roles: &'a Roles,
     pub amr: &'a [&'a str],
     pub device_id: Option<DeviceId>,
 }
@@ -64,10 +64,6 @@ pub struct SessionGrant<'a> {
 pub struct NewSession {
     pub row: SessionRow,
     pub refresh: OpaqueToken,
-}
-
-pub fn roles_of(stored: &str) -> Vec<String> {
-    stored.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect()
 }
 
 /// Issues, checks, refreshes and ends sessions and their tokens.
@@ -115,7 +111,7 @@ impl Tokens {
     pub fn token_set(
         &self,
         session: &SessionRow,
-        roles: &str,
+        roles: &Roles,
         refresh: &OpaqueToken,
     ) -> Result<TokenSet> {
         let now = self.clock.now_secs();
@@ -130,7 +126,7 @@ impl Tokens {
             jti: uuid::Uuid::new_v4().to_string(),
             sid: session.session_id.clone(),
             amr: session.amr.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            roles: roles_of(roles),
+            roles: roles.names().to_vec(),
             device_id: session.device_id.clone(),
         };
         Ok(TokenSet {

@@ -24,6 +24,7 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::config::{Backend, DatabaseSettings};
+use crate::domain::Roles;
 
 pub use audit::AuditStore;
 pub use ceremonies::CeremonyStore;
@@ -128,7 +129,8 @@ pub struct UserRow {
     pub display_name: String,
     pub email: Option<String>,
     pub email_verified: bool,
-    pub roles: String,
+    #[sqlx(try_from = "String")]
+    pub roles: Roles,
     pub locked_at: Option<Millis>,
     pub created_at: Millis,
 }
@@ -162,7 +164,8 @@ pub(crate) struct CredentialOwnerRow {
     owner_display_name: String,
     owner_email: Option<String>,
     owner_email_verified: bool,
-    owner_roles: String,
+    #[sqlx(try_from = "String")]
+    owner_roles: Roles,
     owner_locked_at: Option<Millis>,
     owner_created_at: Millis,
 }

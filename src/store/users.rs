@@ -91,13 +91,14 @@ impl<E: Engine> UserStore for E {
         let sql = "insert into app_user (user_id, username, display_name, email, \
                    email_verified, roles, locked_at, created_at) \
                    values ($1, $2, $3, $4, $5, $6, $7, $8)";
+        let roles = user.roles.to_stored();
         let args = [
             (&user.user_id).into(),
             (&user.username).into(),
             (&user.display_name).into(),
             (&user.email).into(),
             user.email_verified.into(),
-            (&user.roles).into(),
+            (&roles).into(),
             user.locked_at.into(),
             user.created_at.into(),
         ];

@@ -4,6 +4,7 @@
 //! that a query wrong on either engine fails here and not only somewhere
 //! behind an endpoint.
 
+use passgate::domain::Roles;
 use passgate::store::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, SecretPlace,
     SessionRow, SigningKeyRow, Store, StoreError, Unbound, UserRow,
@@ -30,7 +31,7 @@ fn user(id: &str, name: &str) -> UserRow {
         display_name: format!("{name} Display"),
         email: None,
         email_verified: false,
-        roles: "user".to_owned(),
+        roles: Roles::from_stored("user"),
         locked_at: None,
         created_at: 1,
     }
@@ -97,7 +98,7 @@ async fn users_register_at_once_and_a_taken_name_writes_nothing(db: Db) {
     let store = app.store.as_ref();
     let (alice, key, opened) = registered(store, "u-alice").await;
     let found = store.find_user_by_username("u-alice-name").await.unwrap().unwrap();
-    assert_eq!((found.user_id.as_str(), found.roles.as_str()), ("u-alice", "user"));
+    assert_eq!((found.user_id.as_str(), found.roles.to_stored().as_str()), ("u-alice", "user"));
     assert_eq!(store.find_user("u-alice").await.unwrap().unwrap().display_name, alice.display_name);
     assert!(store.find_user("nobody").await.unwrap().is_none());
     let keys = store.login_credentials("u-alice-name").await.unwrap();
@@ -402,9 +403,10 @@ async fn admin_locks_end_sessions_and_search_matches_wildcards_literally(db: Db)
     let app = spawn_app(db).await;
     let store = app.store.as_ref();
     let (_, _, opened) = registered(store, "a-gus").await;
-    assert!(store.set_roles("a-gus", "admin user").await.unwrap());
+    assert!(store.set_roles("a-gus", "admin,user").await.unwrap());
     assert!(!store.set_roles("nobody", "admin").await.unwrap());
-    assert_eq!(store.find_user("a-gus").await.unwrap().unwrap().roles, "admin user");
+    let roles = store.find_user("a-gus").await.unwrap().unwrap().roles;
+    assert_eq!(roles, Roles::new(&["admin", "user"]));
 
     store.count_attempt("user:a-gus", 1, 0, 100, 0).await.unwrap();
     store.lock_subject("user:a-gus", 9_000).await.unwrap();
