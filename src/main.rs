@@ -99,7 +99,7 @@ async fn admin(settings: Settings, grant: bool, username: &str) -> anyhow::Resul
         "revoked with passgate admin revoke"
     };
     core.admin
-        .set_roles(None, &user.user_id, &roles, Some(reason))
+        .set_roles(None, &user.user_id.to_string(), &roles, Some(reason))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}: roles [{}]", name.as_ref(), roles.join(", "));

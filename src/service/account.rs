@@ -70,7 +70,7 @@ impl Account {
             factors.push("recovery_code".to_owned());
         }
         Ok(Profile {
-            user_id: user.user_id,
+            user_id: user.user_id.to_string(),
             username: user.username,
             display_name: user.display_name,
             email: user.email,

@@ -41,7 +41,7 @@ pub struct UserSummary {
 impl From<&UserRow> for UserSummary {
     fn from(user: &UserRow) -> Self {
         UserSummary {
-            user_id: user.user_id.clone(),
+            user_id: user.user_id.to_string(),
             username: user.username.clone(),
             display_name: user.display_name.clone(),
             email: user.email.clone(),

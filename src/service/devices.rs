@@ -53,7 +53,7 @@ pub struct Device {
 impl From<&CredentialRow> for Device {
     fn from(row: &CredentialRow) -> Self {
         Device {
-            device_id: row.device_id.clone(),
+            device_id: row.device_id.to_string(),
             name: row.name.clone(),
             kind: "passkey",
             created_at: rfc3339(row.created_at),
@@ -87,15 +87,15 @@ pub struct Session {
 impl Session {
     pub fn of(row: &SessionRow, current_sid: &str) -> Session {
         Session {
-            session_id: row.session_id.clone(),
-            device_id: row.device_id.clone(),
+            session_id: row.session_id.to_string(),
+            device_id: row.device_id.map(|id| id.to_string()),
             amr: row.amr.split(' ').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
             client_ip: row.client_ip.clone(),
             user_agent: row.user_agent.clone(),
             created_at: rfc3339(row.created_at),
             last_used_at: rfc3339(row.last_used_at),
             expires_at: rfc3339(row.expires_at),
-            current: row.session_id == current_sid,
+            current: row.session_id.to_string() == current_sid,
         }
     }
 }
@@ -165,8 +165,8 @@ impl Devices {
     pub async fn bind_start(&self, claims: &AccessClaims) -> Result<CeremonyStarted> {
         self.fresh.require_strongest_factor(claims).await?;
         let user = self.store.find_user(&claims.sub).await?.ok_or(ApiError::Unauthorized)?;
-        let existing = self.store.user_credentials(&user.user_id).await?;
-        let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
+        let existing = self.store.user_credentials(&user.user_id.to_string()).await?;
+        let user_id = user.user_id;
         let (public_key, registration) = self.passkeys.start_registration_for(
             user_id,
             &user.username,
@@ -191,8 +191,10 @@ impl Devices {
             .await?
             .ok_or(ApiError::CeremonyNotFound)?;
         let state: BindState = serde_json::from_str(&row.state).map_err(anyhow::Error::from)?;
+        // The token's subject is a user id the server issued.
+        let user_id = UserId::parse(claims.sub.clone()).map_err(anyhow::Error::from)?;
         let result =
-            self.passkeys.new_credential(&claims.sub, credential, &state.registration, device_name);
+            self.passkeys.new_credential(user_id, credential, &state.registration, device_name);
         let mut credential = match result {
             Ok(credential) => credential,
             Err(error) => {
@@ -211,7 +213,8 @@ impl Devices {
             credential.payments_after = Some(self.clock.now_ms() + delay);
         }
         self.store.add_credential(&credential).await?;
-        let mut event = Event::ok("device_bound").user(&claims.sub).device(&credential.device_id);
+        let device_id = credential.device_id.to_string();
+        let mut event = Event::ok("device_bound").user(&claims.sub).device(&device_id);
         if !by_passkey {
             event = event.reason("bound after a password sign-in: payments delayed");
         }
@@ -241,7 +244,7 @@ impl Devices {
         let devices = self.store.user_credentials(user_id).await?;
         let row = devices
             .iter()
-            .find(|d| d.device_id == device_id.to_string())
+            .find(|d| d.device_id == *device_id)
             .ok_or_else(|| ApiError::NotFound("no such device".into()))?;
         Ok(Device::from(row))
     }
@@ -266,9 +269,8 @@ impl Devices {
         device_id: &DeviceId,
         actor: Option<&str>,
     ) -> Result<()> {
-        let device_id = device_id.to_string();
         let devices = self.store.user_credentials(user_id).await?;
-        let Some(name) = devices.iter().find(|d| d.device_id == device_id).map(|d| d.name.clone())
+        let Some(name) = devices.iter().find(|d| d.device_id == *device_id).map(|d| d.name.clone())
         else {
             return Err(ApiError::NotFound("no such device".into()));
         };
@@ -285,13 +287,14 @@ impl Devices {
         }
         match self
             .store
-            .delete_credential(user_id, &device_id, keep_one, self.clock.now_ms())
+            .delete_credential(user_id, &device_id.to_string(), keep_one, self.clock.now_ms())
             .await?
         {
             Unbound::Deleted => {}
             Unbound::NotFound => return Err(ApiError::NotFound("no such device".into())),
             Unbound::LastOne => return Err(last_way()),
         }
+        let device_id = device_id.to_string();
         let mut event = Event::ok("device_unbound").user(user_id).device(&device_id);
         event.actor_id = actor;
         self.audit.record(event).await;
@@ -343,22 +346,21 @@ impl Devices {
             self.audit.record(Event::failed("device_enrolled", "unknown user")).await;
             return Err(ApiError::InvalidCode);
         };
-        let live = self
-            .store
-            .try_enrolment_code(&user.user_id, ENROLMENT_TRIES, self.clock.now_ms())
-            .await?;
+        let user_id = user.user_id.to_string();
+        let live =
+            self.store.try_enrolment_code(&user_id, ENROLMENT_TRIES, self.clock.now_ms()).await?;
         let code_hash = match live {
             Some((stored, _))
-                if self.codes.matches(ENROLMENT_PURPOSE, &user.user_id, code.expose(), &stored) =>
+                if self.codes.matches(ENROLMENT_PURPOSE, &user_id, code.expose(), &stored) =>
             {
-                self.store.return_enrolment_try(&user.user_id, &stored).await?;
+                self.store.return_enrolment_try(&user_id, &stored).await?;
                 stored
             }
             _ => {
                 self.audit
                     .record(
                         Event::failed("device_enrolled", "wrong or expired enrolment code")
-                            .user(&user.user_id),
+                            .user(&user_id),
                     )
                     .await;
                 return Err(ApiError::InvalidCode);
@@ -367,8 +369,8 @@ impl Devices {
         if user.locked_at.is_some() {
             return Err(ApiError::AccountDisabled);
         }
-        let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
-        let existing = self.store.user_credentials(&user.user_id).await?;
+        let existing = self.store.user_credentials(&user_id).await?;
+        let user_id = user.user_id;
         let (public_key, registration) = self.passkeys.start_registration_for(
             user_id,
             &user.username,
@@ -393,9 +395,13 @@ impl Devices {
         if user.locked_at.is_some() {
             return Err(ApiError::AccountDisabled);
         }
-        let row =
-            self.passkeys.new_credential(&user_id, credential, &state.registration, device_name)?;
-        let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
+        let row = self.passkeys.new_credential(
+            state.user_id,
+            credential,
+            &state.registration,
+            device_name,
+        )?;
+        let device_id = row.device_id;
         let grant = SessionGrant {
             user_id: state.user_id,
             roles: &user.roles,
@@ -415,9 +421,11 @@ impl Devices {
                 .await;
             return Err(ApiError::InvalidCode);
         }
-        self.audit.record(Event::ok("device_enrolled").user(&user_id).device(&row.device_id)).await;
+        self.audit
+            .record(Event::ok("device_enrolled").user(&user_id).device(&device_id.to_string()))
+            .await;
         let mut tokens = self.tokens.token_set(&session.row, &user.roles, &session.refresh)?;
-        tokens.device_id = Some(row.device_id);
+        tokens.device_id = Some(device_id.to_string());
         Ok(tokens)
     }
 }

@@ -16,7 +16,7 @@ use super::totp::Totp;
 use crate::clock::{Clock, Millis};
 use crate::config::Settings;
 use crate::context::ClientInfo;
-use crate::domain::{OneTimeCode, OpaqueToken, Password, UserId, Username};
+use crate::domain::{OneTimeCode, OpaqueToken, Password, Username};
 use crate::error::{ApiError, Result};
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
@@ -111,7 +111,8 @@ impl Fallback {
     ) -> Result<MfaChallenge> {
         self.throttle.check(GROUP, client, Some(username.as_ref())).await?;
         let user = self.store.find_user_by_username(username.as_ref()).await?;
-        let user_id = user.as_ref().map(|u| u.user_id.as_str());
+        let user_text = user.as_ref().map(|u| u.user_id.to_string());
+        let user_id = user_text.as_deref();
         let subject = subject(user_id, username.as_ref());
         let attempt = self.throttle.begin_attempt(&subject).await?;
         let stored = match user_id {
@@ -128,23 +129,23 @@ impl Fallback {
                 return Err(error);
             }
         };
-        let (Some(user), Some(stored)) = (user, stored) else {
+        let (Some(user), Some(user_id), Some(stored)) = (user, user_id, stored) else {
             return self.password_refused(attempt, None).await;
         };
         if checked == Checked::Wrong {
-            return self.password_refused(attempt, Some(&user.user_id)).await;
+            return self.password_refused(attempt, Some(user_id)).await;
         }
         // A right password alone neither counts nor clears: the count
         // ends only with a whole sign-in.
         self.throttle.attempt_returned(attempt).await?;
         if let Checked::RightRehashed(fresh) = &checked
-            && self.store.upgrade_password(&user.user_id, &stored, fresh).await?
+            && self.store.upgrade_password(user_id, &stored, fresh).await?
         {
-            self.audit.record(Event::ok("password_rehashed").user(&user.user_id)).await;
+            self.audit.record(Event::ok("password_rehashed").user(user_id)).await;
         }
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         if user.locked_at.is_some() {
-            self.audit.record(Event::failed("login", "account locked").user(&user.user_id)).await;
+            self.audit.record(Event::failed("login", "account locked").user(user_id)).await;
             return Err(ApiError::AccountDisabled);
         }
         let methods = self.second_factors(&user).await?;
@@ -156,10 +157,8 @@ impl Fallback {
         let token = OpaqueToken::generate();
         let now = self.clock.now_ms();
         let ttl = self.settings.mfa.token_ttl;
-        self.store
-            .put_mfa_token(&token.hash(), &user.user_id, now + ttl.as_millis() as i64, now)
-            .await?;
-        self.audit.record(Event::ok("password_verified").user(&user.user_id)).await;
+        self.store.put_mfa_token(&token.hash(), user_id, now + ttl.as_millis() as i64, now).await?;
+        self.audit.record(Event::ok("password_verified").user(user_id)).await;
         Ok(MfaChallenge {
             mfa_token: token.expose().to_owned(),
             methods,
@@ -176,7 +175,7 @@ impl Fallback {
     }
 
     pub(super) async fn second_factors(&self, user: &UserRow) -> Result<Vec<&'static str>> {
-        let counts = self.store.factor_counts(&user.user_id).await?;
+        let counts = self.store.factor_counts(&user.user_id.to_string()).await?;
         let mut methods = Vec::new();
         if counts.totp > 0 {
             methods.push("totp");
@@ -220,9 +219,10 @@ impl Fallback {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let user = self.mfa_user(token, client).await?;
-        let attempt = self.throttle.begin_attempt(&subject(Some(&user.user_id), "")).await?;
-        if !self.totp.check_totp_or_recovery(&user.user_id, &user.username, code).await? {
-            return self.code_refused(attempt, &user.user_id, "totp").await;
+        let user_id = user.user_id.to_string();
+        let attempt = self.throttle.begin_attempt(&subject(Some(&user_id), "")).await?;
+        if !self.totp.check_totp_or_recovery(&user_id, &user.username, code).await? {
+            return self.code_refused(attempt, &user_id, "totp").await;
         }
         self.finish_fallback(token, &user, client, "totp", attempt).await
     }
@@ -247,9 +247,10 @@ impl Fallback {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let user = self.mfa_user(token, client).await?;
-        let attempt = self.throttle.begin_attempt(&subject(Some(&user.user_id), "")).await?;
-        if self.take_mailed_code(&user.user_id, LOGIN_CODE, code).await?.is_none() {
-            return self.code_refused(attempt, &user.user_id, "email_otp").await;
+        let user_id = user.user_id.to_string();
+        let attempt = self.throttle.begin_attempt(&subject(Some(&user_id), "")).await?;
+        if self.take_mailed_code(&user_id, LOGIN_CODE, code).await?.is_none() {
+            return self.code_refused(attempt, &user_id, "email_otp").await;
         }
         self.finish_fallback(token, &user, client, "email_otp", attempt).await
     }
@@ -262,7 +263,7 @@ impl Fallback {
         method: &str,
         attempt: Attempt,
     ) -> Result<TokenSet> {
-        let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
+        let user_id = user.user_id;
         let grant =
             SessionGrant { user_id, roles: &user.roles, amr: FALLBACK_AMR, device_id: None };
         let session = self.tokens.new_session(&grant, client);
@@ -275,7 +276,7 @@ impl Fallback {
         }
         self.throttle.attempt_succeeded(attempt).await?;
         let method = format!("password and {method}");
-        self.audit.record(Event::ok("login").user(&user.user_id).reason(&method)).await;
+        self.audit.record(Event::ok("login").user(&user.user_id.to_string()).reason(&method)).await;
         self.tokens.token_set(&session.row, &user.roles, &session.refresh)
     }
 
@@ -289,6 +290,7 @@ impl Fallback {
         what_for: &str,
     ) -> Result<CodeSent> {
         let mfa = &self.settings.mfa;
+        let user_id = user.user_id.to_string();
         let now = self.clock.now_ms();
         let resend = mfa.email_resend.as_millis() as i64;
         let wait = |sent_at: Millis| {
@@ -297,7 +299,7 @@ impl Fallback {
                 retry_after_secs: u64::try_from((sent_at + resend - now + 999) / 1000).unwrap_or(1),
             }
         };
-        if let Some(previous) = self.store.email_code(purpose, &user.user_id).await?
+        if let Some(previous) = self.store.email_code(purpose, &user_id).await?
             && previous.sent_at + resend > now
             && previous.expires_at > now
         {
@@ -305,10 +307,10 @@ impl Fallback {
         }
         let code = super::codes::six_digits();
         let ttl = mfa.email_code_ttl;
-        let code_hash = self.codes.hash(purpose, &user.user_id, &code);
+        let code_hash = self.codes.hash(purpose, &user_id, &code);
         let row = EmailCodeRow {
             purpose: purpose.to_owned(),
-            user_id: user.user_id.clone(),
+            user_id: user_id.clone(),
             code_hash: code_hash.clone(),
             address: address.to_owned(),
             tries: 0,
@@ -329,11 +331,11 @@ impl Fallback {
         if let Err(error) = self.mailer.send(address, subject_line, body).await {
             // Not stored as sent: the user can ask again at once. Only
             // this code goes; a newer one sent meanwhile stays.
-            self.store.take_email_code(purpose, &user.user_id, &code_hash).await?;
+            self.store.take_email_code(purpose, &user_id, &code_hash).await?;
             tracing::error!(error.cause_chain = ?error, "a one-time code could not be mailed");
             return Err(ApiError::Unavailable);
         }
-        self.audit.record(Event::ok("code_mailed").user(&user.user_id).reason(purpose)).await;
+        self.audit.record(Event::ok("code_mailed").user(&user_id).reason(purpose)).await;
         Ok(CodeSent { expires_in: ttl.as_secs() })
     }
 

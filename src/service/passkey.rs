@@ -177,15 +177,11 @@ impl Passkeys {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let state: RegisterState = self.take_ceremony(KIND_REGISTER, ceremony_id).await?;
-        let row = self.new_credential(
-            &state.user_id.to_string(),
-            credential,
-            &state.registration,
-            device_name,
-        )?;
-        let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
+        let row =
+            self.new_credential(state.user_id, credential, &state.registration, device_name)?;
+        let device_id = row.device_id;
         let user = UserRow {
-            user_id: state.user_id.to_string(),
+            user_id: state.user_id,
             username: state.username,
             display_name: state.display_name,
             email: state.email,
@@ -204,7 +200,11 @@ impl Passkeys {
         self.store.register_user(&user, &row, &session.row, &session.refresh.hash()).await?;
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         self.audit
-            .record(Event::ok("user_registered").user(&user.user_id).device(&row.device_id))
+            .record(
+                Event::ok("user_registered")
+                    .user(&user.user_id.to_string())
+                    .device(&device_id.to_string()),
+            )
             .await;
         let mut tokens = self.tokens.token_set(&session.row, &user.roles, &session.refresh)?;
         tokens.device_id = Some(device_id.to_string());
@@ -250,7 +250,7 @@ impl Passkeys {
     /// the new device (not yet stored).
     pub(super) fn new_credential(
         &self,
-        user_id: &str,
+        user_id: UserId,
         credential: &RegisterPublicKeyCredential,
         registration: &PasskeyRegistration,
         device_name: Option<DeviceName>,
@@ -265,8 +265,8 @@ impl Passkeys {
             credential.response.transports.iter().flatten().filter_map(transport_name).collect();
         Ok(CredentialRow {
             credential_id: URL_SAFE_NO_PAD.encode(passkey.cred_id()),
-            device_id: DeviceId::new().to_string(),
-            user_id: user_id.to_owned(),
+            device_id: DeviceId::new(),
+            user_id,
             name: device_name.map(|n| n.to_string()).unwrap_or_else(|| "Passkey".to_owned()),
             passkey: serde_json::to_string(&passkey).map_err(anyhow::Error::from)?,
             sign_count: i64::from(facts.counter),
@@ -305,10 +305,7 @@ impl Passkeys {
         // An unknown name, or an account with no passkeys, is offered
         // stable made-up ids, in an answer shaped like a real account's.
         let (user_id, allowed) = match rows.first() {
-            Some(row) => {
-                let user_id = Uuid::parse_str(&row.user_id).map_err(anyhow::Error::from)?;
-                (Some(user_id), allow_credentials(&rows)?)
-            }
+            Some(row) => (Some(*row.user_id.as_uuid()), allow_credentials(&rows)?),
             None => (None, self.decoy_credentials(&username).await?),
         };
         let options = self.request_options(&challenge, allowed, None);
@@ -383,9 +380,9 @@ impl Passkeys {
         // has nothing else to name the user with, so it must be there.
         let handle_matches = credential
             .get_user_unique_id()
-            .map(|handle| Uuid::from_slice(handle).is_ok_and(|h| h.to_string() == row.user_id));
+            .map(|handle| Uuid::from_slice(handle).is_ok_and(|h| h == *row.user_id.as_uuid()));
         let owner_ok = match expected_user {
-            Some(user_id) => row.user_id == user_id && handle_matches != Some(false),
+            Some(user_id) => row.user_id.to_string() == user_id && handle_matches != Some(false),
             None => handle_matches == Some(true),
         };
         if !owner_ok {
@@ -455,12 +452,14 @@ impl Passkeys {
         if user.locked_at.is_some() {
             // The passkey proved who this is: they should learn why they
             // cannot get in, rather than think their passkey broke.
-            self.audit.record(Event::failed("login", "account locked").user(&user.user_id)).await;
+            self.audit
+                .record(Event::failed("login", "account locked").user(&user.user_id.to_string()))
+                .await;
             return Err(ApiError::AccountDisabled);
         }
         let used = self.credential_use(&row, verified);
-        let device_id = DeviceId::parse(row.device_id.clone()).map_err(anyhow::Error::from)?;
-        let user_id = UserId::parse(user.user_id.clone()).map_err(anyhow::Error::from)?;
+        let device_id = row.device_id;
+        let user_id = user.user_id;
         let on_probation = row.payments_after.is_some_and(|from| from > self.clock.now_ms());
         let grant = SessionGrant {
             user_id,
@@ -469,7 +468,8 @@ impl Passkeys {
             device_id: Some(device_id),
         };
         let session = self.tokens.new_session(&grant, client);
-        let audit = Event::ok("login").user(&user.user_id).device(&row.device_id).reason("passkey");
+        let (user_id, device_id) = (user_id.to_string(), device_id.to_string());
+        let audit = Event::ok("login").user(&user_id).device(&device_id).reason("passkey");
         let audit = self.audit.row(audit);
         let used_id = ticket.used_id();
         let login = LoginRows {
@@ -507,10 +507,11 @@ impl Passkeys {
         }
     }
 
-    pub(super) async fn clone_warning(&self, user_id: &str, device_id: &str) -> ApiError {
+    pub(super) async fn clone_warning(&self, user_id: &UserId, device_id: &DeviceId) -> ApiError {
         self.metrics.clone_warning();
         let event = Event::failed("clone_warning", "sign counter did not increase");
-        self.audit.record(event.user(user_id).device(device_id)).await;
+        let (user_id, device_id) = (user_id.to_string(), device_id.to_string());
+        self.audit.record(event.user(&user_id).device(&device_id)).await;
         ApiError::InvalidCredentials
     }
 

@@ -179,7 +179,7 @@ impl StepUp {
             .store
             .find_credential(&credential_id)
             .await?
-            .filter(|row| row.user_id == bearer.sub)
+            .filter(|row| row.user_id.to_string() == bearer.sub)
             .ok_or(ApiError::InvalidCredentials)?;
         let checked =
             self.passkeys.verify_assertion(credential, state.challenge.as_slice(), &row)?;
@@ -202,11 +202,13 @@ impl StepUp {
             scope: PAYMENT_SCOPE.to_owned(),
             txn: txn.clone(),
             sid: bearer.sid.clone(),
-            device_id: row.device_id.clone(),
+            device_id: row.device_id.to_string(),
             amr: PASSKEY_AMR.iter().map(|s| s.to_string()).collect(),
         };
         self.audit
-            .record(Event::ok("payment_approved").user(&bearer.sub).device(&row.device_id))
+            .record(
+                Event::ok("payment_approved").user(&bearer.sub).device(&row.device_id.to_string()),
+            )
             .await;
         let authorization_token = self.keys.sign(&claims, AUTHORIZATION_TYP)?;
         Ok(Authorization { authorization_token, expires_in: ttl, txn })

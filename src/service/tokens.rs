@@ -92,9 +92,9 @@ impl Tokens {
         let refresh_ttl = self.settings.tokens.refresh_ttl.as_millis() as i64;
         NewSession {
             row: SessionRow {
-                session_id: SessionId::new().to_string(),
-                user_id: grant.user_id.to_string(),
-                device_id: grant.device_id.map(|d| d.to_string()),
+                session_id: SessionId::new(),
+                user_id: grant.user_id,
+                device_id: grant.device_id,
                 amr: grant.amr.join(" "),
                 client_ip: client.ip.clone(),
                 user_agent: client.user_agent.clone(),
@@ -118,19 +118,19 @@ impl Tokens {
         let ttl = self.settings.tokens.access_ttl.as_secs();
         let claims = AccessClaims {
             iss: self.settings.tokens.issuer.clone(),
-            sub: session.user_id.clone(),
+            sub: session.user_id.to_string(),
             aud: self.settings.tokens.audience.clone(),
             iat: now,
             nbf: now,
             exp: now + ttl as i64,
             jti: uuid::Uuid::new_v4().to_string(),
-            sid: session.session_id.clone(),
+            sid: session.session_id.to_string(),
             amr: session.amr.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             roles: roles.names().to_vec(),
-            device_id: session.device_id.clone(),
+            device_id: session.device_id.map(|id| id.to_string()),
         };
         Ok(TokenSet {
-            user_id: session.user_id.clone(),
+            user_id: session.user_id.to_string(),
             access_token: self.keys.sign(&claims, ACCESS_TYP)?,
             token_type: "Bearer",
             expires_in: ttl,
@@ -209,7 +209,7 @@ impl Tokens {
             RefreshOutcome::Rotated(session) => {
                 let user = self
                     .store
-                    .find_user(&session.user_id)
+                    .find_user(&session.user_id.to_string())
                     .await?
                     .ok_or(ApiError::InvalidCredentials)?;
                 if user.locked_at.is_some() {

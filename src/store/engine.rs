@@ -13,6 +13,7 @@ use sqlx::{Arguments, Database, FromRow};
 
 use super::{CeremonyRow, LoginRows, LoginStored, StoreResult};
 use crate::clock::Millis;
+use crate::domain::{DeviceId, SessionId, UserId};
 
 /// The value of one `$n` placeholder. Both drivers encode a value as it is
 /// bound, so a borrowed one is never kept.
@@ -24,6 +25,10 @@ pub(crate) enum Arg<'a> {
     MaybeInt(Option<i64>),
     Int32(i32),
     Bool(bool),
+    /// A typed id, bound as the text it is stored as (lowercase,
+    /// hyphenated), so that the columns stay `text` on both engines.
+    Id(uuid::Uuid),
+    MaybeId(Option<uuid::Uuid>),
 }
 
 impl<'a> From<&'a str> for Arg<'a> {
@@ -74,6 +79,30 @@ impl From<bool> for Arg<'_> {
     }
 }
 
+impl From<&UserId> for Arg<'_> {
+    fn from(value: &UserId) -> Self {
+        Arg::Id(*value.as_uuid())
+    }
+}
+
+impl From<&DeviceId> for Arg<'_> {
+    fn from(value: &DeviceId) -> Self {
+        Arg::Id(*value.as_uuid())
+    }
+}
+
+impl From<&SessionId> for Arg<'_> {
+    fn from(value: &SessionId) -> Self {
+        Arg::Id(*value.as_uuid())
+    }
+}
+
+impl From<&Option<DeviceId>> for Arg<'_> {
+    fn from(value: &Option<DeviceId>) -> Self {
+        Arg::MaybeId(value.as_ref().map(|id| *id.as_uuid()))
+    }
+}
+
 /// Binds `args`, in order, to a fresh argument list of `DB`.
 fn arguments<DB>(args: &[Arg<'_>]) -> Result<DB::Arguments, sqlx::Error>
 where
@@ -84,6 +113,8 @@ where
     for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     for<'a> i32: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     for<'a> bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     let mut bound = DB::Arguments::default();
     for arg in args {
@@ -94,11 +125,49 @@ where
             Arg::MaybeInt(value) => bound.add(value),
             Arg::Int32(value) => bound.add(value),
             Arg::Bool(value) => bound.add(value),
+            Arg::Id(value) => bound.add(value.hyphenated().to_string()),
+            Arg::MaybeId(value) => bound.add(value.map(|id| id.hyphenated().to_string())),
         }
         .map_err(sqlx::Error::Encode)?;
     }
     Ok(bound)
 }
+
+// The typed ids read from their `text` columns, on either engine: as the
+// column's text, then parsed, so that a stored id that is not a UUID is a
+// decode error (a 500 for the request), never a panic. As plain `Decode`
+// rather than `#[sqlx(try_from = "String")]` because that attribute cannot
+// target `Option<DeviceId>` (a session's device), and one way for all
+// three reads the same everywhere.
+macro_rules! id_column {
+    ($($id:ty),*) => {$(
+        impl<DB: Database> sqlx::Type<DB> for $id
+        where
+            String: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: Database> sqlx::Decode<'r, DB> for $id
+        where
+            String: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<$id>::parse(<String as sqlx::Decode<'r, DB>>::decode(value)?)?)
+            }
+        }
+    )*};
+}
+
+id_column!(UserId, DeviceId, SessionId);
 
 /// A row type either driver can decode.
 pub(crate) trait Decoded:
@@ -240,4 +309,35 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Connections open, and how many of them are idle.
     fn pool_use(&self) -> (u32, usize);
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn ids_are_bound_as_hyphenated_text_and_a_stored_non_uuid_is_a_decode_error() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let (user, device) = (UserId::new(), Some(DeviceId::new()));
+        let sql = "select $1, $2";
+        let args = [(&user).into(), (&device).into()];
+        let (text, _): (String, String) = conn.fetch_one(sql, &args).await.unwrap();
+        assert_eq!(text, user.as_uuid().hyphenated().to_string());
+        let read: (UserId, Option<DeviceId>) = conn.fetch_one(sql, &args).await.unwrap();
+        assert_eq!(read, (user, device));
+        let none: (UserId, Option<DeviceId>) =
+            conn.fetch_one(sql, &[(&user).into(), (&None::<DeviceId>).into()]).await.unwrap();
+        assert_eq!(none, (user, None));
+
+        let bad: [(&str, &[Arg<'_>]); 2] =
+            [("select 'u-alice', null", &[]), ("select $1, 'device-x'", &[(&user).into()])];
+        for (sql, args) in bad {
+            let read = conn.fetch_one::<(UserId, Option<DeviceId>)>(sql, args).await;
+            assert!(matches!(read, Err(sqlx::Error::ColumnDecode { .. })), "{sql}: {read:?}");
+        }
+        let session = conn.fetch_one::<(SessionId,)>("select 'x-session'", &[]).await;
+        assert!(matches!(session, Err(sqlx::Error::ColumnDecode { .. })), "{session:?}");
+    }
 }

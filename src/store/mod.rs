@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::config::{Backend, DatabaseSettings};
-use crate::domain::Roles;
+use crate::domain::{DeviceId, Roles, SessionId, UserId};
 
 pub use audit::AuditStore;
 pub use ceremonies::CeremonyStore;
@@ -124,7 +124,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct UserRow {
-    pub user_id: String,
+    pub user_id: UserId,
     pub username: String,
     pub display_name: String,
     pub email: Option<String>,
@@ -138,8 +138,8 @@ pub struct UserRow {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct CredentialRow {
     pub credential_id: String,
-    pub device_id: String,
-    pub user_id: String,
+    pub device_id: DeviceId,
+    pub user_id: UserId,
     pub name: String,
     pub passkey: String,
     pub sign_count: i64,
@@ -173,7 +173,7 @@ pub(crate) struct CredentialOwnerRow {
 impl CredentialOwnerRow {
     pub(crate) fn split(self) -> (CredentialRow, UserRow) {
         let user = UserRow {
-            user_id: self.credential.user_id.clone(),
+            user_id: self.credential.user_id,
             username: self.owner_username,
             display_name: self.owner_display_name,
             email: self.owner_email,
@@ -197,9 +197,9 @@ pub struct CeremonyRow {
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SessionRow {
-    pub session_id: String,
-    pub user_id: String,
-    pub device_id: Option<String>,
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub device_id: Option<DeviceId>,
     pub amr: String,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,

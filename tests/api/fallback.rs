@@ -351,7 +351,7 @@ async fn a_hash_with_old_parameters_is_upgraded_at_the_next_sign_in(db: Db) {
     let app = spawn_app(db).await;
     app.fallback_account("fb-upgrade").await;
     let user = app.store.find_user_by_username("fb-upgrade").await.unwrap().unwrap();
-    let before = app.store.password_hash(&user.user_id).await.unwrap().unwrap();
+    let before = app.store.password_hash(&user.user_id.to_string()).await.unwrap().unwrap();
     assert!(before.starts_with("$argon2id$v=19$m=4096,t=1,p=1$"), "{before}");
     // A node with the default (OWASP) parameters, on the same database.
     let owasp = spawn_app_with(
@@ -367,12 +367,12 @@ async fn a_hash_with_old_parameters_is_upgraded_at_the_next_sign_in(db: Db) {
     )
     .await;
     assert_eq!(
-        app.store.password_hash(&user.user_id).await.unwrap().unwrap(),
+        app.store.password_hash(&user.user_id.to_string()).await.unwrap().unwrap(),
         before,
         "not on a failure"
     );
     owasp.mfa_token("fb-upgrade", PASSWORD).await;
-    let after = app.store.password_hash(&user.user_id).await.unwrap().unwrap();
+    let after = app.store.password_hash(&user.user_id.to_string()).await.unwrap().unwrap();
     assert!(after.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{after}");
     owasp.mfa_token("fb-upgrade", PASSWORD).await;
 }
@@ -412,7 +412,7 @@ async fn totp_secrets_are_encrypted_at_rest(db: Db) {
     let app = spawn_app_configured(db, &[("PASSGATE__TOKENS__KEY_ENCRYPTION_KEY", kek)]).await;
     let account = app.fallback_account("fb-sealed").await;
     let user = app.store.find_user_by_username("fb-sealed").await.unwrap().unwrap();
-    let row = app.store.totp(&user.user_id).await.unwrap().unwrap();
+    let row = app.store.totp(&user.user_id.to_string()).await.unwrap().unwrap();
     assert!(row.secret.starts_with("sealed:v1:"), "{}", row.secret);
     use base64::Engine;
     let stored = base64::engine::general_purpose::STANDARD

@@ -193,7 +193,11 @@ async fn admin_actions_need_the_admins_fresh_passkey_sign_in(db: Db) {
     // An admin who also has a password and TOTP.
     let admin_account = app.fallback_account("ph-admin").await;
     let admin_user = app.store.find_user_by_username("ph-admin").await.unwrap().unwrap();
-    app.core.admin.set_roles(None, &admin_user.user_id, &["admin".to_owned()], None).await.unwrap();
+    app.core
+        .admin
+        .set_roles(None, &admin_user.user_id.to_string(), &["admin".to_owned()], None)
+        .await
+        .unwrap();
     let mut victim_key = app.authenticator();
     let victim = app.register(&mut victim_key, "ph-target").await;
     let id = victim["user_id"].as_str().unwrap();
@@ -259,7 +263,7 @@ async fn admin_actions_need_the_admins_fresh_passkey_sign_in(db: Db) {
         .await
         .unwrap();
     let event = &audit["events"][0];
-    assert_eq!(event["actor_id"], admin_user.user_id.as_str());
+    assert_eq!(event["actor_id"], admin_user.user_id.to_string());
     assert!(event["reason"].as_str().unwrap().contains("shown once to the admin"), "{event}");
 }
 

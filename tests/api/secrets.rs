@@ -110,14 +110,13 @@ async fn what_a_copy_gives_away(app: &TestApp, username: &str) -> (Usable, Accou
     assert_eq!(set.status(), StatusCode::ACCEPTED);
     let code = smtp::last_code_to(&address);
     let user = app.store.find_user_by_username(username).await.unwrap().unwrap();
+    let user_id = user.user_id.to_string();
     let purpose = "verify_email";
-    let stored = app.store.email_code(purpose, &user.user_id).await.unwrap();
+    let stored = app.store.email_code(purpose, &user_id).await.unwrap();
     let stored_hash = stored.expect("a mailed code is stored").code_hash;
     let (server, keys, totp) = secret_rows(&app.db).await;
     let code_key = server.iter().any(|(_, value)| {
-        readings(value)
-            .iter()
-            .any(|key| code_hash(key, purpose, &user.user_id, &code) == stored_hash)
+        readings(value).iter().any(|key| code_hash(key, purpose, &user_id, &code) == stored_hash)
     });
     let signing_key = keys.iter().any(|stored| {
         readings(stored).iter().any(|der| {

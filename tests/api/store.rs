@@ -1,6 +1,7 @@
 //! Store conformance: the guarantees the services rely on, checked
 //! directly against both engines, with racing callers.
 
+use passgate::domain::{SessionId, UserId};
 use passgate::store::{CeremonyRow, LoginStored, RefreshOutcome, SessionRow, StoreError};
 
 use std::time::Duration;
@@ -56,8 +57,8 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     let tokens = app.register(&mut app.authenticator(), "alice").await;
     let user_id = tokens["user_id"].as_str().unwrap().to_owned();
     let session = SessionRow {
-        session_id: uuid::Uuid::new_v4().to_string(),
-        user_id,
+        session_id: SessionId::new(),
+        user_id: UserId::parse(user_id.clone()).unwrap(),
         device_id: None,
         amr: "hwk user".into(),
         client_ip: None,
@@ -67,7 +68,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         expires_at: i64::MAX,
         revoked_at: None,
     };
-    let credential = store.user_credentials(&session.user_id).await.unwrap().remove(0);
+    let credential = store.user_credentials(&user_id).await.unwrap().remove(0);
     let used = passgate::store::CredentialUse {
         credential_id: credential.credential_id.clone(),
         backup_eligible: false,
@@ -80,7 +81,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         occurred_at: 2,
         event: "login".into(),
         outcome: "success".into(),
-        user_id: Some(session.user_id.clone()),
+        user_id: Some(user_id.clone()),
         actor_id: None,
         device_id: None,
         client_ip: None,
@@ -111,7 +112,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     // The same sign-in handle again, or the same counter again, is refused
     // and opens nothing: no session, no audit row.
     let mut again = session.clone();
-    again.session_id = uuid::Uuid::new_v4().to_string();
+    again.session_id = SessionId::new();
     let second = audit("0190f000-0000-7000-8000-000000000002");
     assert_eq!(
         store.complete_login(&login("used:1", &again, "other-hash", &second)).await.unwrap(),
@@ -123,7 +124,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     );
     // That handle is used up all the same, on both engines.
     assert!(store.find_login("used:2", "").await.unwrap().0);
-    assert!(store.find_session(&again.session_id).await.unwrap().is_none());
+    assert!(store.find_session(&again.session_id.to_string()).await.unwrap().is_none());
     assert!(matches!(
         store.rotate_refresh("other-hash", "third-hash", 3, 0).await.unwrap(),
         RefreshOutcome::Invalid
@@ -145,7 +146,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         Err(passgate::store::StoreError::Conflict(_))
     ));
     assert!(!store.find_login("used:3", "").await.unwrap().0);
-    let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
+    let credential_now = store.user_credentials(&user_id).await.unwrap().remove(0);
     assert_eq!(credential_now.sign_count, used.sign_count, "the counter is rolled back");
     // The same write amid others waiting for the connection fails alone:
     // on SQLite it joins their group under a savepoint and goes back to it.
@@ -158,12 +159,12 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     assert!(matches!(clashed, Err(passgate::store::StoreError::Conflict(_))), "{clashed:?}");
     assert!(!store.find_login("used:3", "").await.unwrap().0);
     assert!(store.find_ceremony("beside-7", "login", 0).await.unwrap().is_some());
-    let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
+    let credential_now = store.user_credentials(&user_id).await.unwrap().remove(0);
     assert_eq!(credential_now.sign_count, used.sign_count, "the counter is rolled back");
     // A handle already used stops everything after it, even with a
     // counter that would have moved on.
     let mut replayed = session.clone();
-    replayed.session_id = uuid::Uuid::new_v4().to_string();
+    replayed.session_id = SessionId::new();
     let replay = passgate::store::LoginRows {
         used_id: "used:1",
         handle_expires_at: i64::MAX,
@@ -173,11 +174,11 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         audit: &third,
     };
     assert_eq!(store.complete_login(&replay).await.unwrap(), LoginStored::CeremonyGone);
-    assert!(store.find_session(&replayed.session_id).await.unwrap().is_none());
-    let credential_now = store.user_credentials(&session.user_id).await.unwrap().remove(0);
+    assert!(store.find_session(&replayed.session_id.to_string()).await.unwrap().is_none());
+    let credential_now = store.user_credentials(&user_id).await.unwrap().remove(0);
     assert_eq!(credential_now.sign_count, used.sign_count, "the counter did not move");
     let filter = passgate::store::AuditFilter {
-        user_id: Some(session.user_id.clone()),
+        user_id: Some(user_id.clone()),
         event: Some("login".into()),
         limit: 100,
         ..Default::default()
@@ -195,7 +196,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
     let rotated = outcomes.iter().filter(|o| matches!(o, RefreshOutcome::Rotated(_))).count();
     let reused = outcomes.iter().filter(|o| matches!(o, RefreshOutcome::Reused)).count();
     assert_eq!((rotated, reused), (1, 1));
-    let ended = store.find_session(&session.session_id).await.unwrap().unwrap();
+    let ended = store.find_session(&session.session_id.to_string()).await.unwrap().unwrap();
     assert!(ended.revoked_at.is_some(), "reuse ends the session");
     for token in ["second-a", "second-b"] {
         assert!(matches!(

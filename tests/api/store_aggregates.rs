@@ -4,7 +4,7 @@
 //! that a query wrong on either engine fails here and not only somewhere
 //! behind an endpoint.
 
-use passgate::domain::Roles;
+use passgate::domain::{DeviceId, Roles, SessionId, UserId, sha256_hex};
 use passgate::store::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, SecretPlace,
     SessionRow, SigningKeyRow, Store, StoreError, Unbound, UserRow,
@@ -24,9 +24,24 @@ on_both!(
     audit_pages_filter_and_go_both_ways,
 );
 
+/// The id a test's name for a user, device or session stands for: a UUID,
+/// as the store's rows hold, and the same one each time, so that the
+/// tests keep naming their rows.
+fn id(name: &str) -> String {
+    uuid::Uuid::parse_str(&sha256_hex(name.as_bytes())[..32]).unwrap().to_string()
+}
+
+fn user_id(name: &str) -> UserId {
+    UserId::parse(id(name)).unwrap()
+}
+
+fn session_id(name: &str) -> SessionId {
+    SessionId::parse(id(name)).unwrap()
+}
+
 fn user(id: &str, name: &str) -> UserRow {
     UserRow {
-        user_id: id.to_owned(),
+        user_id: user_id(id),
         username: name.to_owned(),
         display_name: format!("{name} Display"),
         email: None,
@@ -40,8 +55,8 @@ fn user(id: &str, name: &str) -> UserRow {
 fn credential(user_id: &str, id: &str, created_at: i64) -> CredentialRow {
     CredentialRow {
         credential_id: id.to_owned(),
-        device_id: format!("device-{id}"),
-        user_id: user_id.to_owned(),
+        device_id: DeviceId::parse(self::id(&format!("device-{id}"))).unwrap(),
+        user_id: self::user_id(user_id),
         name: "key".to_owned(),
         passkey: "{}".to_owned(),
         sign_count: 5,
@@ -55,11 +70,11 @@ fn credential(user_id: &str, id: &str, created_at: i64) -> CredentialRow {
     }
 }
 
-fn session(user_id: &str, id: &str, device_id: Option<&str>) -> SessionRow {
+fn session(user_id: &str, id: &str, device_id: Option<&DeviceId>) -> SessionRow {
     SessionRow {
-        session_id: id.to_owned(),
-        user_id: user_id.to_owned(),
-        device_id: device_id.map(str::to_owned),
+        session_id: session_id(id),
+        user_id: self::user_id(user_id),
+        device_id: device_id.copied(),
         amr: "hwk user".to_owned(),
         client_ip: Some("127.0.0.1".to_owned()),
         user_agent: None,
@@ -98,18 +113,21 @@ async fn users_register_at_once_and_a_taken_name_writes_nothing(db: Db) {
     let store = app.store.as_ref();
     let (alice, key, opened) = registered(store, "u-alice").await;
     let found = store.find_user_by_username("u-alice-name").await.unwrap().unwrap();
-    assert_eq!((found.user_id.as_str(), found.roles.to_stored().as_str()), ("u-alice", "user"));
-    assert_eq!(store.find_user("u-alice").await.unwrap().unwrap().display_name, alice.display_name);
-    assert!(store.find_user("nobody").await.unwrap().is_none());
+    assert_eq!((found.user_id, found.roles.to_stored().as_str()), (user_id("u-alice"), "user"));
+    assert_eq!(
+        store.find_user(&id("u-alice")).await.unwrap().unwrap().display_name,
+        alice.display_name
+    );
+    assert!(store.find_user(&id("nobody")).await.unwrap().is_none());
     let keys = store.login_credentials("u-alice-name").await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!((keys[0].credential_id.as_str(), keys[0].sign_count), ("u-alice-key", 5));
     assert!(store.login_credentials("nobody").await.unwrap().is_empty());
     assert_eq!(
         store.find_credential(&key.credential_id).await.unwrap().unwrap().user_id,
-        "u-alice"
+        user_id("u-alice")
     );
-    assert!(store.find_session(&opened.session_id).await.unwrap().is_some());
+    assert!(store.find_session(&opened.session_id.to_string()).await.unwrap().is_some());
     // The shape of a real account's passkeys, for any seed.
     let shape = store.credential_shape_near("zzz").await.unwrap();
     assert_eq!(shape, vec![("usb,nfc".to_owned(), "u-alice-key".len() as i64)]);
@@ -120,20 +138,20 @@ async fn users_register_at_once_and_a_taken_name_writes_nothing(db: Db) {
     let twin_session = session("u-twin", "u-twin-session", None);
     let taken = store.register_user(&twin, &twin_key, &twin_session, "u-twin-refresh").await;
     assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
-    assert!(store.find_user("u-twin").await.unwrap().is_none());
+    assert!(store.find_user(&id("u-twin")).await.unwrap().is_none());
     assert!(store.find_credential("u-twin-key").await.unwrap().is_none());
-    assert!(store.find_session("u-twin-session").await.unwrap().is_none());
+    assert!(store.find_session(&id("u-twin-session")).await.unwrap().is_none());
 
-    store.set_email("u-alice", "a@example.com").await.unwrap();
-    let unverified = store.find_user("u-alice").await.unwrap().unwrap();
+    store.set_email(&id("u-alice"), "a@example.com").await.unwrap();
+    let unverified = store.find_user(&id("u-alice")).await.unwrap().unwrap();
     assert_eq!(
         (unverified.email.as_deref(), unverified.email_verified),
         (Some("a@example.com"), false)
     );
-    assert!(store.verify_email("u-alice", "b@example.com").await.unwrap());
-    let verified = store.find_user("u-alice").await.unwrap().unwrap();
+    assert!(store.verify_email(&id("u-alice"), "b@example.com").await.unwrap());
+    let verified = store.find_user(&id("u-alice")).await.unwrap().unwrap();
     assert_eq!((verified.email.as_deref(), verified.email_verified), (Some("b@example.com"), true));
-    assert!(!store.verify_email("nobody", "b@example.com").await.unwrap());
+    assert!(!store.verify_email(&id("nobody"), "b@example.com").await.unwrap());
 }
 
 async fn ceremonies_are_found_taken_once_and_kept_from_other_users(db: Db) {
@@ -165,11 +183,8 @@ async fn ceremonies_are_found_taken_once_and_kept_from_other_users(db: Db) {
     let (used, owned) = store.find_login("handle", &key.credential_id).await.unwrap();
     let (found_key, owner) = owned.unwrap();
     assert!(used);
-    assert_eq!(
-        (found_key.device_id.as_str(), owner.username.as_str()),
-        (key.device_id.as_str(), "c-bob-name")
-    );
-    assert_eq!((owner.user_id.as_str(), owner.created_at), ("c-bob", 1));
+    assert_eq!((found_key.device_id, owner.username.as_str()), (key.device_id, "c-bob-name"));
+    assert_eq!((owner.user_id, owner.created_at), (user_id("c-bob"), 1));
     assert!(!store.find_login("fresh", "unknown").await.unwrap().0);
     assert!(store.find_login("fresh", "unknown").await.unwrap().1.is_none());
     // Purged once expired, handles included.
@@ -204,34 +219,48 @@ async fn sessions_end_one_by_one_or_all_but_one_and_purge_with_their_tokens(db: 
     let mut third = session("s-carol", "s-third", None);
     third.last_used_at = 30;
     let mfa = |token: &'static str, session| async move {
-        store.put_mfa_token(token, "s-carol", 1_000, 1).await.unwrap();
+        store.put_mfa_token(token, &id("s-carol"), 1_000, 1).await.unwrap();
         assert!(store.finish_mfa(token, session, &format!("{token}-refresh"), 2).await.unwrap());
     };
     mfa("mfa-2", &second).await;
     mfa("mfa-3", &third).await;
-    let live: Vec<String> = store
-        .user_sessions("s-carol", 15)
+    let live: Vec<SessionId> = store
+        .user_sessions(&id("s-carol"), 15)
         .await
         .unwrap()
         .into_iter()
         .map(|s| s.session_id)
         .collect();
-    assert_eq!(live, ["s-third", "s-second", "s-carol-session"], "most recently used first");
+    let expected = ["s-third", "s-second", "s-carol-session"].map(session_id);
+    assert_eq!(live, expected, "most recently used first");
 
-    assert!(!store.end_session("someone-else", "s-third", 40).await.unwrap());
-    assert!(store.end_session("s-carol", "s-third", 40).await.unwrap());
-    assert!(!store.end_session("s-carol", "s-third", 41).await.unwrap());
-    assert_eq!(store.end_other_sessions("s-carol", &first.session_id, 42).await.unwrap(), 1);
-    let live = store.user_sessions("s-carol", 15).await.unwrap();
+    assert!(!store.end_session(&id("someone-else"), &id("s-third"), 40).await.unwrap());
+    assert!(store.end_session(&id("s-carol"), &id("s-third"), 40).await.unwrap());
+    assert!(!store.end_session(&id("s-carol"), &id("s-third"), 41).await.unwrap());
+    assert_eq!(
+        store.end_other_sessions(&id("s-carol"), &first.session_id.to_string(), 42).await.unwrap(),
+        1
+    );
+    let live = store.user_sessions(&id("s-carol"), 15).await.unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].session_id, first.session_id);
 
     // A live key vouches for the session; an unknown one does not.
     store.add_signing_key(&signing_key("kid-live", 1)).await.unwrap();
-    let (found, live_key) =
-        store.find_session_signed_by(&first.session_id, "kid-live").await.unwrap().unwrap();
+    let (found, live_key) = store
+        .find_session_signed_by(&first.session_id.to_string(), "kid-live")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(live_key && found.revoked_at.is_none());
-    assert!(!store.find_session_signed_by(&first.session_id, "kid-none").await.unwrap().unwrap().1);
+    assert!(
+        !store
+            .find_session_signed_by(&first.session_id.to_string(), "kid-none")
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+    );
 
     // Idle too long: not rotated, and the token is still the current one.
     let idle = store.rotate_refresh("s-carol-refresh", "next", 50, 10).await.unwrap();
@@ -244,7 +273,7 @@ async fn sessions_end_one_by_one_or_all_but_one_and_purge_with_their_tokens(db: 
 
     // Ended sessions go, and their refresh tokens with them.
     assert_eq!(store.purge_ended_sessions(100, 0).await.unwrap(), 3);
-    assert!(store.find_session(&first.session_id).await.unwrap().is_none());
+    assert!(store.find_session(&first.session_id.to_string()).await.unwrap().is_none());
     let gone = store.rotate_refresh("mfa-2-refresh", "later", 100, 0).await.unwrap();
     assert!(matches!(gone, passgate::store::RefreshOutcome::Invalid), "{gone:?}");
 }
@@ -253,41 +282,44 @@ async fn fallback_factors_count_each_step_and_code_once(db: Db) {
     let app = spawn_app(db).await;
     let store = app.store.as_ref();
     registered(store, "f-dave").await;
-    assert!(store.password_hash("f-dave").await.unwrap().is_none());
-    store.set_password("f-dave", "phc-1", 1).await.unwrap();
-    store.set_password("f-dave", "phc-2", 2).await.unwrap();
-    assert!(!store.upgrade_password("f-dave", "phc-1", "phc-3").await.unwrap());
-    assert!(store.upgrade_password("f-dave", "phc-2", "phc-3").await.unwrap());
-    assert_eq!(store.password_hash("f-dave").await.unwrap().as_deref(), Some("phc-3"));
+    assert!(store.password_hash(&id("f-dave")).await.unwrap().is_none());
+    store.set_password(&id("f-dave"), "phc-1", 1).await.unwrap();
+    store.set_password(&id("f-dave"), "phc-2", 2).await.unwrap();
+    assert!(!store.upgrade_password(&id("f-dave"), "phc-1", "phc-3").await.unwrap());
+    assert!(store.upgrade_password(&id("f-dave"), "phc-2", "phc-3").await.unwrap());
+    assert_eq!(store.password_hash(&id("f-dave")).await.unwrap().as_deref(), Some("phc-3"));
 
-    assert!(store.put_pending_totp("f-dave", "sealed-1", 3).await.unwrap());
-    assert!(store.put_pending_totp("f-dave", "sealed-2", 4).await.unwrap());
+    assert!(store.put_pending_totp(&id("f-dave"), "sealed-1", 3).await.unwrap());
+    assert!(store.put_pending_totp(&id("f-dave"), "sealed-2", 4).await.unwrap());
     let codes = ["r1".to_owned(), "r2".to_owned()];
-    assert!(!store.confirm_totp("f-dave", "sealed-1", 10, &codes, 5).await.unwrap());
-    assert!(store.confirm_totp("f-dave", "sealed-2", 10, &codes, 5).await.unwrap());
-    assert!(!store.put_pending_totp("f-dave", "sealed-3", 6).await.unwrap());
-    let totp = store.totp("f-dave").await.unwrap().unwrap();
+    assert!(!store.confirm_totp(&id("f-dave"), "sealed-1", 10, &codes, 5).await.unwrap());
+    assert!(store.confirm_totp(&id("f-dave"), "sealed-2", 10, &codes, 5).await.unwrap());
+    assert!(!store.put_pending_totp(&id("f-dave"), "sealed-3", 6).await.unwrap());
+    let totp = store.totp(&id("f-dave")).await.unwrap().unwrap();
     assert_eq!(
         (totp.secret.as_str(), totp.confirmed_at, totp.last_step),
         ("sealed-2", Some(5), 10)
     );
-    assert!(!store.use_totp_step("f-dave", 10).await.unwrap());
-    assert!(store.use_totp_step("f-dave", 11).await.unwrap());
-    assert!(store.use_recovery_code("f-dave", "r1", 7).await.unwrap());
-    assert!(!store.use_recovery_code("f-dave", "r1", 8).await.unwrap());
-    let counts = store.factor_counts("f-dave").await.unwrap();
+    assert!(!store.use_totp_step(&id("f-dave"), 10).await.unwrap());
+    assert!(store.use_totp_step(&id("f-dave"), 11).await.unwrap());
+    assert!(store.use_recovery_code(&id("f-dave"), "r1", 7).await.unwrap());
+    assert!(!store.use_recovery_code(&id("f-dave"), "r1", 8).await.unwrap());
+    let counts = store.factor_counts(&id("f-dave")).await.unwrap();
     assert_eq!((counts.passwords, counts.totp, counts.recovery_codes), (1, 1, 1));
-    store.replace_recovery_codes("f-dave", &["r3".to_owned(), "r4".to_owned()], 9).await.unwrap();
-    assert_eq!(store.factor_counts("f-dave").await.unwrap().recovery_codes, 2);
-    assert!(store.delete_totp("f-dave").await.unwrap());
-    let counts = store.factor_counts("f-dave").await.unwrap();
+    store
+        .replace_recovery_codes(&id("f-dave"), &["r3".to_owned(), "r4".to_owned()], 9)
+        .await
+        .unwrap();
+    assert_eq!(store.factor_counts(&id("f-dave")).await.unwrap().recovery_codes, 2);
+    assert!(store.delete_totp(&id("f-dave")).await.unwrap());
+    let counts = store.factor_counts(&id("f-dave")).await.unwrap();
     assert_eq!((counts.totp, counts.recovery_codes), (0, 0));
 
     // A mailed code: a newer live one is not replaced; tries are counted
     // before the compare, and the code is taken once.
     let code = |hash: &str, sent_at| EmailCodeRow {
         purpose: "login".to_owned(),
-        user_id: "f-dave".to_owned(),
+        user_id: id("f-dave"),
         code_hash: hash.to_owned(),
         address: "d@example.com".to_owned(),
         tries: 0,
@@ -297,21 +329,30 @@ async fn fallback_factors_count_each_step_and_code_once(db: Db) {
     assert!(store.put_email_code(&code("h1", 10), 0).await.unwrap());
     assert!(!store.put_email_code(&code("h2", 20), 5).await.unwrap());
     assert!(store.put_email_code(&code("h3", 30), 10).await.unwrap());
-    assert_eq!(store.email_code("login", "f-dave").await.unwrap().unwrap().code_hash, "h3");
-    assert_eq!(store.try_email_code("login", "f-dave", 2, 40).await.unwrap().unwrap().tries, 1);
-    assert_eq!(store.try_email_code("login", "f-dave", 2, 40).await.unwrap().unwrap().tries, 2);
-    assert!(store.try_email_code("login", "f-dave", 2, 40).await.unwrap().is_none());
-    assert!(!store.take_email_code("login", "f-dave", "h1").await.unwrap());
-    assert!(store.take_email_code("login", "f-dave", "h3").await.unwrap());
+    assert_eq!(store.email_code("login", &id("f-dave")).await.unwrap().unwrap().code_hash, "h3");
+    assert_eq!(
+        store.try_email_code("login", &id("f-dave"), 2, 40).await.unwrap().unwrap().tries,
+        1
+    );
+    assert_eq!(
+        store.try_email_code("login", &id("f-dave"), 2, 40).await.unwrap().unwrap().tries,
+        2
+    );
+    assert!(store.try_email_code("login", &id("f-dave"), 2, 40).await.unwrap().is_none());
+    assert!(!store.take_email_code("login", &id("f-dave"), "h1").await.unwrap());
+    assert!(store.take_email_code("login", &id("f-dave"), "h3").await.unwrap());
 
     // A password change voids the steps half done.
-    store.put_mfa_token("mfa-void", "f-dave", 1_000, 1).await.unwrap();
-    assert_eq!(store.mfa_token_user("mfa-void", 2).await.unwrap().as_deref(), Some("f-dave"));
+    store.put_mfa_token("mfa-void", &id("f-dave"), 1_000, 1).await.unwrap();
+    assert_eq!(
+        store.mfa_token_user("mfa-void", 2).await.unwrap().as_deref(),
+        Some(id("f-dave").as_str())
+    );
     assert!(store.mfa_token_user("mfa-void", 1_000).await.unwrap().is_none());
     assert!(store.put_email_code(&code("h4", 50), 50).await.unwrap());
-    store.void_fallback_steps("f-dave").await.unwrap();
+    store.void_fallback_steps(&id("f-dave")).await.unwrap();
     assert!(store.mfa_token_user("mfa-void", 2).await.unwrap().is_none());
-    assert!(store.email_code("login", "f-dave").await.unwrap().is_none());
+    assert!(store.email_code("login", &id("f-dave")).await.unwrap().is_none());
 }
 
 async fn failures_lock_a_subject_and_windows_start_over(db: Db) {
@@ -352,43 +393,53 @@ async fn devices_keep_the_last_one_and_a_reset_leaves_an_enrolment_code(db: Db) 
     let (_, key, first) = registered(store, "d-fay").await;
     let spare = credential("d-fay", "d-spare", 2);
     store.add_credential(&spare).await.unwrap();
-    assert!(store.rename_credential("d-fay", &spare.device_id, "spare").await.unwrap());
-    assert!(!store.rename_credential("someone-else", &spare.device_id, "mine").await.unwrap());
+    assert!(
+        store.rename_credential(&id("d-fay"), &spare.device_id.to_string(), "spare").await.unwrap()
+    );
+    assert!(
+        !store
+            .rename_credential(&id("someone-else"), &spare.device_id.to_string(), "mine")
+            .await
+            .unwrap()
+    );
     let names: Vec<String> =
-        store.user_credentials("d-fay").await.unwrap().into_iter().map(|c| c.name).collect();
+        store.user_credentials(&id("d-fay")).await.unwrap().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["key", "spare"], "oldest first");
 
     // Unbinding a device ends the sessions it opened; the last one stays.
     assert_eq!(
-        store.delete_credential("d-fay", "no-device", true, 5).await.unwrap(),
+        store.delete_credential(&id("d-fay"), &id("no-device"), true, 5).await.unwrap(),
         Unbound::NotFound
     );
     assert_eq!(
-        store.delete_credential("d-fay", &key.device_id, true, 5).await.unwrap(),
+        store.delete_credential(&id("d-fay"), &key.device_id.to_string(), true, 5).await.unwrap(),
         Unbound::Deleted
     );
-    assert_eq!(store.find_session(&first.session_id).await.unwrap().unwrap().revoked_at, Some(5));
     assert_eq!(
-        store.delete_credential("d-fay", &spare.device_id, true, 6).await.unwrap(),
+        store.find_session(&first.session_id.to_string()).await.unwrap().unwrap().revoked_at,
+        Some(5)
+    );
+    assert_eq!(
+        store.delete_credential(&id("d-fay"), &spare.device_id.to_string(), true, 6).await.unwrap(),
         Unbound::LastOne
     );
 
     // A reset: every device and session gone, an enrolment code instead,
     // with limited tries; a right code's try is given back.
     let other = session("d-fay", "d-other", None);
-    store.put_mfa_token("mfa-d", "d-fay", 1_000, 1).await.unwrap();
+    store.put_mfa_token("mfa-d", &id("d-fay"), 1_000, 1).await.unwrap();
     assert!(store.finish_mfa("mfa-d", &other, "d-other-refresh", 2).await.unwrap());
-    assert_eq!(store.reset_devices("d-fay", "code-1", 1_000, 7).await.unwrap(), (1, 1));
-    assert!(store.user_credentials("d-fay").await.unwrap().is_empty());
+    assert_eq!(store.reset_devices(&id("d-fay"), "code-1", 1_000, 7).await.unwrap(), (1, 1));
+    assert!(store.user_credentials(&id("d-fay")).await.unwrap().is_empty());
     assert_eq!(
-        store.try_enrolment_code("d-fay", 2, 8).await.unwrap(),
+        store.try_enrolment_code(&id("d-fay"), 2, 8).await.unwrap(),
         Some(("code-1".to_owned(), 1_000))
     );
-    store.return_enrolment_try("d-fay", "code-1").await.unwrap();
-    assert!(store.try_enrolment_code("d-fay", 2, 8).await.unwrap().is_some());
-    assert!(store.try_enrolment_code("d-fay", 2, 8).await.unwrap().is_some());
-    assert!(store.try_enrolment_code("d-fay", 2, 8).await.unwrap().is_none());
-    assert!(store.try_enrolment_code("d-fay", 9, 1_000).await.unwrap().is_none(), "expired");
+    store.return_enrolment_try(&id("d-fay"), "code-1").await.unwrap();
+    assert!(store.try_enrolment_code(&id("d-fay"), 2, 8).await.unwrap().is_some());
+    assert!(store.try_enrolment_code(&id("d-fay"), 2, 8).await.unwrap().is_some());
+    assert!(store.try_enrolment_code(&id("d-fay"), 2, 8).await.unwrap().is_none());
+    assert!(store.try_enrolment_code(&id("d-fay"), 9, 1_000).await.unwrap().is_none(), "expired");
 
     let fresh = credential("d-fay", "d-fresh", 9);
     let opened = session("d-fay", "d-fresh-session", Some(&fresh.device_id));
@@ -396,26 +447,31 @@ async fn devices_keep_the_last_one_and_a_reset_leaves_an_enrolment_code(db: Db) 
     assert!(store.find_credential("d-fresh").await.unwrap().is_none());
     assert!(store.enrol_with_code("code-1", &fresh, &opened, "d-fresh-refresh").await.unwrap());
     assert!(!store.enrol_with_code("code-1", &fresh, &opened, "d-fresh-refresh").await.unwrap());
-    assert!(store.find_session("d-fresh-session").await.unwrap().is_some());
+    assert!(store.find_session(&id("d-fresh-session")).await.unwrap().is_some());
 }
 
 async fn admin_locks_end_sessions_and_search_matches_wildcards_literally(db: Db) {
     let app = spawn_app(db).await;
     let store = app.store.as_ref();
     let (_, _, opened) = registered(store, "a-gus").await;
-    assert!(store.set_roles("a-gus", "admin,user").await.unwrap());
-    assert!(!store.set_roles("nobody", "admin").await.unwrap());
-    let roles = store.find_user("a-gus").await.unwrap().unwrap().roles;
+    assert!(store.set_roles(&id("a-gus"), "admin,user").await.unwrap());
+    assert!(!store.set_roles(&id("nobody"), "admin").await.unwrap());
+    let roles = store.find_user(&id("a-gus")).await.unwrap().unwrap().roles;
     assert_eq!(roles, Roles::new(&["admin", "user"]));
 
-    store.count_attempt("user:a-gus", 1, 0, 100, 0).await.unwrap();
-    store.lock_subject("user:a-gus", 9_000).await.unwrap();
-    assert!(store.set_locked("a-gus", Some(3), 3).await.unwrap());
-    assert_eq!(store.find_session(&opened.session_id).await.unwrap().unwrap().revoked_at, Some(3));
-    assert_eq!(store.find_user("a-gus").await.unwrap().unwrap().locked_at, Some(3));
+    // The fallback sign-in's throttle names a user by their id.
+    let subject = format!("user:{}", id("a-gus"));
+    store.count_attempt(&subject, 1, 0, 100, 0).await.unwrap();
+    store.lock_subject(&subject, 9_000).await.unwrap();
+    assert!(store.set_locked(&id("a-gus"), Some(3), 3).await.unwrap());
+    assert_eq!(
+        store.find_session(&opened.session_id.to_string()).await.unwrap().unwrap().revoked_at,
+        Some(3)
+    );
+    assert_eq!(store.find_user(&id("a-gus")).await.unwrap().unwrap().locked_at, Some(3));
     // An unlock also lifts the fallback sign-in's lock.
-    assert!(store.set_locked("a-gus", None, 4).await.unwrap());
-    assert_eq!(store.locked_until("user:a-gus").await.unwrap(), 0);
+    assert!(store.set_locked(&id("a-gus"), None, 4).await.unwrap());
+    assert_eq!(store.locked_until(&subject).await.unwrap(), 0);
 
     for (id, name) in [("a-1", "percent%one"), ("a-2", "percentxone"), ("a-3", "under_score")] {
         let mut row = user(id, name);
