@@ -1,5 +1,6 @@
 //! Configuration: `config/default.toml`, then an optional `--config` file,
-//! then `PASSGATE__SECTION__KEY` environment variables. `Settings::load`
+//! then `PASSGATE__SECTION__KEY` environment variables (a secret one may
+//! name a file instead: `secret_files`). `Settings::load`
 //! validates everything at start and names the offending key, so a bad
 //! deployment fails before it serves a single request.
 //!
@@ -10,6 +11,7 @@
 mod database;
 mod fallback;
 mod housekeeping;
+mod secret_files;
 mod server;
 mod smtp;
 mod tokens;
@@ -104,8 +106,9 @@ impl Settings {
     /// Loads from an explicit environment map (tests pass their own).
     pub fn load_from(
         config_file: Option<&Path>,
-        env: HashMap<String, String>,
+        mut env: HashMap<String, String>,
     ) -> anyhow::Result<Settings> {
+        secret_files::read_secret_files(&mut env)?;
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = config_file {
