@@ -141,12 +141,12 @@ impl Admin {
         if user.roles.is_admin() && user.locked_at.is_none() { Ok(()) } else { Err(refused()) }
     }
 
-    /// An admin action (reset, unbind, lock, unlock, roles): the admin
-    /// role, and the admin's own passkey sign-in within
+    /// An admin action (reset, unbind, lock, unlock, roles): besides the
+    /// role (which `admin` checked against the account, in this request,
+    /// to make the `AdminCaller`), the admin's own passkey sign-in within
     /// `mfa.fresh_auth_seconds`, so that a phished admin password and code
     /// cannot act (403 `passkey_required`).
     async fn require_admin_action(&self, admin: &AdminCaller) -> Result<()> {
-        self.require_admin(&admin.0).await?;
         self.fresh.require_fresh_passkey(&admin.0).await
     }
 
