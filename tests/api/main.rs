@@ -8,6 +8,7 @@ mod authenticator;
 mod bad_input;
 mod browser;
 mod cli;
+mod container;
 mod devices;
 mod downstream;
 mod fallback;
