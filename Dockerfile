@@ -29,32 +29,49 @@ RUN touch src/main.rs src/lib.rs crates/passgate-verifier/src/lib.rs \
  && cargo build --release --locked --bin passgate
 
 # --- runtime stage ---------------------------------------------------------
+# No curl: the health check is the binary's own `passgate healthcheck`.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin passgate \
+ && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home \
+      --shell /usr/sbin/nologin passgate \
  && mkdir -p /app /data \
- && chown passgate:passgate /data
+ && chown passgate:passgate /data \
+ && chmod 0700 /data
 
+# /app (the working directory, the pages) belongs to root and is only
+# read: everything passgate writes (the SQLite file, the mail outbox) goes
+# under /data, the one folder the passgate user owns.
 WORKDIR /app
 COPY --from=build /src/target/release/passgate /usr/local/bin/passgate
 COPY static ./static
 COPY config ./config
 
 # Configuration is by environment (PASSGATE__SECTION__KEY); these make the
-# image serve on all interfaces with its SQLite file on the volume. Set
-# PASSGATE__DATABASE__URL=postgres://... to use PostgreSQL instead.
+# image serve on all interfaces with its state on the volume. Set
+# PASSGATE__DATABASE__URL=postgres://... to use PostgreSQL instead, and
+# PASSGATE__SMTP__HOST (and the rest of [smtp]) to send mail instead of
+# writing it to /data/outbox. Secrets may be given as files:
+# PASSGATE__TOKENS__KEY_ENCRYPTION_KEY_FILE, PASSGATE__SMTP__PASSWORD_FILE,
+# PASSGATE__DATABASE__URL_FILE (see deploy/compose.yaml).
+# tests/api/container.rs runs the binary with exactly these settings, as
+# an unprivileged user in a read-only working directory.
 ENV PASSGATE__SERVER__BIND=0.0.0.0:8080 \
     PASSGATE__SERVER__STATIC_DIR=/app/static \
     PASSGATE__DATABASE__URL=sqlite:/data/passgate.db \
+    PASSGATE__SMTP__OUTBOX_DIR=/data/outbox \
     PASSGATE__LOG__FORMAT=json
 
 VOLUME ["/data"]
 EXPOSE 8080
 USER passgate
 
+# `passgate healthcheck` asks server.bind (0.0.0.0 meaning loopback) for
+# /healthz and exits 0 on a 200, non-zero otherwise, within 2 s.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+  CMD ["/usr/local/bin/passgate", "healthcheck"]
 
+# Commands run the same way: `docker compose exec passgate-1 passgate user
+# create alice --admin` (see README.md, "Docker").
 ENTRYPOINT ["/usr/local/bin/passgate"]

@@ -15,8 +15,8 @@ use super::fresh::Freshness;
 use super::notify::{Change, Notifier};
 use super::profile::Profile;
 use super::tokens::{AccessClaims, Tokens};
-use crate::clock::{Clock, rfc3339};
-use crate::domain::{ADMIN, DeviceId, Roles};
+use crate::clock::{Clock, Millis, rfc3339};
+use crate::domain::{ADMIN, DeviceId, Roles, UserId, Username};
 use crate::error::{ApiError, Result};
 use crate::mailer::Mailer;
 use crate::store::{Store, UserRow};
@@ -78,6 +78,21 @@ pub struct ResetOutcome {
     /// Only when the user has no verified address: the admin hands it over
     /// in person. Shown once; stored only as a keyed hash.
     pub enrolment_code: Option<String>,
+}
+
+/// The actor on record for what the operator does with the `passgate`
+/// command on the server, where no account is signed in.
+pub const CLI_ACTOR: &str = "cli";
+
+/// What `create_user_by_operator` made.
+#[derive(Debug)]
+pub struct CreatedUser {
+    pub user_id: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    /// Shown once to the operator; stored only as a keyed hash.
+    pub enrolment_code: String,
+    pub code_expires_at: Millis,
 }
 
 /// A caller that `Core::admin` found to hold the admin role. Every admin
@@ -219,26 +234,8 @@ impl Admin {
     ) -> Result<ResetOutcome> {
         self.require_admin_action(admin).await?;
         let user = self.target(user_id).await?;
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(ApiError::ValidationFailed("reason: required".into()));
-        }
-        let code = super::codes::recovery_code();
-        let normalised = super::codes::normalise_recovery(&code);
-        let hash = self.codes.hash(ENROLMENT_PURPOSE, user_id, &normalised);
-        let now = self.clock.now_ms();
-        let (devices, sessions) =
-            self.store.reset_devices(user_id, &hash, now + ENROLMENT_TTL_MS, now).await?;
-        self.audit
-            .record(Event::ok("devices_reset").user(user_id).actor(&admin.0.sub).reason(reason))
-            .await;
+        let (code, mut outcome) = self.unbind_all(&user, reason, &admin.0.sub).await?;
         let address = user.email.clone().filter(|_| user.email_verified);
-        let mut outcome = ResetOutcome {
-            revoked_devices: devices,
-            revoked_sessions: sessions,
-            enrolment_code_sent_to: None,
-            enrolment_code: None,
-        };
         match address {
             Some(address) => {
                 let body = format!(
@@ -273,6 +270,110 @@ impl Admin {
             )
             .await;
         Ok(outcome)
+    }
+
+    /// `reset_devices` for the operator on the server (`passgate user
+    /// reset-devices`): the break-glass way back when no admin can sign in.
+    /// The code is returned to be handed over, never mailed: whoever runs
+    /// the command already holds the database, and a code in a mailbox
+    /// that may be the very thing lost would be one more copy. The owner
+    /// is told by a notice without it.
+    pub async fn reset_devices_by_operator(
+        &self,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<ResetOutcome> {
+        let user = self.target(user_id).await?;
+        let (code, mut outcome) = self.unbind_all(&user, reason, CLI_ACTOR).await?;
+        outcome.enrolment_code = Some(code);
+        let how = "enrolment code shown once on the server's command line to hand over";
+        self.audit
+            .record(Event::ok("enrolment_code_issued").user(user_id).actor(CLI_ACTOR).reason(how))
+            .await;
+        if let Some(sending) = self.notifier.notify(&user, Change::DevicesReset, None) {
+            // The command ends right after this: let the notice go first.
+            let _ = sending.await;
+        }
+        Ok(outcome)
+    }
+
+    /// Unbinds every passkey, ends every session and stores a new
+    /// enrolment code, at once, audited; the code, for the caller to hand
+    /// over.
+    async fn unbind_all(
+        &self,
+        user: &UserRow,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(String, ResetOutcome)> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(ApiError::ValidationFailed("reason: required".into()));
+        }
+        let user_id = user.user_id.to_string();
+        let code = super::codes::recovery_code();
+        let normalised = super::codes::normalise_recovery(&code);
+        let hash = self.codes.hash(ENROLMENT_PURPOSE, &user_id, &normalised);
+        let now = self.clock.now_ms();
+        let (devices, sessions) =
+            self.store.reset_devices(&user_id, &hash, now + ENROLMENT_TTL_MS, now).await?;
+        self.audit
+            .record(Event::ok("devices_reset").user(&user_id).actor(actor).reason(reason))
+            .await;
+        let outcome = ResetOutcome {
+            revoked_devices: devices,
+            revoked_sessions: sessions,
+            enrolment_code_sent_to: None,
+            enrolment_code: None,
+        };
+        Ok((code, outcome))
+    }
+
+    /// A new account with no passkey yet, for the operator on the server
+    /// (`passgate user create`): the first admin of a fresh deployment,
+    /// or an account made for someone. Returns the one-time enrolment code
+    /// with which its owner binds a first passkey at /enrol.html, as after
+    /// a device reset. Audited with the actor `cli`.
+    pub async fn create_user_by_operator(
+        &self,
+        username: &Username,
+        admin: bool,
+    ) -> Result<CreatedUser> {
+        let now = self.clock.now_ms();
+        let roles = if admin { Roles::new(&[ADMIN]) } else { Roles::default() };
+        let user = UserRow {
+            user_id: UserId::new(),
+            username: username.to_string(),
+            display_name: username.to_string(),
+            email: None,
+            email_verified: false,
+            roles,
+            locked_at: None,
+            created_at: now,
+        };
+        let user_id = user.user_id.to_string();
+        let code = super::codes::recovery_code();
+        let hash =
+            self.codes.hash(ENROLMENT_PURPOSE, &user_id, &super::codes::normalise_recovery(&code));
+        let expires_at = now + ENROLMENT_TTL_MS;
+        self.store.create_user_for_enrolment(&user, &hash, expires_at).await?;
+        let roles = user.roles.names().to_vec();
+        let created =
+            format!("created on the server's command line, roles: [{}]", roles.join(", "));
+        self.audit
+            .record(Event::ok("user_registered").user(&user_id).actor(CLI_ACTOR).reason(&created))
+            .await;
+        let how = "enrolment code shown once on the server's command line to hand over";
+        self.audit
+            .record(Event::ok("enrolment_code_issued").user(&user_id).actor(CLI_ACTOR).reason(how))
+            .await;
+        Ok(CreatedUser {
+            user_id,
+            username: user.username,
+            roles,
+            enrolment_code: code,
+            code_expires_at: expires_at,
+        })
     }
 
     pub async fn admin_unbind_device(

@@ -296,6 +296,21 @@ impl Core {
     }
 }
 
+/// What `Core::new` checks of the settings before it opens the database
+/// (the relying party, the key-encryption key's presence, the mailer and
+/// the argon2 parameters), for `passgate config check`: a configuration
+/// it passes fails at start only for the database or the secrets in it.
+pub fn check_settings(settings: &Settings) -> anyhow::Result<()> {
+    build_webauthn(settings)?;
+    allowed_origins(settings)?;
+    require_key_encryption_key(settings)?;
+    Mailer::new(&settings.smtp)?;
+    let p = &settings.password;
+    argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None)
+        .map_err(|e| anyhow::anyhow!("password: argon2 parameters refused: {e}"))?;
+    Ok(())
+}
+
 /// The server secrets every node shares: the key that makes up credential
 /// ids for unknown usernames, the HMAC key of one-time codes (mailed,
 /// recovery and enrolment codes), and the key of sign-in handles. Random, not derived from the

@@ -46,6 +46,9 @@ pub enum Change<'a> {
     RolesChanged {
         roles: &'a str,
     },
+    /// By the operator on the server (`passgate user reset-devices`),
+    /// who hands the enrolment code over in person: the mail has none.
+    DevicesReset,
 }
 
 impl Change<'_> {
@@ -63,6 +66,7 @@ impl Change<'_> {
             Change::Locked => "Your account was locked by an administrator",
             Change::Unlocked => "Your account was unlocked by an administrator",
             Change::RolesChanged { .. } => "The roles of your account were changed",
+            Change::DevicesReset => "The passkeys of your account were reset",
         }
     }
 
@@ -110,6 +114,10 @@ impl Change<'_> {
             Change::RolesChanged { roles } => {
                 format!("The roles of your account are now: {roles}.")
             }
+            Change::DevicesReset => "The server's operator unbound every passkey of your account \
+                and ended every session. They were given a one-time code, valid for 24 hours, \
+                with which a new passkey can be bound."
+                .into(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod devices;
 mod engine;
 mod fallback;
 mod keys;
+pub mod maintenance;
 mod pg_pool;
 /// After a request gave up on the database: PostgreSQL connections are
 /// checked before their next use.

@@ -8,6 +8,7 @@ use super::devices::insert_credential;
 use super::engine::{Engine, Sql};
 use super::sessions::insert_session;
 use super::{CredentialRow, SessionRow, StoreResult, UserRow};
+use crate::clock::Millis;
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -30,6 +31,16 @@ pub trait UserStore: Send + Sync {
         credential: &CredentialRow,
         session: &SessionRow,
         refresh_hash: &str,
+    ) -> StoreResult<()>;
+
+    /// Creates an account with no passkey yet and stores its enrolment
+    /// code, at once (`passgate user create`); a taken username gives
+    /// `Conflict` and writes nothing.
+    async fn create_user_for_enrolment(
+        &self,
+        user: &UserRow,
+        code_hash: &str,
+        expires_at: Millis,
     ) -> StoreResult<()>;
 
     /// Sets the address, unverified.
@@ -88,23 +99,27 @@ impl<E: Engine> UserStore for E {
     ) -> StoreResult<()> {
         let mut conn = self.db().await?;
         let mut tx = conn.begin().await?;
-        let sql = "insert into app_user (user_id, username, display_name, email, \
-                   email_verified, roles, locked_at, created_at) \
-                   values ($1, $2, $3, $4, $5, $6, $7, $8)";
-        let roles = user.roles.to_stored();
-        let args = [
-            (&user.user_id).into(),
-            (&user.username).into(),
-            (&user.display_name).into(),
-            (&user.email).into(),
-            user.email_verified.into(),
-            (&roles).into(),
-            user.locked_at.into(),
-            user.created_at.into(),
-        ];
-        tx.execute(sql, &args).await?;
+        insert_user(&mut *tx, user).await?;
         insert_credential(&mut *tx, credential).await?;
         insert_session(&mut *tx, session, refresh_hash).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_user_for_enrolment(
+        &self,
+        user: &UserRow,
+        code_hash: &str,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        let mut conn = self.db().await?;
+        let mut tx = conn.begin().await?;
+        insert_user(&mut *tx, user).await?;
+        let sql = "insert into enrolment_code (user_id, code_hash, tries, expires_at, created_at) \
+                   values ($1, $2, 0, $3, $4)";
+        let args =
+            [(&user.user_id).into(), code_hash.into(), expires_at.into(), user.created_at.into()];
+        tx.execute(sql, &args).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -119,4 +134,23 @@ impl<E: Engine> UserStore for E {
         let sql = "update app_user set email = $2, email_verified = true where user_id = $1";
         Ok(self.db().await?.execute(sql, &[user_id.into(), address.into()]).await? == 1)
     }
+}
+
+async fn insert_user<C: Sql>(conn: &mut C, user: &UserRow) -> StoreResult<()> {
+    let sql = "insert into app_user (user_id, username, display_name, email, \
+               email_verified, roles, locked_at, created_at) \
+               values ($1, $2, $3, $4, $5, $6, $7, $8)";
+    let roles = user.roles.to_stored();
+    let args = [
+        (&user.user_id).into(),
+        (&user.username).into(),
+        (&user.display_name).into(),
+        (&user.email).into(),
+        user.email_verified.into(),
+        (&roles).into(),
+        user.locked_at.into(),
+        user.created_at.into(),
+    ];
+    conn.execute(sql, &args).await?;
+    Ok(())
 }

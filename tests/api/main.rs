@@ -7,6 +7,8 @@ mod assertion;
 mod authenticator;
 mod bad_input;
 mod browser;
+mod cli;
+mod container;
 mod devices;
 mod downstream;
 mod fallback;
