@@ -428,6 +428,9 @@ impl Devices {
                     .reason("with the link from the mail"),
             )
             .await;
+        if let Some(user) = self.store.find_user(&user_id).await? {
+            self.notifier.notify(&user, Change::RecoveryCancelled { by_passkey: false }, None);
+        }
         Ok(())
     }
 
@@ -514,6 +517,7 @@ impl Devices {
                             .reason("a passkey signed in after the request"),
                     )
                     .await;
+                self.notifier.notify(&user, Change::RecoveryCancelled { by_passkey: true }, None);
                 return Err(ApiError::InvalidCode);
             }
             by_mail = true;
@@ -581,6 +585,8 @@ impl Devices {
         let mut event = Event::ok("device_enrolled").user(&user_id).device(&device);
         if state.by_mail {
             event = event.reason("with a mailed account recovery code, after its delay");
+            let change = Change::PasskeyBound { name: &row.name, payments_from: None };
+            self.notifier.notify(&user, change, None);
         }
         if state.by_recovery_code {
             event = event.reason("with a passkey recovery code: payments delayed");

@@ -39,6 +39,10 @@ pub enum Change<'a> {
     TotpRemoved,
     RecoveryCodesMade,
     PasskeyRecoveryCodesMade,
+    /// A pending account recovery by mail was cancelled.
+    RecoveryCancelled {
+        by_passkey: bool,
+    },
     /// Mailed to the old address: the new one still has to be confirmed.
     EmailChangeRequested {
         new_address: &'a str,
@@ -68,6 +72,7 @@ impl Change<'_> {
             Change::PasskeyRecoveryCodesMade => {
                 "New passkey recovery codes were made for your account"
             }
+            Change::RecoveryCancelled { .. } => "The account recovery was cancelled",
             Change::EmailChangeRequested { .. } => "A change of your email address was requested",
             Change::EmailChanged { .. } => "Your email address was changed",
             Change::Locked => "Your account was locked by an administrator",
@@ -114,6 +119,16 @@ impl Change<'_> {
             Change::PasskeyRecoveryCodesMade => {
                 "A new set of passkey recovery codes was made; the old ones no longer work. \
                  Each can add a new passkey when you have lost all of yours."
+                    .into()
+            }
+            Change::RecoveryCancelled { by_passkey: false } => {
+                "The account recovery requested by email was cancelled with the link from its \
+                 mail; its code no longer works."
+                    .into()
+            }
+            Change::RecoveryCancelled { by_passkey: true } => {
+                "The account recovery requested by email was cancelled because one of your \
+                 passkeys signed in after the request; its code no longer works."
                     .into()
             }
             Change::EmailChangeRequested { new_address } => format!(

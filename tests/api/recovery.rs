@@ -221,6 +221,7 @@ async fn a_mailed_recovery_binds_a_passkey_only_after_its_delay(db: Db) {
     let (enrolled, mut phone) = enrol(&app, name, &code).await;
     assert_eq!(enrolled["user_id"], tokens["user_id"]);
     assert_eq!(app.login(&mut phone, None).await.status(), StatusCode::OK);
+    smtp::wait_for_mail(&address, "Spare phone").await;
     let again = app.post("/v1/enrol/start", &json!({"username": name, "code": code})).await;
     assert_problem(again, 401, "invalid_code").await;
     let audit = crate::admin::all_audit_text(&app).await;
@@ -257,6 +258,8 @@ async fn a_passkey_sign_in_or_the_cancel_link_voids_a_mailed_recovery(db: Db) {
     let (code, token) = recovery_mail(&address).await;
     let cancelled = app.post("/v1/recovery/cancel", &json!({"token": token})).await;
     assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
+    smtp::wait_for_mail(&address, "cancelled with the link from its mail").await;
+    smtp::wait_for_mail(&address, "one of your passkeys signed in after the request").await;
     let twice = app.post("/v1/recovery/cancel", &json!({"token": token})).await;
     assert_problem(twice, 401, "invalid_code").await;
     app.clock.advance(Duration::from_secs(86400 + 1));
