@@ -103,6 +103,39 @@ async function register() {
     body: { ceremony_id: start.ceremony_id, credential: credentialToJSON(credential) },
   });
   await signedIn(tokens, 'Account created; you are signed in.');
+  offerRecoveryCodes();
+}
+
+// ---------------------------------------------------------------- recovery codes, offered once
+
+function offerRecoveryCodes() {
+  $('recovery-offer-ask').hidden = false;
+  $('recovery-offer-shown').hidden = true;
+  $('recovery-offer').hidden = false;
+  $('recovery-offer-title').focus();
+}
+
+function closeRecoveryOffer() {
+  $('recovery-offer').hidden = true;
+  $('recovery-offer-codes').replaceChildren();
+  $('signed-in-title').focus();
+}
+
+async function makeRecoveryCodes() {
+  const { recovery_codes: codes } = await withAccessToken(
+    (token) => api('/v1/me/passkey-recovery-codes', { method: 'POST', body: {}, token }),
+    (err) => err instanceof ApiError && err.status === 401,
+  );
+  $('recovery-offer-codes').replaceChildren(...codes.map((code) => {
+    const item = document.createElement('li');
+    item.textContent = code;
+    return item;
+  }));
+  $('recovery-offer-ask').hidden = true;
+  $('recovery-offer-shown').hidden = false;
+  $('recovery-offer-title').focus();
+  await showProfile({ keepFocus: true });
+  say('Recovery codes made. Save them now: they are not shown again.');
 }
 
 async function login(username) {
@@ -156,7 +189,7 @@ function describeItem(item) {
 
 const listText = (value) => (Array.isArray(value) && value.length ? value.map(describeItem).join(', ') : '—');
 
-async function showProfile() {
+async function showProfile({ keepFocus = false } = {}) {
   let me;
   try {
     me = await fetchMe();
@@ -182,11 +215,13 @@ async function showProfile() {
   $('signed-out').hidden = true;
   $('signed-in').hidden = false;
   // Move focus with the view so keyboard and screen-reader users land on the new card.
-  $('signed-in-title').focus();
+  if (!keepFocus) $('signed-in-title').focus();
 }
 
 function showSignedOut() {
   const wasSignedIn = !$('signed-in').hidden;
+  $('recovery-offer').hidden = true;
+  $('recovery-offer-codes').replaceChildren();
   $('signed-in').hidden = true;
   $('signed-out').hidden = false;
   if (wasSignedIn) $('signed-out-title').focus();
@@ -214,6 +249,9 @@ function init() {
   $('register').addEventListener('click', () => ceremony(register));
   $('login-discoverable').addEventListener('click', () => ceremony(() => login(null)));
   $('logout').addEventListener('click', () => ceremony(logout));
+  $('recovery-offer-make').addEventListener('click', () => run(makeRecoveryCodes));
+  $('recovery-offer-skip').addEventListener('click', closeRecoveryOffer);
+  $('recovery-offer-done').addEventListener('click', closeRecoveryOffer);
 
   if (loadTokens()) {
     // A reload keeps the session; if it cannot be restored we land on the sign-in card.

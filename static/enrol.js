@@ -19,15 +19,17 @@ function describeError(err) {
   }
   const text = describeCommonError(err, ['Error', 'TypeError']);
   if (err instanceof ApiError && err.problem.code === 'invalid_code') {
-    return `${text} Check the username and the code; a code works once, for 24 hours, and a few wrong tries void it. `
-      + 'Ask your administrator for a new one if it no longer works.';
+    return `${text} Check the username and the code; a code works once, for 24 hours (a mailed recovery code only `
+      + 'after its waiting time), and a few wrong tries void it. Ask your administrator for a new one if it no longer works.';
   }
   return text;
 }
 
-// One enrolment at a time; the button stays off where there is no WebAuthn.
+// One action at a time; enrolment stays off where there is no WebAuthn.
 const run = oneAtATime(describeError, (on) => {
   $('enrol-submit').disabled = on || !window.PublicKeyCredential;
+  $('mail-submit').disabled = on;
+  $('cancel-submit').disabled = on;
 });
 
 // ---------------------------------------------------------------- busy
@@ -36,8 +38,10 @@ const run = oneAtATime(describeError, (on) => {
 function show(view) {
   document.body.dataset.view = view;
   $('enrol-card').hidden = view !== 'form';
+  $('mail-card').hidden = view !== 'form';
   $('done-card').hidden = view !== 'done';
-  $(view === 'form' ? 'enrol-title' : 'done-title').focus();
+  $('cancel-card').hidden = view !== 'cancel';
+  $({ form: 'enrol-title', done: 'done-title', cancel: 'cancel-title' }[view]).focus();
 }
 
 // ---------------------------------------------------------------- enrolment
@@ -64,6 +68,32 @@ async function enrol() {
   say('New device bound; you are signed in.');
 }
 
+// ---------------------------------------------------------------- recovery by email
+
+async function mailRecovery() {
+  const username = required('mail-username', 'your username');
+  const { delay_seconds: delay } = await api('/v1/recovery/start', { body: { username } });
+  const hours = Math.round(delay / 3600);
+  say(`If ${username} has a confirmed email address, a recovery code is on its way. `
+    + `It works here only after ${hours} hour${hours === 1 ? '' : 's'}; the mail says from when.`);
+}
+
+// The cancel link of the mail: /enrol.html#cancel=TOKEN. A fragment never reaches a server's logs.
+const cancelToken = () => new URLSearchParams(window.location.hash.slice(1)).get('cancel');
+
+async function cancelRecovery() {
+  try {
+    await api('/v1/recovery/cancel', { body: { token: cancelToken() } });
+  } catch (err) {
+    if (!(err instanceof ApiError && err.problem.code === 'invalid_code')) throw err;
+    throw new Error('There is no account recovery to cancel with this link: it was already cancelled or used, '
+      + 'or it has expired.');
+  }
+  window.history.replaceState(null, '', window.location.pathname);
+  show('form');
+  say('The account recovery is cancelled; its code no longer works.');
+}
+
 // ---------------------------------------------------------------- wiring
 
 function init() {
@@ -73,6 +103,12 @@ function init() {
     event.preventDefault();
     run(enrol);
   });
+  $('mail-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    run(mailRecovery);
+  });
+  $('cancel-submit').addEventListener('click', () => run(cancelRecovery));
+  if (cancelToken()) show('cancel');
 }
 
 init();

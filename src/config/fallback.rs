@@ -27,6 +27,7 @@ pub(super) struct RawMfa {
     email_code_max_tries: u32,
     email_resend_seconds: u64,
     fresh_auth_seconds: u64,
+    mail_recovery_delay_seconds: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +66,9 @@ pub struct MfaSettings {
     /// How recent a sign-in must be for sensitive changes without the
     /// current password.
     pub fresh_auth: Duration,
+    /// How long after an account recovery is requested by mail its code
+    /// starts working: the owner, told at once, may cancel meanwhile.
+    pub mail_recovery_delay: Duration,
 }
 
 /// Throttling of the password, code and MFA endpoints.
@@ -151,6 +155,11 @@ pub(super) fn validate_mfa(raw: RawMfa) -> anyhow::Result<MfaSettings> {
         email_code_max_tries: raw.email_code_max_tries,
         email_resend: seconds("email_resend_seconds", raw.email_resend_seconds, 0..=3600)?,
         fresh_auth: seconds("fresh_auth_seconds", raw.fresh_auth_seconds, 30..=3600)?,
+        mail_recovery_delay: seconds(
+            "mail_recovery_delay_seconds",
+            raw.mail_recovery_delay_seconds,
+            3600..=30 * 86_400,
+        )?,
     })
 }
 

@@ -9,15 +9,18 @@ use webauthn_rs::prelude::RegisterPublicKeyCredential;
 
 use super::extract::{Bearer, Body};
 use super::schemas::{
-    CodeText, LabelText, RegistrationResponseJson, RegistrationStarted, UsernameText,
+    CodeText, LabelText, RegistrationResponseJson, RegistrationStarted, TokenText, UsernameText,
 };
 use crate::context::ClientInfo;
-use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, SessionId, Username};
+use crate::domain::{
+    CeremonyId, DeviceId, DeviceName, OneTimeCode, OpaqueToken, SessionId, Username,
+};
 use crate::error::{Problem, Result};
 use crate::service::Core;
 use crate::service::devices::{Device, Session};
 use crate::service::passkey::CeremonyStarted;
 use crate::service::tokens::TokenSet;
+use crate::service::totp::RecoveryCodes;
 
 #[derive(Deserialize, ToSchema)]
 pub struct BindFinishBody {
@@ -40,9 +43,30 @@ pub struct RenameBody {
 pub struct EnrolStartBody {
     #[schema(value_type = UsernameText)]
     username: Username,
-    /// The enrolment code from the mail (`xxxxx-xxxxx`).
+    /// The enrolment code from the mail, or a passkey recovery code
+    /// (`xxxxx-xxxxx`).
     #[schema(value_type = CodeText)]
     code: OneTimeCode,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RecoveryStartBody {
+    #[schema(value_type = UsernameText)]
+    username: Username,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RecoveryCancelBody {
+    /// The token from the cancel link of the recovery mail.
+    #[schema(value_type = TokenText)]
+    token: OpaqueToken,
+}
+
+/// What `POST /v1/recovery/start` answers, whatever the name.
+#[derive(serde::Serialize, ToSchema)]
+pub struct RecoveryRequested {
+    /// How long after the request a mailed code starts working.
+    delay_seconds: u64,
 }
 
 #[utoipa::path(get, path = "/v1/me/devices", tag = "me", security(("bearer" = [])),
@@ -151,11 +175,62 @@ pub async fn session_delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Passkey recovery codes: ten, shown once, each able to start one
+/// enrolment (`/v1/enrol/start` with the username and the code) when every
+/// passkey is lost.
+#[utoipa::path(post, path = "/v1/me/passkey-recovery-codes", tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "ten new passkey recovery codes, shown this once; the old ones no longer work", body = RecoveryCodes),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "passkey_required: only a passkey sign-in within mfa.fresh_auth_seconds may make them", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn passkey_recovery_codes_post(
+    core: web::Data<Core>,
+    bearer: Bearer,
+) -> Result<web::Json<RecoveryCodes>> {
+    Ok(web::Json(core.devices.make_recovery_codes(&bearer.0).await?))
+}
+
+/// Account recovery by the verified address (an extension): the answer is
+/// the same whether or not the account exists or has a verified address.
+#[utoipa::path(post, path = "/v1/recovery/start", tag = "passkeys",
+    request_body = RecoveryStartBody,
+    responses(
+        (status = 202, description = "if the account has a verified address and no code pending, a one-time code is mailed to it that binds a new passkey at /v1/enrol/start only after delay_seconds, with a link to cancel", body = RecoveryRequested),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn recovery_start(
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: Body<RecoveryStartBody>,
+) -> Result<HttpResponse> {
+    core.devices.request_mail_recovery(&body.username, &client).await?;
+    let delay_seconds = core.settings.mfa.mail_recovery_delay.as_secs();
+    Ok(HttpResponse::Accepted().json(RecoveryRequested { delay_seconds }))
+}
+
+#[utoipa::path(post, path = "/v1/recovery/cancel", tag = "passkeys",
+    request_body = RecoveryCancelBody,
+    responses(
+        (status = 204, description = "the pending recovery is void; its code no longer works"),
+        (status = 401, description = "invalid_code: no pending recovery has this token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn recovery_cancel(
+    core: web::Data<Core>,
+    client: ClientInfo,
+    body: Body<RecoveryCancelBody>,
+) -> Result<HttpResponse> {
+    core.devices.cancel_mail_recovery(&body.token, &client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 #[utoipa::path(post, path = "/v1/enrol/start", tag = "passkeys",
     request_body = EnrolStartBody,
     responses(
         (status = 200, body = RegistrationStarted),
-        (status = 401, description = "invalid_code: unknown user, or a wrong, expired or used enrolment code", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_code: unknown user, or a wrong, expired or used enrolment code or passkey recovery code", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn enrol_start(

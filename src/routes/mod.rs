@@ -93,6 +93,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(devices::session_delete)
             .default_service(refuse()),
     )
+    .service(
+        web::resource("/v1/recovery/start").post(devices::recovery_start).default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/recovery/cancel")
+            .post(devices::recovery_cancel)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/me/passkey-recovery-codes")
+            .post(devices::passkey_recovery_codes_post)
+            .default_service(refuse()),
+    )
     .service(web::resource("/v1/enrol/start").post(devices::enrol_start).default_service(refuse()))
     .service(
         web::resource("/v1/enrol/finish").post(devices::enrol_finish).default_service(refuse()),

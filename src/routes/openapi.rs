@@ -39,7 +39,7 @@ use crate::store::AuditRow;
         me::totp_start, me::totp_finish, me::totp_delete, me::recovery_codes_post,
         devices::devices_get, devices::devices_start, devices::devices_finish,
         devices::device_patch, devices::device_delete, devices::sessions_get,
-        devices::session_delete, devices::enrol_start, devices::enrol_finish,
+        devices::session_delete, devices::passkey_recovery_codes_post, devices::recovery_start, devices::recovery_cancel, devices::enrol_start, devices::enrol_finish,
         admin::users_get, admin::user_get, admin::reset_devices, admin::device_delete,
         admin::lock, admin::unlock, admin::roles_put, admin::audit_get,
         stepup::stepup_start, stepup::stepup_finish,

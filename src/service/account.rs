@@ -69,6 +69,9 @@ impl Account {
         if counts.recovery_codes > 0 {
             factors.push("recovery_code".to_owned());
         }
+        if counts.passkey_recovery_codes > 0 {
+            factors.push("passkey_recovery_code".to_owned());
+        }
         Ok(Profile {
             user_id: user.user_id.to_string(),
             username: user.username,

@@ -9,24 +9,30 @@ use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
 use super::aaguid::authenticator_name;
 use super::audit::{Audit, Event};
-use super::codes::CodeHasher;
+use super::codes::{self, CodeHasher, RECOVERY_CODES};
 use super::fresh::Freshness;
 use super::notify::{Change, Notifier};
 use super::passkey::{CeremonyStarted, ENROLMENT_AMR, Passkeys};
 use super::throttle::Throttle;
 use super::tokens::{AccessClaims, SessionGrant, TokenSet, Tokens};
+use super::totp::RecoveryCodes;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Settings;
 use crate::context::ClientInfo;
-use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, UserId, Username};
+use crate::domain::{CeremonyId, DeviceId, DeviceName, OneTimeCode, OpaqueToken, UserId, Username};
 use crate::error::{ApiError, Result};
-use crate::store::{CredentialRow, SessionRow, Store, Unbound};
+use crate::store::{CredentialRow, EnrolProof, SessionRow, Store, Unbound};
 
 const KIND_BIND: &str = "bind";
 const KIND_ENROL: &str = "enrol";
 pub(super) const ENROLMENT_PURPOSE: &str = "enrolment";
+/// Apart from the TOTP recovery codes' purpose, so that neither kind of
+/// code passes for the other.
+const PASSKEY_RECOVERY_PURPOSE: &str = "passkey-recovery";
 /// Wrong enrolment codes allowed before the code is void.
 const ENROLMENT_TRIES: i32 = 5;
+/// How long a mailed recovery code works once its delay has passed.
+const MAILED_RECOVERY_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// A bound passkey, as GET /v1/me/devices lists it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -109,6 +115,14 @@ struct BindState {
 struct EnrolState {
     user_id: UserId,
     code_hash: String,
+    /// The code is one of the user's passkey recovery codes, not an
+    /// admin's enrolment code. Absent in ceremonies begun before there
+    /// were any.
+    #[serde(default)]
+    by_recovery_code: bool,
+    /// The code came by mail, on the owner's own request.
+    #[serde(default)]
+    by_mail: bool,
     registration: PasskeyRegistration,
 }
 
@@ -332,8 +346,122 @@ impl Devices {
         Ok(())
     }
 
-    /// Starts binding a new passkey with the one-time code an admin's
-    /// device reset mailed. Wrong codes count; five void the code.
+    /// Account recovery by the verified address: mails a one-time code
+    /// that binds a new passkey, working only after
+    /// `mfa.mail_recovery_delay_seconds`, with a link to cancel. The answer
+    /// is the same whether or not the account exists, has a verified
+    /// address or already has a code pending; the audit trail tells which.
+    pub async fn request_mail_recovery(
+        &self,
+        username: &Username,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        self.throttle.check("recovery", client, Some(username.as_ref())).await?;
+        let refused = |reason: &'static str| Event::failed("account_recovery_requested", reason);
+        let Some(user) = self.store.find_user_by_username(username.as_ref()).await? else {
+            self.audit.record(refused("unknown user")).await;
+            return Ok(());
+        };
+        let user_id = user.user_id.to_string();
+        let Some(address) = user.email.clone().filter(|_| user.email_verified) else {
+            self.audit.record(refused("no verified address").user(&user_id)).await;
+            return Ok(());
+        };
+        if user.locked_at.is_some() {
+            self.audit.record(refused("account locked").user(&user_id)).await;
+            return Ok(());
+        }
+        let code = codes::recovery_code();
+        let hash = self.codes.hash(ENROLMENT_PURPOSE, &user_id, &codes::normalise_recovery(&code));
+        let cancel = OpaqueToken::generate();
+        let now = self.clock.now_ms();
+        let valid_from = now + self.settings.mfa.mail_recovery_delay.as_millis() as i64;
+        let expires_at = valid_from + MAILED_RECOVERY_TTL_MS;
+        let stored = self
+            .store
+            .put_mailed_recovery(&user_id, &hash, &cancel.hash(), valid_from, expires_at, now)
+            .await?;
+        if !stored {
+            self.audit.record(refused("an enrolment code is already pending").user(&user_id)).await;
+            return Ok(());
+        }
+        self.audit.record(Event::ok("account_recovery_requested").user(&user_id)).await;
+        let origin = self.notifier.origin();
+        let body = format!(
+            "Hello {name},\r\n\r\nSomeone asked to recover the account {username} by email: to add a \
+             new passkey without signing in.\r\n{stamp}\r\n\r\n\
+             If this was you: from {from} (UTC), open {origin}/enrol.html, choose \"I have an \
+             enrolment or recovery code\" and enter\r\n\r\n    {code}\r\n\r\n\
+             It works once, until {until} (UTC). The wait gives you time to stop someone who got \
+             into this mailbox.\r\n\r\n\
+             If this was not you, cancel it now:\r\n    {origin}/enrol.html#cancel={cancel}\r\n\
+             Signing in with one of your passkeys cancels it too. Then change this mailbox's \
+             password: someone may be reading it.\r\n",
+            name = user.display_name,
+            username = user.username,
+            stamp = self.notifier.when_and_where(),
+            from = rfc3339(valid_from),
+            until = rfc3339(expires_at),
+            cancel = cancel.expose(),
+        );
+        self.notifier.mail(address, "Account recovery requested", body);
+        Ok(())
+    }
+
+    /// Cancels a mailed recovery with the token from its mail.
+    pub async fn cancel_mail_recovery(
+        &self,
+        token: &OpaqueToken,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        self.throttle.check("recovery", client, None).await?;
+        let Some(user_id) = self.store.cancel_mailed_recovery(&token.hash()).await? else {
+            self.audit
+                .record(Event::failed("account_recovery_cancelled", "unknown or spent token"))
+                .await;
+            return Err(ApiError::InvalidCode);
+        };
+        self.audit
+            .record(
+                Event::ok("account_recovery_cancelled")
+                    .user(&user_id)
+                    .reason("with the link from the mail"),
+            )
+            .await;
+        if let Some(user) = self.store.find_user(&user_id).await? {
+            self.notifier.notify(&user, Change::RecoveryCancelled { by_passkey: false }, None);
+        }
+        Ok(())
+    }
+
+    /// Makes a new set of passkey recovery codes, shown this once (the old
+    /// set stops working): each can later start the enrolment of a new
+    /// passkey when every bound one is lost. Only a fresh passkey sign-in
+    /// may make them: a phished password and code must not mint a way in.
+    pub async fn make_recovery_codes(&self, claims: &AccessClaims) -> Result<RecoveryCodes> {
+        self.fresh.require_fresh_passkey(claims).await?;
+        let user_id = claims.sub.as_str();
+        let shown: Vec<String> = (0..RECOVERY_CODES).map(|_| codes::recovery_code()).collect();
+        let hashes: Vec<String> = shown
+            .iter()
+            .map(|c| {
+                let normalised = codes::normalise_recovery(c);
+                self.codes.hash(PASSKEY_RECOVERY_PURPOSE, user_id, &normalised)
+            })
+            .collect();
+        self.store.replace_passkey_recovery_codes(user_id, &hashes, self.clock.now_ms()).await?;
+        self.audit.record(Event::ok("passkey_recovery_codes_made").user(user_id)).await;
+        if let Some(user) = self.store.find_user(user_id).await? {
+            self.notifier.notify(&user, Change::PasskeyRecoveryCodesMade, None);
+        }
+        Ok(RecoveryCodes { recovery_codes: shown })
+    }
+
+    /// Starts binding a new passkey with a one-time code: the one an
+    /// admin's device reset mailed, or one of the user's passkey recovery
+    /// codes. Wrong codes count; five void an enrolment code, and the
+    /// `enrol` throttle slows guessing at recovery codes (about 50 bits
+    /// each). Nothing is spent until the passkey is bound.
     pub async fn enrol_start(
         &self,
         username: &Username,
@@ -349,12 +477,16 @@ impl Devices {
         let user_id = user.user_id.to_string();
         let live =
             self.store.try_enrolment_code(&user_id, ENROLMENT_TRIES, self.clock.now_ms()).await?;
-        let code_hash = match live {
+        let recovery_hash = self.codes.hash(PASSKEY_RECOVERY_PURPOSE, &user_id, code.expose());
+        let (code_hash, by_recovery_code) = match live {
             Some((stored, _))
                 if self.codes.matches(ENROLMENT_PURPOSE, &user_id, code.expose(), &stored) =>
             {
                 self.store.return_enrolment_try(&user_id, &stored).await?;
-                stored
+                (stored, false)
+            }
+            _ if self.store.passkey_recovery_code_live(&user_id, &recovery_hash).await? => {
+                (recovery_hash, true)
             }
             _ => {
                 self.audit
@@ -370,6 +502,26 @@ impl Devices {
             return Err(ApiError::AccountDisabled);
         }
         let existing = self.store.user_credentials(&user_id).await?;
+        let mut by_mail = false;
+        if !by_recovery_code
+            && let Some(requested) = self.store.mailed_recovery_requested_at(&user_id).await?
+        {
+            // The owner still has a passkey and used it after asking (or
+            // after someone else asked in their name): the request is void.
+            if existing.iter().any(|c| c.last_used_at.is_some_and(|used| used > requested)) {
+                self.store.void_mailed_recovery(&user_id).await?;
+                self.audit
+                    .record(
+                        Event::ok("account_recovery_cancelled")
+                            .user(&user_id)
+                            .reason("a passkey signed in after the request"),
+                    )
+                    .await;
+                self.notifier.notify(&user, Change::RecoveryCancelled { by_passkey: true }, None);
+                return Err(ApiError::InvalidCode);
+            }
+            by_mail = true;
+        }
         let user_id = user.user_id;
         let (public_key, registration) = self.passkeys.start_registration_for(
             user_id,
@@ -377,7 +529,7 @@ impl Devices {
             &user.display_name,
             &existing,
         )?;
-        let state = EnrolState { user_id, code_hash, registration };
+        let state = EnrolState { user_id, code_hash, by_recovery_code, by_mail, registration };
         self.passkeys.put_ceremony(KIND_ENROL, Some(user_id), &state, public_key).await
     }
 
@@ -395,12 +547,24 @@ impl Devices {
         if user.locked_at.is_some() {
             return Err(ApiError::AccountDisabled);
         }
-        let row = self.passkeys.new_credential(
+        let mut row = self.passkeys.new_credential(
             state.user_id,
             credential,
             &state.registration,
             device_name,
         )?;
+        let now = self.clock.now_ms();
+        let proof = if state.by_recovery_code {
+            // A recovery code is one factor someone may have copied: the
+            // passkey it binds signs in at once but approves payments only
+            // after the delay a passkey bound from a password sign-in
+            // waits, in which the owner, mailed at once, can remove it.
+            let delay = self.settings.stepup.fallback_passkey_delay.as_millis() as i64;
+            row.payments_after = Some(now + delay);
+            EnrolProof::RecoveryCode(&state.code_hash, now)
+        } else {
+            EnrolProof::EnrolmentCode(&state.code_hash)
+        };
         let device_id = row.device_id;
         let grant = SessionGrant {
             user_id: state.user_id,
@@ -409,11 +573,7 @@ impl Devices {
             device_id: Some(device_id),
         };
         let session = self.tokens.new_session(&grant, client);
-        if !self
-            .store
-            .enrol_with_code(&state.code_hash, &row, &session.row, &session.refresh.hash())
-            .await?
-        {
+        if !self.store.enrol_with_code(proof, &row, &session.row, &session.refresh.hash()).await? {
             self.audit
                 .record(
                     Event::failed("device_enrolled", "enrolment code already used").user(&user_id),
@@ -421,9 +581,20 @@ impl Devices {
                 .await;
             return Err(ApiError::InvalidCode);
         }
-        self.audit
-            .record(Event::ok("device_enrolled").user(&user_id).device(&device_id.to_string()))
-            .await;
+        let device = device_id.to_string();
+        let mut event = Event::ok("device_enrolled").user(&user_id).device(&device);
+        if state.by_mail {
+            event = event.reason("with a mailed account recovery code, after its delay");
+            let change = Change::PasskeyBound { name: &row.name, payments_from: None };
+            self.notifier.notify(&user, change, None);
+        }
+        if state.by_recovery_code {
+            event = event.reason("with a passkey recovery code: payments delayed");
+            let payments_from = row.payments_after.unwrap_or(now);
+            let change = Change::PasskeyRecovered { name: &row.name, payments_from };
+            self.notifier.notify(&user, change, None);
+        }
+        self.audit.record(event).await;
         let mut tokens = self.tokens.token_set(&session.row, &user.roles, &session.refresh)?;
         tokens.device_id = Some(device_id.to_string());
         Ok(tokens)

@@ -30,9 +30,19 @@ pub enum Change<'a> {
         name: &'a str,
         by_admin: bool,
     },
+    /// A passkey bound with a passkey recovery code, instead of a sign-in.
+    PasskeyRecovered {
+        name: &'a str,
+        payments_from: Millis,
+    },
     TotpAdded,
     TotpRemoved,
     RecoveryCodesMade,
+    PasskeyRecoveryCodesMade,
+    /// A pending account recovery by mail was cancelled.
+    RecoveryCancelled {
+        by_passkey: bool,
+    },
     /// Mailed to the old address: the new one still has to be confirmed.
     EmailChangeRequested {
         new_address: &'a str,
@@ -61,6 +71,11 @@ impl Change<'_> {
             Change::TotpAdded => "An authenticator app was set up on your account",
             Change::TotpRemoved => "The authenticator app was removed from your account",
             Change::RecoveryCodesMade => "New recovery codes were made for your account",
+            Change::PasskeyRecovered { .. } => "A recovery code was used to add a passkey",
+            Change::PasskeyRecoveryCodesMade => {
+                "New passkey recovery codes were made for your account"
+            }
+            Change::RecoveryCancelled { .. } => "The account recovery was cancelled",
             Change::EmailChangeRequested { .. } => "A change of your email address was requested",
             Change::EmailChanged { .. } => "Your email address was changed",
             Change::Locked => "Your account was locked by an administrator",
@@ -98,6 +113,27 @@ impl Change<'_> {
             }
             Change::RecoveryCodesMade => {
                 "A new set of recovery codes was made; the old codes no longer work.".into()
+            }
+            Change::PasskeyRecovered { name, payments_from } => format!(
+                "One of your passkey recovery codes was used to add a new passkey, \"{name}\", \
+                 to your account. It can sign in now, but can approve payments only from {} \
+                 (UTC). If this was not you, remove it and make new recovery codes at once.",
+                rfc3339(*payments_from)
+            ),
+            Change::PasskeyRecoveryCodesMade => {
+                "A new set of passkey recovery codes was made; the old ones no longer work. \
+                 Each can add a new passkey when you have lost all of yours."
+                    .into()
+            }
+            Change::RecoveryCancelled { by_passkey: false } => {
+                "The account recovery requested by email was cancelled with the link from its \
+                 mail; its code no longer works."
+                    .into()
+            }
+            Change::RecoveryCancelled { by_passkey: true } => {
+                "The account recovery requested by email was cancelled because one of your \
+                 passkeys signed in after the request; its code no longer works."
+                    .into()
             }
             Change::EmailChangeRequested { new_address } => format!(
                 "Someone asked to change your account's email address to {new_address}. \
@@ -178,15 +214,30 @@ impl Notifier {
             stamp = self.when_and_where(),
             origin = self.origin,
         );
-        let subject = change.subject();
+        Some(self.mail(address, change.subject(), body))
+    }
+
+    /// Mails `body` in the background; a failure is logged and counted,
+    /// never the body (it may hold a code).
+    pub fn mail(
+        &self,
+        address: String,
+        subject: &'static str,
+        body: String,
+    ) -> tokio::task::JoinHandle<()> {
         let mailer: Arc<Mailer> = self.mailer.clone();
         let metrics = self.metrics.clone();
-        Some(tokio::spawn(async move {
+        tokio::spawn(async move {
             if let Err(error) = mailer.send(&address, subject, body).await {
                 metrics.mail_failed("notice");
                 tracing::error!(error.cause_chain = ?error, subject, "a notice could not be mailed");
             }
-        }))
+        })
+    }
+
+    /// The web origin the mails' links point to.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// "When: ... From: ...": the time, and the client of the request

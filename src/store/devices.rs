@@ -9,6 +9,16 @@ use super::sessions::insert_session;
 use super::{CredentialRow, SessionRow, StoreResult, Unbound, UserRow};
 use crate::clock::Millis;
 
+/// What lets an enrolment bind a passkey without signing in: its stored
+/// hash, spent in the same transaction as the binding.
+#[derive(Clone, Copy, Debug)]
+pub enum EnrolProof<'a> {
+    /// The code an admin's device reset issued.
+    EnrolmentCode(&'a str),
+    /// One of the recovery codes the user made, spent at `Millis`.
+    RecoveryCode(&'a str, Millis),
+}
+
 #[async_trait]
 pub trait DeviceStore: Send + Sync {
     async fn add_credential(&self, credential: &CredentialRow) -> StoreResult<()>;
@@ -46,18 +56,49 @@ pub trait DeviceStore: Send + Sync {
         max_tries: i32,
         now: Millis,
     ) -> StoreResult<Option<(String, Millis)>>;
+    /// Stores an enrolment code requested by mail, working from
+    /// `valid_from`, unless a live enrolment code (an admin's, or an
+    /// earlier request) is there; false (nothing written) then.
+    async fn put_mailed_recovery(
+        &self,
+        user_id: &str,
+        code_hash: &str,
+        cancel_hash: &str,
+        valid_from: Millis,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<bool>;
+    /// When the user's live enrolment code was requested by mail; None
+    /// when there is none, or it is an admin's.
+    async fn mailed_recovery_requested_at(&self, user_id: &str) -> StoreResult<Option<Millis>>;
+    /// Voids the mailed recovery whose cancel token hashes to
+    /// `cancel_hash`; the user it was for, or None when none is.
+    async fn cancel_mailed_recovery(&self, cancel_hash: &str) -> StoreResult<Option<String>>;
+    /// Voids the user's pending mailed recovery; false when none was.
+    async fn void_mailed_recovery(&self, user_id: &str) -> StoreResult<bool>;
     /// Gives back the try a right code counted, so only wrong codes use
     /// the code up.
     async fn return_enrolment_try(&self, user_id: &str, code_hash: &str) -> StoreResult<()>;
-    /// Binds the new passkey and takes the enrolment code at once; false
-    /// when the code was used meanwhile.
+    /// Binds the new passkey and spends what allowed it (the enrolment
+    /// code, or one passkey recovery code) at once; false when it was
+    /// spent meanwhile.
     async fn enrol_with_code(
         &self,
-        code_hash: &str,
+        proof: EnrolProof<'_>,
         credential: &CredentialRow,
         session: &SessionRow,
         refresh_hash: &str,
     ) -> StoreResult<bool>;
+    /// Replaces the user's passkey recovery codes with `hashes`.
+    async fn replace_passkey_recovery_codes(
+        &self,
+        user_id: &str,
+        hashes: &[String],
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Whether `hash` is one of the user's passkey recovery codes not yet
+    /// spent.
+    async fn passkey_recovery_code_live(&self, user_id: &str, hash: &str) -> StoreResult<bool>;
 
     async fn set_roles(&self, user_id: &str, roles: &str) -> StoreResult<bool>;
     async fn set_locked(
@@ -169,7 +210,8 @@ impl<E: Engine> DeviceStore for E {
         let sql = "insert into enrolment_code (user_id, code_hash, tries, expires_at, created_at) \
                    values ($1, $2, 0, $3, $4) on conflict (user_id) do update set \
                    code_hash = excluded.code_hash, tries = 0, \
-                   expires_at = excluded.expires_at, created_at = excluded.created_at";
+                   expires_at = excluded.expires_at, created_at = excluded.created_at, \
+                   valid_from = null, cancel_hash = null";
         let args = [user_id.into(), code_hash.into(), expires_at.into(), now.into()];
         tx.execute(sql, &args).await?;
         tx.commit().await?;
@@ -183,9 +225,59 @@ impl<E: Engine> DeviceStore for E {
         now: Millis,
     ) -> StoreResult<Option<(String, Millis)>> {
         let sql = "update enrolment_code set tries = tries + 1 where user_id = $1 \
-                   and tries < $2 and expires_at > $3 returning code_hash, expires_at";
+                   and tries < $2 and expires_at > $3 \
+                   and (valid_from is null or valid_from <= $3) \
+                   returning code_hash, expires_at";
         let args = [user_id.into(), max_tries.into(), now.into()];
         Ok(self.db().await?.fetch_optional(sql, &args).await?)
+    }
+
+    async fn put_mailed_recovery(
+        &self,
+        user_id: &str,
+        code_hash: &str,
+        cancel_hash: &str,
+        valid_from: Millis,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        // Replaces only a code that has expired: a live one, an admin's
+        // above all, is never overwritten by an unauthenticated request.
+        let sql = "insert into enrolment_code \
+                   (user_id, code_hash, tries, expires_at, created_at, valid_from, cancel_hash) \
+                   values ($1, $2, 0, $3, $4, $5, $6) on conflict (user_id) do update set \
+                   code_hash = excluded.code_hash, tries = 0, expires_at = excluded.expires_at, \
+                   created_at = excluded.created_at, valid_from = excluded.valid_from, \
+                   cancel_hash = excluded.cancel_hash where enrolment_code.expires_at <= $4";
+        let args = [
+            user_id.into(),
+            code_hash.into(),
+            expires_at.into(),
+            now.into(),
+            valid_from.into(),
+            cancel_hash.into(),
+        ];
+        Ok(self.db().await?.execute(sql, &args).await? == 1)
+    }
+
+    async fn mailed_recovery_requested_at(&self, user_id: &str) -> StoreResult<Option<Millis>> {
+        let sql = "select created_at from enrolment_code \
+                   where user_id = $1 and cancel_hash is not null";
+        let row: Option<(Millis,)> =
+            self.db().await?.fetch_optional(sql, &[user_id.into()]).await?;
+        Ok(row.map(|(at,)| at))
+    }
+
+    async fn cancel_mailed_recovery(&self, cancel_hash: &str) -> StoreResult<Option<String>> {
+        let sql = "delete from enrolment_code where cancel_hash = $1 returning user_id";
+        let row: Option<(String,)> =
+            self.db().await?.fetch_optional(sql, &[cancel_hash.into()]).await?;
+        Ok(row.map(|(user_id,)| user_id))
+    }
+
+    async fn void_mailed_recovery(&self, user_id: &str) -> StoreResult<bool> {
+        let sql = "delete from enrolment_code where user_id = $1 and cancel_hash is not null";
+        Ok(self.db().await?.execute(sql, &[user_id.into()]).await? == 1)
     }
 
     async fn return_enrolment_try(&self, user_id: &str, code_hash: &str) -> StoreResult<()> {
@@ -197,15 +289,26 @@ impl<E: Engine> DeviceStore for E {
 
     async fn enrol_with_code(
         &self,
-        code_hash: &str,
+        proof: EnrolProof<'_>,
         credential: &CredentialRow,
         session: &SessionRow,
         refresh_hash: &str,
     ) -> StoreResult<bool> {
         let mut conn = self.db().await?;
         let mut tx = conn.begin().await?;
-        let sql = "delete from enrolment_code where user_id = $1 and code_hash = $2";
-        if tx.execute(sql, &[(&credential.user_id).into(), code_hash.into()]).await? != 1 {
+        let user_id = &credential.user_id;
+        let spent = match proof {
+            EnrolProof::EnrolmentCode(hash) => {
+                let sql = "delete from enrolment_code where user_id = $1 and code_hash = $2";
+                tx.execute(sql, &[user_id.into(), hash.into()]).await?
+            }
+            EnrolProof::RecoveryCode(hash, now) => {
+                let sql = "update passkey_recovery_code set used_at = $3 \
+                           where user_id = $1 and code_hash = $2 and used_at is null";
+                tx.execute(sql, &[user_id.into(), hash.into(), now.into()]).await?
+            }
+        };
+        if spent != 1 {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -213,6 +316,33 @@ impl<E: Engine> DeviceStore for E {
         insert_session(&mut *tx, session, refresh_hash).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn replace_passkey_recovery_codes(
+        &self,
+        user_id: &str,
+        hashes: &[String],
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut conn = self.db().await?;
+        let mut tx = conn.begin().await?;
+        let sql = "delete from passkey_recovery_code where user_id = $1";
+        tx.execute(sql, &[user_id.into()]).await?;
+        let sql = "insert into passkey_recovery_code (user_id, code_hash, used_at, created_at) \
+                   values ($1, $2, null, $3)";
+        for hash in hashes {
+            tx.execute(sql, &[user_id.into(), hash.into(), now.into()]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn passkey_recovery_code_live(&self, user_id: &str, hash: &str) -> StoreResult<bool> {
+        let sql = "select count(*) from passkey_recovery_code \
+                   where user_id = $1 and code_hash = $2 and used_at is null";
+        let (live,): (i64,) =
+            self.db().await?.fetch_one(sql, &[user_id.into(), hash.into()]).await?;
+        Ok(live == 1)
     }
 
     async fn set_roles(&self, user_id: &str, roles: &str) -> StoreResult<bool> {

@@ -177,7 +177,9 @@ impl<E: Engine> FallbackStore for E {
                    (select count(*) from user_totp where user_id = $1 \
                     and confirmed_at is not null) as totp, \
                    (select count(*) from recovery_code where user_id = $1 \
-                    and used_at is null) as recovery_codes";
+                    and used_at is null) as recovery_codes, \
+                   (select count(*) from passkey_recovery_code where user_id = $1 \
+                    and used_at is null) as passkey_recovery_codes";
         Ok(self.db().await?.fetch_one(sql, &[user_id.into()]).await?)
     }
 

@@ -29,7 +29,7 @@ use crate::domain::{DeviceId, Roles, SessionId, UserId};
 
 pub use audit::AuditStore;
 pub use ceremonies::CeremonyStore;
-pub use devices::DeviceStore;
+pub use devices::{DeviceStore, EnrolProof};
 use engine::Engine;
 pub use fallback::FallbackStore;
 pub use keys::KeyStore;
@@ -265,6 +265,8 @@ pub struct FactorCounts {
     pub passwords: i64,
     pub totp: i64,
     pub recovery_codes: i64,
+    /// Passkey recovery codes not yet spent.
+    pub passkey_recovery_codes: i64,
 }
 
 /// One security event (see migrations: audit_event).

@@ -445,7 +445,7 @@ async fn the_audit_trail_records_events_with_request_ids_and_no_secrets(db: Db) 
     }
 }
 
-async fn all_audit_text(app: &TestApp) -> String {
+pub async fn all_audit_text(app: &TestApp) -> String {
     let rows: Vec<(String,)> = match app.db.db {
         Db::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();

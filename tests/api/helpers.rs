@@ -400,7 +400,7 @@ impl TestApp {
 
     /// Counts and sums over every table that a request could change.
     pub async fn fingerprint(&self) -> Fingerprint {
-        const PROBES: [&str; 21] = [
+        const PROBES: [&str; 22] = [
             "select count(*) from app_user",
             "select count(*) from credential",
             "select cast(coalesce(sum(sign_count), 0) as bigint) from credential",
@@ -422,6 +422,7 @@ impl TestApp {
             "select count(*) from app_user where email_verified",
             "select count(*) from email_code",
             "select count(*) from enrolment_code",
+            "select count(*) from passkey_recovery_code where used_at is null",
         ];
         let mut values = Vec::new();
         macro_rules! probe_all {

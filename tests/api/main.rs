@@ -22,6 +22,7 @@ mod passkeys;
 mod phishing;
 mod proxies;
 mod races;
+mod recovery;
 mod secrets;
 mod security_headers;
 mod smtp;

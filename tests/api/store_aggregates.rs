@@ -6,8 +6,8 @@
 
 use passgate::domain::{DeviceId, Roles, SessionId, UserId, sha256_hex};
 use passgate::store::{
-    AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, SecretPlace,
-    SessionRow, SigningKeyRow, Store, StoreError, Unbound, UserRow,
+    AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, EnrolProof,
+    SecretPlace, SessionRow, SigningKeyRow, Store, StoreError, Unbound, UserRow,
 };
 
 use crate::helpers::{Db, on_both, spawn_app};
@@ -443,10 +443,40 @@ async fn devices_keep_the_last_one_and_a_reset_leaves_an_enrolment_code(db: Db) 
 
     let fresh = credential("d-fay", "d-fresh", 9);
     let opened = session("d-fay", "d-fresh-session", Some(&fresh.device_id));
-    assert!(!store.enrol_with_code("code-2", &fresh, &opened, "d-fresh-refresh").await.unwrap());
+    assert!(
+        !store
+            .enrol_with_code(
+                EnrolProof::EnrolmentCode("code-2"),
+                &fresh,
+                &opened,
+                "d-fresh-refresh"
+            )
+            .await
+            .unwrap()
+    );
     assert!(store.find_credential("d-fresh").await.unwrap().is_none());
-    assert!(store.enrol_with_code("code-1", &fresh, &opened, "d-fresh-refresh").await.unwrap());
-    assert!(!store.enrol_with_code("code-1", &fresh, &opened, "d-fresh-refresh").await.unwrap());
+    assert!(
+        store
+            .enrol_with_code(
+                EnrolProof::EnrolmentCode("code-1"),
+                &fresh,
+                &opened,
+                "d-fresh-refresh"
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .enrol_with_code(
+                EnrolProof::EnrolmentCode("code-1"),
+                &fresh,
+                &opened,
+                "d-fresh-refresh"
+            )
+            .await
+            .unwrap()
+    );
     assert!(store.find_session(&id("d-fresh-session")).await.unwrap().is_some());
 }
 

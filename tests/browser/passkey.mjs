@@ -102,6 +102,28 @@ async function mainFlow(browser) {
     credentialId = toB64url(cred.credentialId);
   });
 
+  await step('recovery codes are offered once after registration and start an enrolment', async () => {
+    await page.locator('#recovery-offer').waitFor({ state: 'visible' });
+    const focused = await page.evaluate(() => document.activeElement?.id);
+    check(focused === 'recovery-offer-title', `focus is on #${focused}, not the offer`);
+    await page.click('#recovery-offer-make');
+    await page.locator('#recovery-offer-shown').waitFor({ state: 'visible' });
+    const codes = await page.$$eval('#recovery-offer-codes li', (items) => items.map((li) => li.textContent.trim()));
+    check(codes.length === 10 && codes.every((c) => /^[a-z2-9]{5}-[a-z2-9]{5}$/.test(c)), `codes ${JSON.stringify(codes)}`);
+    await page.waitForFunction(() => /passkey_recovery_code/.test(document.getElementById('me-factors').textContent));
+    // A code starts an enrolment (nothing is spent until a passkey is bound).
+    const status = await page.evaluate(async ([username, code]) => {
+      const response = await fetch('/v1/enrol/start', {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, code }),
+      });
+      return response.status;
+    }, [USERNAME, codes[0]]);
+    check(status === 200, `enrol/start with a recovery code answered ${status}`);
+    await page.click('#recovery-offer-done');
+    check(!(await page.locator('#recovery-offer').isVisible()), 'the offer stays after "I have saved them"');
+    check((await page.$$('#recovery-offer-codes li')).length === 0, 'the codes stay in the page');
+  });
+
   await step('reload keeps the session', async () => {
     await page.reload();
     const claims = await waitSignedIn(page, USERNAME);
