@@ -14,6 +14,7 @@ mod faults;
 mod helpers;
 mod keys;
 mod logs;
+mod metrics;
 mod operations;
 mod otp;
 mod passkeys;
