@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 use crate::admin::admin;
 use crate::fallback::{PASSWORD, db_tag, verified_email};
-use crate::helpers::{Db, TestApp, assert_problem, on_both, spawn_app_configured, spawn_app_with};
+use crate::helpers::{
+    Db, TestApp, assert_problem, captured_logs, on_both, spawn_app_configured, spawn_app_with,
+};
 use crate::otp::totp_at;
 
 on_both!(
@@ -102,6 +104,21 @@ async fn admin_bind_serves_metrics_and_admin_routes_on_their_own_listener_only()
     let metrics = get("/metrics").await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
     assert!(metrics.headers().contains_key("x-request-id"));
+
+    // An admin action there is traced under its request id.
+    let tokens = app.register(&mut app.authenticator(), "two-listeners-user").await;
+    let path = format!("/v1/admin/users/{}/lock", tokens["user_id"].as_str().unwrap());
+    let locked = app
+        .client
+        .post(app.admin_url(&path))
+        .bearer_auth(&bearer)
+        .json(&json!({"reason": "metrics test"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(locked.status().is_success(), "{}", locked.status());
+    let request_id = locked.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(captured_logs().contains(&request_id), "the operators' request is in the logs");
 
     // Both listeners' requests are counted in the one registry.
     let text = app.scrape().await;
