@@ -1,10 +1,14 @@
 //! Prometheus metrics (text format at `GET /metrics`). Each app has its own
 //! registry, so several nodes in one test process do not mix their counts.
 //! Labels are bounded: routes are patterns, reasons are contract codes.
+//! The process's own CPU, memory, file descriptors and start time come as
+//! the standard `process_*` series (prometheus's process collector).
+
+use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::error::ApiError;
@@ -22,6 +26,43 @@ pub struct Metrics {
     lockout_hits: IntCounter,
     hash_queue: IntGauge,
     mail_failures: IntCounterVec,
+    fallback_logins: IntCounterVec,
+    refresh_reuse: IntCounter,
+    signing_key_age: Gauge,
+}
+
+/// What a mail that failed was, for `passgate_mail_failures_total`.
+pub const MAIL_KINDS: [&str; 3] = ["notice", "code", "enrolment"];
+
+/// The second factor of a fallback sign-in.
+#[derive(Clone, Copy, Debug)]
+pub enum FallbackMethod {
+    Totp,
+    RecoveryCode,
+    EmailCode,
+}
+
+impl FallbackMethod {
+    const ALL: [FallbackMethod; 3] =
+        [FallbackMethod::Totp, FallbackMethod::RecoveryCode, FallbackMethod::EmailCode];
+
+    fn label(self) -> &'static str {
+        match self {
+            FallbackMethod::Totp => "totp",
+            FallbackMethod::RecoveryCode => "recovery_code",
+            FallbackMethod::EmailCode => "email_otp",
+        }
+    }
+}
+
+/// Values read when `/metrics` is scraped.
+pub struct Scrape {
+    pub pool_size: u32,
+    pub pool_idle: usize,
+    pub hash_queue: i64,
+    /// How long the key that signs now has existed; None when it could not
+    /// be read (the gauge keeps its last value).
+    pub signing_key_age: Option<Duration>,
 }
 
 /// Where a ceremony ended up, for `passgate_ceremonies_total`.
@@ -31,8 +72,27 @@ pub enum CeremonyOutcome {
     Finished,
 }
 
+/// Latency buckets from half a millisecond up to the request deadline
+/// itself, the largest finite bucket: a slow route shows how near the 503
+/// it came instead of vanishing into +Inf past a fixed 2.5 s.
+pub fn duration_buckets(request_timeout: Duration) -> Vec<f64> {
+    const STEPS: [f64; 26] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+        20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0, 3600.0,
+    ];
+    let limit = request_timeout.as_secs_f64();
+    let mut buckets: Vec<f64> = STEPS.into_iter().filter(|step| *step < limit).collect();
+    buckets.push(limit);
+    buckets
+}
+
 impl Metrics {
-    pub fn new() -> anyhow::Result<Metrics> {
+    /// `request_timeout` tops the latency buckets; `key_rotation` (None:
+    /// rotation is off) is published for the key-age alert to compare with.
+    pub fn new(
+        request_timeout: Duration,
+        key_rotation: Option<Duration>,
+    ) -> anyhow::Result<Metrics> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new("passgate_http_requests_total", "HTTP requests by route, method and status"),
@@ -43,9 +103,7 @@ impl Metrics {
                 "passgate_http_request_duration_seconds",
                 "Time from request to response, by route and method",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
+            .buckets(duration_buckets(request_timeout)),
             &["route", "method"],
         )?;
         let ceremonies = IntCounterVec::new(
@@ -66,10 +124,16 @@ impl Metrics {
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "passgate_rate_limited_total",
-                "Requests refused with 429 by what was over its limit (ip, account, hash_queue)",
+                "Requests refused with 429 by what was over its limit (ip, account, hash_queue, email_resend)",
             ),
             &["scope"],
         )?;
+        // Series made at 0 up front (here and below), so that the first
+        // event shows in increase() and the names are on /metrics before
+        // anything happens.
+        for scope in ["ip", "account", "hash_queue", "email_resend"] {
+            rate_limited.with_label_values(&[scope]).reset();
+        }
         let lockouts = IntCounter::with_opts(Opts::new(
             "passgate_lockouts_total",
             "Accounts locked (or locked longer) after repeated failed sign-ins",
@@ -85,10 +149,44 @@ impl Metrics {
         let mail_failures = IntCounterVec::new(
             Opts::new(
                 "passgate_mail_failures_total",
-                "Mail that could not be sent, by kind (notice: a change notice to the owner)",
+                "Mail that could not be sent, by kind (notice: a change notice to the owner; \
+                 code: a one-time code; enrolment: an admin's device reset code)",
             ),
             &["kind"],
         )?;
+        for kind in MAIL_KINDS {
+            mail_failures.with_label_values(&[kind]).reset();
+        }
+        let fallback_logins = IntCounterVec::new(
+            Opts::new(
+                "passgate_fallback_logins_total",
+                "Second steps of password sign-ins by method (totp, recovery_code, email_otp) and \
+                 outcome (success, failure), with the error code of a failure",
+            ),
+            &["method", "outcome", "reason"],
+        )?;
+        for method in FallbackMethod::ALL {
+            fallback_logins.with_label_values(&[method.label(), "success", ""]).reset();
+        }
+        let refresh_reuse = IntCounter::with_opts(Opts::new(
+            "passgate_refresh_token_reuse_total",
+            "Retired refresh tokens presented again (a stolen token, or a client that lost its \
+             rotation); each ends its session",
+        ))?;
+        let signing_key_age = Gauge::with_opts(Opts::new(
+            "passgate_signing_key_age_seconds",
+            "Time since the key that signs tokens now was made",
+        ))?;
+        let key_rotation_seconds = Gauge::with_opts(Opts::new(
+            "passgate_signing_key_rotation_seconds",
+            "tokens.key_rotation_days in seconds; 0 when keys are not rotated on a schedule",
+        ))?;
+        key_rotation_seconds.set(key_rotation.unwrap_or_default().as_secs_f64());
+        let request_timeout_seconds = Gauge::with_opts(Opts::new(
+            "passgate_request_timeout_seconds",
+            "server.request_timeout_seconds: past it a request is answered 503",
+        ))?;
+        request_timeout_seconds.set(request_timeout.as_secs_f64());
         let build_info = IntGauge::with_opts(
             Opts::new("passgate_build_info", "Build information; always 1")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -105,6 +203,13 @@ impl Metrics {
         registry.register(Box::new(hash_queue.clone()))?;
         registry.register(Box::new(mail_failures.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(fallback_logins.clone()))?;
+        registry.register(Box::new(refresh_reuse.clone()))?;
+        registry.register(Box::new(signing_key_age.clone()))?;
+        registry.register(Box::new(key_rotation_seconds))?;
+        registry.register(Box::new(request_timeout_seconds))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -117,6 +222,9 @@ impl Metrics {
             lockout_hits,
             hash_queue,
             mail_failures,
+            fallback_logins,
+            refresh_reuse,
+            signing_key_age,
         })
     }
 
@@ -155,8 +263,22 @@ impl Metrics {
         self.lockouts.inc();
     }
 
-    pub fn mail_failed(&self, kind: &str) {
+    /// `kind` is one of `MAIL_KINDS`.
+    pub fn mail_failed(&self, kind: &'static str) {
         self.mail_failures.with_label_values(&[kind]).inc();
+    }
+
+    /// Records the second step of a password sign-in by its result.
+    pub fn fallback_login<T>(&self, method: FallbackMethod, result: &Result<T, ApiError>) {
+        let (outcome, reason) = match result {
+            Ok(_) => ("success", ""),
+            Err(error) => ("failure", error.code()),
+        };
+        self.fallback_logins.with_label_values(&[method.label(), outcome, reason]).inc();
+    }
+
+    pub fn refresh_reused(&self) {
+        self.refresh_reuse.inc();
     }
 
     pub fn lockout_hit(&self) {
@@ -164,18 +286,36 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read at scrape time.
-    pub fn render(
-        &self,
-        pool_size: u32,
-        pool_idle: usize,
-        hash_queue: i64,
-    ) -> anyhow::Result<String> {
-        self.hash_queue.set(hash_queue);
-        let idle = i64::try_from(pool_idle).unwrap_or(i64::MAX);
+    pub fn render(&self, scrape: &Scrape) -> anyhow::Result<String> {
+        self.hash_queue.set(scrape.hash_queue);
+        let idle = i64::try_from(scrape.pool_idle).unwrap_or(i64::MAX);
         self.pool_connections.with_label_values(&["idle"]).set(idle);
-        self.pool_connections.with_label_values(&["in_use"]).set(i64::from(pool_size) - idle);
+        self.pool_connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(scrape.pool_size) - idle);
+        if let Some(age) = scrape.signing_key_age {
+            self.signing_key_age.set(age.as_secs_f64());
+        }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8(out)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_rise_to_the_request_deadline() {
+        for seconds in [1, 2, 30, 31, 3600, 7200] {
+            let buckets = duration_buckets(Duration::from_secs(seconds));
+            assert_eq!(buckets.last().copied(), Some(seconds as f64), "{seconds}");
+            assert!(buckets.windows(2).all(|pair| pair[0] < pair[1]), "{seconds}: {buckets:?}");
+            assert_eq!(buckets[0], 0.0005);
+        }
+        let default = duration_buckets(Duration::from_secs(30));
+        assert_eq!(default[default.len() - 3..], [15.0, 20.0, 30.0]);
+        assert_eq!(duration_buckets(Duration::from_secs(31)).last(), Some(&31.0));
     }
 }

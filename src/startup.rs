@@ -1,5 +1,6 @@
 //! Builds the HTTP server from settings: store, services, middleware and
-//! routes. Tests call the same `Application::build_with` on port 0.
+//! routes, on one listener or, with `server.admin_bind`, two. Tests call
+//! the same `Application::build_with` on port 0.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -14,7 +15,8 @@ use tracing_actix_web::TracingLogger;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::context::current_request_id;
-use crate::error::TimedOut;
+use crate::error::{ApiError, TimedOut};
+use crate::net::TrustedProxies;
 use crate::routes::security_headers::{SecurityHeaders, with_security_headers};
 use crate::routes::{self, extract};
 use crate::service::{Core, housekeeping};
@@ -24,7 +26,43 @@ use crate::telemetry::{PassgateRootSpan, with_request_id};
 pub struct Application {
     port: u16,
     server: Server,
+    /// The operators' listener (`server.admin_bind`) and its port.
+    admin: Option<(u16, Server)>,
     core: web::Data<Core>,
+}
+
+/// Which routes a listener serves: with `server.admin_bind` set, /metrics
+/// and /v1/admin/... move to the operators' listener, so that they can be
+/// kept off the network the users reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Surface {
+    Everything,
+    Public,
+    Operators,
+}
+
+impl Surface {
+    /// By the route pattern the router matched (not the raw path, which a
+    /// percent-encoded letter would disguise); None is no route at all.
+    fn serves(self, pattern: Option<&str>) -> bool {
+        let operators = pattern.is_some_and(|p| p == "/metrics" || p.starts_with("/v1/admin/"));
+        match self {
+            Surface::Everything => true,
+            Surface::Public => !operators,
+            Surface::Operators => operators,
+        }
+    }
+}
+
+/// What every listener's app is made of; one Core for all.
+#[derive(Clone)]
+struct AppParts {
+    core: web::Data<Core>,
+    request_timeout: Duration,
+    security_headers: SecurityHeaders,
+    trust_request_id: bool,
+    trusted_proxies: TrustedProxies,
+    static_dir: std::path::PathBuf,
 }
 
 impl Application {
@@ -36,7 +74,8 @@ impl Application {
         Self::build_with(settings, listener, store, Arc::new(SystemClock)).await
     }
 
-    /// Builds on a listener, store and clock the caller made.
+    /// Builds on a listener, store and clock the caller made; binds
+    /// `server.admin_bind` itself when it is set (port 0 in tests).
     pub async fn build_with(
         settings: Settings,
         listener: TcpListener,
@@ -44,6 +83,13 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
         let port = listener.local_addr()?.port();
+        let admin_listener = match settings.server.admin_bind {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .with_context(|| format!("server.admin_bind: cannot listen on {address}"))?,
+            ),
+            None => None,
+        };
         let workers = settings.server.workers;
         let static_dir = settings.server.static_dir.clone();
         let trust_request_id = settings.server.trust_request_id;
@@ -57,66 +103,145 @@ impl Application {
         if !static_dir.is_dir() {
             tracing::warn!(path = %static_dir.display(), "server.static_dir is not a folder; the demo page is off");
         }
-        let app_core = core.clone();
-        let mut server = HttpServer::new(move || {
-            let app = App::new()
-                .app_data(app_core.clone())
-                .app_data(extract::json_config())
-                .app_data(extract::path_config())
-                .app_data(extract::query_config())
-                .app_data(web::PayloadConfig::new(extract::BODY_LIMIT))
-                .wrap_fn(move |request, service| with_deadline(request, service, request_timeout))
-                .wrap_fn(record_metrics)
-                .wrap(TracingLogger::<PassgateRootSpan>::new())
-                .wrap_fn({
-                    let trusted_proxies = trusted_proxies.clone();
-                    move |request, service| {
-                        with_request_id(request, service, trust_request_id, &trusted_proxies)
-                    }
-                })
-                .wrap_fn(move |request, service| {
-                    with_security_headers(request, service, security_headers)
-                })
-                .configure(routes::configure);
-            let app = if static_dir.is_dir() {
-                // The admin console's address (issue 4): /admin.
-                app.route(
-                    "/admin",
-                    web::get().to(|| async {
-                        actix_web::HttpResponse::Found()
-                            .insert_header((actix_web::http::header::LOCATION, "/admin.html"))
-                            .finish()
-                    }),
-                )
-                .service(
-                    actix_files::Files::new("/", &static_dir)
-                        .index_file("index.html")
-                        .default_handler(web::to(extract::not_found)),
-                )
-            } else {
-                app
-            };
-            app.default_service(web::to(extract::not_found))
-        })
-        .listen(listener)?;
-        if workers > 0 {
-            server = server.workers(workers);
-        }
-        let server = server.run();
+        let parts = AppParts {
+            core: core.clone(),
+            request_timeout,
+            security_headers,
+            trust_request_id,
+            trusted_proxies,
+            static_dir,
+        };
+        let (surface, admin) = match admin_listener {
+            Some(admin_listener) => {
+                let admin_port = admin_listener.local_addr()?.port();
+                // Prometheus and a few operators: one worker is plenty.
+                let admin = serve(parts.clone(), Surface::Operators, admin_listener, 1)?;
+                tracing::info!(
+                    port = admin_port,
+                    "/metrics and /v1/admin are served on server.admin_bind only"
+                );
+                (Surface::Public, Some((admin_port, admin)))
+            }
+            None => (Surface::Everything, None),
+        };
+        let server = serve(parts, surface, listener, workers)?;
         spawn_housekeeping(core.clone());
-        Ok(Application { port, server, core })
+        Ok(Application { port, server, admin, core })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The port of `server.admin_bind`'s listener, when it is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(port, _)| *port)
+    }
+
     pub fn core(&self) -> web::Data<Core> {
         self.core.clone()
     }
 
+    /// Runs until a signal stops the listeners, or one of them fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        match self.admin {
+            Some((_, admin)) => tokio::try_join!(self.server, admin).map(|_| ()),
+            None => self.server.await,
+        }
+    }
+}
+
+/// One listener's HTTP server: the same middleware (security headers,
+/// request id, tracing, metrics, deadline) on every listener, over the
+/// routes of its surface; the demo pages only where users are served.
+fn serve(
+    parts: AppParts,
+    surface: Surface,
+    listener: TcpListener,
+    workers: usize,
+) -> anyhow::Result<Server> {
+    let mut server = HttpServer::new(move || {
+        let AppParts {
+            core,
+            request_timeout,
+            security_headers,
+            trust_request_id,
+            trusted_proxies,
+            static_dir,
+        } = parts.clone();
+        let app = App::new()
+            .app_data(core)
+            .app_data(extract::json_config())
+            .app_data(extract::path_config())
+            .app_data(extract::query_config())
+            .app_data(web::PayloadConfig::new(extract::BODY_LIMIT))
+            .wrap_fn(move |request, service| keep_to_surface(request, service, surface))
+            .wrap_fn(move |request, service| with_deadline(request, service, request_timeout))
+            .wrap_fn(record_metrics)
+            .wrap(TracingLogger::<PassgateRootSpan>::new())
+            .wrap_fn(move |request, service| {
+                with_request_id(request, service, trust_request_id, &trusted_proxies)
+            })
+            .wrap_fn(move |request, service| {
+                with_security_headers(request, service, security_headers)
+            })
+            .configure(routes::configure);
+        let app = if static_dir.is_dir() && surface != Surface::Operators {
+            // The admin console's address (issue 4): /admin.
+            app.route(
+                "/admin",
+                web::get().to(|| async {
+                    actix_web::HttpResponse::Found()
+                        .insert_header((actix_web::http::header::LOCATION, "/admin.html"))
+                        .finish()
+                }),
+            )
+            .service(
+                actix_files::Files::new("/", &static_dir)
+                    .index_file("index.html")
+                    .default_handler(web::to(extract::not_found)),
+            )
+        } else {
+            app
+        };
+        app.default_service(web::to(extract::not_found))
+    })
+    .listen(listener)?;
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
+}
+
+/// The pattern of the route the router will pick. `match_pattern` looks
+/// at the raw path, but the router at the percent-decoded one: by that,
+/// `/v1/%61dmin/users` would be no route here and the admin route there.
+fn route_pattern(request: &ServiceRequest) -> Option<String> {
+    request.resource_map().match_pattern(request.match_info().as_str())
+}
+
+/// Answers the normal 404 for a route that another listener serves, as if
+/// this one had no such route.
+fn keep_to_surface<S>(
+    request: ServiceRequest,
+    service: &S,
+    surface: Surface,
+) -> impl Future<Output = Result<ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let call = if surface.serves(route_pattern(&request).as_deref()) {
+        Ok(service.call(request))
+    } else {
+        Err(request)
+    };
+    async move {
+        match call {
+            Ok(response) => response.await,
+            Err(request) => {
+                Ok(request.error_response(ApiError::NotFound("no such endpoint".into())))
+            }
+        }
     }
 }
 
@@ -131,7 +256,7 @@ where
 {
     let core = request.app_data::<web::Data<Core>>().cloned();
     // The static-file service is mounted at "/" and so matches as "".
-    let route = match request.match_pattern() {
+    let route = match route_pattern(&request) {
         Some(pattern) if pattern.is_empty() => "static".to_owned(),
         Some(pattern) => pattern,
         None => "unmatched".to_owned(),

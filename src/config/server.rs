@@ -15,6 +15,9 @@ use crate::net::TrustedProxies;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     bind: String,
+    /// Empty: /metrics and /v1/admin are served on `bind` with the rest.
+    #[serde(default)]
+    admin_bind: String,
     static_dir: PathBuf,
     trust_request_id: bool,
     trusted_proxies: Vec<String>,
@@ -29,6 +32,8 @@ pub(super) struct RawServer {
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub bind: SocketAddr,
+    /// When set, /metrics and /v1/admin/... are served here only.
+    pub admin_bind: Option<SocketAddr>,
     pub static_dir: PathBuf,
     pub trust_request_id: bool,
     /// Proxies whose X-Forwarded-For entries name the client.
@@ -48,6 +53,7 @@ pub(super) fn validate_server(
     let bind: SocketAddr = raw.bind.parse().with_context(|| {
         format!("server.bind: {:?} is not an address like 127.0.0.1:8080", raw.bind)
     })?;
+    let admin_bind = validate_admin_bind(&raw.admin_bind, bind)?;
     if raw.request_timeout_seconds == 0 {
         bail!("server.request_timeout_seconds: must be at least 1");
     }
@@ -61,12 +67,32 @@ pub(super) fn validate_server(
     }
     Ok(ServerSettings {
         bind,
+        admin_bind,
         static_dir: raw.static_dir,
         trust_request_id: raw.trust_request_id,
         trusted_proxies,
         workers: raw.workers,
         request_timeout: Duration::from_secs(raw.request_timeout_seconds),
     })
+}
+
+/// The operators' listener: another port than `bind`'s (the same port on
+/// an overlapping address could not be bound, or would split one
+/// listener's connections between two servers).
+fn validate_admin_bind(text: &str, bind: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let admin: SocketAddr = text.parse().with_context(|| {
+        format!("server.admin_bind: {text:?} is not an address like 127.0.0.1:9090")
+    })?;
+    let overlapping =
+        admin.ip() == bind.ip() || admin.ip().is_unspecified() || bind.ip().is_unspecified();
+    if admin.port() != 0 && admin.port() == bind.port() && overlapping {
+        bail!("server.admin_bind: {admin} must differ from server.bind ({bind}): use another port");
+    }
+    Ok(Some(admin))
 }
 
 /// CIDRs (a bare address is a single host). A prefix with host bits set
@@ -133,6 +159,45 @@ mod tests {
             load_error(&[("PASSGATE__SERVER__TRUSTED_PROXIES", "10.0.0.1/8")])
                 .contains("10.0.0.0/8")
         );
+    }
+
+    #[test]
+    fn admin_bind_is_off_by_default_and_must_differ_from_bind() {
+        assert_eq!(Settings::load_from(None, HashMap::new()).unwrap().server.admin_bind, None);
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("PASSGATE__SERVER__BIND", "0.0.0.0:8080"),
+                ("PASSGATE__SERVER__ADMIN_BIND", "127.0.0.1:9090"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.server.admin_bind, Some("127.0.0.1:9090".parse().unwrap()));
+        for (bind, admin) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("127.0.0.1:8080", "[::]:8080"),
+        ] {
+            let error = load_error(&[
+                ("PASSGATE__SERVER__BIND", bind),
+                ("PASSGATE__SERVER__ADMIN_BIND", admin),
+            ]);
+            assert!(
+                error.contains("server.admin_bind") && error.contains("must differ"),
+                "{bind} {admin}: {error}"
+            );
+        }
+        let error = load_error(&[("PASSGATE__SERVER__ADMIN_BIND", "localhost")]);
+        assert!(error.contains("server.admin_bind") && error.contains("\"localhost\""), "{error}");
+        // Another address on the same port is another listener.
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("PASSGATE__SERVER__BIND", "127.0.0.1:8080"),
+                ("PASSGATE__SERVER__ADMIN_BIND", "127.0.0.2:8080"),
+            ]),
+        );
+        assert!(settings.is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 
 use crate::error::{ApiError, Problem, Result};
-use crate::service::Core;
+use crate::service::{Core, Scrape};
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "the process is up")))]
@@ -35,10 +35,14 @@ pub async fn jwks(core: web::Data<Core>) -> Result<HttpResponse> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
+    description = "On the server.admin_bind listener only, when that is set (404 not_found on the other).",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn metrics(core: web::Data<Core>) -> Result<HttpResponse> {
-    let (size, idle) = core.store.pool_state();
-    let text = core.metrics.render(size, idle, core.passwords.queue_depth())?;
+    let (pool_size, pool_idle) = core.store.pool_state();
+    let signing_key_age = core.keys.signing_key_age(core.clock.now_ms()).ok();
+    let scrape =
+        Scrape { pool_size, pool_idle, hash_queue: core.passwords.queue_depth(), signing_key_age };
+    let text = core.metrics.render(&scrape)?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }
 

@@ -249,6 +249,7 @@ impl Admin {
                     stamp = self.notifier.when_and_where(),
                 );
                 if let Err(error) = self.mailer.send(&address, "Bind a new device", body).await {
+                    self.notifier.mail_failed("enrolment");
                     tracing::error!(error.cause_chain = ?error, "the enrolment code could not be mailed");
                     outcome.enrolment_code = Some(code);
                 } else {

@@ -19,7 +19,7 @@ use crate::context::ClientInfo;
 use crate::domain::{OneTimeCode, OpaqueToken, Password, Username};
 use crate::error::{ApiError, Result};
 use crate::mailer::Mailer;
-use crate::metrics::Metrics;
+use crate::metrics::{FallbackMethod, Metrics};
 use crate::store::{EmailCodeRow, Store, UserRow};
 
 /// RFC 8176: a password and a one-time code, two factors.
@@ -218,6 +218,20 @@ impl Fallback {
         code: &OneTimeCode,
         client: &ClientInfo,
     ) -> Result<TokenSet> {
+        // Told apart by their form, as `check_totp_or_recovery` does.
+        let method =
+            if code.is_six_digits() { FallbackMethod::Totp } else { FallbackMethod::RecoveryCode };
+        let result = self.login_totp_or_recovery(token, code, client).await;
+        self.metrics.fallback_login(method, &result);
+        result
+    }
+
+    async fn login_totp_or_recovery(
+        &self,
+        token: &OpaqueToken,
+        code: &OneTimeCode,
+        client: &ClientInfo,
+    ) -> Result<TokenSet> {
         let user = self.mfa_user(token, client).await?;
         let user_id = user.user_id.to_string();
         let attempt = self.throttle.begin_attempt(&subject(Some(&user_id), "")).await?;
@@ -241,6 +255,17 @@ impl Fallback {
     }
 
     pub async fn login_email_verify(
+        &self,
+        token: &OpaqueToken,
+        code: &OneTimeCode,
+        client: &ClientInfo,
+    ) -> Result<TokenSet> {
+        let result = self.login_email_code(token, code, client).await;
+        self.metrics.fallback_login(FallbackMethod::EmailCode, &result);
+        result
+    }
+
+    async fn login_email_code(
         &self,
         token: &OpaqueToken,
         code: &OneTimeCode,
@@ -331,6 +356,7 @@ impl Fallback {
         if let Err(error) = self.mailer.send(address, subject_line, body).await {
             // Not stored as sent: the user can ask again at once. Only
             // this code goes; a newer one sent meanwhile stays.
+            self.metrics.mail_failed("code");
             self.store.take_email_code(purpose, &user_id, &code_hash).await?;
             tracing::error!(error.cause_chain = ?error, "a one-time code could not be mailed");
             return Err(ApiError::Unavailable);

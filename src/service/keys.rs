@@ -58,9 +58,10 @@ pub struct SigningKeys {
 
 struct KeyRing {
     newest_created_at: Millis,
-    /// Keys that sign now or will (`active_from`, kid, algorithm, key),
-    /// the one to sign with first: a next key takes over by time alone.
-    signers: Vec<(Millis, String, Algorithm, Signer)>,
+    /// Keys that sign now or will (`active_from`, `created_at`, kid,
+    /// algorithm, key), the one to sign with first: a next key takes over
+    /// by time alone.
+    signers: Vec<(Millis, Millis, String, Algorithm, Signer)>,
     verifying: HashMap<String, (Algorithm, DecodingKey)>,
     jwks: Vec<Value>,
     /// What the ring was built from, to tell when the stored set changed.
@@ -191,7 +192,7 @@ impl SigningKeys {
         let now = self.clock.now_ms();
         let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
         // As in `signing_at`: the first to become active, if none is yet.
-        let (_, kid, algorithm, signer) = ring
+        let (_, _, kid, algorithm, signer) = ring
             .signers
             .iter()
             .find(|(from, ..)| *from <= now)
@@ -340,6 +341,22 @@ impl SigningKeys {
             .collect())
     }
 
+    /// How long ago the key that signs at `now` was made. From the ring,
+    /// not the store, so that a scrape never waits on the database; the
+    /// ring is reloaded every housekeeping round, so a rotation elsewhere
+    /// shows within one.
+    pub fn signing_key_age(&self, now: Millis) -> anyhow::Result<Duration> {
+        let ring = self.ring.read().map_err(|_| anyhow!("signing key lock poisoned"))?;
+        // As in `sign`.
+        let (_, created_at, ..) = ring
+            .signers
+            .iter()
+            .find(|(from, ..)| *from <= now)
+            .or(ring.signers.last())
+            .ok_or_else(|| anyhow!("no signing key is active"))?;
+        Ok(Duration::from_millis(u64::try_from(now - created_at).unwrap_or(0)))
+    }
+
     pub fn seals_keys(&self) -> bool {
         self.sealer.encrypts()
     }
@@ -364,7 +381,7 @@ impl KeyRing {
             );
             let key = Signer::from_pkcs8(algorithm, &der)
                 .with_context(|| format!("signing key {}", row.kid))?;
-            signers.push((active_from(row), row.kid.clone(), algorithm, key));
+            signers.push((active_from(row), row.created_at, row.kid.clone(), algorithm, key));
         }
         let newest_created_at =
             candidates(rows).iter().map(|row| row.created_at).max().unwrap_or(0);

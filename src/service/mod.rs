@@ -62,6 +62,7 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
+pub use crate::metrics::Scrape;
 use crate::store::{SecretPlace, Store, StoreError};
 
 /// The features, each with the parts it needs, built once and shared by
@@ -134,7 +135,7 @@ impl Core {
         let handles = Arc::new(login_handle::HandleSealer::new(
             &server_secret(store.as_ref(), &secrets, HANDLE_KEY, now).await?,
         )?);
-        let metrics = Metrics::new()?;
+        let metrics = Metrics::new(settings.server.request_timeout, settings.tokens.key_rotation)?;
         let passwords = Arc::new(PasswordHasher::new(&settings.password)?);
         let mailer = Arc::new(Mailer::new(&settings.smtp)?);
         let settings = Arc::new(settings);
@@ -155,6 +156,7 @@ impl Core {
             clock.clone(),
             keys.clone(),
             audit.clone(),
+            metrics.clone(),
         );
         let passkeys = Passkeys::new(
             settings.clone(),

@@ -240,6 +240,12 @@ impl Notifier {
         &self.origin
     }
 
+    /// Counts a mail of `kind` (one of `metrics::MAIL_KINDS`) that its
+    /// sender could not hand to the mail server.
+    pub fn mail_failed(&self, kind: &'static str) {
+        self.metrics.mail_failed(kind);
+    }
+
     /// "When: ... From: ...": the time, and the client of the request
     /// that made the change (its IP and browser).
     pub fn when_and_where(&self) -> String {

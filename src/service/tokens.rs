@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::context::ClientInfo;
 use crate::domain::{DeviceId, OpaqueToken, Roles, SessionId, UserId};
 use crate::error::{ApiError, Result};
+use crate::metrics::Metrics;
 use crate::store::{RefreshOutcome, SessionRow, Store};
 
 /// The JWT `typ` of access tokens (RFC 8725 §3.11).
@@ -74,6 +75,7 @@ pub struct Tokens {
     clock: Arc<dyn Clock>,
     keys: Arc<SigningKeys>,
     audit: Audit,
+    metrics: Metrics,
 }
 
 impl Tokens {
@@ -83,8 +85,9 @@ impl Tokens {
         clock: Arc<dyn Clock>,
         keys: Arc<SigningKeys>,
         audit: Audit,
+        metrics: Metrics,
     ) -> Tokens {
-        Tokens { settings, store, clock, keys, audit }
+        Tokens { settings, store, clock, keys, audit, metrics }
     }
 
     pub fn new_session(&self, grant: &SessionGrant<'_>, client: &ClientInfo) -> NewSession {
@@ -220,6 +223,7 @@ impl Tokens {
             }
             RefreshOutcome::Reused => {
                 let reason = "a retired refresh token was presented; its session is ended";
+                self.metrics.refresh_reused();
                 self.audit.record(Event::failed("refresh_token_reused", reason)).await;
                 Err(ApiError::InvalidCredentials)
             }

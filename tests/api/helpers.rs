@@ -123,6 +123,8 @@ async fn drop_stale_databases(conn: &mut sqlx::PgPool) {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The operators' listener, with PASSGATE__SERVER__ADMIN_BIND set.
+    pub admin_port: Option<u16>,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     /// The node's services, for driving what a timer would (housekeeping).
@@ -237,10 +239,12 @@ pub async fn spawn_app_with(
         .await
         .expect("build the app");
     let core = app.core();
+    let admin_port = app.admin_port();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        admin_port,
         client: reqwest::Client::new(),
         store,
         core,

@@ -16,6 +16,7 @@ mod faults;
 mod helpers;
 mod keys;
 mod logs;
+mod metrics;
 mod operations;
 mod otp;
 mod passkeys;
