@@ -36,6 +36,9 @@ let confirming = null;
 
 // ---------------------------------------------------------------- small helpers
 
+// Added after a password sign-in and not yet trusted with payments (nor with changing passkeys).
+const waiting = (device) => Boolean(device.payments_from) && new Date(device.payments_from) > new Date();
+
 function el(tag, props = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
   node.append(...children.filter((child) => child !== null && child !== undefined));
@@ -54,6 +57,16 @@ function describeError(err) {
     return 'This device or password manager already holds a passkey for your account (InvalidStateError). '
       + 'Add the passkey on another device, security key or password manager.';
   }
+  if (err instanceof ApiError && err.problem.code === 'passkey_required') {
+    // The shared wording says to sign in with the passkey; here that is not enough while every
+    // passkey is still waiting (a sign-in with one does not count as a passkey sign-in then).
+    const { detail, request_id: requestId } = err.problem;
+    const next = devices.length && devices.every(waiting)
+      ? 'Your passkeys are still in their waiting period, so signing in with one is not enough yet.'
+      : 'Sign out, sign in with one of your passkeys, and try again.';
+    return `Only a recent passkey sign-in may change your passkeys: ${detail}. ${next} (passkey_required)`
+      + `${requestId ? ` [request id ${requestId}]` : ''}`;
+  }
   const text = describeCommonError(err, ['Error', 'TypeError']);
   return err?.retryAfter ? `${text} Try again in ${err.retryAfter} seconds.` : text;
 }
@@ -71,14 +84,20 @@ function act(alertId, action, field = null) {
   });
 }
 
-// How the current session began, from its access token (read, not verified: for wording only).
-function sessionMethods() {
+// The current session's access token claims (read, not verified: for wording only).
+function sessionClaims() {
   try {
-    return decodeJwtPayload(loadTokens()?.access_token, 'access token').amr || [];
+    return decodeJwtPayload(loadTokens()?.access_token, 'access token');
   } catch {
-    return [];
+    return {};
   }
 }
+
+// How the current session began.
+const sessionMethods = () => sessionClaims().amr || [];
+
+// Removing the passkey a session began with ends that session (src/service/devices.rs).
+const signedInWithIt = (device) => sessionClaims().device_id === device.device_id;
 
 // ---------------------------------------------------------------- WebAuthn Signal API
 
@@ -143,7 +162,10 @@ function renameForm(device) {
     }
   });
   form.querySelector('.rename-cancel').addEventListener('click', () => closeEditors(device));
-  input.addEventListener('input', () => input.removeAttribute('aria-invalid'));
+  input.addEventListener('input', () => {
+    input.removeAttribute('aria-invalid');
+    showAlert('passkeys-error', '');
+  });
   return form;
 }
 
@@ -151,7 +173,8 @@ function confirmBox(device) {
   const lastOne = devices.length === 1;
   const box = el('div', { className: 'confirm' },
     el('p', { textContent: `Remove “${device.name}”? It will no longer sign you in, and this browser is asked to forget it.`
-      + (lastOne ? ' It is your only passkey: without it you can sign in only with a password and a code, if you have set them up.' : '') }),
+      + (lastOne ? ' It is your only passkey: without it you can sign in only with a password and a code, if you have set them up.' : '')
+      + (signedInWithIt(device) ? ' You signed in here with it, so this also signs you out here.' : '') }),
     el('div', { className: 'actions' },
       el('button', { type: 'button', className: 'danger remove-confirm', textContent: 'Remove passkey' }),
       el('button', { type: 'button', className: 'remove-cancel', textContent: 'Keep it' })));
@@ -164,9 +187,6 @@ function confirmBox(device) {
   });
   return box;
 }
-
-// Added after a password sign-in and not yet trusted with payments (nor with changing passkeys).
-const waiting = (device) => Boolean(device.payments_from) && new Date(device.payments_from) > new Date();
 
 function deviceItem(device) {
   const item = el('li', { className: 'device' });
@@ -181,7 +201,6 @@ function deviceItem(device) {
       'Added after a password sign-in: it signs you in now, and can approve payments from ', when(device.payments_from), '.'));
   }
   if (confirming === device.device_id) body.append(confirmBox(device));
-  item.append(icon(device), body);
   if (editing !== device.device_id && confirming !== device.device_id) {
     const renameButton = el('button', { type: 'button', className: 'rename-open', textContent: 'Rename' });
     renameButton.setAttribute('aria-label', `Rename ${device.name}`);
@@ -189,8 +208,9 @@ function deviceItem(device) {
     const removeButton = el('button', { type: 'button', className: 'remove-open', textContent: 'Remove' });
     removeButton.setAttribute('aria-label', `Remove ${device.name}`);
     removeButton.addEventListener('click', () => openEditor(device, 'remove'));
-    item.append(el('div', { className: 'device-actions' }, renameButton, removeButton));
+    body.append(el('div', { className: 'device-actions' }, renameButton, removeButton));
   }
+  item.append(icon(device), body);
   return item;
 }
 
@@ -285,6 +305,12 @@ async function remove(device) {
   }
   confirming = null;
   signal('signalUnknownCredential', { rpId: device.rp_id, credentialId: device.credential_id });
+  if (signedInWithIt(device)) {
+    // The server ended this session with the passkey: its tokens no longer work.
+    clearTokens();
+    ctx.showSignedOut(`Passkey “${device.name}” removed. You had signed in with it, so you are signed out here: sign in again to come back.`, 'info');
+    return;
+  }
   await Promise.all([loadDevices(), ctx.reloadProfile(), loadSessions()]);
   $('passkeys-title').focus();
   say(`Passkey “${device.name}” removed; the sessions it signed in are ended.`);
@@ -343,8 +369,8 @@ function sessionItem(session) {
     el('div', { className: 'session-body' },
       title,
       el('p', { className: 'device-meta', textContent: `Signed in with ${signedInWith(session)}${session.client_ip ? ` from ${session.client_ip}` : ''}` }),
-      el('p', { className: 'device-meta' }, 'Started ', when(session.created_at), ' · Last active ', when(session.last_used_at))),
-    el('div', { className: 'device-actions' }, end));
+      el('p', { className: 'device-meta' }, 'Started ', when(session.created_at), ' · Last active ', when(session.last_used_at)),
+      el('div', { className: 'device-actions' }, end)));
   item.dataset.sessionId = session.session_id;
   if (session.current) item.dataset.current = 'true';
   return item;

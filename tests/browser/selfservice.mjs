@@ -18,6 +18,7 @@ const USERNAME = testUsername('self');
 const PASSWORD = 'correct horse battery staple';
 const TOKENS_KEY = 'passgate.tokens';
 const SCREENSHOTS = process.env.SCREENSHOTS || '/tmp';
+const IPHONE = 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1';
 
 // ---------------------------------------------------------------- TOTP (RFC 6238), as fallback.mjs has it
 
@@ -103,7 +104,8 @@ const listedPasskeys = (page) => page.$$eval('#passkeys-list li.device', (items)
   wait: li.querySelector('.device-wait')?.textContent || null,
 })));
 
-const passkeyCount = (n) => () => document.querySelectorAll('#passkeys-list li.device').length === n
+// Evaluated in the page, with the count as its argument.
+const passkeysListed = (n) => document.querySelectorAll('#passkeys-list li.device').length === n
   && document.body.getAttribute('aria-busy') === 'false';
 
 const item = (page, name) => page.locator('#passkeys-list li.device', { has: page.locator('.device-name', { hasText: name }) });
@@ -149,6 +151,22 @@ async function registerWithPasskey(page, presence) {
   }
 }
 
+// A discoverable sign-in on /, as passkey.mjs does it: the authenticator answers only once the
+// page's autofill request is in place, so that the click (not autofill) signs in.
+async function signInWithPasskey(page, presence) {
+  await page.goto(`${BASE_URL}/`);
+  const autofill = await page.waitForFunction(() => document.body.getAttribute('aria-busy') !== 'true'
+    && document.body.dataset.autofill !== 'starting' && document.body.dataset.autofill);
+  if (await autofill.jsonValue() === 'pending') await page.waitForTimeout(250);
+  await presence(true);
+  try {
+    await page.click('#login-discoverable');
+    await waitFor(page, () => !document.getElementById('signed-in').hidden && document.getElementById('me-username').textContent);
+  } finally {
+    await presence(false);
+  }
+}
+
 async function openSecurityPage(page, hash = '') {
   await page.goto(`${BASE_URL}/security.html${hash}`);
   await waitFor(page, () => !document.getElementById('passkeys-card').hidden
@@ -164,13 +182,14 @@ async function mainFlow(browser) {
   let first;
   let secret;
   let totpStep;
+  let recoveryCodes;
 
   await step(`register "${USERNAME}" with a passkey on /`, () => registerWithPasskey(page, presence));
 
   await step('/security.html lists the passkey with its authenticator\'s name, and signals it as accepted', async () => {
     await page.click('#security-link');
     await page.waitForURL(`${BASE_URL}/security.html`);
-    await waitFor(page, passkeyCount(1));
+    await waitFor(page, passkeysListed, 1);
     [first] = await listedPasskeys(page);
     check(first.name === 'Passkey', `name "${first.name}"`);
     check(first.model.includes('Chromium virtual authenticator') && first.model.includes('Device-bound'), `model line "${first.model}"`);
@@ -223,18 +242,18 @@ async function mainFlow(browser) {
   });
 
   await step('add a second passkey named "Phone"', async () => {
-    // The virtual authenticator holds the first passkey, which the server excludes: it would
-    // refuse to make a second. The first goes off it meanwhile, and back after.
+    // The virtual authenticator holds the first passkey, which the server excludes, and one
+    // authenticator keeps one discoverable passkey per account: the first one leaves it, as if
+    // it were on the laptop and this were the phone.
     const [held] = await credentials();
     await cdp.send('WebAuthn.removeCredential', { authenticatorId, credentialId: held.credentialId });
+    await page.fill('#passkey-name', 'Phone');
+    await presence(true);
     try {
-      await page.fill('#passkey-name', 'Phone');
-      await presence(true);
       await page.click('#passkey-add');
-      await waitFor(page, passkeyCount(2));
+      await waitFor(page, passkeysListed, 2);
     } finally {
       await presence(false);
-      await cdp.send('WebAuthn.addCredential', { authenticatorId, credential: held });
     }
     const names = (await listedPasskeys(page)).map((p) => p.name);
     check(JSON.stringify(names) === '["Work laptop","Phone"]', `listed ${JSON.stringify(names)}`);
@@ -243,49 +262,67 @@ async function mainFlow(browser) {
     check((await signals(page, 'signalAllAcceptedCredentials')).at(-1).allAcceptedCredentialIds.length === 2, 'not signalled with both');
   });
 
-  await step('remove "Phone" after confirming; the page signals the browser to forget it', async () => {
-    const phone = (await apiFromPage(page, 'GET', '/v1/me/devices')).body.find((d) => d.name === 'Phone');
-    await item(page, 'Phone').locator('.remove-open').click();
+  await step('remove "Work laptop" after confirming: the page signals the browser to forget it, and signs out', async () => {
+    const laptop = (await apiFromPage(page, 'GET', '/v1/me/devices')).body.find((d) => d.name === 'Work laptop');
+    await item(page, 'Work laptop').locator('.remove-open').click();
     // Escape keeps it.
     await page.keyboard.press('Escape');
     await page.locator('#passkeys-list .confirm').waitFor({ state: 'detached' });
-    await item(page, 'Phone').locator('.remove-open').click();
-    await page.locator('#passkeys-list .confirm .remove-confirm').click();
-    await waitFor(page, passkeyCount(1));
+    await item(page, 'Work laptop').locator('.remove-open').click();
+    const box = page.locator('#passkeys-list .confirm');
+    check((await box.textContent()).includes('signs you out here'), `confirmation: ${await box.textContent()}`);
+    await box.locator('.remove-confirm').click();
+    // This session began with that passkey, and the server ends it with the passkey.
+    await page.locator('#sec-signed-out').waitFor({ state: 'visible' });
+    check((await page.textContent('#message')).includes('you are signed out here'), `#message: ${await page.textContent('#message')}`);
     const unknown = await signals(page, 'signalUnknownCredential');
     check(unknown.length === 1, `${unknown.length} signalUnknownCredential calls`);
-    check(unknown[0].rpId === 'localhost' && unknown[0].credentialId === phone.credential_id,
-      `signalUnknownCredential(${JSON.stringify(unknown[0])}), expected ${phone.credential_id}`);
-    const outcome = await page.evaluate(() => document.body.dataset.signalUnknownCredential);
-    const held = (await credentials()).map((c) => toB64url(c.credentialId));
-    console.log(`     signalUnknownCredential: ${outcome}; the virtual authenticator ${held.includes(phone.credential_id) ? 'still holds' : 'no longer holds'} it`);
+    check(unknown[0].rpId === 'localhost' && unknown[0].credentialId === laptop.credential_id,
+      `signalUnknownCredential(${JSON.stringify(unknown[0])}), expected ${laptop.credential_id}`);
+    const outcome = await page.waitForFunction(() => document.body.dataset.signalUnknownCredential);
+    console.log(`     signalUnknownCredential in Chromium: ${await outcome.jsonValue()}`);
   });
 
-  await step('sessions: one opened in another tab is listed, and ended', async () => {
-    const other = await context.newPage();
-    await other.bringToFront();
-    await other.goto(`${BASE_URL}/`);
-    // As passkey.mjs does: the authenticator answers only once the page's autofill request is
-    // in place, so that the click (not autofill) signs in.
-    const autofill = await other.waitForFunction(() => document.body.getAttribute('aria-busy') !== 'true'
-      && document.body.dataset.autofill !== 'starting' && document.body.dataset.autofill);
-    if (await autofill.jsonValue() === 'pending') await other.waitForTimeout(250);
-    await presence(true);
-    try {
-      await other.click('#login-discoverable');
-      await other.waitForFunction(() => !document.getElementById('signed-in').hidden, null, { timeout: STEP_MS });
-    } finally {
-      await presence(false);
-    }
-    const otherTokens = await storedTokens(other);
-    await other.close();
-    await page.bringToFront();
+  await step('sign in again with "Phone"; only it is listed', async () => {
+    await signInWithPasskey(page, presence);
+    await openSecurityPage(page);
+    const names = (await listedPasskeys(page)).map((p) => p.name);
+    check(JSON.stringify(names) === '["Phone"]', `listed ${JSON.stringify(names)}`);
+  });
+
+  await step('set a password and an authenticator app (through the API)', async () => {
+    check((await apiFromPage(page, 'PUT', '/v1/me/password', { password: PASSWORD })).status === 204, 'password not set');
+    const started = await apiFromPage(page, 'POST', '/v1/me/totp/start', {});
+    secret = started.body.secret;
+    // The test server's clock stands still: the access token's iat is its time.
+    totpStep = Math.floor((await storedClaims(page)).iat / 30);
+    const finished = await apiFromPage(page, 'POST', '/v1/me/totp/finish', { code: totpCode(secret, totpStep) });
+    check(finished.status === 200, `TOTP not set up: ${JSON.stringify(finished.body)}`);
+    recoveryCodes = finished.body.recovery_codes;
+  });
+
+  await step('sessions: one opened elsewhere is listed, and ended', async () => {
+    // Another device signs in (password and a recovery code, through the API; the TOTP code of
+    // the frozen clock's step is spent), as an iPhone would.
+    const post = async (path, body) => {
+      const res = await fetch(`${BASE_URL}${path}`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json', 'User-Agent': IPHONE }, body: JSON.stringify(body),
+      });
+      const text = await res.text();
+      check(res.ok, `${path}: ${res.status} ${text}`);
+      return JSON.parse(text);
+    };
+    const { mfa_token: mfaToken } = await post('/v1/login/password', { username: USERNAME, password: PASSWORD });
+    const otherTokens = await post('/v1/login/mfa/totp', { mfa_token: mfaToken, code: recoveryCodes[0] });
     await page.click('#sessions-refresh');
     await waitFor(page, () => document.querySelectorAll('#sessions-list li').length === 2
       && document.body.getAttribute('aria-busy') === 'false');
     const current = await page.$$eval('#sessions-list li[data-current="true"]', (items) => items.map((li) => li.textContent));
-    check(current.length === 1 && current[0].includes('This browser'), `current session marked: ${JSON.stringify(current)}`);
-    check((await page.textContent('#sessions-list')).includes('Chrome on Linux'), 'sessions do not name the browser');
+    check(current.length === 1 && current[0].includes('This browser') && current[0].includes('the passkey “Phone”'),
+      `current session: ${JSON.stringify(current)}`);
+    const other = await page.textContent('#sessions-list li:not([data-current])');
+    check(other.includes('Safari on iOS') && other.includes('a password and a code'), `other session: ${other}`);
+    await page.locator('#sessions-card').scrollIntoViewIfNeeded();
     await shot(page, 'sessions');
     await page.locator('#sessions-list li:not([data-current]) .session-end').click();
     await waitFor(page, () => document.querySelectorAll('#sessions-list li').length === 1
@@ -297,20 +334,25 @@ async function mainFlow(browser) {
     check(refreshed.status === 401, `the ended session's refresh token still works: ${refreshed.status}`);
   });
 
-  await step('with a password and an authenticator app set, the last passkey may go', async () => {
-    check((await apiFromPage(page, 'PUT', '/v1/me/password', { password: PASSWORD })).status === 204, 'password not set');
-    const started = await apiFromPage(page, 'POST', '/v1/me/totp/start', {});
-    secret = started.body.secret;
-    // The test server's clock stands still: the access token's iat is its time.
-    totpStep = Math.floor((await storedClaims(page)).iat / 30);
-    const finished = await apiFromPage(page, 'POST', '/v1/me/totp/finish', { code: totpCode(secret, totpStep) });
-    check(finished.status === 200, `TOTP not set up: ${JSON.stringify(finished.body)}`);
+  await step('with a password and an authenticator app, the last passkey may go (and this session with it)', async () => {
     await openSecurityPage(page);
-    await item(page, 'Work laptop').locator('.remove-open').click();
+    const phone = (await apiFromPage(page, 'GET', '/v1/me/devices')).body.find((d) => d.name === 'Phone');
+    await item(page, 'Phone').locator('.remove-open').click();
     await page.locator('#passkeys-list .confirm .remove-confirm').click();
-    await waitFor(page, () => document.querySelector('#passkeys-list .empty')?.textContent === 'No passkeys yet.'
-      && document.body.getAttribute('aria-busy') === 'false');
-    check((await signals(page, 'signalUnknownCredential')).length === 1, 'not signalled after the last removal');
+    // Signed in with it, this session ends with it.
+    await page.locator('#sec-signed-out').waitFor({ state: 'visible' });
+    const left = await fetch(`${BASE_URL}/v1/login/start`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username: USERNAME }),
+    }).then((res) => res.json());
+    const offered = (left.publicKey.allowCredentials || []).map((c) => c.id);
+    check(!offered.includes(phone.credential_id), `login still offers the removed passkey: ${JSON.stringify(offered)}`);
+    // (This page load's calls only: the reload began a new record.)
+    const unknown = await signals(page, 'signalUnknownCredential');
+    check(unknown.length === 1 && unknown[0].credentialId === phone.credential_id,
+      `signalUnknownCredential calls ${JSON.stringify(unknown)}, expected one for ${phone.credential_id}`);
+    await page.waitForFunction(() => document.body.dataset.signalUnknownCredential);
+    const held = (await credentials()).map((c) => toB64url(c.credentialId));
+    console.log(`     the virtual authenticator ${held.includes(phone.credential_id) ? 'still holds' : 'no longer holds'} the removed passkey`);
   });
 
   await context.close();
@@ -347,7 +389,7 @@ async function fallbackFlow(browser, { secret, totpStep }) {
     await presence(true);
     try {
       await page.keyboard.press('Enter');
-      await waitFor(page, passkeyCount(1));
+      await waitFor(page, passkeysListed, 1);
     } finally {
       await presence(false);
     }
@@ -362,7 +404,8 @@ async function fallbackFlow(browser, { secret, totpStep }) {
     await item(page, 'New phone').locator('.remove-open').click();
     await page.locator('#passkeys-list .confirm .remove-confirm').click();
     const error = await waitForAlert(page, 'passkeys-error');
-    check(error.startsWith('Sign in with your passkey first') && error.includes('passkey_required'), `alert: ${error}`);
+    check(error.startsWith('Only a recent passkey sign-in may change your passkeys')
+      && error.includes('still in their waiting period') && error.includes('passkey_required'), `alert: ${error}`);
     check((await signals(page, 'signalUnknownCredential')).length === 0, 'signalled a passkey the server kept');
     await idle(page);
     await shot(page, 'fallback-refused');
