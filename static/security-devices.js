@@ -172,7 +172,7 @@ function renameForm(device) {
 function confirmBox(device) {
   const lastOne = devices.length === 1;
   const box = el('div', { className: 'confirm' },
-    el('p', { textContent: `Remove “${device.name}”? It will no longer sign you in, and this browser is asked to forget it.`
+    el('p', { textContent: `Remove “${device.name}”? It will no longer sign you in, and browsers that can are told to forget it.`
       + (lastOne ? ' It is your only passkey: without it you can sign in only with a password and a code, if you have set them up.' : '')
       + (signedInWithIt(device) ? ' You signed in here with it, so this also signs you out here.' : '') }),
     el('div', { className: 'actions' },
@@ -275,6 +275,8 @@ function renderNote() {
 async function loadDevices() {
   devices = await ctx.authed('GET', '/v1/me/devices');
   renderDevices();
+  // The sessions name the passkey they began with.
+  renderSessions();
   signalAccepted();
 }
 

@@ -171,6 +171,13 @@ async fn devices_name_what_the_webauthn_signal_api_needs(db: Db) {
     // The bind answers with the same fields.
     assert_eq!(bound["credential_id"], laptop.credential_ids()[0]);
     assert_eq!(bound["user_handle"], handle);
+
+    // And /openapi.json publishes them as always present.
+    let spec: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let required = &spec["components"]["schemas"]["Device"]["required"];
+    for field in ["credential_id", "user_handle", "rp_id"] {
+        assert!(required.as_array().unwrap().contains(&json!(field)), "{field} in {required}");
+    }
 }
 
 async fn the_last_way_to_sign_in_cannot_be_unbound(db: Db) {
