@@ -45,10 +45,9 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-function when(iso) {
-  const date = new Date(iso);
-  return el('time', { dateTime: iso, textContent: date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) });
-}
+const dateText = (iso) => new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+const when = (iso) => el('time', { dateTime: iso, textContent: dateText(iso) });
 
 const showAlert = (id, text) => { $(id).textContent = text; };
 
@@ -61,9 +60,12 @@ function describeError(err) {
     // The shared wording says to sign in with the passkey; here that is not enough while every
     // passkey is still waiting (a sign-in with one does not count as a passkey sign-in then).
     const { detail, request_id: requestId } = err.problem;
-    const next = devices.length && devices.every(waiting)
-      ? 'Your passkeys are still in their waiting period, so signing in with one is not enough yet.'
-      : 'Sign out, sign in with one of your passkeys, and try again.';
+    let next = 'Sign out, sign in with one of your passkeys, and try again.';
+    if (devices.length && devices.every(waiting)) {
+      next = devices.length === 1
+        ? 'Your passkey is still in its waiting period, so signing in with it is not enough yet.'
+        : 'Your passkeys are still in their waiting period, so signing in with one is not enough yet.';
+    }
     return `Only a recent passkey sign-in may change your passkeys: ${detail}. ${next} (passkey_required)`
       + `${requestId ? ` [request id ${requestId}]` : ''}`;
   }
@@ -257,8 +259,11 @@ function renderNote() {
     text = 'You signed in with a passkey added after a password sign-in, which is still in its waiting period. '
       + 'To add or remove passkeys, sign in with a passkey you had before, or wait until the new one can approve payments.';
   } else if (!amr.includes('hwk') && devices.length && devices.every(waiting)) {
-    text = 'You signed in with a password and a code. Your passkeys were added after a password sign-in and are still in '
-      + 'their waiting period: until they can approve payments, they sign you in but cannot add or remove passkeys either.';
+    text = devices.length === 1
+      ? 'You signed in with a password and a code. Your passkey was added after a password sign-in and is still in its '
+        + 'waiting period: until it can approve payments, it signs you in but cannot add or remove passkeys either.'
+      : 'You signed in with a password and a code. Your passkeys were added after a password sign-in and are still in '
+        + 'their waiting period: until they can approve payments, they sign you in but cannot add or remove passkeys either.';
   } else if (!amr.includes('hwk') && devices.length) {
     text = 'You signed in with a password and a code. To add or remove a passkey, sign out and sign in with one of your '
       + 'passkeys first: a password and a code can be phished, so they are not enough to change your passkeys. '
@@ -330,7 +335,7 @@ async function addPasskey() {
   await Promise.all([loadDevices(), ctx.reloadProfile()]);
   itemOf(added.device_id)?.querySelector('.rename-open')?.focus();
   say(added.payments_from
-    ? `Passkey “${added.name}” added. It signs you in now, and can approve payments from ${new Date(added.payments_from).toLocaleString()}.`
+    ? `Passkey “${added.name}” added. It signs you in now, and can approve payments from ${dateText(added.payments_from)}.`
     : `Passkey “${added.name}” added.`);
 }
 
@@ -365,7 +370,7 @@ function sessionItem(session) {
   if (session.user_agent) title.title = session.user_agent;
   if (session.current) title.append(' ', el('span', { className: 'badge', textContent: 'This browser' }));
   const end = el('button', { type: 'button', className: 'session-end', textContent: session.current ? 'Sign out here' : 'End session' });
-  end.setAttribute('aria-label', session.current ? 'Sign out here (end this session)' : `End the session of ${agent}, started ${new Date(session.created_at).toLocaleString()}`);
+  end.setAttribute('aria-label', session.current ? 'Sign out here (end this session)' : `End the session of ${agent}, started ${dateText(session.created_at)}`);
   end.addEventListener('click', () => act('sessions-error', () => endSession(session)));
   const item = el('li', { className: 'session' },
     el('div', { className: 'session-body' },

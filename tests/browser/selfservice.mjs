@@ -400,12 +400,12 @@ async function fallbackFlow(browser, { secret, totpStep }) {
 
   await step('this password session may not remove the passkey, and the page says so', async () => {
     const note = await page.textContent('#passkeys-note');
-    check(note.includes('still in their waiting period'), `#passkeys-note: ${note}`);
+    check(note.includes('still in its waiting period'), `#passkeys-note: ${note}`);
     await item(page, 'New phone').locator('.remove-open').click();
     await page.locator('#passkeys-list .confirm .remove-confirm').click();
     const error = await waitForAlert(page, 'passkeys-error');
     check(error.startsWith('Only a recent passkey sign-in may change your passkeys')
-      && error.includes('still in their waiting period') && error.includes('passkey_required'), `alert: ${error}`);
+      && error.includes('still in its waiting period') && error.includes('passkey_required'), `alert: ${error}`);
     check((await signals(page, 'signalUnknownCredential')).length === 0, 'signalled a passkey the server kept');
     await idle(page);
     await shot(page, 'fallback-refused');
