@@ -334,6 +334,31 @@ async function mainFlow(browser) {
     check(refreshed.status === 401, `the ended session's refresh token still works: ${refreshed.status}`);
   });
 
+  await step('a password sign-in of an account with a passkey: the prompt says to sign in with it', async () => {
+    const other = await openContext(browser);
+    try {
+      await other.page.goto(`${BASE_URL}/fallback.html`);
+      await other.page.fill('#username', USERNAME);
+      await other.page.fill('#password', PASSWORD);
+      await other.page.click('#password-submit');
+      await waitFor(other.page, () => document.body.dataset.view === 'factor');
+      await other.page.fill('#totp-code', recoveryCodes[1]);
+      await other.page.click('#totp-submit');
+      await waitFor(other.page, () => document.body.dataset.view === 'done' && !document.getElementById('passkey-prompt').hidden);
+      const title = await other.page.textContent('#passkey-prompt-title');
+      check(title === 'Next time, sign in with your passkey', `prompt title "${title}"`);
+      check((await other.page.textContent('#passkey-prompt-wait')).includes('sign in with one of your passkeys first'), 'the prompt does not say what to do');
+      await shot(other.page, 'fallback-prompt-has-passkey');
+      await other.page.click('#passkey-prompt-link');
+      await other.page.waitForURL(`${BASE_URL}/security.html#passkeys`);
+      await waitFor(other.page, () => document.activeElement?.id === 'passkeys-title');
+      const note = await other.page.textContent('#passkeys-note');
+      check(note.includes('sign in with one of your'), `#passkeys-note: ${note}`);
+    } finally {
+      await other.context.close();
+    }
+  });
+
   await step('with a password and an authenticator app, the last passkey may go (and this session with it)', async () => {
     await openSecurityPage(page);
     const phone = (await apiFromPage(page, 'GET', '/v1/me/devices')).body.find((d) => d.name === 'Phone');
@@ -438,5 +463,5 @@ await runBrowserTest({
     passkeys: [...document.querySelectorAll('#passkeys-list li')].map((li) => li.textContent),
     session: sessionStorage.getItem('passgate.tokens') ? 'yes' : 'no',
   }),
-  maxSteps: 14,
+  maxSteps: 16,
 });
