@@ -1,6 +1,7 @@
 // passgate sign-in options page: the signed-in user sets up what /fallback.html signs in with
 // (a password, a verified email address, an authenticator app with its recovery codes) through
-// the /v1/me API; the passkeys and sessions cards are /security-devices.js's. Plain ES module, no dependencies, no build step.
+// the /v1/me API; the passkeys and sessions cards are /security-devices.js's.
+// Plain ES module, no dependencies, no build step.
 // The session is the one /app.js keeps in sessionStorage; what the pages share is in /webauthn.js (the API)
 // and /page.js (the shell and its helpers).
 
