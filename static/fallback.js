@@ -6,7 +6,8 @@
 // and /page.js (the shell and its helpers).
 
 import {
-  ApiError, accessTokenExpired, api, describeError as describeCommonError, loadTokens, saveTokens, withAccessToken,
+  ApiError, accessTokenExpired, api, decodeJwtPayload, describeError as describeCommonError, loadTokens, saveTokens,
+  withAccessToken,
 } from '/webauthn.js';
 import { $, duration, oneAtATime, required, say } from '/page.js';
 
@@ -121,7 +122,42 @@ async function showSignedIn() {
   const me = await withAccessToken((token) => api('/v1/me', { token }), accessTokenExpired);
   $('done-username').textContent = me.username ?? '';
   $('done-factors').textContent = (me.factors || []).join(', ') || '—';
+  showPasskeyPrompt((me.factors || []).includes('passkey'));
   show('done');
+}
+
+// After a password sign-in, the way to a passkey, worded by what the server allows such a
+// sign-in (src/service/fresh.rs): an account without a passkey may add one now, which
+// approves payments only after a waiting period; one with a passkey changes its passkeys
+// only from a passkey sign-in.
+function showPasskeyPrompt(hasPasskey) {
+  let amr = [];
+  try {
+    amr = decodeJwtPayload(loadTokens()?.access_token, 'access token').amr || [];
+  } catch {
+    // Not worth a message: without the claims there is simply no prompt.
+  }
+  const prompt = $('passkey-prompt');
+  prompt.hidden = !amr.includes('pwd');
+  if (prompt.hidden) return;
+  const link = $('passkey-prompt-link');
+  if (hasPasskey) {
+    $('passkey-prompt-title').textContent = 'Next time, sign in with your passkey';
+    $('passkey-prompt-text').textContent = 'Your account has a passkey. It signs you in with your fingerprint, face or '
+      + 'screen lock, and, unlike a password and a code, it cannot be phished.';
+    $('passkey-prompt-wait').textContent = 'To add or remove a passkey, sign in with one of your passkeys first: after a '
+      + 'password sign-in the server does not let anyone change your passkeys.';
+    link.textContent = 'See your passkeys';
+    link.href = '/security.html#passkeys';
+  } else {
+    $('passkey-prompt-title').textContent = 'Add a passkey';
+    $('passkey-prompt-text').textContent = 'A passkey lets you sign in with your fingerprint, face or screen lock, with '
+      + 'no password or code, and it cannot be phished. Your device or password manager keeps it.';
+    $('passkey-prompt-wait').textContent = 'Because you signed in with a password, a passkey you add now signs you in at '
+      + 'once but can approve payments only after a waiting period; you are told by email that it was added, if your account has a verified address.';
+    link.textContent = 'Add a passkey';
+    link.href = '/security.html#add-passkey';
+  }
 }
 
 // ---------------------------------------------------------------- wiring

@@ -1,6 +1,7 @@
 // passgate sign-in options page: the signed-in user sets up what /fallback.html signs in with
 // (a password, a verified email address, an authenticator app with its recovery codes) through
-// the /v1/me API. Plain ES module, no dependencies, no build step.
+// the /v1/me API; the passkeys and sessions cards are /security-devices.js's.
+// Plain ES module, no dependencies, no build step.
 // The session is the one /app.js keeps in sessionStorage; what the pages share is in /webauthn.js (the API)
 // and /page.js (the shell and its helpers).
 
@@ -8,6 +9,7 @@ import {
   ApiError, accessTokenExpired, api, describeError as describeCommonError, loadTokens, withAccessToken,
 } from '/webauthn.js';
 import { $, duration, oneAtATime, required, say } from '/page.js';
+import { focusFromHash, initDevices, loadDevicesAndSessions } from '/security-devices.js';
 
 // What the factor names of GET /v1/me mean to a person.
 const FACTOR_LABELS = {
@@ -18,7 +20,7 @@ const FACTOR_LABELS = {
   recovery_code: 'Recovery codes',
 };
 
-const CARDS = ['sec-overview', 'password-card', 'email-card', 'totp-card'];
+const CARDS = ['sec-overview', 'passkeys-card', 'sessions-card', 'password-card', 'email-card', 'totp-card'];
 
 // ---------------------------------------------------------------- messages
 
@@ -232,15 +234,16 @@ async function copyRecoveryCodes() {
 
 // ---------------------------------------------------------------- wiring
 
-function showSignedOut(message) {
+function showSignedOut(message, kind = 'error') {
   for (const id of CARDS) $(id).hidden = true;
   $('sec-signed-out').hidden = false;
-  say(message, 'error');
+  say(message, kind);
 }
 
 async function restore() {
   try {
     await loadProfile();
+    await loadDevicesAndSessions();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       showSignedOut(`Your session has ended; sign in again. ${describeError(err)}`);
@@ -249,7 +252,7 @@ async function restore() {
     throw err;
   }
   for (const id of CARDS) $(id).hidden = false;
-  $('sec-title').focus();
+  if (!focusFromHash()) $('sec-title').focus();
 }
 
 // Forms submit through run(); the page never reloads on submit.
@@ -261,6 +264,7 @@ function onSubmit(formId, action) {
 }
 
 function init() {
+  initDevices({ authed, run, reloadProfile: loadProfile, showSignedOut });
   onSubmit('password-form', savePassword);
   onSubmit('email-form', sendEmailCode);
   onSubmit('email-verify-form', verifyEmail);

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
@@ -54,10 +56,17 @@ pub struct Device {
     /// RFC 3339: when a passkey bound after a password sign-in may start
     /// approving payments; absent when it may already.
     pub payments_from: Option<String>,
+    /// The WebAuthn credential id (base64url), the WebAuthn user handle
+    /// the passkey holds (base64url) and the RP id it is scoped to: what a
+    /// page passes to the WebAuthn Signal API so that the browser or
+    /// password manager forgets a passkey unbound here.
+    pub credential_id: String,
+    pub user_handle: String,
+    pub rp_id: String,
 }
 
-impl From<&CredentialRow> for Device {
-    fn from(row: &CredentialRow) -> Self {
+impl Device {
+    fn of(row: &CredentialRow, rp_id: &str) -> Self {
         Device {
             device_id: row.device_id.to_string(),
             name: row.name.clone(),
@@ -69,6 +78,11 @@ impl From<&CredentialRow> for Device {
             aaguid: row.aaguid.clone(),
             authenticator: authenticator_name(&row.aaguid),
             payments_from: row.payments_after.map(rfc3339),
+            credential_id: row.credential_id.clone(),
+            // What registration set as the user handle (see
+            // `Passkeys::start_registration_for`): the user id's 16 bytes.
+            user_handle: URL_SAFE_NO_PAD.encode(row.user_id.as_uuid().as_bytes()),
+            rp_id: rp_id.to_owned(),
         }
     }
 }
@@ -170,7 +184,12 @@ impl Devices {
     }
 
     pub async fn list(&self, user_id: &str) -> Result<Vec<Device>> {
-        Ok(self.store.user_credentials(user_id).await?.iter().map(Device::from).collect())
+        let rows = self.store.user_credentials(user_id).await?;
+        Ok(rows.iter().map(|row| self.device(row)).collect())
+    }
+
+    fn device(&self, row: &CredentialRow) -> Device {
+        Device::of(row, &self.settings.webauthn.rp_id)
     }
 
     /// Starts binding one more passkey. An account that has a passkey
@@ -240,7 +259,7 @@ impl Devices {
             };
             self.notifier.notify(&user, change, None);
         }
-        Ok(Device::from(&credential))
+        Ok(self.device(&credential))
     }
 
     pub async fn rename_device(
@@ -260,7 +279,7 @@ impl Devices {
             .iter()
             .find(|d| d.device_id == *device_id)
             .ok_or_else(|| ApiError::NotFound("no such device".into()))?;
-        Ok(Device::from(row))
+        Ok(self.device(row))
     }
 
     /// The signed-in user unbinds one of their passkeys: only from a fresh

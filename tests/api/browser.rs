@@ -99,3 +99,16 @@ async fn the_admin_page_resets_a_users_devices_and_the_user_enrols_a_new_one() {
         assert!(!offered.contains(&id), "login offers the old passkey {id}: {offered}");
     }
 }
+
+/// A user registered with a passkey manages passkeys and sessions on
+/// `/security.html`: the passkey is listed with its authenticator's name,
+/// renamed, refused removal as the last way in, a second one added and
+/// removed (with the WebAuthn Signal API told), a session from another tab
+/// ended; then a password sign-in on `/fallback.html` prompts to add a
+/// passkey, which the page adds, and the page says that such a session may
+/// not remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_page_manages_passkeys_and_sessions_and_prompts_after_a_password_sign_in() {
+    let app = spawn_app(Db::Sqlite).await;
+    run_browser_script("selfservice.mjs", vec![("BASE_URL", app.origin.clone())]).await;
+}

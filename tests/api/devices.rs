@@ -15,6 +15,7 @@ on_both!(
     two_unbinds_at_once_leave_the_last_passkey,
     binding_a_device_needs_a_recent_sign_in,
     sessions_are_listed_and_ended_one_by_one,
+    devices_name_what_the_webauthn_signal_api_needs,
 );
 
 impl TestApp {
@@ -139,6 +140,44 @@ async fn devices_are_listed_bound_renamed_and_unbound(db: Db) {
         "not_found",
     )
     .await;
+}
+
+/// The self-service page tells the browser which passkeys the server
+/// still accepts (WebAuthn Signal API): that needs each passkey's
+/// credential id, the user handle it holds and its RP id.
+async fn devices_name_what_the_webauthn_signal_api_needs(db: Db) {
+    use base64::Engine;
+    let b64url = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let app = spawn_app(db).await;
+    let mut phone = app.authenticator();
+    let tokens = app.register(&mut phone, "dev-signal").await;
+    let bearer = tokens["access_token"].as_str().unwrap();
+    let mut laptop = app.authenticator();
+    let bound = app.bind_device(bearer, &mut laptop, "Laptop").await;
+
+    let user_id = uuid::Uuid::parse_str(tokens["user_id"].as_str().unwrap()).unwrap();
+    let devices = app.devices(bearer).await;
+    let listed: Vec<(&str, &str, &str)> = devices
+        .iter()
+        .map(|d| {
+            let text = |key: &str| d[key].as_str().unwrap_or_else(|| panic!("{key} in {d}"));
+            (text("credential_id"), text("user_handle"), text("rp_id"))
+        })
+        .collect();
+    let handle = b64url(user_id.as_bytes());
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0], (phone.credential_ids()[0].as_str(), handle.as_str(), "localhost"));
+    assert_eq!(listed[1], (laptop.credential_ids()[0].as_str(), handle.as_str(), "localhost"));
+    // The bind answers with the same fields.
+    assert_eq!(bound["credential_id"], laptop.credential_ids()[0]);
+    assert_eq!(bound["user_handle"], handle);
+
+    // And /openapi.json publishes them as always present.
+    let spec: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let required = &spec["components"]["schemas"]["Device"]["required"];
+    for field in ["credential_id", "user_handle", "rp_id"] {
+        assert!(required.as_array().unwrap().contains(&json!(field)), "{field} in {required}");
+    }
 }
 
 async fn the_last_way_to_sign_in_cannot_be_unbound(db: Db) {

@@ -157,7 +157,8 @@ export async function openContext(browser, { withoutJsonHelpers = false } = {}) 
   const presence = (enabled) => cdp.send('WebAuthn.setAutomaticPresenceSimulation', { authenticatorId, enabled });
   const credentials = async () => (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
   currentPage = page;
-  return { context, page, presence, credentials };
+  // cdp and authenticatorId let a script move credentials on and off the authenticator.
+  return { context, page, presence, credentials, cdp, authenticatorId };
 }
 
 // The fallback flows: a context whose page must do without the WebAuthn L3 JSON helpers, and
