@@ -18,6 +18,7 @@ const FACTOR_LABELS = {
   totp: 'Authenticator app',
   email_otp: 'Email code',
   recovery_code: 'Recovery codes',
+  passkey_recovery_code: 'Passkey recovery codes',
 };
 
 const CARDS = ['sec-overview', 'passkeys-card', 'sessions-card', 'password-card', 'email-card', 'totp-card'];
@@ -97,6 +98,10 @@ function render() {
   renderPassword();
   renderEmail();
   renderTotp();
+  $('pk-recovery-state').textContent = has('passkey_recovery_code')
+    ? 'You have passkey recovery codes. Making new ones voids the old set.'
+    : 'You have no passkey recovery codes. Without them, only an administrator can help you back in '
+      + 'if you lose every passkey (or a code mailed to your confirmed address, after a day\'s wait).';
 }
 
 // ---------------------------------------------------------------- password
@@ -232,6 +237,22 @@ async function copyRecoveryCodes() {
   say('Recovery codes copied.');
 }
 
+// ---------------------------------------------------------------- passkey recovery codes
+
+async function newPasskeyRecoveryCodes() {
+  if (has('passkey_recovery_code') && !window.confirm('Make ten new passkey recovery codes? The old ones stop working.')) return;
+  const { recovery_codes: codes } = await authed('POST', '/v1/me/passkey-recovery-codes', {});
+  $('pk-recovery-codes').replaceChildren(...codes.map((code) => {
+    const item = document.createElement('li');
+    item.textContent = code;
+    return item;
+  }));
+  $('pk-recovery').hidden = false;
+  $('pk-recovery-title').focus();
+  await loadProfile();
+  say('Passkey recovery codes made. Save them now: they are not shown again.');
+}
+
 // ---------------------------------------------------------------- wiring
 
 function showSignedOut(message, kind = 'error') {
@@ -275,6 +296,12 @@ function init() {
   $('recovery-new').addEventListener('click', () => run(newRecoveryCodes));
   $('recovery-copy').addEventListener('click', () => run(copyRecoveryCodes));
   $('recovery-done').addEventListener('click', () => { hideRecoveryCodes(); say(''); });
+  $('pk-recovery-new').addEventListener('click', () => run(newPasskeyRecoveryCodes));
+  $('pk-recovery-done').addEventListener('click', () => {
+    $('pk-recovery').hidden = true;
+    $('pk-recovery-codes').replaceChildren();
+    say('');
+  });
 
   if (!loadTokens()?.access_token) {
     showSignedOut('Sign in first: these settings belong to a signed-in account.');

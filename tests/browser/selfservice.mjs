@@ -290,6 +290,20 @@ async function mainFlow(browser) {
     check(JSON.stringify(names) === '["Phone"]', `listed ${JSON.stringify(names)}`);
   });
 
+  await step('passkey recovery codes: made once on this page, shown once, listed as a factor', async () => {
+    check((await page.textContent('#pk-recovery-state')).includes('no passkey recovery codes'), 'the state line');
+    await page.click('#pk-recovery-new');
+    await page.locator('#pk-recovery').waitFor({ state: 'visible' });
+    const codes = await page.$$eval('#pk-recovery-codes li', (items) => items.map((li) => li.textContent.trim()));
+    check(codes.length === 10 && codes.every((c) => /^[a-z2-9]{5}-[a-z2-9]{5}$/.test(c)), `codes ${JSON.stringify(codes)}`);
+    check(await page.evaluate(() => document.activeElement?.id) === 'pk-recovery-title', 'focus not on the codes');
+    await waitFor(page, () => document.querySelector('#sec-factors [data-factor="passkey_recovery_code"]') !== null);
+    await shot(page, 'passkey-recovery-codes');
+    await page.click('#pk-recovery-done');
+    check(await page.locator('#pk-recovery').isHidden(), 'the codes stay on the page');
+    check((await page.$$('#pk-recovery-codes li')).length === 0, 'the codes stay in the page');
+  });
+
   await step('set a password and an authenticator app (through the API)', async () => {
     check((await apiFromPage(page, 'PUT', '/v1/me/password', { password: PASSWORD })).status === 204, 'password not set');
     const started = await apiFromPage(page, 'POST', '/v1/me/totp/start', {});
