@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::context::current_request_id;
 use crate::error::TimedOut;
 use crate::routes::security_headers::{SecurityHeaders, with_security_headers};
-use crate::routes::{self, extract};
+use crate::routes::{self, cors, extract};
 use crate::service::{Core, housekeeping};
 use crate::store::{self, Store};
 use crate::telemetry::{PassgateRootSpan, with_request_id};
@@ -53,6 +53,7 @@ impl Application {
         }
         let request_timeout = settings.server.request_timeout;
         let security_headers = SecurityHeaders::for_origins(&settings.webauthn.origins);
+        let cors_origins = settings.server.cors_origins.clone();
         let core = web::Data::new(Core::new(settings, store, clock).await?);
         if !static_dir.is_dir() {
             tracing::warn!(path = %static_dir.display(), "server.static_dir is not a folder; the demo page is off");
@@ -66,6 +67,11 @@ impl Application {
                 .app_data(extract::query_config())
                 .app_data(web::PayloadConfig::new(extract::BODY_LIMIT))
                 .wrap_fn(move |request, service| with_deadline(request, service, request_timeout))
+                // Inside the request id, metrics and security headers, so
+                // that preflights get them too; outside the deadline, so
+                // that its 503 is readable by the calling page.
+                .wrap(cors::cors(&cors_origins))
+                .wrap_fn(cors::tidy_cors)
                 .wrap_fn(record_metrics)
                 .wrap(TracingLogger::<PassgateRootSpan>::new())
                 .wrap_fn({

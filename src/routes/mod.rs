@@ -3,6 +3,7 @@
 //! its result.
 
 mod admin;
+pub mod cors;
 mod devices;
 pub mod extract;
 mod fallback;

@@ -7,6 +7,7 @@ mod assertion;
 mod authenticator;
 mod bad_input;
 mod browser;
+mod cors;
 mod devices;
 mod downstream;
 mod fallback;
