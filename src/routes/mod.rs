@@ -136,6 +136,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/.well-known/jwks.json").get(operations::jwks).default_service(refuse()),
     )
+    .service(
+        web::resource("/.well-known/openid-configuration")
+            .get(operations::openid_configuration)
+            .default_service(refuse()),
+    )
     .service(web::resource("/openapi.json").get(operations::openapi).default_service(refuse()))
     .service(
         web::resource("/.well-known/assetlinks.json")

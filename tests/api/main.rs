@@ -9,6 +9,7 @@ mod bad_input;
 mod browser;
 mod cors;
 mod devices;
+mod discovery;
 mod downstream;
 mod fallback;
 mod faults;
