@@ -125,6 +125,19 @@ async fn a_preflight_from_a_listed_origin_is_answered_and_its_calls_read_the_ans
     );
     assert_problem(refused, 401, "unauthorized").await;
 
+    // The page may import the browser client as a module script, which
+    // the browser fetches in CORS mode.
+    let module = app
+        .client
+        .get(format!("{}/webauthn.js", app.address))
+        .header("origin", WALLET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(module.status(), StatusCode::OK);
+    assert_eq!(header(&module, "access-control-allow-origin"), Some(WALLET));
+    assert!(header(&module, "content-type").unwrap().contains("javascript"));
+
     // The preflights are counted under their route, like any request.
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     let counted = metrics.lines().any(|line| {
