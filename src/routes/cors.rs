@@ -12,6 +12,7 @@ use actix_cors::{Cors, CorsError};
 use actix_web::ResponseError;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, header};
 use actix_web::middleware::Condition;
 
@@ -63,14 +64,20 @@ where
 {
     let response = service.call(request);
     async move {
-        let response = response.await?;
+        // The deadline's 503 is made further out, from the error; the CORS
+        // middleware has added its headers to it by a mapper, after which
+        // this one runs.
+        let response = response.await.map_err(|mut error| {
+            error.add_response_mapper(|mut response| {
+                drop_ungranted(response.headers_mut());
+                response
+            });
+            error
+        })?;
         let refusal = response.response().error().and_then(|e| e.as_error::<CorsError>());
         let Some(refusal) = refusal else {
             let mut response = response.map_into_boxed_body();
-            let headers = response.headers_mut();
-            if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
-                headers.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
-            }
+            drop_ungranted(response.headers_mut());
             return Ok(response);
         };
         let detail = match refusal {
@@ -83,5 +90,12 @@ where
         let problem = ApiError::BadRequest(detail).error_response();
         let (request, _) = response.into_parts();
         Ok(ServiceResponse::new(request, problem))
+    }
+}
+
+/// An answer that grants no origin keeps no CORS header.
+fn drop_ungranted(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        headers.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
     }
 }

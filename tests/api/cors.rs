@@ -17,6 +17,40 @@ on_both!(
     other_origins_get_no_cors_headers_and_a_refused_preflight_is_a_problem,
 );
 
+/// The request deadline's 503 is made outside the handlers, from an
+/// error: the page of a listed origin can still read it (and its request
+/// id), another origin still gets no CORS header. A body that never
+/// arrives holds the request until the deadline.
+#[tokio::test]
+async fn the_deadlines_503_is_readable_by_a_listed_origin_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_configured(
+        Db::Sqlite,
+        &[
+            ("PASSGATE__SERVER__CORS_ORIGINS", WALLET),
+            ("PASSGATE__SERVER__REQUEST_TIMEOUT_SECONDS", "1"),
+        ],
+    )
+    .await;
+    for (origin, granted) in [(WALLET, true), (OTHER, false)] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        let head = format!(
+            "POST /v1/login/start HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: {origin}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        tokio::time::timeout(std::time::Duration::from_secs(10), read).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 503"), "{answer}");
+        assert!(answer.contains("x-request-id:"), "{answer}");
+        let allow = format!("access-control-allow-origin: {origin}");
+        assert_eq!(answer.contains(&allow), granted, "{answer}");
+        assert_eq!(answer.contains("access-control-expose-headers:"), granted, "{answer}");
+    }
+}
+
 async fn wallet_app(db: Db) -> TestApp {
     spawn_app_configured(db, &[("PASSGATE__SERVER__CORS_ORIGINS", "https://wallet.example")]).await
 }
