@@ -18,7 +18,7 @@ use crate::context::current_request_id;
 use crate::error::{ApiError, TimedOut};
 use crate::net::TrustedProxies;
 use crate::routes::security_headers::{SecurityHeaders, with_security_headers};
-use crate::routes::{self, extract};
+use crate::routes::{self, cors, extract};
 use crate::service::{Core, housekeeping};
 use crate::store::{self, Store};
 use crate::telemetry::{PassgateRootSpan, with_request_id};
@@ -63,6 +63,7 @@ struct AppParts {
     trust_request_id: bool,
     trusted_proxies: TrustedProxies,
     static_dir: std::path::PathBuf,
+    cors_origins: Vec<String>,
 }
 
 impl Application {
@@ -99,6 +100,7 @@ impl Application {
         }
         let request_timeout = settings.server.request_timeout;
         let security_headers = SecurityHeaders::for_origins(&settings.webauthn.origins);
+        let cors_origins = settings.server.cors_origins.clone();
         let core = web::Data::new(Core::new(settings, store, clock).await?);
         if !static_dir.is_dir() {
             tracing::warn!(path = %static_dir.display(), "server.static_dir is not a folder; the demo page is off");
@@ -110,6 +112,7 @@ impl Application {
             trust_request_id,
             trusted_proxies,
             static_dir,
+            cors_origins,
         };
         let (surface, admin) = match admin_listener {
             Some(admin_listener) => {
@@ -168,6 +171,7 @@ fn serve(
             trust_request_id,
             trusted_proxies,
             static_dir,
+            cors_origins,
         } = parts.clone();
         let app = App::new()
             .app_data(core)
@@ -177,6 +181,11 @@ fn serve(
             .app_data(web::PayloadConfig::new(extract::BODY_LIMIT))
             .wrap_fn(move |request, service| keep_to_surface(request, service, surface))
             .wrap_fn(move |request, service| with_deadline(request, service, request_timeout))
+            // Inside the request id, metrics and security headers, so that
+            // preflights get them too; outside the deadline, so that its
+            // 503 is readable by the calling page.
+            .wrap(cors::cors(&cors_origins))
+            .wrap_fn(cors::tidy_cors)
             .wrap_fn(record_metrics)
             .wrap(TracingLogger::<PassgateRootSpan>::new())
             .wrap_fn(move |request, service| {

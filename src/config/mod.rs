@@ -126,6 +126,7 @@ impl Settings {
             .with_list_parse_key("apps.android")
             .with_list_parse_key("apps.ios")
             .with_list_parse_key("server.trusted_proxies")
+            .with_list_parse_key("server.cors_origins")
             .try_parsing(true)
             .source(Some(env.into_iter().collect()));
         let raw: RawSettings = builder

@@ -27,6 +27,7 @@ pub(super) struct RawServer {
     trust_forwarded_for: Option<bool>,
     workers: usize,
     request_timeout_seconds: u64,
+    cors_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +43,9 @@ pub struct ServerSettings {
     pub workers: usize,
     /// The longest a request may take; past it the caller gets a 503.
     pub request_timeout: Duration,
+    /// Web origins (`scheme://host[:port]`) whose pages may call the API
+    /// from the browser; empty means no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 /// Reads the server section; `warnings` gets what an operator should
@@ -73,6 +77,7 @@ pub(super) fn validate_server(
         trusted_proxies,
         workers: raw.workers,
         request_timeout: Duration::from_secs(raw.request_timeout_seconds),
+        cors_origins: validate_cors_origins(&raw.cors_origins)?,
     })
 }
 
@@ -93,6 +98,40 @@ fn validate_admin_bind(text: &str, bind: SocketAddr) -> anyhow::Result<Option<So
         bail!("server.admin_bind: {admin} must differ from server.bind ({bind}): use another port");
     }
     Ok(Some(admin))
+}
+
+/// Exact origins, serialised as a browser sends them in `Origin` (lower
+/// case, no default port), since CORS compares them as strings. `*` is
+/// refused: bearer tokens ride in `Authorization`, and any site being able
+/// to read the API's answers is never what an operator means.
+fn validate_cors_origins(list: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut origins = Vec::new();
+    for text in list.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        if text.contains('*') {
+            bail!(
+                "server.cors_origins: {text:?} is a wildcard; list each origin that may call \
+                 the API, such as https://wallet.example"
+            );
+        }
+        let refused = || {
+            anyhow::anyhow!(
+                "server.cors_origins: {text:?} is not an origin like https://wallet.example \
+                 or http://localhost:3000 (a scheme, a host and an optional port; no path)"
+            )
+        };
+        let url = url::Url::parse(text).map_err(|_| refused())?;
+        let bare = url.path() == "/" && !text.ends_with('/');
+        let web = matches!(url.scheme(), "http" | "https") && url.host().is_some();
+        let plain = url.username().is_empty() && url.password().is_none();
+        if !web || !bare || !plain || url.query().is_some() || url.fragment().is_some() {
+            return Err(refused());
+        }
+        let origin = url.origin().ascii_serialization();
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
 }
 
 /// CIDRs (a bare address is a single host). A prefix with host bits set
@@ -221,5 +260,36 @@ mod tests {
             Settings::load_from(None, env(&[("PASSGATE__SERVER__TRUST_FORWARDED_FOR", "false")]));
         assert!(off.unwrap().server.trusted_proxies.is_empty());
         assert!(Settings::load_from(None, HashMap::new()).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn cors_origins_are_exact_web_origins_and_never_a_wildcard() {
+        let settings = Settings::load_from(
+            None,
+            env(&[(
+                "PASSGATE__SERVER__CORS_ORIGINS",
+                "https://Wallet.Example, http://localhost:3000,https://wallet.example:443",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.server.cors_origins,
+            ["https://wallet.example", "http://localhost:3000"]
+        );
+        assert!(Settings::load_from(None, HashMap::new()).unwrap().server.cors_origins.is_empty());
+        for bad in [
+            "*",
+            "https://*.example",
+            "wallet.example",
+            "https://wallet.example/",
+            "https://wallet.example/app",
+            "https://wallet.example?x=1",
+            "https://user@wallet.example",
+            "ftp://wallet.example",
+            "android:apk-key-hash:abc",
+        ] {
+            let error = load_error(&[("PASSGATE__SERVER__CORS_ORIGINS", bad)]);
+            assert!(error.contains("server.cors_origins"), "{bad}: {error}");
+        }
     }
 }

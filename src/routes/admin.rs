@@ -220,7 +220,10 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>> {
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])),
     params(AuditQuery),
     responses(
-        (status = 200, description = "JSON page, or text/csv of every match (streamed); IPs and addresses masked", body = AuditPage),
+        (status = 200, description = "JSON page, or with format=csv text/csv of every match (streamed); IPs and addresses masked", content(
+            (AuditPage = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),

@@ -3,6 +3,7 @@
 //! its result.
 
 mod admin;
+pub mod cors;
 mod devices;
 pub mod extract;
 mod fallback;
@@ -147,6 +148,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/metrics").get(operations::metrics).default_service(refuse()))
     .service(
         web::resource("/.well-known/jwks.json").get(operations::jwks).default_service(refuse()),
+    )
+    .service(
+        web::resource("/.well-known/openid-configuration")
+            .get(operations::openid_configuration)
+            .default_service(refuse()),
     )
     .service(web::resource("/openapi.json").get(operations::openapi).default_service(refuse()))
     .service(

@@ -19,11 +19,11 @@ use crate::error::Problem;
 use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
 use crate::service::devices::{Device, Session};
 use crate::service::fallback::{CodeSent, MfaChallenge};
-use crate::service::passkey::CeremonyStarted;
 use crate::service::profile::Profile;
 use crate::service::stepup::Authorization;
 use crate::service::tokens::TokenSet;
 use crate::service::totp::{RecoveryCodes, TotpEnrolment};
+use crate::service::well_known::OpenIdConfiguration;
 use crate::store::AuditRow;
 
 #[derive(OpenApi)]
@@ -44,13 +44,14 @@ use crate::store::AuditRow;
         admin::lock, admin::unlock, admin::roles_put, admin::audit_get,
         stepup::stepup_start, stepup::stepup_finish,
         operations::healthz, operations::readyz, operations::metrics, operations::jwks,
+        operations::openid_configuration,
         operations::openapi, operations::asset_links, operations::apple_app_site_association,
         operations::related_origins,
     ),
     components(schemas(
-        Problem, CeremonyStarted, TokenSet, Profile, Authorization, MfaChallenge, CodeSent,
+        Problem, TokenSet, Profile, Authorization, MfaChallenge, CodeSent,
         TotpEnrolment, RecoveryCodes, Device, Session, UserPage, UserSummary, UserDetail,
-        ResetOutcome, AuditRow,
+        ResetOutcome, AuditRow, OpenIdConfiguration,
     )),
     modifiers(&BearerScheme, &WireSchemas, &GenericRefusals),
 )]

@@ -3,18 +3,23 @@
 
 use actix_web::{HttpResponse, web};
 
+use super::schemas::{
+    AppleAppSiteAssociationJson, AssetLinksJson, HealthJson, JwkSetJson, OpenApiJson,
+    RelatedOriginsJson,
+};
 use crate::error::{ApiError, Problem, Result};
+use crate::service::well_known::OpenIdConfiguration;
 use crate::service::{Core, Scrape};
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "the process is up")))]
+    responses((status = 200, description = "the process is up: `{\"status\": \"ok\"}`", body = HealthJson)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "the database answers and takes writes (on SQLite, the file system is writable with room left)"),
+        (status = 200, description = "the database answers and takes writes (on SQLite, the file system is writable with room left): `{\"status\": \"ready\"}`", body = HealthJson),
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(core: web::Data<Core>) -> Result<HttpResponse> {
@@ -26,7 +31,7 @@ pub async fn readyz(core: web::Data<Core>) -> Result<HttpResponse> {
 }
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
-    responses((status = 200, description = "RFC 7517 JSON Web Key Set of the signing, previous and next signing keys (a next key is published for the max-age before it signs; revoked keys never appear)")))]
+    responses((status = 200, description = "RFC 7517 JSON Web Key Set of the signing, previous and next signing keys (a next key is published for the max-age before it signs; revoked keys never appear)", body = JwkSetJson)))]
 pub async fn jwks(core: web::Data<Core>) -> Result<HttpResponse> {
     let keys = core.keys.jwks(core.clock.now_ms()).await?;
     // A new key is published this long before it signs (see keys).
@@ -34,9 +39,31 @@ pub async fn jwks(core: web::Data<Core>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().insert_header(("cache-control", max_age)).json(keys))
 }
 
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "operations",
+    responses(
+        (status = 200, description = "OpenID Connect Discovery metadata for verifying passgate's tokens: the issuer, the JWKS and the signing algorithms (passgate is not an OpenID Provider: no authorization endpoint, no ID tokens)", body = OpenIdConfiguration),
+        (status = 404, description = "not_found: tokens.issuer is not an http(s) URL, so no document can name absolute URLs under it", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn openid_configuration(core: web::Data<Core>) -> Result<HttpResponse> {
+    let keys = core.keys.jwks(core.clock.now_ms()).await?;
+    let mut algorithms: Vec<String> = keys["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|key| key["alg"].as_str().map(str::to_owned))
+        .collect();
+    algorithms.sort();
+    algorithms.dedup();
+    let document = core.well_known.openid_configuration(algorithms).ok_or_else(|| {
+        ApiError::NotFound("no discovery document: tokens.issuer is not an http(s) URL".to_owned())
+    })?;
+    // The algorithms follow the key set, so it is cached as long.
+    Ok(HttpResponse::Ok().insert_header(("cache-control", jwks_cache_control())).json(document))
+}
+
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     description = "On the server.admin_bind listener only, when that is set (404 not_found on the other).",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(core: web::Data<Core>) -> Result<HttpResponse> {
     let (pool_size, pool_idle) = core.store.pool_state();
     let signing_key_age = core.keys.signing_key_age(core.clock.now_ms()).ok();
@@ -55,7 +82,7 @@ fn association(document: Option<serde_json::Value>, what: &str) -> Result<HttpRe
 
 #[utoipa::path(get, path = "/.well-known/assetlinks.json", tag = "operations",
     responses(
-        (status = 200, description = "Digital Asset Links for the Android apps in apps.android"),
+        (status = 200, description = "Digital Asset Links for the Android apps in apps.android", body = AssetLinksJson),
         (status = 404, description = "not_found: no Android app is configured", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn asset_links(core: web::Data<Core>) -> Result<HttpResponse> {
@@ -64,7 +91,7 @@ pub async fn asset_links(core: web::Data<Core>) -> Result<HttpResponse> {
 
 #[utoipa::path(get, path = "/.well-known/apple-app-site-association", tag = "operations",
     responses(
-        (status = 200, description = "webcredentials for the iOS apps in apps.ios"),
+        (status = 200, description = "webcredentials for the iOS apps in apps.ios", body = AppleAppSiteAssociationJson),
         (status = 404, description = "not_found: no iOS app is configured", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn apple_app_site_association(core: web::Data<Core>) -> Result<HttpResponse> {
@@ -73,7 +100,7 @@ pub async fn apple_app_site_association(core: web::Data<Core>) -> Result<HttpRes
 
 #[utoipa::path(get, path = "/.well-known/webauthn", tag = "operations",
     responses(
-        (status = 200, description = "WebAuthn Related Origin Requests: the origins allowed to use this RP id"),
+        (status = 200, description = "WebAuthn Related Origin Requests: the origins allowed to use this RP id", body = RelatedOriginsJson),
         (status = 404, description = "not_found: no related origin is configured", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn related_origins(core: web::Data<Core>) -> Result<HttpResponse> {
@@ -81,7 +108,7 @@ pub async fn related_origins(core: web::Data<Core>) -> Result<HttpResponse> {
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "this document")))]
+    responses((status = 200, description = "this document", body = OpenApiJson)))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(super::ApiDoc::json())
 }

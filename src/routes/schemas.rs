@@ -291,6 +291,119 @@ json_schema!(
     json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{43}$" })
 );
 
+json_schema!(
+    /// `GET /healthz` and `GET /readyz` when they succeed.
+    HealthJson = "Health",
+    json!({
+        "type": "object",
+        "required": ["status"],
+        "properties": { "status": { "type": "string", "enum": ["ok", "ready"] } },
+    })
+);
+
+json_schema!(
+    /// One public signing key (RFC 7517; RFC 8037 for Ed25519).
+    JwkJson = "Jwk",
+    json!({
+        "type": "object",
+        "required": ["kty", "crv", "alg", "use", "kid", "x"],
+        "properties": {
+            "kty": { "type": "string", "enum": ["EC", "OKP"] },
+            "crv": { "type": "string", "enum": ["P-256", "Ed25519"] },
+            "alg": { "type": "string", "enum": ["ES256", "EdDSA"] },
+            "use": { "type": "string", "enum": ["sig"] },
+            "kid": { "type": "string", "description": "the `kid` in the header of the tokens it signs" },
+            "x": base64url("the x coordinate (EC) or the public key (OKP)"),
+            "y": base64url("the y coordinate (EC only)"),
+        },
+    })
+);
+
+json_schema!(
+    /// `GET /.well-known/jwks.json`.
+    JwkSetJson = "JwkSet",
+    json!({
+        "type": "object",
+        "required": ["keys"],
+        "properties": { "keys": { "type": "array", "items": reference("Jwk") } },
+    })
+);
+
+json_schema!(
+    /// `GET /.well-known/assetlinks.json`: Digital Asset Links statements.
+    AssetLinksJson = "AssetLinks",
+    json!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["relation", "target"],
+            "properties": {
+                "relation": { "type": "array", "items": { "type": "string" } },
+                "target": {
+                    "type": "object",
+                    "required": ["namespace", "package_name", "sha256_cert_fingerprints"],
+                    "properties": {
+                        "namespace": { "type": "string", "enum": ["android_app"] },
+                        "package_name": { "type": "string" },
+                        "sha256_cert_fingerprints": {
+                            "type": "array",
+                            "items": { "type": "string", "pattern": "^([0-9A-F]{2}:){31}[0-9A-F]{2}$" },
+                        },
+                    },
+                },
+            },
+        },
+    })
+);
+
+json_schema!(
+    /// `GET /.well-known/apple-app-site-association`: the apps that may
+    /// use this site's passkeys.
+    AppleAppSiteAssociationJson = "AppleAppSiteAssociation",
+    json!({
+        "type": "object",
+        "required": ["webcredentials"],
+        "properties": {
+            "webcredentials": {
+                "type": "object",
+                "required": ["apps"],
+                "properties": {
+                    "apps": {
+                        "type": "array",
+                        "items": { "type": "string", "example": "ABCDE12345.com.example.wallet" },
+                    },
+                },
+            },
+        },
+    })
+);
+
+json_schema!(
+    /// `GET /.well-known/webauthn`: WebAuthn Related Origin Requests.
+    RelatedOriginsJson = "RelatedOrigins",
+    json!({
+        "type": "object",
+        "required": ["origins"],
+        "properties": {
+            "origins": { "type": "array", "items": { "type": "string", "format": "uri" } },
+        },
+    })
+);
+
+json_schema!(
+    /// `GET /openapi.json`: an OpenAPI 3.1 document.
+    OpenApiJson = "OpenApiDocument",
+    json!({
+        "type": "object",
+        "required": ["openapi", "info", "paths"],
+        "properties": {
+            "openapi": { "type": "string", "pattern": "^3\\.1\\." },
+            "info": { "type": "object" },
+            "paths": { "type": "object" },
+        },
+    })
+);
+
 /// Every schema above, for the OpenAPI document's components: the ones
 /// referenced only from inside another JSON schema are not collected by
 /// utoipa on its own.
@@ -310,6 +423,13 @@ pub fn all() -> Vec<(String, RefOr<Schema>)> {
         entry::<CodeText>(),
         entry::<LabelText>(),
         entry::<TokenText>(),
+        entry::<HealthJson>(),
+        entry::<JwkJson>(),
+        entry::<JwkSetJson>(),
+        entry::<AssetLinksJson>(),
+        entry::<AppleAppSiteAssociationJson>(),
+        entry::<RelatedOriginsJson>(),
+        entry::<OpenApiJson>(),
     ]
 }
 

@@ -29,7 +29,7 @@ pub mod stepup;
 mod throttle;
 pub mod tokens;
 pub mod totp;
-mod well_known;
+pub mod well_known;
 
 use std::sync::Arc;
 
