@@ -139,10 +139,12 @@ async fn app_at_its_issuer(db: Db) -> TestApp {
         .await
         .unwrap();
     let core = app.core();
+    let admin_port = app.admin_port();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         port,
+        admin_port,
         client: reqwest::Client::new(),
         store,
         core,
