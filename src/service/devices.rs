@@ -13,7 +13,7 @@ use super::aaguid::authenticator_name;
 use super::audit::{Audit, Event};
 use super::codes::{self, CodeHasher, RECOVERY_CODES};
 use super::fresh::Freshness;
-use super::locale::{catalogue, render, requester_language};
+use super::locale::{account_language, catalogue, render};
 use super::notify::{Change, Notifier};
 use super::passkey::{CeremonyStarted, ENROLMENT_AMR, Passkeys};
 use super::throttle::Throttle;
@@ -407,9 +407,10 @@ impl Devices {
         }
         self.audit.record(Event::ok("account_recovery_requested").user(&user_id)).await;
         let origin = self.notifier.origin();
-        // The one who asked reads it (or the owner, if it was not them):
-        // in the language of the request, then the account's.
-        let language = requester_language(&user);
+        // Whoever asked, the owner reads it, and must understand the
+        // warning most when it was not them: so the account's language
+        // comes first, as for a notice, and the request's only without one.
+        let language = account_language(&user);
         let words = catalogue(language);
         let values: [(&str, &str); 8] = [
             ("name", &user.display_name),

@@ -132,6 +132,16 @@ async fn a_sign_in_code_comes_in_the_language_of_the_request_that_asked_for_it(d
     assert_eq!(subject_of(&other), "Your sign-in code", "neither is Simplified Chinese");
     let (_, unasked) = sign_in_code_mail(&app, "ml-code", &address, None).await;
     assert_eq!(subject_of(&unasked), "Your sign-in code", "English when nobody asks");
+
+    // An account with no language of its own: the recovery mail follows
+    // the request.
+    let body = json!({"username": "ml-code"});
+    let zh = Some("zh-SG");
+    let requested = app.send_in(Method::POST, "/v1/recovery/start", None, zh, &body).await;
+    assert_eq!(requested.status(), StatusCode::ACCEPTED);
+    let recovery = smtp::wait_for_mail(&address, "#cancel=").await;
+    assert_eq!(subject_of(&recovery), "有人申请恢复您的账户");
+    assert!(recovery.contains("/enrol.html#cancel=") && recovery.contains("（UTC）"), "{recovery}");
 }
 
 async fn an_account_registered_in_chinese_gets_chinese_notices_until_it_picks_english(db: Db) {
@@ -174,6 +184,14 @@ async fn an_account_registered_in_chinese_gets_chinese_notices_until_it_picks_en
     assert!(notice.contains("时间：") && notice.contains("来源：127.0.0.1"), "{notice}");
     assert!(notice.contains("（UTC）") && notice.contains("/security.html"), "{notice}");
     assert!(!notice.contains("If it was not you") && !notice.contains(PASSWORD), "{notice}");
+    // Anyone may ask for an account recovery in any language: its mail,
+    // a warning if the owner did not ask, stays in the owner's.
+    let body = json!({"username": "ml-zh"});
+    let requested = app.send_in(Method::POST, "/v1/recovery/start", None, en, &body).await;
+    assert_eq!(requested.status(), StatusCode::ACCEPTED);
+    let recovery = smtp::wait_for_mail(&address, "#cancel=").await;
+    assert_eq!(subject_of(&recovery), "有人申请恢复您的账户");
+    assert!(recovery.contains("如果这不是您本人的申请，请立即取消"), "{recovery}");
 
     let picked = app.set_language(Some(bearer), &json!({"language": "en"})).await;
     assert_eq!(picked.status(), StatusCode::NO_CONTENT);

@@ -8,11 +8,11 @@
 //! in (a display name, a device name) is never searched for placeholders
 //! itself, so a name like "{code}" cannot pull a secret into a mail.
 //!
-//! Which language: a mail that answers a request of the one reading it
-//! (a code, the recovery mail) follows that request's Accept-Language,
-//! then the account's language; a notice about an account follows the
-//! account's language (`app_user.language`), then the request's; English
-//! when neither says.
+//! Which language: a code mailed to the one who asked for it follows that
+//! request's Accept-Language, then the account's language; a notice about
+//! an account, and the account recovery mail (which an owner who did not
+//! ask must understand), follow the account's language
+//! (`app_user.language`), then the request's; English when neither says.
 
 mod en;
 mod zh_cn;
