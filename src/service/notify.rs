@@ -8,6 +8,10 @@
 //! the change it reports (a slow mail server would otherwise slow every
 //! such request down to `smtp.timeout_seconds`). A notice that cannot be
 //! sent is logged and counted.
+//!
+//! A notice is written in the account's language, else the language of
+//! the request that made the change (`locale`); the text is made before
+//! the send is spawned, while the request's client is still known.
 
 use std::sync::Arc;
 
