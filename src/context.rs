@@ -13,6 +13,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct ClientInfo {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The Accept-Language header as sent (cut short): which language the
+    /// mails answering this request are written in.
+    pub accept_language: Option<String>,
 }
 
 /// The id of one HTTP request: taken from a trusted proxy's header, or made here.

@@ -21,10 +21,12 @@ use crate::net::TrustedProxies;
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(context::REQUEST_ID_HEADER);
 
 const USER_AGENT_MAX: usize = 256;
+const ACCEPT_LANGUAGE_MAX: usize = 512;
 
-/// The client's IP and user agent, as the audit trail records them. The
-/// IP is the TCP peer's, or, when that peer is one of our proxies, the
-/// one X-Forwarded-For names past them (see `net::TrustedProxies`).
+/// The client's IP and user agent, as the audit trail records them, and
+/// the languages it accepts, for mails. The IP is the TCP peer's, or, when
+/// that peer is one of our proxies, the one X-Forwarded-For names past
+/// them (see `net::TrustedProxies`).
 pub fn client_info(
     headers: &actix_web::http::header::HeaderMap,
     peer: Option<std::net::SocketAddr>,
@@ -38,7 +40,11 @@ pub fn client_info(
         .get(actix_web::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
-    ClientInfo { ip, user_agent }
+    let accept_language = headers
+        .get(actix_web::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|tags| tags.chars().take(ACCEPT_LANGUAGE_MAX).collect());
+    ClientInfo { ip, user_agent, accept_language }
 }
 
 /// Installs the global subscriber. Safe to call twice (tests): the second

@@ -4,6 +4,7 @@
 mod email;
 mod ids;
 mod label;
+mod language;
 mod roles;
 mod secret;
 mod username;
@@ -11,6 +12,7 @@ mod username;
 pub use email::EmailAddress;
 pub use ids::{CeremonyId, DeviceId, SessionId, UserId};
 pub use label::{DeviceName, DisplayName};
+pub use language::Language;
 pub use roles::{ADMIN, Roles};
 pub use secret::{MfaToken, OneTimeCode, OpaqueToken, Password, sha256_hex};
 // Defined beside the verifier, which hashes it the same way passgate does.

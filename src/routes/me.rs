@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::extract::{Bearer, Body};
 use super::schemas::CodeText;
 use crate::context::ClientInfo;
-use crate::domain::{EmailAddress, OneTimeCode, Password};
+use crate::domain::{EmailAddress, Language, OneTimeCode, Password};
 use crate::error::{Problem, Result};
 use crate::service::Core;
 use crate::service::fallback::CodeSent;
@@ -65,6 +65,38 @@ pub async fn password_put(
     core.account
         .set_password(&bearer.0, &body.password, body.current_password.as_ref(), &client)
         .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LanguageBody {
+    /// The language of the account's mails.
+    #[schema(schema_with = language_schema)]
+    language: Language,
+}
+
+fn language_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(Language::ALL.map(Language::tag)))
+        .examples(["zh-CN"])
+        .build()
+}
+
+#[utoipa::path(put, path = "/v1/me/language", tag = "me",
+    security(("bearer" = [])),
+    request_body = LanguageBody,
+    responses(
+        (status = 204, description = "the account's mails are written in this language from now on"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: not \"en\" or \"zh-CN\"", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn language_put(
+    core: web::Data<Core>,
+    bearer: Bearer,
+    body: Body<LanguageBody>,
+) -> Result<HttpResponse> {
+    core.account.set_language(&bearer.0.sub, body.language).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -61,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/v1/me").get(me::me_get).default_service(refuse()))
     .service(web::resource("/v1/me/password").put(me::password_put).default_service(refuse()))
+    .service(web::resource("/v1/me/language").put(me::language_put).default_service(refuse()))
     .service(web::resource("/v1/me/email").post(me::email_post).default_service(refuse()))
     .service(web::resource("/v1/me/email/verify").post(me::email_verify).default_service(refuse()))
     .service(web::resource("/v1/me/totp/start").post(me::totp_start).default_service(refuse()))

@@ -35,7 +35,7 @@ use crate::store::AuditRow;
         tokens::token_refresh, tokens::logout,
         fallback::login_password, fallback::login_totp,
         fallback::login_email_send, fallback::login_email_verify,
-        me::me_get, me::password_put, me::email_post, me::email_verify,
+        me::me_get, me::password_put, me::language_put, me::email_post, me::email_verify,
         me::totp_start, me::totp_finish, me::totp_delete, me::recovery_codes_post,
         devices::devices_get, devices::devices_start, devices::devices_finish,
         devices::device_patch, devices::device_delete, devices::sessions_get,

@@ -14,10 +14,10 @@ use super::throttle::{Throttle, subject};
 use super::tokens::AccessClaims;
 use crate::clock::Clock;
 use crate::context::ClientInfo;
-use crate::domain::{EmailAddress, OneTimeCode, Password};
+use crate::domain::{EmailAddress, Language, OneTimeCode, Password};
 use crate::error::{ApiError, Result};
 use crate::metrics::Metrics;
-use crate::service::fallback::CodeSent;
+use crate::service::fallback::{CodeMail, CodeSent};
 use crate::store::Store;
 
 const VERIFY_EMAIL: &str = "verify_email";
@@ -163,13 +163,7 @@ impl Account {
         let user = self.store.find_user(user_id).await?.ok_or(ApiError::Unauthorized)?;
         let sent = self
             .fallback
-            .mail_code(
-                &user,
-                VERIFY_EMAIL,
-                email.as_ref(),
-                "Confirm your email address",
-                "confirm this address",
-            )
+            .mail_code(&user, VERIFY_EMAIL, email.as_ref(), CodeMail::VerifyEmail)
             .await?;
         match user.email.as_deref().filter(|_| user.email_verified) {
             // A verified address stays a working factor, and keeps
@@ -183,6 +177,14 @@ impl Account {
         }
         self.audit.record(Event::ok("email_set").user(user_id)).await;
         Ok(sent)
+    }
+
+    /// Sets the language the account's notices are written in.
+    pub async fn set_language(&self, user_id: &str, language: Language) -> Result<()> {
+        if !self.store.set_language(user_id, language.tag()).await? {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(())
     }
 
     pub async fn verify_email(

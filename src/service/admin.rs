@@ -12,6 +12,7 @@ use super::audit::{Audit, Event};
 use super::codes::CodeHasher;
 use super::devices::{Device, Devices, ENROLMENT_PURPOSE, Session};
 use super::fresh::Freshness;
+use super::locale::{account_language, catalogue, render};
 use super::notify::{Change, Notifier};
 use super::profile::Profile;
 use super::tokens::{AccessClaims, Tokens};
@@ -238,17 +239,20 @@ impl Admin {
         let address = user.email.clone().filter(|_| user.email_verified);
         match address {
             Some(address) => {
-                let body = format!(
-                    "Hello {},\r\n\r\nThe passkeys of your account {} were unbound by an administrator. \
-                     To bind a new device, open the sign-in page, choose \"I have an enrolment code\" and \
-                     enter:\r\n\r\n    {code}\r\n\r\nIt works once, for 24 hours. Every session of the \
-                     account was ended.\r\n\r\n{stamp}\r\n\r\nIf you did not ask for this, do not use \
-                     the code: tell your administrator at once.\r\n",
-                    user.display_name,
-                    user.username,
-                    stamp = self.notifier.when_and_where(),
-                );
-                if let Err(error) = self.mailer.send(&address, "Bind a new device", body).await {
+                // The owner reads it, not the admin: in the account's language.
+                let language = account_language(&user);
+                let words = catalogue(language);
+                let stamp = self.notifier.when_and_where(language);
+                let values: [(&str, &str); 4] = [
+                    ("name", &user.display_name),
+                    ("username", &user.username),
+                    ("code", &code),
+                    ("stamp", &stamp),
+                ];
+                let body = render(words.enrolment_code_body, &values);
+                if let Err(error) =
+                    self.mailer.send(&address, words.subject_enrolment_code, body).await
+                {
                     self.notifier.mail_failed("enrolment");
                     tracing::error!(error.cause_chain = ?error, "the enrolment code could not be mailed");
                     outcome.enrolment_code = Some(code);
@@ -351,6 +355,7 @@ impl Admin {
             roles,
             locked_at: None,
             created_at: now,
+            language: None,
         };
         let user_id = user.user_id.to_string();
         let code = super::codes::recovery_code();
@@ -457,8 +462,7 @@ impl Admin {
             self.audit.record(note).await;
         }
         if user.roles != roles {
-            let listed =
-                if roles.is_empty() { "none".to_owned() } else { roles.names().join(", ") };
+            let listed = roles.names().join(", ");
             if let Some(sending) =
                 self.notifier.notify(&user, Change::RolesChanged { roles: &listed }, None)
                 && admin.is_none()

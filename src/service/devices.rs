@@ -13,6 +13,7 @@ use super::aaguid::authenticator_name;
 use super::audit::{Audit, Event};
 use super::codes::{self, CodeHasher, RECOVERY_CODES};
 use super::fresh::Freshness;
+use super::locale::{account_language, catalogue, render};
 use super::notify::{Change, Notifier};
 use super::passkey::{CeremonyStarted, ENROLMENT_AMR, Passkeys};
 use super::throttle::Throttle;
@@ -406,24 +407,23 @@ impl Devices {
         }
         self.audit.record(Event::ok("account_recovery_requested").user(&user_id)).await;
         let origin = self.notifier.origin();
-        let body = format!(
-            "Hello {name},\r\n\r\nSomeone asked to recover the account {username} by email: to add a \
-             new passkey without signing in.\r\n{stamp}\r\n\r\n\
-             If this was you: from {from} (UTC), open {origin}/enrol.html, choose \"I have an \
-             enrolment or recovery code\" and enter\r\n\r\n    {code}\r\n\r\n\
-             It works once, until {until} (UTC). The wait gives you time to stop someone who got \
-             into this mailbox.\r\n\r\n\
-             If this was not you, cancel it now:\r\n    {origin}/enrol.html#cancel={cancel}\r\n\
-             Signing in with one of your passkeys cancels it too. Then change this mailbox's \
-             password: someone may be reading it.\r\n",
-            name = user.display_name,
-            username = user.username,
-            stamp = self.notifier.when_and_where(),
-            from = rfc3339(valid_from),
-            until = rfc3339(expires_at),
-            cancel = cancel.expose(),
-        );
-        self.notifier.mail(address, "Account recovery requested", body);
+        // Whoever asked, the owner reads it, and must understand the
+        // warning most when it was not them: so the account's language
+        // comes first, as for a notice, and the request's only without one.
+        let language = account_language(&user);
+        let words = catalogue(language);
+        let values: [(&str, &str); 8] = [
+            ("name", &user.display_name),
+            ("username", &user.username),
+            ("stamp", &self.notifier.when_and_where(language)),
+            ("from", &rfc3339(valid_from)),
+            ("until", &rfc3339(expires_at)),
+            ("origin", origin),
+            ("code", &code),
+            ("cancel", cancel.expose()),
+        ];
+        let body = render(words.recovery_requested_body, &values);
+        self.notifier.mail(address, words.subject_recovery_requested, body);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::audit::{Audit, Event};
 use super::codes::CodeHasher;
+use super::locale::{catalogue, render, requester_language};
 use super::password::{Checked, PasswordHasher};
 use super::throttle::{Attempt, Throttle, subject};
 use super::tokens::{SessionGrant, TokenSet, Tokens};
@@ -26,6 +27,13 @@ use crate::store::{EmailCodeRow, Store, UserRow};
 const FALLBACK_AMR: &[&str] = &["pwd", "otp", "mfa"];
 pub(super) const LOGIN_CODE: &str = "login";
 const GROUP: &str = "login";
+
+/// What a mailed code is for, which picks its mail's words.
+#[derive(Clone, Copy)]
+pub(super) enum CodeMail {
+    SignIn,
+    VerifyEmail,
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MfaChallenge {
@@ -251,7 +259,7 @@ impl Fallback {
         let address = user.email.clone().filter(|_| user.email_verified).ok_or_else(|| {
             ApiError::Forbidden("this account has no verified email address".into())
         })?;
-        self.mail_code(&user, LOGIN_CODE, &address, "Your sign-in code", "sign in").await
+        self.mail_code(&user, LOGIN_CODE, &address, CodeMail::SignIn).await
     }
 
     pub async fn login_email_verify(
@@ -311,8 +319,7 @@ impl Fallback {
         user: &UserRow,
         purpose: &str,
         address: &str,
-        subject_line: &str,
-        what_for: &str,
+        kind: CodeMail,
     ) -> Result<CodeSent> {
         let mfa = &self.settings.mfa;
         let user_id = user.user_id.to_string();
@@ -347,13 +354,18 @@ impl Fallback {
         if !self.store.put_email_code(&row, now - resend).await? {
             return Err(wait(now));
         }
-        let minutes = ttl.as_secs().div_ceil(60);
-        let body = format!(
-            "Hello {},\r\n\r\nYour code to {what_for} is {code}\r\n\r\nIt works once, for {minutes} minutes. \
-             If you did not ask for it, someone may know your password: change it.\r\n",
-            user.display_name
-        );
-        if let Err(error) = self.mailer.send(address, subject_line, body).await {
+        let minutes = ttl.as_secs().div_ceil(60).to_string();
+        // The one who asked reads it: in the language of their request.
+        let words = catalogue(requester_language(user));
+        let (subject, template) = match kind {
+            CodeMail::SignIn => (words.subject_sign_in_code, words.sign_in_code_body),
+            CodeMail::VerifyEmail => {
+                (words.subject_verify_email_code, words.verify_email_code_body)
+            }
+        };
+        let values = [("name", user.display_name.as_str()), ("code", &code), ("minutes", &minutes)];
+        let body = render(template, &values);
+        if let Err(error) = self.mailer.send(address, subject, body).await {
             // Not stored as sent: the user can ask again at once. Only
             // this code goes; a newer one sent meanwhile stays.
             self.metrics.mail_failed("code");

@@ -19,6 +19,7 @@ pub mod fallback;
 mod fresh;
 pub mod housekeeping;
 pub mod keys;
+mod locale;
 mod login_handle;
 mod notify;
 pub mod passkey;

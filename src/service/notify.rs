@@ -8,9 +8,14 @@
 //! the change it reports (a slow mail server would otherwise slow every
 //! such request down to `smtp.timeout_seconds`). A notice that cannot be
 //! sent is logged and counted.
+//!
+//! A notice is written in the account's language, else the language of
+//! the request that made the change (`locale`); the text is made before
+//! the send is spawned, while the request's client is still known.
 
 use std::sync::Arc;
 
+use super::locale::{Catalogue, Language, account_language, catalogue, render};
 use crate::clock::{Clock, Millis, rfc3339};
 use crate::config::Settings;
 use crate::context::current_client;
@@ -54,6 +59,7 @@ pub enum Change<'a> {
     Locked,
     Unlocked,
     RolesChanged {
+        /// Comma-separated; empty: none.
         roles: &'a str,
     },
     /// By the operator on the server (`passgate user reset-devices`),
@@ -62,98 +68,70 @@ pub enum Change<'a> {
 }
 
 impl Change<'_> {
-    fn subject(&self) -> &'static str {
+    /// The subject and the sentence that says what changed, in `words`.
+    fn text(&self, words: &Catalogue) -> (&'static str, String) {
         match self {
-            Change::PasswordSet => "A password was set on your account",
-            Change::PasswordChanged => "Your password was changed",
-            Change::PasskeyBound { .. } => "A new passkey was added to your account",
-            Change::PasskeyUnbound { .. } => "A passkey was removed from your account",
-            Change::TotpAdded => "An authenticator app was set up on your account",
-            Change::TotpRemoved => "The authenticator app was removed from your account",
-            Change::RecoveryCodesMade => "New recovery codes were made for your account",
-            Change::PasskeyRecovered { .. } => "A recovery code was used to add a passkey",
-            Change::PasskeyRecoveryCodesMade => {
-                "New passkey recovery codes were made for your account"
-            }
-            Change::RecoveryCancelled { .. } => "The account recovery was cancelled",
-            Change::EmailChangeRequested { .. } => "A change of your email address was requested",
-            Change::EmailChanged { .. } => "Your email address was changed",
-            Change::Locked => "Your account was locked by an administrator",
-            Change::Unlocked => "Your account was unlocked by an administrator",
-            Change::RolesChanged { .. } => "The roles of your account were changed",
-            Change::DevicesReset => "The passkeys of your account were reset",
-        }
-    }
-
-    fn what(&self) -> String {
-        match self {
-            Change::PasswordSet => "A password was set for signing in without your passkey.".into(),
+            Change::PasswordSet => (words.subject_password_set, words.what_password_set.into()),
             Change::PasswordChanged => {
-                "Your password was changed, and your other sessions were ended.".into()
+                (words.subject_password_changed, words.what_password_changed.into())
             }
             Change::PasskeyBound { name, payments_from: None } => {
-                format!("A new passkey, \"{name}\", was added to your account.")
+                (words.subject_passkey_bound, render(words.what_passkey_bound, &[("name", name)]))
             }
-            Change::PasskeyBound { name, payments_from: Some(from) } => format!(
-                "A new passkey, \"{name}\", was added to your account after a sign-in with a password. \
-                 It can sign in now, but can approve payments only from {} (UTC).",
-                rfc3339(*from)
+            Change::PasskeyBound { name, payments_from: Some(from) } => (
+                words.subject_passkey_bound,
+                render(
+                    words.what_passkey_bound_delayed,
+                    &[("name", name), ("from", &rfc3339(*from))],
+                ),
             ),
-            Change::PasskeyUnbound { name, by_admin: false } => {
-                format!("The passkey \"{name}\" was removed from your account.")
+            Change::PasskeyUnbound { name, by_admin } => {
+                let what = if *by_admin {
+                    words.what_passkey_unbound_by_admin
+                } else {
+                    words.what_passkey_unbound
+                };
+                (words.subject_passkey_unbound, render(what, &[("name", name)]))
             }
-            Change::PasskeyUnbound { name, by_admin: true } => {
-                format!("An administrator removed the passkey \"{name}\" from your account.")
-            }
-            Change::TotpAdded => {
-                "An authenticator app (TOTP) was set up as a second factor.".into()
-            }
-            Change::TotpRemoved => {
-                "The authenticator app (TOTP) and its recovery codes were removed.".into()
-            }
+            Change::TotpAdded => (words.subject_totp_added, words.what_totp_added.into()),
+            Change::TotpRemoved => (words.subject_totp_removed, words.what_totp_removed.into()),
             Change::RecoveryCodesMade => {
-                "A new set of recovery codes was made; the old codes no longer work.".into()
+                (words.subject_recovery_codes_made, words.what_recovery_codes_made.into())
             }
-            Change::PasskeyRecovered { name, payments_from } => format!(
-                "One of your passkey recovery codes was used to add a new passkey, \"{name}\", \
-                 to your account. It can sign in now, but can approve payments only from {} \
-                 (UTC). If this was not you, remove it and make new recovery codes at once.",
-                rfc3339(*payments_from)
+            Change::PasskeyRecovered { name, payments_from } => (
+                words.subject_passkey_recovered,
+                render(
+                    words.what_passkey_recovered,
+                    &[("name", name), ("from", &rfc3339(*payments_from))],
+                ),
             ),
-            Change::PasskeyRecoveryCodesMade => {
-                "A new set of passkey recovery codes was made; the old ones no longer work. \
-                 Each can add a new passkey when you have lost all of yours."
-                    .into()
-            }
-            Change::RecoveryCancelled { by_passkey: false } => {
-                "The account recovery requested by email was cancelled with the link from its \
-                 mail; its code no longer works."
-                    .into()
-            }
-            Change::RecoveryCancelled { by_passkey: true } => {
-                "The account recovery requested by email was cancelled because one of your \
-                 passkeys signed in after the request; its code no longer works."
-                    .into()
-            }
-            Change::EmailChangeRequested { new_address } => format!(
-                "Someone asked to change your account's email address to {new_address}. \
-                 This address keeps working until the new one is confirmed."
+            Change::PasskeyRecoveryCodesMade => (
+                words.subject_passkey_recovery_codes_made,
+                words.what_passkey_recovery_codes_made.into(),
             ),
-            Change::EmailChanged { new_address } => format!(
-                "Your account's email address was changed to {new_address}. \
-                 Mail about your account now goes there."
-            ),
-            Change::Locked => {
-                "An administrator locked your account and ended every session.".into()
+            Change::RecoveryCancelled { by_passkey } => {
+                let what = if *by_passkey {
+                    words.what_recovery_cancelled_by_passkey
+                } else {
+                    words.what_recovery_cancelled_by_link
+                };
+                (words.subject_recovery_cancelled, what.into())
             }
-            Change::Unlocked => "An administrator unlocked your account.".into(),
+            Change::EmailChangeRequested { new_address } => (
+                words.subject_email_change_requested,
+                render(words.what_email_change_requested, &[("address", new_address)]),
+            ),
+            Change::EmailChanged { new_address } => (
+                words.subject_email_changed,
+                render(words.what_email_changed, &[("address", new_address)]),
+            ),
+            Change::Locked => (words.subject_locked, words.what_locked.into()),
+            Change::Unlocked => (words.subject_unlocked, words.what_unlocked.into()),
             Change::RolesChanged { roles } => {
-                format!("The roles of your account are now: {roles}.")
+                let roles = if roles.is_empty() { words.roles_none } else { roles };
+                (words.subject_roles_changed, render(words.what_roles_changed, &[("roles", roles)]))
             }
-            Change::DevicesReset => "The server's operator unbound every passkey of your account \
-                and ended every session. They were given a one-time code, valid for 24 hours, \
-                with which a new passkey can be bound."
-                .into(),
+            Change::DevicesReset => (words.subject_devices_reset, words.what_devices_reset.into()),
         }
     }
 }
@@ -199,22 +177,20 @@ impl Notifier {
             Some(address) => address.to_owned(),
             None => user.email.clone().filter(|_| user.email_verified)?,
         };
-        let body = format!(
-            "Hello {name},\r\n\r\n{what}\r\n\r\nAccount: {username}\r\n{stamp}\r\n\r\n\
-             If this was you, there is nothing to do.\r\n\r\n\
-             If it was not you, someone may know your password or have your codes:\r\n\
-             1. Sign in with your passkey at {origin}/ (a passkey cannot be phished).\r\n\
-             2. Open \"Sign-in options\" ({origin}/security.html) and change your password; \
-             remove and set up again your authenticator app.\r\n\
-             3. Ask your administrator to reset your devices if a passkey you do not know \
-             was added, or if you cannot sign in.\r\n",
-            name = user.display_name,
-            what = change.what(),
-            username = user.username,
-            stamp = self.when_and_where(),
-            origin = self.origin,
+        let language = account_language(user);
+        let words = catalogue(language);
+        let (subject, what) = change.text(words);
+        let body = render(
+            words.notice_body,
+            &[
+                ("name", &user.display_name),
+                ("what", &what),
+                ("username", &user.username),
+                ("stamp", &self.when_and_where(language)),
+                ("origin", &self.origin),
+            ],
         );
-        Some(self.mail(address, change.subject(), body))
+        Some(self.mail(address, subject, body))
     }
 
     /// Mails `body` in the background; a failure is logged and counted,
@@ -246,18 +222,81 @@ impl Notifier {
         self.metrics.mail_failed(kind);
     }
 
-    /// "When: ... From: ...": the time, and the client of the request
-    /// that made the change (its IP and browser).
-    pub fn when_and_where(&self) -> String {
-        let client = current_client();
-        // The user agent is whatever the client sent, a phisher's too: it
-        // is quoted as a claim, so it cannot pass for the notice's own words.
-        let from = match (&client.ip, &client.user_agent) {
-            (Some(ip), Some(agent)) => format!("{ip} (its browser calls itself \"{agent}\")"),
-            (Some(ip), None) => ip.clone(),
-            (None, Some(agent)) => format!("a browser that calls itself \"{agent}\""),
-            (None, None) => "this server's own tools".to_owned(),
-        };
-        format!("When: {} (UTC)\r\nFrom: {from}", rfc3339(self.clock.now_ms()))
+    /// "When: ... From: ...", in `language`: the time, and the client of
+    /// the request that made the change (its IP and browser).
+    pub fn when_and_where(&self, language: Language) -> String {
+        stamp(catalogue(language), self.clock.now_ms())
+    }
+}
+
+/// The stamp at `now`, from the client of the request being served.
+fn stamp(words: &Catalogue, now: Millis) -> String {
+    let client = current_client();
+    // The user agent is whatever the client sent, a phisher's too: it is
+    // quoted as a claim, so it cannot pass for the notice's own words.
+    let from = match (&client.ip, &client.user_agent) {
+        (Some(ip), Some(agent)) => render(words.from_ip_and_agent, &[("ip", ip), ("agent", agent)]),
+        (Some(ip), None) => ip.clone(),
+        (None, Some(agent)) => render(words.from_agent, &[("agent", agent)]),
+        (None, None) => words.from_server_tools.to_owned(),
+    };
+    render(words.stamp, &[("when", &rfc3339(now)), ("from", &from)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_change() -> Vec<Change<'static>> {
+        vec![
+            Change::PasswordSet,
+            Change::PasswordChanged,
+            Change::PasskeyBound { name: "Phone", payments_from: None },
+            Change::PasskeyBound { name: "Phone", payments_from: Some(86_400_000) },
+            Change::PasskeyUnbound { name: "Phone", by_admin: false },
+            Change::PasskeyUnbound { name: "Phone", by_admin: true },
+            Change::PasskeyRecovered { name: "Phone", payments_from: 86_400_000 },
+            Change::TotpAdded,
+            Change::TotpRemoved,
+            Change::RecoveryCodesMade,
+            Change::PasskeyRecoveryCodesMade,
+            Change::RecoveryCancelled { by_passkey: false },
+            Change::RecoveryCancelled { by_passkey: true },
+            Change::EmailChangeRequested { new_address: "new@example.test" },
+            Change::EmailChanged { new_address: "new@example.test" },
+            Change::Locked,
+            Change::Unlocked,
+            Change::RolesChanged { roles: "admin" },
+            Change::RolesChanged { roles: "" },
+            Change::DevicesReset,
+        ]
+    }
+
+    #[test]
+    fn every_notice_fills_every_placeholder_in_every_language() {
+        for language in Language::ALL {
+            let words = catalogue(language);
+            for change in every_change() {
+                let (subject, what) = change.text(words);
+                assert!(!subject.contains('{') && !what.contains('{'), "{language}: {what}");
+                assert!(!what.is_empty(), "{language}: {subject}");
+            }
+            let stamp = stamp(words, 86_400_000);
+            assert!(stamp.contains("1970-01-02T00:00:00"), "{language}: {stamp}");
+            assert!(!stamp.contains('{'), "{language}: {stamp}");
+        }
+    }
+
+    #[test]
+    fn the_dates_and_values_reach_the_chinese_text() {
+        let words = catalogue(Language::ZhCn);
+        let change = Change::PasskeyBound { name: "工作电脑", payments_from: Some(86_400_000) };
+        let (subject, what) = change.text(words);
+        assert_eq!(subject, "您的账户添加了新的通行密钥");
+        assert!(what.contains("“工作电脑”") && what.contains("1970-01-02T00:00:00"), "{what}");
+        let (_, none) = Change::RolesChanged { roles: "" }.text(words);
+        assert!(none.contains("无"), "{none}");
+        let (_, english) = Change::RolesChanged { roles: "" }.text(catalogue(Language::En));
+        assert_eq!(english, "The roles of your account are now: none.");
     }
 }

@@ -189,6 +189,8 @@ impl Passkeys {
             roles: Roles::default(),
             locked_at: None,
             created_at: row.created_at,
+            // The notices follow the language the account was made in.
+            language: super::locale::request_language().map(|l| l.tag().to_owned()),
         };
         let grant = SessionGrant {
             user_id: state.user_id,

@@ -185,7 +185,7 @@ impl<E: Engine> CeremonyStore for E {
                    c.*, u.username as owner_username, u.display_name as owner_display_name, \
                    u.email as owner_email, u.email_verified as owner_email_verified, \
                    u.roles as owner_roles, u.locked_at as owner_locked_at, \
-                   u.created_at as owner_created_at \
+                   u.created_at as owner_created_at, u.language as owner_language \
                    from (select 1 as one) as probe \
                    left join credential c on c.credential_id = $2 \
                    left join app_user u on u.user_id = c.user_id";

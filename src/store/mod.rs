@@ -134,6 +134,9 @@ pub struct UserRow {
     pub roles: Roles,
     pub locked_at: Option<Millis>,
     pub created_at: Millis,
+    /// The tag of the language its mails are written in ("en", "zh-CN");
+    /// none: the language of the request that causes a mail.
+    pub language: Option<String>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -169,6 +172,7 @@ pub(crate) struct CredentialOwnerRow {
     owner_roles: Roles,
     owner_locked_at: Option<Millis>,
     owner_created_at: Millis,
+    owner_language: Option<String>,
 }
 
 impl CredentialOwnerRow {
@@ -182,6 +186,7 @@ impl CredentialOwnerRow {
             roles: self.owner_roles,
             locked_at: self.owner_locked_at,
             created_at: self.owner_created_at,
+            language: self.owner_language,
         };
         (self.credential, user)
     }

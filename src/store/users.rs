@@ -47,6 +47,8 @@ pub trait UserStore: Send + Sync {
     async fn set_email(&self, user_id: &str, email: &str) -> StoreResult<()>;
     /// Makes `address` the account's verified address.
     async fn verify_email(&self, user_id: &str, address: &str) -> StoreResult<bool>;
+    /// Sets the language of the account's mails; false: no such account.
+    async fn set_language(&self, user_id: &str, language: &str) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -134,12 +136,17 @@ impl<E: Engine> UserStore for E {
         let sql = "update app_user set email = $2, email_verified = true where user_id = $1";
         Ok(self.db().await?.execute(sql, &[user_id.into(), address.into()]).await? == 1)
     }
+
+    async fn set_language(&self, user_id: &str, language: &str) -> StoreResult<bool> {
+        let sql = "update app_user set language = $2 where user_id = $1";
+        Ok(self.db().await?.execute(sql, &[user_id.into(), language.into()]).await? == 1)
+    }
 }
 
 async fn insert_user<C: Sql>(conn: &mut C, user: &UserRow) -> StoreResult<()> {
     let sql = "insert into app_user (user_id, username, display_name, email, \
-               email_verified, roles, locked_at, created_at) \
-               values ($1, $2, $3, $4, $5, $6, $7, $8)";
+               email_verified, roles, locked_at, created_at, language) \
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     let roles = user.roles.to_stored();
     let args = [
         (&user.user_id).into(),
@@ -150,6 +157,7 @@ async fn insert_user<C: Sql>(conn: &mut C, user: &UserRow) -> StoreResult<()> {
         (&roles).into(),
         user.locked_at.into(),
         user.created_at.into(),
+        (&user.language).into(),
     ];
     conn.execute(sql, &args).await?;
     Ok(())

@@ -18,6 +18,7 @@ mod faults;
 mod helpers;
 mod keys;
 mod logs;
+mod mail_language;
 mod metrics;
 mod operations;
 mod otp;

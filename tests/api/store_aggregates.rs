@@ -49,6 +49,7 @@ fn user(id: &str, name: &str) -> UserRow {
         roles: Roles::from_stored("user"),
         locked_at: None,
         created_at: 1,
+        language: None,
     }
 }
 
