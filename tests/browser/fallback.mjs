@@ -56,10 +56,11 @@ async function storedClaims(page) {
   return JSON.parse(Buffer.from(tokens.access_token.split('.')[1], 'base64url').toString());
 }
 
-// The text of #message when the page shows an error there.
+// The text of #message when the page shows an error there, then the problem code (data-code) if
+// the server sent one, as "text [code]".
 const errorShown = () => {
   const message = document.getElementById('message');
-  return message?.classList.contains('error') && message.textContent;
+  return message?.classList.contains('error') && `${message.textContent} [${message.dataset.code || ''}]`;
 };
 
 // Waits until ready() (evaluated in the page) returns something truthy and returns that, or
