@@ -38,6 +38,8 @@ async fn run_browser_script(script: &'static str, env: Vec<(&'static str, String
     .expect("browser test thread");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // Shown with --nocapture: the steps, and what they measured (axe's minor findings, say).
+    println!("{stdout}");
     assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
 }
