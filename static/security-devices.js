@@ -8,7 +8,7 @@ import {
   ApiError, clearTokens, creationOptionsFromJSON, credentialToJSON, decodeJwtPayload, loadTokens,
 } from '/webauthn.js';
 import { $, describeError as describeCommonError, say, t } from '/page.js';
-import { lang } from '/i18n.js';
+import { errorCode, lang } from '/i18n.js';
 
 // Small marks for the passkey providers people meet most, keyed by AAGUID. Letters, not the
 // providers' logos (which are theirs to license); any other model gets the generic key icon.
@@ -56,7 +56,11 @@ function timed(key, iso, params = {}) {
   return [before, when(iso), after].filter((part) => part !== '');
 }
 
-const showAlert = (id, text) => { $(id).textContent = text; };
+// The card's alert, with the server's problem code (if any) as data-code, as on the status line.
+const showAlert = (id, text, code = '') => {
+  $(id).textContent = text;
+  $(id).dataset.code = code;
+};
 
 function describeError(err) {
   if (err?.name === 'InvalidStateError') {
@@ -98,7 +102,7 @@ function act(alertId, action, field = null) {
       await action();
     } catch (err) {
       if (field && (err instanceof ApiError ? err.status === 422 : err.invalidField)) markInvalid(field, alertId);
-      showAlert(alertId, describeError(err));
+      showAlert(alertId, describeError(err), errorCode(err));
     }
   });
 }

@@ -241,7 +241,8 @@ async function shellFlow(browser) {
       await page.locator('main > header.masthead').waitFor({ state: 'attached' });
       const shell = await page.evaluate(() => {
         const main = document.querySelector('main');
-        const status = document.querySelectorAll('[role="status"]');
+        // An error turns the line's role from status to alert.
+        const status = document.querySelectorAll('[data-status-line]');
         return {
           headers: document.querySelectorAll('header.masthead').length,
           first: main.firstElementChild.matches('header.masthead'),
@@ -250,13 +251,15 @@ async function shellFlow(browser) {
           backs: main.querySelectorAll(':scope > .back').length,
           statuses: status.length,
           statusId: status[0]?.id,
+          statusRole: status[0]?.getAttribute('role'),
           statusLast: main.lastElementChild === status[0],
         };
       });
       const where = `${path}: ${JSON.stringify(shell)}`;
       check(shell.headers === 1 && shell.first && shell.title === title && shell.tagline, `masthead on ${where}`);
       check(shell.backs === (hasBack ? 1 : 0), `back link on ${where}`);
-      check(shell.statuses === 1 && shell.statusId === statusId && shell.statusLast, `status line on ${where}`);
+      check(shell.statuses === 1 && shell.statusId === statusId && shell.statusLast
+        && ['status', 'alert'].includes(shell.statusRole), `status line on ${where}`);
     }
   });
   await context.close();
