@@ -7,7 +7,7 @@ import {
   ApiError, api, clearTokens, creationOptionsFromJSON, credentialToJSON, decodeJwtPayload,
   loadTokens, requestOptionsFromJSON, saveTokens, withAccessToken,
 } from '/webauthn.js';
-import { $, describeError, oneAtATime, required, say, t } from '/page.js';
+import { $, describeError, oneAtATime, required, say, showFactorList, t } from '/page.js';
 
 // ---------------------------------------------------------------- messages
 
@@ -201,7 +201,7 @@ async function showProfile({ keepFocus = false } = {}) {
   $('me-display-name').textContent = me.display_name || '—';
   $('me-email').textContent = me.email ? t(me.email_verified ? 'msg.email_verified' : 'msg.email_unverified', { email: me.email }) : '—';
   $('me-user-id').textContent = me.user_id ?? '';
-  $('me-factors').textContent = listText(me.factors);
+  showFactorList($('me-factors'), me.factors);
   $('me-roles').textContent = listText(me.roles);
   $('claims').textContent = claims;
   $('signed-out').hidden = true;
@@ -219,6 +219,7 @@ function showSignedOut() {
   if (wasSignedIn) $('signed-out-title').focus();
   $('claims').textContent = '';
   for (const id of ['me-username', 'me-display-name', 'me-email', 'me-user-id', 'me-factors', 'me-roles']) $(id).textContent = '';
+  delete $('me-factors').dataset.factors;
 }
 
 // ---------------------------------------------------------------- wiring

@@ -8,7 +8,9 @@
 import {
   ApiError, accessTokenExpired, api, decodeJwtPayload, loadTokens, saveTokens, withAccessToken,
 } from '/webauthn.js';
-import { $, describeError as describeCommonError, duration, markInvalid, oneAtATime, required, say, t } from '/page.js';
+import {
+  $, describeError as describeCommonError, duration, markInvalid, oneAtATime, required, say, showFactorList, t,
+} from '/page.js';
 
 // ---------------------------------------------------------------- messages
 
@@ -120,7 +122,7 @@ async function signedIn(tokens) {
 async function showSignedIn() {
   const me = await withAccessToken((token) => api('/v1/me', { token }), accessTokenExpired);
   $('done-username').textContent = me.username ?? '';
-  $('done-factors').textContent = (me.factors || []).join(', ') || '—';
+  showFactorList($('done-factors'), me.factors);
   showPasskeyPrompt((me.factors || []).includes('passkey'));
   show('done');
 }

@@ -113,6 +113,16 @@ export function required(id, whatKey) {
 
 export const duration = wordedDuration;
 
+// The factors of GET /v1/me as a person reads them ("Passkey, Password"), into element; the
+// names the API uses stay on it as data-factors (space-separated) for scripts and tests.
+export function showFactorList(element, factors) {
+  const list = Array.isArray(factors) ? factors.map(String) : [];
+  element.dataset.factors = list.join(' ');
+  element.textContent = list.length
+    ? list.map((factor) => (t(`factor.${factor}`) === `factor.${factor}` ? factor : t(`factor.${factor}`))).join(t('list.separator'))
+    : '—';
+}
+
 // Disables every button of the page's main while an action runs.
 export function disableButtons(on) {
   for (const button of document.querySelectorAll('main button')) button.disabled = on;

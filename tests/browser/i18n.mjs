@@ -54,6 +54,27 @@ async function tabTo(page, id) {
   throw new Error(`#${id} not reachable with Tab`);
 }
 
+// Text of the page (hidden views included; <code>, <pre> and the elements matching skip not)
+// with an English word in it, other than names that stay as they are in Chinese.
+function englishLeft(skip = 'code') {
+  const keep = /\b(passgate-audit\.csv|passgate|WebAuthn|API|CSV|UTC|KB|ID|HTTP|Google Authenticator|Authy|1Password|abcde-fghjk|http\S*|English|enrol\.html)\b/g;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const found = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest(`code, pre, script, style, ${skip}`)) continue;
+    const text = node.textContent.replace(keep, '');
+    if (/[A-Za-z]{2,}/.test(text)) found.push(node.textContent.trim());
+  }
+  for (const el of document.querySelectorAll('[placeholder], [aria-label], [title]')) {
+    for (const attr of ['placeholder', 'aria-label', 'title']) {
+      const value = el.getAttribute(attr);
+      if (value && /[A-Za-z]{2,}/.test(value.replace(keep, ''))) found.push(`${attr}="${value}"`);
+    }
+  }
+  if (/[A-Za-z]{2,}/.test(document.title.replace(keep, ''))) found.push(`<title>${document.title}`);
+  return found;
+}
+
 async function screenshot(page, name) {
   if (process.env.SCREENSHOT_DIR) await page.screenshot({ path: join(process.env.SCREENSHOT_DIR, `i18n-${name}.png`), fullPage: true });
 }
@@ -167,6 +188,15 @@ async function chineseBrowser(browser) {
     }
   });
 
+  await step('no English is left in the Chinese pages, hidden views included', async () => {
+    for (const path of PAGES) {
+      await page.goto(`${BASE_URL}${path}`);
+      await settled(page);
+      const leftovers = await page.evaluate(englishLeft);
+      check(!leftovers.length, `${path}: ${leftovers.slice(0, 5).join(' | ')}`);
+    }
+  });
+
   await step('the switch, by keyboard alone (Tab, Enter), turns the page English and keeps the choice', async () => {
     await page.goto(`${BASE_URL}/fallback.html`);
     await settled(page);
@@ -246,6 +276,16 @@ async function perLanguage(browser, locale) {
   });
 
   await step(`axe, ${locale}, / signed in`, () => axeCheck(page, `${locale} / signed in`));
+
+  if (locale === 'zh-CN') {
+    await step('no English is left on / signed in (but the names and user id)', async () => {
+      const leftovers = await page.evaluate(englishLeft, '#me-username, #me-display-name, #me-user-id');
+      check(!leftovers.length, leftovers.slice(0, 5).join(' | '));
+      check(await page.getAttribute('#me-factors', 'data-factors') === 'passkey', 'data-factors is not "passkey"');
+      check(await page.textContent('#me-factors') === '通行密钥', `#me-factors: ${await page.textContent('#me-factors')}`);
+      await screenshot(page, 'index-signed-in');
+    });
+  }
 
   await step(`${locale}: the keyboard reaches /security.html from /`, async () => {
     await tabTo(page, 'security-link');

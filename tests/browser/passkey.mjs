@@ -110,7 +110,7 @@ async function mainFlow(browser) {
     await page.locator('#recovery-offer-shown').waitFor({ state: 'visible' });
     const codes = await page.$$eval('#recovery-offer-codes li', (items) => items.map((li) => li.textContent.trim()));
     check(codes.length === 10 && codes.every((c) => /^[a-z2-9]{5}-[a-z2-9]{5}$/.test(c)), `codes ${JSON.stringify(codes)}`);
-    await page.waitForFunction(() => /passkey_recovery_code/.test(document.getElementById('me-factors').textContent));
+    await page.waitForFunction(() => /\bpasskey_recovery_code\b/.test(document.getElementById('me-factors').dataset.factors));
     // A code starts an enrolment (nothing is spent until a passkey is bound).
     const status = await page.evaluate(async ([username, code]) => {
       const response = await fetch('/v1/enrol/start', {
