@@ -8,7 +8,7 @@
 import {
   ApiError, api, creationOptionsFromJSON, credentialToJSON, saveTokens, withAccessToken,
 } from '/webauthn.js';
-import { $, describeError as describeCommonError, oneAtATime, required, say, t } from '/page.js';
+import { $, describeError as describeCommonError, fieldFails, oneAtATime, required, say, t } from '/page.js';
 
 // ---------------------------------------------------------------- messages
 
@@ -46,7 +46,7 @@ async function enrol() {
   const code = required('enrol-code', 'enrol.need_code');
   const deviceName = $('enrol-device-name').value.trim();
   say(t('enrol.checking'));
-  const start = await api('/v1/enrol/start', { body: { username, code } });
+  const start = await fieldFails('enrol-code', ['invalid_code'], () => api('/v1/enrol/start', { body: { username, code } }));
   say(t('msg.creating_passkey'));
   const credential = await navigator.credentials.create({ publicKey: creationOptionsFromJSON(start.publicKey) });
   const body = { ceremony_id: start.ceremony_id, credential: credentialToJSON(credential) };

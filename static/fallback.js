@@ -9,7 +9,7 @@ import {
   ApiError, accessTokenExpired, api, decodeJwtPayload, loadTokens, saveTokens, withAccessToken,
 } from '/webauthn.js';
 import {
-  $, describeError as describeCommonError, duration, markInvalid, oneAtATime, required, say, showFactorList, t,
+  $, describeError as describeCommonError, duration, fieldFails, markInvalid, oneAtATime, required, say, showFactorList, t,
 } from '/page.js';
 
 // ---------------------------------------------------------------- messages
@@ -94,7 +94,7 @@ async function secondStep(action) {
 
 const submitTotp = () => secondStep(async (mfaToken) => {
   const code = required('totp-code', 'fallback.need_totp');
-  await signedIn(await post('/v1/login/mfa/totp', { mfa_token: mfaToken, code }));
+  await signedIn(await fieldFails('totp-code', ['invalid_code'], () => post('/v1/login/mfa/totp', { mfa_token: mfaToken, code })));
 });
 
 const sendEmailCode = () => secondStep(async (mfaToken) => {
@@ -106,7 +106,7 @@ const sendEmailCode = () => secondStep(async (mfaToken) => {
 
 const submitEmailCode = () => secondStep(async (mfaToken) => {
   const code = required('email-code', 'msg.need_email_code');
-  await signedIn(await post('/v1/login/mfa/email/verify', { mfa_token: mfaToken, code }));
+  await signedIn(await fieldFails('email-code', ['invalid_code'], () => post('/v1/login/mfa/email/verify', { mfa_token: mfaToken, code })));
 });
 
 // ---------------------------------------------------------------- signed in

@@ -97,6 +97,17 @@ export function clearInvalid(input) {
   else input.removeAttribute('aria-describedby');
 }
 
+// Runs action; when it fails with one of the problem codes, marks the input with id invalid (the
+// status line then says why) before passing the failure on.
+export async function fieldFails(id, codes, action) {
+  try {
+    return await action();
+  } catch (err) {
+    if (codes.includes(errorCode(err))) markInvalid($(id));
+    throw err;
+  }
+}
+
 // An input's trimmed value, or (empty) focus on it, mark it invalid and fail with the message
 // of whatKey (what is missing, e.g. "Enter a username first.").
 export function required(id, whatKey) {

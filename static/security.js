@@ -6,7 +6,9 @@
 // and /page.js (the shell and its helpers).
 
 import { ApiError, accessTokenExpired, api, loadTokens, withAccessToken } from '/webauthn.js';
-import { $, describeError as describeCommonError, duration, markInvalid, oneAtATime, required, say, t } from '/page.js';
+import {
+  $, describeError as describeCommonError, duration, fieldFails, markInvalid, oneAtATime, required, say, t,
+} from '/page.js';
 import { focusFromHash, initDevices, loadDevicesAndSessions } from '/security-devices.js';
 
 // What the factor names of GET /v1/me mean to a person.
@@ -106,7 +108,9 @@ async function savePassword() {
   }
   const current = $('current-password').value;
   const hadPassword = has('password');
-  await authed('PUT', '/v1/me/password', current ? { password, current_password: current } : { password });
+  // A refused current password is invalid_credentials; a weak new one, validation_failed.
+  await fieldFails('current-password', ['invalid_credentials'], () => fieldFails('new-password', ['validation_failed'],
+    () => authed('PUT', '/v1/me/password', current ? { password, current_password: current } : { password })));
   for (const id of ['current-password', 'new-password', 'new-password-repeat']) $(id).value = '';
   await loadProfile();
   say(t(hadPassword ? 'security.password_changed' : 'security.password_saved'));
@@ -126,7 +130,7 @@ async function sendEmailCode() {
 
 async function verifyEmail() {
   const code = required('email-code', 'msg.need_email_code');
-  await authed('POST', '/v1/me/email/verify', { code });
+  await fieldFails('email-code', ['invalid_code'], () => authed('POST', '/v1/me/email/verify', { code }));
   $('email-verify-form').hidden = true;
   $('email-code').value = '';
   await loadProfile();
@@ -178,7 +182,7 @@ async function startTotp() {
 
 async function confirmTotp() {
   const code = required('totp-code', 'security.need_totp');
-  const { recovery_codes: codes } = await authed('POST', '/v1/me/totp/finish', { code });
+  const { recovery_codes: codes } = await fieldFails('totp-code', ['invalid_code'], () => authed('POST', '/v1/me/totp/finish', { code }));
   hideEnrolment();
   showRecoveryCodes(codes);
   await loadProfile();

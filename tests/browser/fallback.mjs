@@ -178,6 +178,7 @@ async function mainFlow(browser) {
     await page.click('#password-save');
     const error = await waitForError(page);
     check(error.includes('validation_failed'), `#message: ${error}`);
+    check(await page.getAttribute('#new-password', 'aria-invalid') === 'true', '#new-password not marked aria-invalid');
     for (const id of ['#current-password', '#new-password', '#new-password-repeat']) await page.fill(id, '');
   });
 
@@ -214,6 +215,7 @@ async function mainFlow(browser) {
     await page.click('#totp-confirm');
     const error = await waitForError(page);
     check(error.includes('invalid_code'), `#message: ${error}`);
+    check(await page.getAttribute('#totp-code', 'aria-invalid') === 'true', '#totp-code not marked aria-invalid');
     check(await page.locator('#totp-enrol').isVisible(), 'the enrolment form went away after a wrong code');
   });
 
