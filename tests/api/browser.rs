@@ -10,7 +10,9 @@ use crate::helpers::{Db, spawn_app};
 
 /// Installs the browser tests' npm packages (playwright-core, axe-core) when one is missing.
 fn ensure_node_modules(dir: &Path) {
-    if dir.join("node_modules/playwright-core").is_dir() && dir.join("node_modules/axe-core").is_dir() {
+    if dir.join("node_modules/playwright-core").is_dir()
+        && dir.join("node_modules/axe-core").is_dir()
+    {
         return;
     }
     let status = Command::new("npm")
