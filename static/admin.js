@@ -7,10 +7,11 @@
 // Every server-provided text goes into the page as textContent, never as markup.
 
 import {
-  ApiError, accessTokenExpired, api, clearTokens, credentialToJSON, describeError as describeCommonError,
-  loadTokens, readJson, requestOptionsFromJSON, saveTokens, withAccessToken,
+  ApiError, accessTokenExpired, api, clearTokens, credentialToJSON, loadTokens, readJson, requestOptionsFromJSON,
+  saveTokens, withAccessToken,
 } from '/webauthn.js';
-import { $, disableButtons, oneAtATime, required, say } from '/page.js';
+import { $, describeError as describeCommonError, disableButtons, markInvalid, oneAtATime, required, say, t } from '/page.js';
+import { errorCode } from '/i18n.js';
 
 const USERS_PAGE = 20;
 // The audit trail is read newest first, at most AUDIT_MAX_PAGES of AUDIT_PAGE events, and
@@ -24,7 +25,8 @@ const AUDIT_SHOW = 50;
 
 const describeError = (err) => describeCommonError(err, ['Error', 'TypeError']);
 
-const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+// "1 passkey", "2 passkeys": the key's _one or _other message with {n}.
+const plural = (n, key) => t(`${key}_${n === 1 ? 'one' : 'other'}`, { n });
 
 // An RFC 3339 string or Unix milliseconds as "YYYY-MM-DD HH:MM:SS" (UTC), or — when absent.
 function when(value) {
@@ -77,7 +79,7 @@ const userPath = (userId, rest = '') => `/v1/admin/users/${encodeURIComponent(us
 const run = oneAtATime((err) => {
   if (sessionEnded(err) && document.body.dataset.view === 'console') {
     clearTokens();
-    showSignIn('Your session has ended; sign in again.');
+    showSignIn(t('admin.session_ended'));
   }
   return describeError(err);
 }, (on) => {
@@ -144,10 +146,9 @@ async function enter() {
   remember(me);
   const refused = await probeAdmin();
   if (refused) {
-    const text = `You are signed in as ${me.username}, which is not an administrator: ${describeError(refused)}. `
-      + 'Sign in with an administrator\'s passkey.';
+    const text = t('admin.not_admin', { username: me.username, error: describeError(refused) });
     showSignIn(text);
-    say(text, 'error');
+    say(text, 'error', errorCode(refused));
     return;
   }
   $('admin-username').textContent = me.username ?? '';
@@ -157,7 +158,7 @@ async function enter() {
 }
 
 async function signIn() {
-  say('Waiting for your passkey…');
+  say(t('msg.waiting_passkey'));
   const start = await api('/v1/login/start', { body: {} });
   const credential = await navigator.credentials.get({ publicKey: requestOptionsFromJSON(start.publicKey) });
   const tokens = await api('/v1/login/finish', {
@@ -165,7 +166,7 @@ async function signIn() {
   });
   saveTokens(tokens);
   await enter();
-  if (document.body.dataset.view === 'console') say('Signed in.');
+  if (document.body.dataset.view === 'console') say(t('msg.signed_in'));
 }
 
 async function signOut() {
@@ -176,16 +177,16 @@ async function signOut() {
   clearAudit();
   $('user-results').replaceChildren();
   $('user-more').hidden = true;
-  showSignIn('Signed out. Sign in with an administrator\'s passkey.');
+  showSignIn(t('admin.signed_out_sign_in'));
   if (tokens?.refresh_token) {
     try {
       await api('/v1/logout', { body: { refresh_token: tokens.refresh_token } });
     } catch (err) {
-      say(`Signed out here, but the server said: ${describeError(err)}`, 'error');
+      say(t('app.signed_out_here', { error: describeError(err) }), 'error', errorCode(err));
       return;
     }
   }
-  say('Signed out.');
+  say(t('app.signed_out'));
 }
 
 // ---------------------------------------------------------------- users
@@ -200,7 +201,7 @@ function userItem(user) {
   if (user.display_name && user.display_name !== user.username) button.append(el('span', user.display_name, { className: 'sub' }));
   if (user.email) button.append(el('span', user.email, { className: 'sub' }));
   for (const role of user.roles || []) button.append(el('span', role, { className: 'badge' }));
-  if (user.locked) button.append(el('span', 'locked', { className: 'badge locked' }));
+  if (user.locked) button.append(el('span', t('admin.badge_locked'), { className: 'badge locked' }));
   if (current?.user_id === user.user_id) button.setAttribute('aria-current', 'true');
   button.addEventListener('click', () => run(() => openUser(user.user_id)));
   const item = el('li', '', { data: { userId: user.user_id, username: user.username } });
@@ -264,7 +265,7 @@ function closeUser() {
 
 function deviceRow(device) {
   const row = el('tr', '', { data: { deviceId: device.device_id } });
-  const synced = device.backup_state ? 'yes' : device.backup_eligible ? 'can be' : 'no';
+  const synced = t(device.backup_state ? 'admin.synced_yes' : device.backup_eligible ? 'admin.synced_can' : 'admin.synced_no');
   row.append(
     el('td', device.name || '—'),
     el('td', device.authenticator || device.aaguid || '—', { title: device.aaguid || '' }),
@@ -273,9 +274,9 @@ function deviceRow(device) {
     el('td', synced),
     el('td', device.device_id, { className: 'mono' }),
   );
-  const unbind = el('button', 'Unbind', { data: { deviceId: device.device_id } });
+  const unbind = el('button', t('admin.unbind'), { data: { deviceId: device.device_id } });
   unbind.type = 'button';
-  unbind.setAttribute('aria-label', `Unbind ${device.name || device.device_id}`);
+  unbind.setAttribute('aria-label', t('admin.unbind_label', { name: device.name || device.device_id }));
   unbind.addEventListener('click', () => run(() => unbindDevice(device)));
   const cell = el('td');
   cell.append(unbind);
@@ -310,15 +311,15 @@ function renderUser() {
   $('user-title').textContent = user.display_name || user.username || '';
   $('user-username').textContent = user.username ?? '';
   $('user-display-name').textContent = user.display_name || '—';
-  $('user-email').textContent = user.email ? `${user.email}${user.email_verified ? ' (verified)' : ' (not verified)'}` : '—';
+  $('user-email').textContent = user.email ? t(user.email_verified ? 'msg.email_verified' : 'msg.email_unverified', { email: user.email }) : '—';
   $('user-id').textContent = user.user_id ?? '';
   $('user-factors').textContent = listText(user.factors);
   $('user-roles').textContent = listText(user.roles);
-  $('user-locked').textContent = user.locked ? `Locked since ${when(user.locked_at)} UTC` : 'Active';
-  $('user-lock-badge').textContent = user.locked ? 'locked' : 'active';
+  $('user-locked').textContent = user.locked ? t('admin.locked_since', { time: when(user.locked_at) }) : t('admin.active');
+  $('user-lock-badge').textContent = t(user.locked ? 'admin.badge_locked' : 'admin.badge_active');
   $('user-lock-badge').className = `badge${user.locked ? ' locked' : ''}`;
   $('user-card').dataset.locked = String(Boolean(user.locked));
-  $('lock-toggle').textContent = user.locked ? 'Unlock account' : 'Lock account';
+  $('lock-toggle').textContent = t(user.locked ? 'admin.unlock' : 'admin.lock');
 
   const devices = user.devices || [];
   const sessions = user.sessions || [];
@@ -342,7 +343,7 @@ async function toggleLock() {
   $('action-reason').value = '';
   await loadUser(current.user_id);
   await refreshResultItem(current);
-  say(lock ? `${username} is locked; every session of theirs has ended.` : `${username} is unlocked.`);
+  say(t(lock ? 'admin.locked' : 'admin.unlocked', { username }));
 }
 
 // Keeps the search result's badges in step with the detail.
@@ -355,26 +356,26 @@ async function unbindDevice(device) {
   if (!current) return;
   const { username, user_id: userId } = current;
   const label = device.name || device.device_id;
-  if (!window.confirm(`Unbind the device "${label}" from ${username}? The sessions it began end too.`)) return;
+  if (!window.confirm(t('admin.confirm_unbind', { label, username }))) return;
   const reason = actionReason();
   const query = reason ? `?${new URLSearchParams({ reason })}` : '';
   await authed('DELETE', `${userPath(userId, `/devices/${encodeURIComponent(device.device_id)}`)}${query}`);
   $('action-reason').value = '';
   await loadUser(userId);
-  say(`Unbound "${label}" from ${username}.`);
+  say(t('admin.unbound', { label, username }));
 }
 
 // ---------------------------------------------------------------- reset devices
 
 function askReset() {
   if (!current) return;
-  required('reset-reason', 'a reason for the reset');
+  required('reset-reason', 'admin.need_reason');
   const devices = current.devices?.length ?? 0;
   const sessions = current.sessions?.length ?? 0;
   hideResetOutcome();
-  $('reset-confirm-text').textContent = `Reset the devices of ${current.username}? This unbinds `
-    + `${plural(devices, 'passkey')} and ends ${plural(sessions, 'session')}. They will need an enrolment `
-    + 'code to bind a new device.';
+  $('reset-confirm-text').textContent = t('admin.confirm_reset', {
+    username: current.username, passkeys: plural(devices, 'admin.passkeys'), sessions: plural(sessions, 'admin.sessions'),
+  });
   $('reset-confirm').hidden = false;
   $('reset-devices').hidden = true;
   $('reset-confirm-no').focus();
@@ -388,7 +389,7 @@ function hideResetConfirm() {
 
 async function resetDevices() {
   if (!current) return;
-  const reason = required('reset-reason', 'a reason for the reset');
+  const reason = required('reset-reason', 'admin.need_reason');
   const { user_id: userId, username } = current;
   const outcome = await authed('POST', userPath(userId, '/reset-devices'), { reason });
   hideResetConfirm();
@@ -396,7 +397,7 @@ async function resetDevices() {
   showResetOutcome(username, outcome);
   await loadUser(userId);
   $('reset-outcome-title').focus();
-  say(`Devices of ${username} reset.`);
+  say(t('admin.reset_done', { username }));
 }
 
 function showResetOutcome(username, outcome) {
@@ -405,7 +406,9 @@ function showResetOutcome(username, outcome) {
   const box = $('reset-outcome');
   box.dataset.revokedDevices = String(devices);
   box.dataset.revokedSessions = String(sessions);
-  $('reset-counts').textContent = `Unbound ${plural(devices, 'device')} of ${username} and ended ${plural(sessions, 'session')}.`;
+  $('reset-counts').textContent = t('admin.reset_counts', {
+    devices: plural(devices, 'admin.devices'), username, sessions: plural(sessions, 'admin.sessions'),
+  });
   // Shown once: the server keeps only a hash of it.
   $('enrolment-code').textContent = outcome.enrolment_code || '';
   $('enrolment-code-box').hidden = !outcome.enrolment_code;
@@ -433,13 +436,14 @@ const audit = { rows: [], shown: 0 };
 let exportUrl = null;
 
 // A datetime-local value (local time) as Unix milliseconds, or null when empty.
-function localTime(id, what) {
+function localTime(id, whatKey) {
   const value = $(id).value;
   if (!value) return null;
   const ms = new Date(value).getTime();
   if (Number.isNaN(ms)) {
+    markInvalid($(id));
     $(id).focus();
-    throw new Error(`${what} is not a date and time.`);
+    throw new Error(t('admin.not_a_date', { what: t(whatKey) }));
   }
   return ms;
 }
@@ -448,11 +452,12 @@ function auditFilter() {
   const params = new URLSearchParams();
   const userId = $('audit-user').value.trim();
   const event = $('audit-event').value.trim();
-  const since = localTime('audit-since', 'Since');
-  const until = localTime('audit-until', 'Until');
+  const since = localTime('audit-since', 'admin.since');
+  const until = localTime('audit-until', 'admin.until');
   if (since !== null && until !== null && until <= since) {
+    markInvalid($('audit-until'));
     $('audit-until').focus();
-    throw new Error('Until must be later than Since.');
+    throw new Error(t('admin.until_before_since'));
   }
   if (userId) params.set('user_id', userId);
   if (event) params.set('event', event);
@@ -519,9 +524,8 @@ async function loadAudit() {
   $('audit-table').hidden = rows.length === 0;
   showMoreAudit();
   $('audit-note').textContent = cursor
-    ? `More than ${AUDIT_PAGE * AUDIT_MAX_PAGES} events match; these are the newest `
-      + `${AUDIT_PAGE * AUDIT_MAX_PAGES}. Narrow the filter (an earlier Until) to see older ones.`
-    : rows.length ? `${plural(rows.length, 'event')} match, newest first.` : 'No event matches.';
+    ? t('admin.audit_capped', { n: AUDIT_PAGE * AUDIT_MAX_PAGES })
+    : rows.length ? t('admin.audit_count', { events: plural(rows.length, 'admin.events') }) : t('admin.audit_none');
   $('audit-card').dataset.loaded = 'true';
 }
 
@@ -556,10 +560,10 @@ async function exportAudit() {
   const link = $('audit-download');
   link.href = exportUrl;
   link.download = filename;
-  link.textContent = `Save ${filename} (${Math.max(1, Math.round(blob.size / 1024))} KB)`;
+  link.textContent = t('admin.save_export', { filename, kb: Math.max(1, Math.round(blob.size / 1024)) });
   link.hidden = false;
   link.focus();
-  say('The export is ready: save it with the link beside the button.');
+  say(t('admin.export_ready'));
 }
 
 async function showUserAudit() {
@@ -600,9 +604,9 @@ function init() {
   // An export is of the filter it was made with: a changed filter withdraws it.
   $('audit-form').addEventListener('input', clearExport);
 
-  if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
+  if (!window.PublicKeyCredential) say(t('msg.no_webauthn'), 'error');
   if (!loadTokens()?.access_token) {
-    showSignIn('This console needs an account with the admin role.');
+    showSignIn(t('admin.admin_signin_state'));
     return;
   }
   run(async () => {
@@ -611,9 +615,9 @@ function init() {
     } catch (err) {
       if (sessionEnded(err)) {
         clearTokens();
-        showSignIn('Your session has ended; sign in with an administrator\'s passkey.');
+        showSignIn(t('admin.session_ended_passkey'));
       } else {
-        showSignIn('The console could not be loaded; try again, or sign in again.');
+        showSignIn(t('admin.load_failed'));
       }
       throw err;
     }

@@ -5,19 +5,11 @@
 
 import {
   ApiError, api, clearTokens, creationOptionsFromJSON, credentialToJSON, decodeJwtPayload,
-  describeError as describeCommonError, loadTokens, requestOptionsFromJSON, saveTokens, withAccessToken,
+  loadTokens, requestOptionsFromJSON, saveTokens, withAccessToken,
 } from '/webauthn.js';
-import { $, oneAtATime, required, say } from '/page.js';
+import { $, describeError, oneAtATime, required, say, showFactorList, t } from '/page.js';
 
 // ---------------------------------------------------------------- messages
-
-// Registration adds one terse WebAuthn error to those /webauthn.js explains.
-function describeError(err) {
-  if (err && err.name === 'InvalidStateError') {
-    return 'This authenticator already holds a passkey for that account (InvalidStateError).';
-  }
-  return describeCommonError(err);
-}
 
 // ---------------------------------------------------------------- conditional UI (passkey autofill)
 
@@ -89,12 +81,12 @@ async function ceremony(action, { fromAutofill = false } = {}) {
   if (ran && !fromAutofill && !loadTokens()) armAutofill();
 }
 
-const typedUsername = () => required('username', 'a username');
+const typedUsername = () => required('username', 'app.need_username');
 
 async function register() {
   const username = typedUsername();
   const displayName = $('display-name').value.trim();
-  say('Creating a passkey…');
+  say(t('msg.creating_passkey'));
   const start = await api('/v1/register/start', {
     body: displayName ? { username, display_name: displayName } : { username },
   });
@@ -102,7 +94,7 @@ async function register() {
   const tokens = await api('/v1/register/finish', {
     body: { ceremony_id: start.ceremony_id, credential: credentialToJSON(credential) },
   });
-  await signedIn(tokens, 'Account created; you are signed in.');
+  await signedIn(tokens, t('app.account_created'));
   offerRecoveryCodes();
 }
 
@@ -135,11 +127,11 @@ async function makeRecoveryCodes() {
   $('recovery-offer-shown').hidden = false;
   $('recovery-offer-title').focus();
   await showProfile({ keepFocus: true });
-  say('Recovery codes made. Save them now: they are not shown again.');
+  say(t('msg.pk_recovery_made'));
 }
 
 async function login(username) {
-  say('Waiting for your passkey…');
+  say(t('msg.waiting_passkey'));
   const start = await api('/v1/login/start', { body: username ? { username } : {} });
   const credential = await navigator.credentials.get({ publicKey: requestOptionsFromJSON(start.publicKey) });
   await finishLogin(start.ceremony_id, credential);
@@ -149,7 +141,7 @@ async function finishLogin(ceremonyId, credential) {
   const tokens = await api('/v1/login/finish', {
     body: { ceremony_id: ceremonyId, credential: credentialToJSON(credential) },
   });
-  await signedIn(tokens, 'Signed in.');
+  await signedIn(tokens, t('msg.signed_in'));
 }
 
 async function signedIn(tokens, message) {
@@ -164,10 +156,10 @@ async function logout() {
   showSignedOut();
   try {
     if (tokens?.refresh_token) await api('/v1/logout', { body: { refresh_token: tokens.refresh_token } });
-    say('Signed out.');
+    say(t('app.signed_out'));
   } catch (err) {
     // The local session is gone either way; the server's copy expires on its own.
-    say(`Signed out here, but the server said: ${describeError(err)}`, 'error');
+    say(t('app.signed_out_here', { error: describeError(err) }), 'error');
   }
 }
 
@@ -201,15 +193,15 @@ async function showProfile({ keepFocus = false } = {}) {
   const { access_token } = loadTokens();
   let claims;
   try {
-    claims = JSON.stringify(decodeJwtPayload(access_token, 'access token'), null, 2);
+    claims = JSON.stringify(decodeJwtPayload(access_token, t('app.access_token')), null, 2);
   } catch (err) {
-    claims = `(could not decode the access token: ${err.message})`;
+    claims = t('app.claims_undecodable', { error: err.message });
   }
   $('me-username').textContent = me.username ?? '';
   $('me-display-name').textContent = me.display_name || '—';
-  $('me-email').textContent = me.email ? `${me.email}${me.email_verified ? ' (verified)' : ' (not verified)'}` : '—';
+  $('me-email').textContent = me.email ? t(me.email_verified ? 'msg.email_verified' : 'msg.email_unverified', { email: me.email }) : '—';
   $('me-user-id').textContent = me.user_id ?? '';
-  $('me-factors').textContent = listText(me.factors);
+  showFactorList($('me-factors'), me.factors);
   $('me-roles').textContent = listText(me.roles);
   $('claims').textContent = claims;
   $('signed-out').hidden = true;
@@ -227,6 +219,7 @@ function showSignedOut() {
   if (wasSignedIn) $('signed-out-title').focus();
   $('claims').textContent = '';
   for (const id of ['me-username', 'me-display-name', 'me-email', 'me-user-id', 'me-factors', 'me-roles']) $(id).textContent = '';
+  delete $('me-factors').dataset.factors;
 }
 
 // ---------------------------------------------------------------- wiring
@@ -235,7 +228,7 @@ async function restoreSession() {
   try {
     await showProfile();
   } catch (err) {
-    throw new Error(`Your session has ended; please sign in again. ${describeError(err)}`);
+    throw new Error(t('msg.session_ended', { error: describeError(err) }));
   }
 }
 
@@ -260,7 +253,7 @@ function init() {
     armAutofill();
   }
   // After the first action has started, which clears the status line.
-  if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
+  if (!window.PublicKeyCredential) say(t('msg.no_webauthn'), 'error');
 }
 
 init();

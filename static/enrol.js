@@ -6,21 +6,16 @@
 // and /page.js (the shell and its helpers).
 
 import {
-  ApiError, api, creationOptionsFromJSON, credentialToJSON, describeError as describeCommonError,
-  saveTokens, withAccessToken,
+  ApiError, api, creationOptionsFromJSON, credentialToJSON, saveTokens, withAccessToken,
 } from '/webauthn.js';
-import { $, oneAtATime, required, say } from '/page.js';
+import { $, describeError as describeCommonError, fieldFails, oneAtATime, required, say, t } from '/page.js';
 
 // ---------------------------------------------------------------- messages
 
 function describeError(err) {
-  if (err && err.name === 'InvalidStateError') {
-    return 'This authenticator already holds a passkey for that account (InvalidStateError).';
-  }
   const text = describeCommonError(err, ['Error', 'TypeError']);
   if (err instanceof ApiError && err.problem.code === 'invalid_code') {
-    return `${text} Check the username and the code; a code works once, for 24 hours (a mailed recovery code only `
-      + 'after its waiting time), and a few wrong tries void it. Ask your administrator for a new one if it no longer works.';
+    return `${text} ${t('enrol.invalid_code_hint')}`;
   }
   return text;
 }
@@ -47,12 +42,12 @@ function show(view) {
 // ---------------------------------------------------------------- enrolment
 
 async function enrol() {
-  const username = required('enrol-username', 'your username');
-  const code = required('enrol-code', 'the enrolment code');
+  const username = required('enrol-username', 'msg.need_your_username');
+  const code = required('enrol-code', 'enrol.need_code');
   const deviceName = $('enrol-device-name').value.trim();
-  say('Checking the code…');
-  const start = await api('/v1/enrol/start', { body: { username, code } });
-  say('Creating a passkey…');
+  say(t('enrol.checking'));
+  const start = await fieldFails('enrol-code', ['invalid_code'], () => api('/v1/enrol/start', { body: { username, code } }));
+  say(t('msg.creating_passkey'));
   const credential = await navigator.credentials.create({ publicKey: creationOptionsFromJSON(start.publicKey) });
   const body = { ceremony_id: start.ceremony_id, credential: credentialToJSON(credential) };
   if (deviceName) body.device_name = deviceName;
@@ -65,17 +60,16 @@ async function enrol() {
   $('done-username').textContent = me.username ?? username;
   $('done-device').textContent = deviceName || tokens.device_id || '—';
   show('done');
-  say('New device bound; you are signed in.');
+  say(t('enrol.bound'));
 }
 
 // ---------------------------------------------------------------- recovery by email
 
 async function mailRecovery() {
-  const username = required('mail-username', 'your username');
+  const username = required('mail-username', 'msg.need_your_username');
   const { delay_seconds: delay } = await api('/v1/recovery/start', { body: { username } });
   const hours = Math.round(delay / 3600);
-  say(`If ${username} has a confirmed email address, a recovery code is on its way. `
-    + `It works here only after ${hours} hour${hours === 1 ? '' : 's'}; the mail says from when.`);
+  say(t(hours === 1 ? 'enrol.mailed_one_hour' : 'enrol.mailed', { username, hours }));
 }
 
 // The cancel link of the mail: /enrol.html#cancel=TOKEN. A fragment never reaches a server's logs.
@@ -86,19 +80,18 @@ async function cancelRecovery() {
     await api('/v1/recovery/cancel', { body: { token: cancelToken() } });
   } catch (err) {
     if (!(err instanceof ApiError && err.problem.code === 'invalid_code')) throw err;
-    throw new Error('There is no account recovery to cancel with this link: it was already cancelled or used, '
-      + 'or it has expired.');
+    throw new Error(t('enrol.nothing_to_cancel'));
   }
   window.history.replaceState(null, '', window.location.pathname);
   show('form');
-  say('The account recovery is cancelled; its code no longer works.');
+  say(t('enrol.cancelled'));
 }
 
 // ---------------------------------------------------------------- wiring
 
 function init() {
   run.setBusy(false);
-  if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
+  if (!window.PublicKeyCredential) say(t('msg.no_webauthn'), 'error');
   $('enrol-form').addEventListener('submit', (event) => {
     event.preventDefault();
     run(enrol);

@@ -6,18 +6,18 @@
 // and /page.js (the shell and its helpers).
 
 import {
-  ApiError, accessTokenExpired, api, decodeJwtPayload, describeError as describeCommonError, loadTokens, saveTokens,
-  withAccessToken,
+  ApiError, accessTokenExpired, api, decodeJwtPayload, loadTokens, saveTokens, withAccessToken,
 } from '/webauthn.js';
-import { $, duration, oneAtATime, required, say } from '/page.js';
+import {
+  $, describeError as describeCommonError, duration, fieldFails, markInvalid, oneAtATime, required, say, showFactorList, t,
+} from '/page.js';
 
 // ---------------------------------------------------------------- messages
 
-// A TypeError's name adds nothing (a failed fetch, say); a wait the server asks for, and what
-// to do next, do.
+// A TypeError's name adds nothing (a failed fetch, say); what to do next does (a wait the server
+// asks for is in the common description).
 function describeError(err) {
   let text = describeCommonError(err, ['Error', 'TypeError']);
-  if (err?.retryAfter) text += ` Try again in ${err.retryAfter} seconds.`;
   if (err?.hint) text += ` ${err.hint}`;
   return text;
 }
@@ -46,11 +46,12 @@ function show(view) {
 let challenge = null;
 
 async function submitPassword() {
-  const username = required('username', 'your username');
+  const username = required('username', 'msg.need_your_username');
   const password = $('password').value;
   if (!password) {
+    markInvalid($('password'));
     $('password').focus();
-    throw new Error('Enter your password first.');
+    throw new Error(t('fallback.need_password'));
   }
   challenge = await post('/v1/login/password', { username, password });
   $('password').value = '';
@@ -64,7 +65,7 @@ function showFactors(methods) {
   $('totp-code').value = '';
   $('email-code').value = '';
   show('factor');
-  say(`Password accepted. Confirm within ${duration(challenge.expires_in)}.`);
+  say(t('fallback.password_accepted', { duration: duration(challenge.expires_in) }));
   if (!$('totp-form').hidden) $('totp-code').focus();
 }
 
@@ -79,33 +80,33 @@ function restart() {
 // The mfa_token is good once and for minutes: when the server no longer knows it
 // (invalid_credentials), only the password step can make a new one.
 async function secondStep(action) {
-  if (!challenge) throw new Error('Enter your password first.');
+  if (!challenge) throw new Error(t('fallback.need_password'));
   try {
     await action(challenge.mfa_token);
   } catch (err) {
     if (err instanceof ApiError && err.problem.code === 'invalid_credentials') {
       restart();
-      err.hint = 'Enter your password again.';
+      err.hint = t('fallback.password_again');
     }
     throw err;
   }
 }
 
 const submitTotp = () => secondStep(async (mfaToken) => {
-  const code = required('totp-code', 'the code from your app, or a recovery code');
-  await signedIn(await post('/v1/login/mfa/totp', { mfa_token: mfaToken, code }));
+  const code = required('totp-code', 'fallback.need_totp');
+  await signedIn(await fieldFails('totp-code', ['invalid_code'], () => post('/v1/login/mfa/totp', { mfa_token: mfaToken, code })));
 });
 
 const sendEmailCode = () => secondStep(async (mfaToken) => {
   const sent = await post('/v1/login/mfa/email/send', { mfa_token: mfaToken });
   $('email-form').hidden = false;
   $('email-code').focus();
-  say(`We mailed you a code; it works for ${duration(sent.expires_in)}.`);
+  say(t('fallback.mailed', { duration: duration(sent.expires_in) }));
 });
 
 const submitEmailCode = () => secondStep(async (mfaToken) => {
-  const code = required('email-code', 'the code from the email');
-  await signedIn(await post('/v1/login/mfa/email/verify', { mfa_token: mfaToken, code }));
+  const code = required('email-code', 'msg.need_email_code');
+  await signedIn(await fieldFails('email-code', ['invalid_code'], () => post('/v1/login/mfa/email/verify', { mfa_token: mfaToken, code })));
 });
 
 // ---------------------------------------------------------------- signed in
@@ -115,13 +116,13 @@ async function signedIn(tokens) {
   challenge = null;
   saveTokens(tokens);
   await showSignedIn();
-  say('Signed in.');
+  say(t('msg.signed_in'));
 }
 
 async function showSignedIn() {
   const me = await withAccessToken((token) => api('/v1/me', { token }), accessTokenExpired);
   $('done-username').textContent = me.username ?? '';
-  $('done-factors').textContent = (me.factors || []).join(', ') || '—';
+  showFactorList($('done-factors'), me.factors);
   showPasskeyPrompt((me.factors || []).includes('passkey'));
   show('done');
 }
@@ -142,20 +143,16 @@ function showPasskeyPrompt(hasPasskey) {
   if (prompt.hidden) return;
   const link = $('passkey-prompt-link');
   if (hasPasskey) {
-    $('passkey-prompt-title').textContent = 'Next time, sign in with your passkey';
-    $('passkey-prompt-text').textContent = 'Your account has a passkey. It signs you in with your fingerprint, face or '
-      + 'screen lock, and, unlike a password and a code, it cannot be phished.';
-    $('passkey-prompt-wait').textContent = 'To add or remove a passkey, sign in with one of your passkeys first: after a '
-      + 'password sign-in the server does not let anyone change your passkeys.';
-    link.textContent = 'See your passkeys';
+    $('passkey-prompt-title').textContent = t('fallback.prompt_has_title');
+    $('passkey-prompt-text').textContent = t('fallback.prompt_has_text');
+    $('passkey-prompt-wait').textContent = t('fallback.prompt_has_wait');
+    link.textContent = t('fallback.prompt_has_link');
     link.href = '/security.html#passkeys';
   } else {
-    $('passkey-prompt-title').textContent = 'Add a passkey';
-    $('passkey-prompt-text').textContent = 'A passkey lets you sign in with your fingerprint, face or screen lock, with '
-      + 'no password or code, and it cannot be phished. Your device or password manager keeps it.';
-    $('passkey-prompt-wait').textContent = 'Because you signed in with a password, a passkey you add now signs you in at '
-      + 'once but can approve payments only after a waiting period; you are told by email that it was added, if your account has a verified address.';
-    link.textContent = 'Add a passkey';
+    $('passkey-prompt-title').textContent = t('fallback.prompt_add_title');
+    $('passkey-prompt-text').textContent = t('fallback.prompt_add_text');
+    $('passkey-prompt-wait').textContent = t('fallback.prompt_add_wait');
+    link.textContent = t('fallback.prompt_add_title');
     link.href = '/security.html#add-passkey';
   }
 }

@@ -6,10 +6,9 @@
 // (the API) and /page.js (the shell and its helpers).
 
 import {
-  ApiError, accessTokenExpired, api, bufferToB64url, credentialToJSON, decodeJwtPayload, describeError as describeCommonError,
-  loadTokens, readJson, requestOptionsFromJSON, withAccessToken,
+  ApiError, accessTokenExpired, api, bufferToB64url, credentialToJSON, decodeJwtPayload, loadTokens, readJson, requestOptionsFromJSON, withAccessToken,
 } from '/webauthn.js';
-import { $, oneAtATime, say } from '/page.js';
+import { $, describeError as describeCommonError, markInvalid, oneAtATime, say, t } from '/page.js';
 
 const DEFAULT_PAYMENT_API = 'http://localhost:8090/payments';
 
@@ -55,8 +54,9 @@ function enteredTransaction() {
   const transaction = { amount: value('amount'), currency: value('currency').toUpperCase(), payee: value('payee') };
   for (const field of ['amount', 'currency', 'payee']) {
     if (!transaction[field]) {
+      markInvalid($(field));
       $(field).focus();
-      throw new Error(`Enter the ${field} first.`);
+      throw new Error(t(`pay.need_${field}`));
     }
   }
   if (value('reference')) transaction.reference = value('reference');
@@ -68,8 +68,9 @@ function paymentApiUrl() {
   let url;
   try { url = new URL(text); } catch { url = null; }
   if (!url || !['http:', 'https:'].includes(url.protocol)) {
+    markInvalid($('payment-api'));
     $('payment-api').focus();
-    throw new Error('The payment API must be an http(s) URL, such as http://localhost:8090/payments.');
+    throw new Error(t('pay.bad_url'));
   }
   return url.href;
 }
@@ -78,7 +79,7 @@ function paymentApiUrl() {
 // commits to it, so the signature covers amount, currency and payee.
 async function approve(transaction) {
   setState('approving');
-  say('Waiting for your passkey…');
+  say(t('msg.waiting_passkey'));
   const start = await withAccessToken((token) => api('/v1/stepup/start', { body: { transaction }, token }), accessTokenExpired);
   const credential = await navigator.credentials.get({ publicKey: requestOptionsFromJSON(start.publicKey) });
   // The transaction is stated again so passgate refuses if it is not the one it started with.
@@ -89,11 +90,11 @@ async function approve(transaction) {
 }
 
 async function showClaims(authorization, transaction) {
-  const claims = decodeJwtPayload(authorization.authorization_token, 'the authorization token');
+  const claims = decodeJwtPayload(authorization.authorization_token, t('pay.the_token'));
   $('pay-claims').textContent = JSON.stringify(claims, null, 2);
   // A check the page can make on its own: the token names what the user entered.
   if (window.crypto?.subtle && claims.txn !== await txnOf(transaction)) {
-    throw new Error('The authorization token names another transaction than the one entered.');
+    throw new Error(t('pay.other_txn'));
   }
 }
 
@@ -101,7 +102,7 @@ async function showClaims(authorization, transaction) {
 // passgate's published keys and the transaction it is asked to execute.
 async function submitPayment(url, transaction, authorization) {
   setState('paying');
-  say('Sending the approved payment…');
+  say(t('pay.sending'));
   let res;
   try {
     res = await fetch(url, {
@@ -112,7 +113,7 @@ async function submitPayment(url, transaction, authorization) {
     });
   } catch (err) {
     // A network error and a CORS refusal look the same from here.
-    throw new Error(`The payment API at ${url} could not be reached, or does not allow this page's origin (${err.message}).`);
+    throw new Error(t('pay.unreachable', { url, error: err.message }));
   }
   const answer = await readJson(res);
   $('pay-result').textContent = answer ? JSON.stringify(answer, null, 2) : `HTTP ${res.status}`;
@@ -132,7 +133,7 @@ const pay = () => run(async () => {
     await showClaims(authorization, transaction);
     const answer = await submitPayment(url, transaction, authorization);
     setState('done');
-    say(`Payment accepted: ${answer.payment_id ?? ''}`.trim());
+    say(t('pay.accepted', { id: answer.payment_id ?? '' }).trim());
   } catch (err) {
     setState('error');
     throw err;
@@ -154,11 +155,11 @@ function init() {
 
   if (!loadTokens()?.access_token) {
     $('pay-signed-out').hidden = false;
-    say('Sign in first: payments are approved with the passkey of a signed-in account.', 'error');
+    say(t('pay.sign_in_first'), 'error');
     return;
   }
   $('pay-card').hidden = false;
-  if (!window.PublicKeyCredential) say('This browser does not support passkeys (WebAuthn).', 'error');
+  if (!window.PublicKeyCredential) say(t('msg.no_webauthn'), 'error');
 }
 
 init();

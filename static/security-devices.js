@@ -5,10 +5,10 @@
 // calls initDevices. Plain ES module, no dependencies, no build step.
 
 import {
-  ApiError, clearTokens, creationOptionsFromJSON, credentialToJSON, decodeJwtPayload,
-  describeError as describeCommonError, loadTokens,
+  ApiError, clearTokens, creationOptionsFromJSON, credentialToJSON, decodeJwtPayload, loadTokens,
 } from '/webauthn.js';
-import { $, say } from '/page.js';
+import { $, describeError as describeCommonError, say, t } from '/page.js';
+import { errorCode, lang } from '/i18n.js';
 
 // Small marks for the passkey providers people meet most, keyed by AAGUID. Letters, not the
 // providers' logos (which are theirs to license); any other model gets the generic key icon.
@@ -45,32 +45,53 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-const dateText = (iso) => new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const dateText = (iso) => new Date(iso).toLocaleString(lang, { dateStyle: 'medium', timeStyle: 'short' });
 
 const when = (iso) => el('time', { dateTime: iso, textContent: dateText(iso) });
 
-const showAlert = (id, text) => { $(id).textContent = text; };
+// The message key's text with a <time> for iso where its {time} placeholder is (word order
+// differs between languages, so the sentence, not the page, places the date).
+function timed(key, iso, params = {}) {
+  const [before, after = ''] = t(key, { ...params, time: '\u0000' }).split('\u0000');
+  return [before, when(iso), after].filter((part) => part !== '');
+}
+
+// The card's alert, with the server's problem code (if any) as data-code, as on the status line.
+const showAlert = (id, text, code = '') => {
+  $(id).textContent = text;
+  $(id).dataset.code = code;
+};
 
 function describeError(err) {
   if (err?.name === 'InvalidStateError') {
-    return 'This device or password manager already holds a passkey for your account (InvalidStateError). '
-      + 'Add the passkey on another device, security key or password manager.';
+    return t('devices.already_held');
   }
   if (err instanceof ApiError && err.problem.code === 'passkey_required') {
     // The shared wording says to sign in with the passkey; here that is not enough while every
     // passkey is still waiting (a sign-in with one does not count as a passkey sign-in then).
     const { detail, request_id: requestId } = err.problem;
-    let next = 'Sign out, sign in with one of your passkeys, and try again.';
-    if (devices.length && devices.every(waiting)) {
-      next = devices.length === 1
-        ? 'Your passkey is still in its waiting period, so signing in with it is not enough yet.'
-        : 'Your passkeys are still in their waiting period, so signing in with one is not enough yet.';
-    }
-    return `Only a recent passkey sign-in may change your passkeys: ${detail}. ${next} (passkey_required)`
-      + `${requestId ? ` [request id ${requestId}]` : ''}`;
+    let next = t('devices.next_sign_in');
+    if (devices.length && devices.every(waiting)) next = t(devices.length === 1 ? 'devices.next_waiting_one' : 'devices.next_waiting_many');
+    const parts = [t('devices.passkey_required', { detail: detail || '' }), next];
+    if (requestId) parts.push(t('error.request_id', { id: requestId }));
+    return parts.join(' ');
   }
-  const text = describeCommonError(err, ['Error', 'TypeError']);
-  return err?.retryAfter ? `${text} Try again in ${err.retryAfter} seconds.` : text;
+  // A wait the server asks for is in the common description.
+  return describeCommonError(err, ['Error', 'TypeError']);
+}
+
+// The field is invalid, described by the card's alert (kept until the field is edited).
+function markInvalid(field, alertId) {
+  field.setAttribute('aria-invalid', 'true');
+  const ids = (field.getAttribute('aria-describedby') || '').split(' ').filter(Boolean);
+  if (!ids.includes(alertId)) field.setAttribute('aria-describedby', [...ids, alertId].join(' '));
+}
+
+function clearInvalid(field, alertId) {
+  field.removeAttribute('aria-invalid');
+  const ids = (field.getAttribute('aria-describedby') || '').split(' ').filter((id) => id && id !== alertId);
+  if (ids.length) field.setAttribute('aria-describedby', ids.join(' '));
+  else field.removeAttribute('aria-describedby');
 }
 
 // Runs action through the page's one-at-a-time runner; its failure goes to the card's alert.
@@ -80,8 +101,8 @@ function act(alertId, action, field = null) {
     try {
       await action();
     } catch (err) {
-      if (field && (err instanceof ApiError ? err.status === 422 : err.invalidField)) field.setAttribute('aria-invalid', 'true');
-      showAlert(alertId, describeError(err));
+      if (field && (err instanceof ApiError ? err.status === 422 : err.invalidField)) markInvalid(field, alertId);
+      showAlert(alertId, describeError(err), errorCode(err));
     }
   });
 }
@@ -89,7 +110,7 @@ function act(alertId, action, field = null) {
 // The current session's access token claims (read, not verified: for wording only).
 function sessionClaims() {
   try {
-    return decodeJwtPayload(loadTokens()?.access_token, 'access token');
+    return decodeJwtPayload(loadTokens()?.access_token, t('app.access_token'));
   } catch {
     return {};
   }
@@ -140,19 +161,19 @@ function icon(device) {
 }
 
 function kindOf(device) {
-  if (device.backup_state) return 'Synced passkey';
-  if (device.backup_eligible) return 'Syncable passkey, not backed up yet';
-  return 'Device-bound passkey';
+  if (device.backup_state) return t('devices.kind_synced');
+  if (device.backup_eligible) return t('devices.kind_syncable');
+  return t('devices.kind_bound');
 }
 
 function renameForm(device) {
   const input = el('input', { id: 'rename-input', type: 'text', value: device.name, maxLength: 64, autocomplete: 'off', required: true });
   const form = el('form', { className: 'rename', noValidate: true },
-    el('label', { htmlFor: 'rename-input', textContent: `New name for “${device.name}”` }),
+    el('label', { htmlFor: 'rename-input', textContent: t('devices.new_name_for', { name: device.name }) }),
     input,
     el('div', { className: 'actions' },
-      el('button', { type: 'submit', className: 'primary', textContent: 'Save name' }),
-      el('button', { type: 'button', className: 'rename-cancel', textContent: 'Cancel' })));
+      el('button', { type: 'submit', className: 'primary', textContent: t('devices.save_name') }),
+      el('button', { type: 'button', className: 'rename-cancel', textContent: t('devices.cancel') })));
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     act('passkeys-error', () => rename(device, input), input);
@@ -165,7 +186,7 @@ function renameForm(device) {
   });
   form.querySelector('.rename-cancel').addEventListener('click', () => closeEditors(device));
   input.addEventListener('input', () => {
-    input.removeAttribute('aria-invalid');
+    clearInvalid(input, 'passkeys-error');
     showAlert('passkeys-error', '');
   });
   return form;
@@ -174,14 +195,14 @@ function renameForm(device) {
 function confirmBox(device) {
   const lastOne = devices.length === 1;
   const box = el('div', { className: 'confirm' },
-    el('p', { textContent: `Remove “${device.name}”? It will no longer sign you in, and browsers that can are told to forget it.`
-      + (lastOne ? ' It is your only passkey: without it you can sign in only with a password and a code, if you have set them up.' : '')
-      + (signedInWithIt(device) ? ' You signed in here with it, so this also signs you out here.' : '') }),
+    el('p', { textContent: [t('devices.confirm_remove', { name: device.name }),
+      lastOne ? t('devices.confirm_last') : '',
+      signedInWithIt(device) ? t('devices.confirm_this_session') : ''].filter(Boolean).join(' ') }),
     el('div', { className: 'actions' },
-      el('button', { type: 'button', className: 'danger remove-confirm', textContent: 'Remove passkey' }),
-      el('button', { type: 'button', className: 'remove-cancel', textContent: 'Keep it' })));
+      el('button', { type: 'button', className: 'danger remove-confirm', textContent: t('devices.remove_passkey') }),
+      el('button', { type: 'button', className: 'remove-cancel', textContent: t('devices.keep_it') })));
   box.setAttribute('role', 'group');
-  box.setAttribute('aria-label', `Confirm removing ${device.name}`);
+  box.setAttribute('aria-label', t('devices.confirm_label', { name: device.name }));
   box.querySelector('.remove-confirm').addEventListener('click', () => act('passkeys-error', () => remove(device)));
   box.querySelector('.remove-cancel').addEventListener('click', () => closeEditors(device));
   box.addEventListener('keydown', (event) => {
@@ -193,22 +214,22 @@ function confirmBox(device) {
 function deviceItem(device) {
   const item = el('li', { className: 'device' });
   item.dataset.deviceId = device.device_id;
-  const used = device.last_used_at ? ['Last used ', when(device.last_used_at)] : ['Not used to sign in yet'];
+  const used = device.last_used_at ? timed('devices.last_used', device.last_used_at) : [t('devices.never_used')];
   const body = el('div', { className: 'device-body' },
     editing === device.device_id ? renameForm(device) : el('p', { className: 'device-name' }, el('strong', { textContent: device.name })),
-    el('p', { className: 'device-meta device-model', textContent: `${device.authenticator || 'Unknown authenticator model'} · ${kindOf(device)}` }),
-    el('p', { className: 'device-meta' }, 'Added ', when(device.created_at), ' · ', ...used));
+    el('p', { className: 'device-meta device-model', textContent: `${device.authenticator || t('devices.unknown_model')} · ${kindOf(device)}` }),
+    el('p', { className: 'device-meta' }, ...timed('devices.added', device.created_at), ' · ', ...used));
   if (waiting(device)) {
     body.append(el('p', { className: 'device-meta device-wait' },
-      'Added after a password sign-in: it signs you in now, and can approve payments from ', when(device.payments_from), '.'));
+      ...timed('devices.waiting', device.payments_from)));
   }
   if (confirming === device.device_id) body.append(confirmBox(device));
   if (editing !== device.device_id && confirming !== device.device_id) {
-    const renameButton = el('button', { type: 'button', className: 'rename-open', textContent: 'Rename' });
-    renameButton.setAttribute('aria-label', `Rename ${device.name}`);
+    const renameButton = el('button', { type: 'button', className: 'rename-open', textContent: t('devices.rename') });
+    renameButton.setAttribute('aria-label', t('devices.rename_label', { name: device.name }));
     renameButton.addEventListener('click', () => openEditor(device, 'rename'));
-    const removeButton = el('button', { type: 'button', className: 'remove-open', textContent: 'Remove' });
-    removeButton.setAttribute('aria-label', `Remove ${device.name}`);
+    const removeButton = el('button', { type: 'button', className: 'remove-open', textContent: t('devices.remove') });
+    removeButton.setAttribute('aria-label', t('devices.remove_label', { name: device.name }));
     removeButton.addEventListener('click', () => openEditor(device, 'remove'));
     body.append(el('div', { className: 'device-actions' }, renameButton, removeButton));
   }
@@ -221,7 +242,7 @@ const itemOf = (deviceId) => $('passkeys-list').querySelector(`li[data-device-id
 function renderDevices() {
   const list = $('passkeys-list');
   list.replaceChildren(...devices.map(deviceItem));
-  if (!devices.length) list.append(el('li', { className: 'empty', textContent: 'No passkeys yet.' }));
+  if (!devices.length) list.append(el('li', { className: 'empty', textContent: t('devices.none') }));
   renderNote();
 }
 
@@ -254,24 +275,15 @@ function renderNote() {
   const amr = sessionMethods();
   let text = '';
   if (amr.includes('enrol')) {
-    text = 'You signed in with an enrolment code. To add or remove passkeys, sign out and sign in with your new passkey first.';
+    text = t('devices.note_enrol');
   } else if (amr.includes('new')) {
-    text = 'You signed in with a passkey added after a password sign-in, which is still in its waiting period. '
-      + 'To add or remove passkeys, sign in with a passkey you had before, or wait until the new one can approve payments.';
+    text = t('devices.note_new');
   } else if (!amr.includes('hwk') && devices.length && devices.every(waiting)) {
-    text = devices.length === 1
-      ? 'You signed in with a password and a code. Your passkey was added after a password sign-in and is still in its '
-        + 'waiting period: until it can approve payments, it signs you in but cannot add or remove passkeys either.'
-      : 'You signed in with a password and a code. Your passkeys were added after a password sign-in and are still in '
-        + 'their waiting period: until they can approve payments, they sign you in but cannot add or remove passkeys either.';
+    text = t(devices.length === 1 ? 'devices.note_pwd_waiting_one' : 'devices.note_pwd_waiting_many');
   } else if (!amr.includes('hwk') && devices.length) {
-    text = 'You signed in with a password and a code. To add or remove a passkey, sign out and sign in with one of your '
-      + 'passkeys first: a password and a code can be phished, so they are not enough to change your passkeys. '
-      + 'You can still rename passkeys and end sessions.';
+    text = t('devices.note_pwd');
   } else if (!amr.includes('hwk')) {
-    text = 'You signed in with a password and a code, and have no passkey yet: you can add one now, and it signs you in at once. '
-      + 'Because a password and a code can be phished, a passkey added after such a sign-in can approve payments only after a '
-      + 'waiting period; if your account has a verified email address, you are told there that it was added, so that you can remove it if it was not you.';
+    text = t('devices.note_pwd_none');
   }
   $('passkeys-note').textContent = text;
   $('passkeys-note').hidden = !text;
@@ -289,13 +301,13 @@ async function rename(device, input) {
   const name = input.value.trim();
   if (!name) {
     input.focus();
-    throw Object.assign(new Error('Enter a name for the passkey.'), { invalidField: true });
+    throw Object.assign(new Error(t('devices.need_name')), { invalidField: true });
   }
   await ctx.authed('PATCH', `/v1/me/devices/${encodeURIComponent(device.device_id)}`, { name });
   editing = null;
   await loadDevices();
   itemOf(device.device_id)?.querySelector('.rename-open')?.focus();
-  say(`Passkey renamed to “${name}”.`);
+  say(t('devices.renamed', { name }));
 }
 
 async function remove(device) {
@@ -306,7 +318,7 @@ async function remove(device) {
     renderDevices();
     itemOf(device.device_id)?.querySelector('.remove-open')?.focus();
     if (err instanceof ApiError && err.problem.code === 'forbidden') {
-      err.problem = { ...err.problem, detail: `“${device.name}” was not removed: ${err.problem.detail || 'the server refused.'}` };
+      err.problem = { ...err.problem, detail: t('devices.not_removed', { name: device.name, detail: err.problem.detail || t('devices.refused') }) };
     }
     throw err;
   }
@@ -315,17 +327,17 @@ async function remove(device) {
   if (signedInWithIt(device)) {
     // The server ended this session with the passkey: its tokens no longer work.
     clearTokens();
-    ctx.showSignedOut(`Passkey “${device.name}” removed. You had signed in with it, so you are signed out here: sign in again to come back.`, 'info');
+    ctx.showSignedOut(t('devices.removed_signed_out', { name: device.name }), 'info');
     return;
   }
   await Promise.all([loadDevices(), ctx.reloadProfile(), loadSessions()]);
   $('passkeys-title').focus();
-  say(`Passkey “${device.name}” removed; the sessions it signed in are ended.`);
+  say(t('devices.removed', { name: device.name }));
 }
 
 async function addPasskey() {
   const name = $('passkey-name').value.trim();
-  say('Waiting for your new passkey…');
+  say(t('devices.waiting_new'));
   const start = await ctx.authed('POST', '/v1/me/devices/start', {});
   const credential = await navigator.credentials.create({ publicKey: creationOptionsFromJSON(start.publicKey) });
   const body = { ceremony_id: start.ceremony_id, credential: credentialToJSON(credential) };
@@ -335,48 +347,48 @@ async function addPasskey() {
   await Promise.all([loadDevices(), ctx.reloadProfile()]);
   itemOf(added.device_id)?.querySelector('.rename-open')?.focus();
   say(added.payments_from
-    ? `Passkey “${added.name}” added. It signs you in now, and can approve payments from ${dateText(added.payments_from)}.`
-    : `Passkey “${added.name}” added.`);
+    ? t('devices.added_waiting', { name: added.name, time: dateText(added.payments_from) })
+    : t('devices.added_done', { name: added.name }));
 }
 
 // ---------------------------------------------------------------- sessions
 
 // A short name for a user agent: enough to tell sessions apart. The full string is in the title.
 function describeAgent(ua) {
-  if (!ua) return 'Unknown browser or app';
+  if (!ua) return t('sessions.unknown_agent');
   const browser = [[/Edg\//, 'Edge'], [/OPR\//, 'Opera'], [/Firefox\//, 'Firefox'], [/(Headless)?Chrome\//, 'Chrome'],
     [/Version\/[\d.]+.*Safari\//, 'Safari']].find(([re]) => re.test(ua));
   const system = [[/Android/, 'Android'], [/iPhone|iPad/, 'iOS'], [/Windows/, 'Windows'], [/Mac OS X|Macintosh/, 'macOS'],
     [/CrOS/, 'ChromeOS'], [/Linux/, 'Linux']].find(([re]) => re.test(ua));
-  if (!browser) return ua.split(/[\s/]/)[0] || 'Unknown browser or app';
-  return system ? `${browser[1]} on ${system[1]}` : browser[1];
+  if (!browser) return ua.split(/[\s/]/)[0] || t('sessions.unknown_agent');
+  return system ? t('sessions.agent_on', { browser: browser[1], system: system[1] }) : browser[1];
 }
 
 function signedInWith(session) {
   const amr = session.amr || [];
-  if (amr.includes('enrol')) return 'an enrolment code';
+  if (amr.includes('enrol')) return t('sessions.by_enrol');
   if (amr.includes('hwk')) {
     const device = devices.find((d) => d.device_id === session.device_id);
-    const which = device ? `the passkey “${device.name}”` : 'a passkey';
-    return amr.includes('new') ? `${which} (in its waiting period)` : which;
+    const which = device ? t('sessions.by_passkey_named', { name: device.name }) : t('sessions.by_passkey');
+    return amr.includes('new') ? t('sessions.by_waiting', { which }) : which;
   }
-  if (amr.includes('pwd')) return 'a password and a code';
-  return amr.join(', ') || 'an unknown method';
+  if (amr.includes('pwd')) return t('sessions.by_password');
+  return amr.join(', ') || t('sessions.by_unknown');
 }
 
 function sessionItem(session) {
   const agent = describeAgent(session.user_agent);
   const title = el('p', { className: 'session-agent' }, el('strong', { textContent: agent }));
   if (session.user_agent) title.title = session.user_agent;
-  if (session.current) title.append(' ', el('span', { className: 'badge', textContent: 'This browser' }));
-  const end = el('button', { type: 'button', className: 'session-end', textContent: session.current ? 'Sign out here' : 'End session' });
-  end.setAttribute('aria-label', session.current ? 'Sign out here (end this session)' : `End the session of ${agent}, started ${dateText(session.created_at)}`);
+  if (session.current) title.append(' ', el('span', { className: 'badge', textContent: t('sessions.this_browser') }));
+  const end = el('button', { type: 'button', className: 'session-end', textContent: t(session.current ? 'sessions.sign_out_here' : 'sessions.end') });
+  end.setAttribute('aria-label', session.current ? t('sessions.sign_out_here_label') : t('sessions.end_label', { agent, time: dateText(session.created_at) }));
   end.addEventListener('click', () => act('sessions-error', () => endSession(session)));
   const item = el('li', { className: 'session' },
     el('div', { className: 'session-body' },
       title,
-      el('p', { className: 'device-meta', textContent: `Signed in with ${signedInWith(session)}${session.client_ip ? ` from ${session.client_ip}` : ''}` }),
-      el('p', { className: 'device-meta' }, 'Started ', when(session.created_at), ' · Last active ', when(session.last_used_at)),
+      el('p', { className: 'device-meta', textContent: session.client_ip ? t('sessions.signed_in_with_from', { how: signedInWith(session), ip: session.client_ip }) : t('sessions.signed_in_with', { how: signedInWith(session) }) }),
+      el('p', { className: 'device-meta' }, ...timed('sessions.started', session.created_at), ' · ', ...timed('sessions.last_active', session.last_used_at)),
       el('div', { className: 'device-actions' }, end)));
   item.dataset.sessionId = session.session_id;
   if (session.current) item.dataset.current = 'true';
@@ -400,12 +412,12 @@ async function endSession(session) {
   if (session.current) {
     // Its tokens no longer work: this tab is signed out.
     clearTokens();
-    ctx.showSignedOut('You ended this session and are signed out here. Sign in again to come back.', 'info');
+    ctx.showSignedOut(t('sessions.ended_this'), 'info');
     return;
   }
   await loadSessions();
   $('sessions-title').focus();
-  say(`Session ended: ${describeAgent(session.user_agent)} is signed out.`);
+  say(t('sessions.ended', { agent: describeAgent(session.user_agent) }));
 }
 
 async function endOtherSessions() {
@@ -422,7 +434,7 @@ async function endOtherSessions() {
   await loadSessions();
   $('sessions-title').focus();
   if (failed.length) throw failed[0];
-  say(others.length === 1 ? 'The other session is ended.' : `${others.length} other sessions are ended.`);
+  say(others.length === 1 ? t('sessions.ended_other') : t('sessions.ended_others', { n: others.length }));
 }
 
 // ---------------------------------------------------------------- wiring
@@ -434,7 +446,7 @@ export function initDevices(context) {
     event.preventDefault();
     act('passkeys-error', addPasskey, $('passkey-name'));
   });
-  $('passkey-name').addEventListener('input', () => $('passkey-name').removeAttribute('aria-invalid'));
+  $('passkey-name').addEventListener('input', () => clearInvalid($('passkey-name'), 'passkeys-error'));
   $('sessions-end-others').addEventListener('click', () => act('sessions-error', endOtherSessions));
   $('sessions-refresh').addEventListener('click', () => act('sessions-error', loadSessions));
 }

@@ -5,31 +5,22 @@
 // The session is the one /app.js keeps in sessionStorage; what the pages share is in /webauthn.js (the API)
 // and /page.js (the shell and its helpers).
 
+import { ApiError, accessTokenExpired, api, loadTokens, withAccessToken } from '/webauthn.js';
 import {
-  ApiError, accessTokenExpired, api, describeError as describeCommonError, loadTokens, withAccessToken,
-} from '/webauthn.js';
-import { $, duration, oneAtATime, required, say } from '/page.js';
+  $, describeError as describeCommonError, duration, fieldFails, markInvalid, oneAtATime, required, say, t,
+} from '/page.js';
 import { focusFromHash, initDevices, loadDevicesAndSessions } from '/security-devices.js';
 
 // What the factor names of GET /v1/me mean to a person.
-const FACTOR_LABELS = {
-  passkey: 'Passkey',
-  password: 'Password',
-  totp: 'Authenticator app',
-  email_otp: 'Email code',
-  recovery_code: 'Recovery codes',
-  passkey_recovery_code: 'Passkey recovery codes',
-};
+const FACTORS = ['passkey', 'password', 'totp', 'email_otp', 'recovery_code', 'passkey_recovery_code'];
 
 const CARDS = ['sec-overview', 'passkeys-card', 'sessions-card', 'password-card', 'email-card', 'totp-card'];
 
 // ---------------------------------------------------------------- messages
 
-// A TypeError's name adds nothing (a failed fetch, say); a wait the server asks for does.
-function describeError(err) {
-  const text = describeCommonError(err, ['Error', 'TypeError']);
-  return err?.retryAfter ? `${text} Try again in ${err.retryAfter} seconds.` : text;
-}
+// A TypeError's name adds nothing (a failed fetch, say); a wait the server asks for is in the
+// common description.
+const describeError = (err) => describeCommonError(err, ['Error', 'TypeError']);
 
 // One request at a time, and every failure shown in the status line.
 const run = oneAtATime(describeError);
@@ -53,7 +44,7 @@ function renderFactors() {
   list.replaceChildren(...(profile.factors || []).map((factor) => {
     const item = document.createElement('li');
     item.dataset.factor = factor;
-    item.textContent = FACTOR_LABELS[factor] ?? factor;
+    item.textContent = FACTORS.includes(factor) ? t(`factor.${factor}`) : factor;
     return item;
   }));
 }
@@ -66,18 +57,16 @@ function renderPassword() {
   if (!set) $('current-password').value = '';
   const secondFactor = has('totp') || has('email_otp');
   $('password-state').textContent = set
-    ? 'A password is set. Change it here.'
-    : `No password yet.${secondFactor ? '' : ' To sign in with one you also need an authenticator app or a verified email address.'}`;
+    ? t('security.password_set_state')
+    : t(secondFactor ? 'security.no_password' : 'security.no_password_no_factor');
 }
 
 function renderEmail() {
   const { email, email_verified: verified } = profile;
-  $('sec-email').textContent = email ? `${email}${verified ? ' (verified)' : ' (not verified)'}` : '—';
+  $('sec-email').textContent = email ? t(verified ? 'msg.email_verified' : 'msg.email_unverified', { email }) : '—';
   $('email-state').textContent = !email
-    ? 'With a verified address, password sign-in can mail you a code.'
-    : verified
-      ? 'Password sign-in can mail a code to this address. Enter another address to change it.'
-      : 'This address is not verified yet: enter the code we mailed to it, or ask for a new one.';
+    ? t('security.email_none')
+    : t(verified ? 'security.email_verified_state' : 'security.email_unverified_state');
   if (email && !$('email').value) $('email').value = email;
 }
 
@@ -88,8 +77,8 @@ function renderTotp() {
   $('totp-remove').hidden = !active;
   $('recovery-new').hidden = !active;
   $('totp-state').textContent = active
-    ? 'An authenticator app is set up.'
-    : 'An authenticator app (Google Authenticator, Authy, 1Password, …) shows a new six-digit code every 30 seconds.';
+    ? t('security.totp_active')
+    : t('security.totp_none');
 }
 
 function render() {
@@ -99,9 +88,8 @@ function render() {
   renderEmail();
   renderTotp();
   $('pk-recovery-state').textContent = has('passkey_recovery_code')
-    ? 'You have passkey recovery codes. Making new ones voids the old set.'
-    : 'You have no passkey recovery codes. Without them, only an administrator can help you back in '
-      + 'if you lose every passkey (or a code mailed to your confirmed address, after a day\'s wait).';
+    ? t('security.pk_recovery_have')
+    : t('security.pk_recovery_none');
 }
 
 // ---------------------------------------------------------------- password
@@ -109,40 +97,44 @@ function render() {
 async function savePassword() {
   const password = $('new-password').value;
   if (!password) {
+    markInvalid($('new-password'));
     $('new-password').focus();
-    throw new Error('Enter the new password first.');
+    throw new Error(t('security.need_new_password'));
   }
   if (password !== $('new-password-repeat').value) {
+    markInvalid($('new-password-repeat'));
     $('new-password-repeat').focus();
-    throw new Error('The two new passwords differ.');
+    throw new Error(t('security.passwords_differ'));
   }
   const current = $('current-password').value;
   const hadPassword = has('password');
-  await authed('PUT', '/v1/me/password', current ? { password, current_password: current } : { password });
+  // A refused current password is invalid_credentials; a weak new one, validation_failed.
+  await fieldFails('current-password', ['invalid_credentials'], () => fieldFails('new-password', ['validation_failed'],
+    () => authed('PUT', '/v1/me/password', current ? { password, current_password: current } : { password })));
   for (const id of ['current-password', 'new-password', 'new-password-repeat']) $(id).value = '';
   await loadProfile();
-  say(hadPassword ? 'Password changed.' : 'Password set.');
+  say(t(hadPassword ? 'security.password_changed' : 'security.password_saved'));
 }
 
 // ---------------------------------------------------------------- email
 
 async function sendEmailCode() {
-  const email = required('email', 'an email address');
+  const email = required('email', 'security.need_email');
   const sent = await authed('POST', '/v1/me/email', { email });
   $('email-verify-form').hidden = false;
   $('email-code').value = '';
   $('email-code').focus();
   await loadProfile();
-  say(`We mailed a code to ${email}; it works for ${duration(sent.expires_in)}.`);
+  say(t('security.mailed', { email, duration: duration(sent.expires_in) }));
 }
 
 async function verifyEmail() {
-  const code = required('email-code', 'the code from the email');
-  await authed('POST', '/v1/me/email/verify', { code });
+  const code = required('email-code', 'msg.need_email_code');
+  await fieldFails('email-code', ['invalid_code'], () => authed('POST', '/v1/me/email/verify', { code }));
   $('email-verify-form').hidden = true;
   $('email-code').value = '';
   await loadProfile();
-  say('Email address verified.');
+  say(t('security.email_done'));
 }
 
 // ---------------------------------------------------------------- authenticator app (TOTP)
@@ -150,7 +142,7 @@ async function verifyEmail() {
 // The server's SVG goes in as an image: an <img> never runs script or loads anything that an
 // SVG might hold, where inserting the markup into the page could.
 function svgDataUrl(svg) {
-  if (typeof svg !== 'string' || !svg.includes('<svg')) throw new Error('The server sent no QR code.');
+  if (typeof svg !== 'string' || !svg.includes('<svg')) throw new Error(t('security.no_qr'));
   const bytes = new TextEncoder().encode(svg);
   let binary = '';
   for (const byte of bytes) binary += String.fromCharCode(byte);
@@ -185,24 +177,24 @@ function hideEnrolment() {
 
 async function startTotp() {
   showEnrolment(await authed('POST', '/v1/me/totp/start', {}));
-  say('Scan the QR code, then enter the code your app shows.');
+  say(t('security.scan'));
 }
 
 async function confirmTotp() {
-  const code = required('totp-code', 'the code from your app');
-  const { recovery_codes: codes } = await authed('POST', '/v1/me/totp/finish', { code });
+  const code = required('totp-code', 'security.need_totp');
+  const { recovery_codes: codes } = await fieldFails('totp-code', ['invalid_code'], () => authed('POST', '/v1/me/totp/finish', { code }));
   hideEnrolment();
   showRecoveryCodes(codes);
   await loadProfile();
-  say('Authenticator app set up. Save your recovery codes now.');
+  say(t('security.totp_done'));
 }
 
 async function removeTotp() {
-  if (!window.confirm('Remove the authenticator app? Its recovery codes stop working too.')) return;
+  if (!window.confirm(t('security.confirm_totp_remove'))) return;
   await authed('DELETE', '/v1/me/totp');
   hideRecoveryCodes();
   await loadProfile();
-  say('Authenticator app removed.');
+  say(t('security.totp_removed'));
 }
 
 // ---------------------------------------------------------------- recovery codes
@@ -223,24 +215,24 @@ function hideRecoveryCodes() {
 }
 
 async function newRecoveryCodes() {
-  if (!window.confirm('Make ten new recovery codes? The old ones stop working.')) return;
+  if (!window.confirm(t('security.confirm_recovery_new'))) return;
   const { recovery_codes: codes } = await authed('POST', '/v1/me/recovery-codes', {});
   showRecoveryCodes(codes);
   await loadProfile();
-  say('New recovery codes made; the old ones no longer work. Save these now.');
+  say(t('security.recovery_made'));
 }
 
 async function copyRecoveryCodes() {
   const codes = [...$('recovery-codes').children].map((item) => item.textContent);
-  if (!navigator.clipboard) throw new Error('This browser cannot copy from here: select the codes and copy them.');
+  if (!navigator.clipboard) throw new Error(t('security.no_clipboard'));
   await navigator.clipboard.writeText(codes.join('\n'));
-  say('Recovery codes copied.');
+  say(t('security.copied'));
 }
 
 // ---------------------------------------------------------------- passkey recovery codes
 
 async function newPasskeyRecoveryCodes() {
-  if (has('passkey_recovery_code') && !window.confirm('Make ten new passkey recovery codes? The old ones stop working.')) return;
+  if (has('passkey_recovery_code') && !window.confirm(t('security.confirm_pk_recovery_new'))) return;
   const { recovery_codes: codes } = await authed('POST', '/v1/me/passkey-recovery-codes', {});
   $('pk-recovery-codes').replaceChildren(...codes.map((code) => {
     const item = document.createElement('li');
@@ -250,7 +242,7 @@ async function newPasskeyRecoveryCodes() {
   $('pk-recovery').hidden = false;
   $('pk-recovery-title').focus();
   await loadProfile();
-  say('Passkey recovery codes made. Save them now: they are not shown again.');
+  say(t('msg.pk_recovery_made'));
 }
 
 // ---------------------------------------------------------------- wiring
@@ -267,7 +259,7 @@ async function restore() {
     await loadDevicesAndSessions();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
-      showSignedOut(`Your session has ended; sign in again. ${describeError(err)}`);
+      showSignedOut(t('msg.session_ended', { error: describeError(err) }));
       return;
     }
     throw err;
@@ -304,7 +296,7 @@ function init() {
   });
 
   if (!loadTokens()?.access_token) {
-    showSignedOut('Sign in first: these settings belong to a signed-in account.');
+    showSignedOut(t('security.sign_in_first'));
     return;
   }
   run(restore);

@@ -39,7 +39,7 @@ async function storedClaims(page) {
 
 const errorShown = () => {
   const message = document.getElementById('message');
-  return message?.classList.contains('error') && message.textContent;
+  return message?.classList.contains('error') && `${message.textContent} [${message.dataset.code || ''}]`;
 };
 
 // Waits until ready(arg) (evaluated in the page) returns something truthy and returns that, or
@@ -132,7 +132,8 @@ async function adminFlow(browser) {
     await page.waitForFunction(() => document.body.dataset.view === 'signin'
       && document.body.getAttribute('aria-busy') === 'false');
     const state = await page.textContent('#admin-signin-state');
-    check(state.includes(ADMIN) && state.includes('forbidden'), `#admin-signin-state: ${state}`);
+    const code = await page.getAttribute('#message', 'data-code');
+    check(state.includes(ADMIN) && code === 'forbidden', `#admin-signin-state: ${state} [${code}]`);
     check(!(await page.locator('#admin-console').isVisible()), '#admin-console shown to a non-admin');
     check(await page.locator('#admin-login').isVisible(), '#admin-login not offered');
   });

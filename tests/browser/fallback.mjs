@@ -56,10 +56,11 @@ async function storedClaims(page) {
   return JSON.parse(Buffer.from(tokens.access_token.split('.')[1], 'base64url').toString());
 }
 
-// The text of #message when the page shows an error there.
+// The text of #message when the page shows an error there, then the problem code (data-code) if
+// the server sent one, as "text [code]".
 const errorShown = () => {
   const message = document.getElementById('message');
-  return message?.classList.contains('error') && message.textContent;
+  return message?.classList.contains('error') && `${message.textContent} [${message.dataset.code || ''}]`;
 };
 
 // Waits until ready() (evaluated in the page) returns something truthy and returns that, or
@@ -177,6 +178,7 @@ async function mainFlow(browser) {
     await page.click('#password-save');
     const error = await waitForError(page);
     check(error.includes('validation_failed'), `#message: ${error}`);
+    check(await page.getAttribute('#new-password', 'aria-invalid') === 'true', '#new-password not marked aria-invalid');
     for (const id of ['#current-password', '#new-password', '#new-password-repeat']) await page.fill(id, '');
   });
 
@@ -213,6 +215,7 @@ async function mainFlow(browser) {
     await page.click('#totp-confirm');
     const error = await waitForError(page);
     check(error.includes('invalid_code'), `#message: ${error}`);
+    check(await page.getAttribute('#totp-code', 'aria-invalid') === 'true', '#totp-code not marked aria-invalid');
     check(await page.locator('#totp-enrol').isVisible(), 'the enrolment form went away after a wrong code');
   });
 

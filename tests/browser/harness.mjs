@@ -2,7 +2,8 @@
 // launch, the step runner with its timeouts, pass/fail count and failure diagnostics, and a
 // browser context with a CDP virtual passkey authenticator. It exists so that every script
 // runs, reports and ends the same way: one line per step, then "browser: N passed, M failed"
-// (which tests/api/browser.rs reads) and exit status 1 if any step failed. A Content Security
+// (which tests/api/browser.rs reads) and exit status 1 if any step failed. The pages speak the
+// context's locale (see openContext); an error's problem code is on the status line's data-code. A Content Security
 // Policy violation on a page fails the step during which it was reported.
 // Env: BASE_URL (required), TEST_USERNAME (default random), CHROMIUM (default /usr/bin/chromium),
 // STEP_TIMEOUT_MS (default 15000).
@@ -119,8 +120,10 @@ export function check(condition, what) {
 // presence on: Chromium's virtual environment answers a conditional (autofill) request at once
 // when a passkey exists, where a person would have to pick it, and the page on / keeps such a
 // request pending while signed out, which must not be answered by accident.
-export async function openContext(browser, { withoutJsonHelpers = false } = {}) {
-  const context = await browser.newContext();
+// locale sets Accept-Language and navigator.languages, which choose the pages' language: the
+// scenarios read English text unless they ask for another.
+export async function openContext(browser, { withoutJsonHelpers = false, locale = 'en-US' } = {}) {
+  const context = await browser.newContext({ locale });
   // Runs before any page script and, injected over DevTools, is not itself held to the policy.
   await context.addInitScript(() => {
     document.addEventListener('securitypolicyviolation', (event) => {

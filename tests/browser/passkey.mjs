@@ -110,7 +110,7 @@ async function mainFlow(browser) {
     await page.locator('#recovery-offer-shown').waitFor({ state: 'visible' });
     const codes = await page.$$eval('#recovery-offer-codes li', (items) => items.map((li) => li.textContent.trim()));
     check(codes.length === 10 && codes.every((c) => /^[a-z2-9]{5}-[a-z2-9]{5}$/.test(c)), `codes ${JSON.stringify(codes)}`);
-    await page.waitForFunction(() => /passkey_recovery_code/.test(document.getElementById('me-factors').textContent));
+    await page.waitForFunction(() => /\bpasskey_recovery_code\b/.test(document.getElementById('me-factors').dataset.factors));
     // A code starts an enrolment (nothing is spent until a passkey is bound).
     const status = await page.evaluate(async ([username, code]) => {
       const response = await fetch('/v1/enrol/start', {
@@ -172,7 +172,7 @@ async function mainFlow(browser) {
   await step('registering the same username again shows username_taken', async () => {
     await page.fill('#username', USERNAME);
     await page.click('#register');
-    await page.waitForFunction(() => document.getElementById('message').textContent.includes('username_taken'));
+    await page.waitForFunction(() => document.getElementById('message').dataset.code === 'username_taken');
     check(!(await page.locator('#signed-in').isVisible()), 'signed in after a failed registration');
     const creds = await credentials();
     check(creds.length === 1 && toB64url(creds[0].credentialId) === credentialId, 'the authenticator gained a credential');
@@ -241,7 +241,8 @@ async function shellFlow(browser) {
       await page.locator('main > header.masthead').waitFor({ state: 'attached' });
       const shell = await page.evaluate(() => {
         const main = document.querySelector('main');
-        const status = document.querySelectorAll('[role="status"]');
+        // An error turns the line's role from status to alert.
+        const status = document.querySelectorAll('[data-status-line]');
         return {
           headers: document.querySelectorAll('header.masthead').length,
           first: main.firstElementChild.matches('header.masthead'),
@@ -250,13 +251,15 @@ async function shellFlow(browser) {
           backs: main.querySelectorAll(':scope > .back').length,
           statuses: status.length,
           statusId: status[0]?.id,
+          statusRole: status[0]?.getAttribute('role'),
           statusLast: main.lastElementChild === status[0],
         };
       });
       const where = `${path}: ${JSON.stringify(shell)}`;
       check(shell.headers === 1 && shell.first && shell.title === title && shell.tagline, `masthead on ${where}`);
       check(shell.backs === (hasBack ? 1 : 0), `back link on ${where}`);
-      check(shell.statuses === 1 && shell.statusId === statusId && shell.statusLast, `status line on ${where}`);
+      check(shell.statuses === 1 && shell.statusId === statusId && shell.statusLast
+        && ['status', 'alert'].includes(shell.statusRole), `status line on ${where}`);
     }
   });
   await context.close();

@@ -133,7 +133,8 @@ async function mainFlow(browser) {
     await page.click('#pay');
     await page.waitForFunction(() => document.body.dataset.payState === 'error');
     const message = await page.textContent('#pay-message');
-    check(message.includes('validation_failed'), `#pay-message is "${message}"`);
+    const code = await page.getAttribute('#pay-message', 'data-code');
+    check(code === 'validation_failed', `#pay-message is "${message}" [${code}]`);
     check((await page.textContent('#pay-result')) === '', '#pay-result not cleared');
   });
   await context.close();

@@ -444,7 +444,9 @@ async function fallbackFlow(browser, { secret, totpStep }) {
     await page.locator('#passkeys-list .confirm .remove-confirm').click();
     const error = await waitForAlert(page, 'passkeys-error');
     check(error.startsWith('Only a recent passkey sign-in may change your passkeys')
-      && error.includes('still in its waiting period') && error.includes('passkey_required'), `alert: ${error}`);
+      && error.includes('still in its waiting period'), `alert: ${error}`);
+    const code = await page.getAttribute('#passkeys-error', 'data-code');
+    check(code === 'passkey_required', `#passkeys-error data-code is ${code}`);
     check((await signals(page, 'signalUnknownCredential')).length === 0, 'signalled a passkey the server kept');
     await idle(page);
     await shot(page, 'fallback-refused');
