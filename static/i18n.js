@@ -5,7 +5,7 @@
 // sentences of the chosen language. Plain ES module, no build step; page.js imports it first, so
 // the catalogue is loaded (top-level await) before any page script runs.
 
-import { ApiError } from '/webauthn.js';
+import { ApiError, api, loadTokens, withAccessToken } from '/webauthn.js';
 
 const STORE_KEY = 'passgate.lang';
 export const LANGUAGES = { en: 'English', 'zh-CN': '简体中文' };
@@ -66,9 +66,16 @@ export function translate(root = document) {
 
 // Keeps the choice and reloads: every page keeps what matters (the session) in storage, and a
 // reload words everything, the messages made in script included, in the new language.
-export function setLanguage(code) {
+// Signed in, the account's mail (notices, codes) follows the choice too (PUT /v1/me/language);
+// that is best effort: the page switches whether or not the server takes it.
+export async function setLanguage(code) {
   if (!Object.hasOwn(LANGUAGES, code) || code === lang) return;
   try { localStorage.setItem(STORE_KEY, code); } catch { /* the reload then keeps the browser's choice */ }
+  if (loadTokens()?.access_token) {
+    const expired = (err) => err instanceof ApiError && err.status === 401;
+    const put = (token) => api('/v1/me/language', { method: 'PUT', body: { language: code }, token });
+    try { await withAccessToken(put, expired); } catch { /* signed out meanwhile, or offline */ }
+  }
   window.location.reload();
 }
 

@@ -302,6 +302,17 @@ async function perLanguage(browser, locale) {
 
   await step(`axe, ${locale}, /security.html signed in`, () => axeCheck(page, `${locale} /security.html signed in`));
 
+  if (locale === 'zh-CN') {
+    await step('switching to English while signed in tells the server, so the mail follows', async () => {
+      const told = page.waitForResponse((r) => r.url().endsWith('/v1/me/language') && r.request().method() === 'PUT');
+      await page.click('.lang-switch button[data-lang="en"]');
+      const response = await told;
+      check(response.status() === 204, `PUT /v1/me/language answered ${response.status()}`);
+      check(JSON.parse(response.request().postData()).language === 'en', `sent ${response.request().postData()}`);
+      await page.waitForFunction(() => document.documentElement.lang === 'en');
+    });
+  }
+
   await context.close();
 }
 

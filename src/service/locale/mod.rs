@@ -222,8 +222,8 @@ mod tests {
         assert!(zh.subject_passkey_bound.contains("通行密钥"));
         assert!(zh.what_totp_added.contains("验证器应用"));
         assert!(zh.what_recovery_codes_made.contains("恢复码"));
-        assert!(zh.enrolment_code_body.contains("绑定码"));
-        assert!(zh.recovery_requested_body.contains("绑定码"));
+        assert!(zh.enrolment_code_body.contains("登记码"));
+        assert!(zh.recovery_requested_body.contains("登记码"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The mails in Simplified Chinese. Terms, kept the same everywhere (and
 //! on the pages): passkey 通行密钥, authenticator app 验证器应用, recovery
-//! code 恢复码, passkey recovery code 通行密钥恢复码, enrolment code 绑定码,
+//! code 恢复码, passkey recovery code 通行密钥恢复码, enrolment code 登记码,
 //! session 会话, sign in 登录, "Sign-in options" 登录选项.
 
 use super::Catalogue;
@@ -43,9 +43,9 @@ pub const ZH_CN: Catalogue = Catalogue {
         当您丢失了所有通行密钥时，每个恢复码都可以用来添加一个新的通行密钥。",
     subject_recovery_cancelled: "账户恢复已取消",
     what_recovery_cancelled_by_link: "通过邮件申请的账户恢复已经用邮件中的链接取消，\
-        其中的绑定码已失效。",
+        其中的登记码已失效。",
     what_recovery_cancelled_by_passkey: "通过邮件申请的账户恢复已取消，因为申请之后您用\
-        自己的一个通行密钥登录过，其中的绑定码已失效。",
+        自己的一个通行密钥登录过，其中的登记码已失效。",
     subject_email_change_requested: "有人申请修改您的邮箱地址",
     what_email_change_requested: "有人申请将您账户的邮箱地址改为 {address}。\
         在新地址确认之前，本地址仍然有效。",
@@ -59,7 +59,7 @@ pub const ZH_CN: Catalogue = Catalogue {
     what_roles_changed: "您账户现在的角色是：{roles}。",
     subject_devices_reset: "您账户的通行密钥已被重置",
     what_devices_reset: "服务器运维人员解除了您账户的所有通行密钥，并结束了所有会话。\
-        他们拿到了一个 24 小时内有效的一次性绑定码，可用它绑定新的通行密钥。",
+        他们拿到了一个 24 小时内有效的一次性登记码，可用它绑定新的通行密钥。",
     subject_sign_in_code: "您的登录验证码",
     sign_in_code_body: "{name}，您好：\r\n\r\n您的登录验证码是：{code}\r\n\r\n\
         该验证码只能使用一次，{minutes} 分钟内有效。如果您没有申请过验证码，\
@@ -70,15 +70,15 @@ pub const ZH_CN: Catalogue = Catalogue {
         可能有人知道了您的密码，请修改密码。\r\n",
     subject_enrolment_code: "绑定新设备",
     enrolment_code_body: "{name}，您好：\r\n\r\n管理员解除了您的账户 {username} 的所有通行密钥。\
-        如需绑定新设备，请打开登录页面，选择“我有绑定码”，然后输入：\r\n\r\n    {code}\r\n\r\n\
-        该绑定码只能使用一次，24 小时内有效。该账户的所有会话均已结束。\r\n\r\n{stamp}\r\n\r\n\
-        如果这不是您申请的，请不要使用该绑定码，并立即告知管理员。\r\n",
+        如需绑定新设备，请打开登录页面，选择“我有登记码”，然后输入：\r\n\r\n    {code}\r\n\r\n\
+        该登记码只能使用一次，24 小时内有效。该账户的所有会话均已结束。\r\n\r\n{stamp}\r\n\r\n\
+        如果这不是您申请的，请不要使用该登记码，并立即告知管理员。\r\n",
     subject_recovery_requested: "有人申请恢复您的账户",
     recovery_requested_body: "{name}，您好：\r\n\r\n有人申请通过邮件恢复账户 {username}，\
         即不登录而添加新的通行密钥。\r\n{stamp}\r\n\r\n\
         如果这是您本人的申请：请从 {from}（UTC）起打开 {origin}/enrol.html，\
-        选择“我有绑定码或恢复码”，然后输入\r\n\r\n    {code}\r\n\r\n\
-        该绑定码只能使用一次，有效期至 {until}（UTC）。这段等待时间让您来得及阻止\
+        选择“我有登记码或恢复码”，然后输入\r\n\r\n    {code}\r\n\r\n\
+        该登记码只能使用一次，有效期至 {until}（UTC）。这段等待时间让您来得及阻止\
         进入了此邮箱的他人。\r\n\r\n\
         如果这不是您本人的申请，请立即取消：\r\n    {origin}/enrol.html#cancel={cancel}\r\n\
         用您的任一通行密钥登录也会取消此申请。然后请修改此邮箱的密码：可能有人正在查看它。\r\n",
