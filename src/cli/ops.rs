@@ -58,6 +58,21 @@ pub fn config_check(settings: &Settings) -> anyhow::Result<()> {
     let rows = [
         ("server.bind", settings.server.bind.to_string()),
         ("server.static_dir", format!("{}{pages}", static_dir.display())),
+        (
+            "server.admin_bind",
+            match settings.server.admin_bind {
+                Some(admin) => format!("{admin} (/metrics and /v1/admin only there)"),
+                None => "(off: /metrics and /v1/admin on server.bind)".to_owned(),
+            },
+        ),
+        (
+            "server.cors_origins",
+            if settings.server.cors_origins.is_empty() {
+                "(none: no cross-origin calls)".to_owned()
+            } else {
+                settings.server.cors_origins.join(", ")
+            },
+        ),
         ("database.url", settings.database.url.redacted()),
         ("webauthn.rp_id", settings.webauthn.rp_id.clone()),
         ("webauthn.origins", list(&settings.webauthn.origins)),

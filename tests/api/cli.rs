@@ -120,6 +120,8 @@ fn config_check_summarises_with_secrets_hidden_and_names_a_bad_setting() {
         ("PASSGATE__SMTP__PASSWORD", "smtp-topsecret"),
         ("PASSGATE__WEBAUTHN__RP_ID", "wallet.example"),
         ("PASSGATE__WEBAUTHN__ORIGINS", "https://wallet.example"),
+        ("PASSGATE__SERVER__CORS_ORIGINS", "https://shop.example"),
+        ("PASSGATE__SERVER__ADMIN_BIND", "127.0.0.1:9099"),
     ];
     let sqlite = format!("sqlite:{}", database.display());
     let checked = passgate(&sqlite, &["config", "check"], &secrets);
@@ -137,6 +139,8 @@ fn config_check_summarises_with_secrets_hidden_and_names_a_bad_setting() {
         "{out}"
     );
     assert!(row("webauthn.rp_id").ends_with("wallet.example"));
+    assert!(row("server.cors_origins").ends_with("https://shop.example"), "{out}");
+    assert!(row("server.admin_bind").contains("127.0.0.1:9099"), "{out}");
     for secret in ["smtp-topsecret", "AAECAwQF"] {
         assert!(!out.contains(secret) && !stderr(&checked).contains(secret), "{secret} shown");
     }
