@@ -79,9 +79,11 @@ export class ApiError extends Error {
 }
 
 /**
- * What a page shows for err: an ApiError's problem with its code and request id; for the
- * browser's WebAuthn errors, which are terse, what their name means; else the message, with the
- * error's name unless it is one of plainNames (names that add nothing to the message).
+ * An English wording of err for front ends that import this module: an ApiError's problem with
+ * its code and request id; for the browser's WebAuthn errors, which are terse, what their name
+ * means; else the message, with the error's name unless it is one of plainNames (names that add
+ * nothing to the message). passgate's own pages word errors in the reader's language with
+ * /i18n.js instead.
  * @param {unknown} err anything caught
  * @param {string[]} [plainNames]
  * @returns {string}
