@@ -7,45 +7,12 @@
 // STEP_TIMEOUT_MS (default 15000). Prints one line per step and ends with "browser: N passed, M failed"
 // (the runner, launch and virtual authenticator are in harness.mjs).
 
-import { createHmac } from 'node:crypto';
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername } from './harness.mjs';
+import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, totpCode } from './harness.mjs';
 
 const USERNAME = testUsername('fb');
 const PASSWORD = 'correct horse battery staple';
 const TOKENS_KEY = 'passgate.tokens';
 const RECOVERY_CODE = /^[a-z2-9]{5}-[a-z2-9]{5}$/;
-
-// ---------------------------------------------------------------- TOTP (RFC 6238), independent of the server
-
-function base32Decode(text) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const clean = text.replace(/[\s=]/g, '').toUpperCase();
-  const bytes = [];
-  let bits = 0;
-  let value = 0;
-  for (const char of clean) {
-    const index = alphabet.indexOf(char);
-    if (index < 0) throw new Error(`not base32: ${JSON.stringify(char)} in ${text}`);
-    value = (value << 5) | index;
-    bits += 5;
-    if (bits >= 8) {
-      bits -= 8;
-      bytes.push((value >>> bits) & 0xff);
-    }
-  }
-  return Buffer.from(bytes);
-}
-
-// The six-digit code of 30-second step `counter`: HMAC-SHA1 over the counter as 8 bytes
-// big-endian, dynamic truncation (RFC 4226 §5.3), the last six decimal digits.
-function totpCode(secret, counter) {
-  const message = Buffer.alloc(8);
-  message.writeBigUInt64BE(BigInt(counter));
-  const mac = createHmac('sha1', base32Decode(secret)).update(message).digest();
-  const offset = mac[mac.length - 1] & 0x0f;
-  const binary = mac.readUInt32BE(offset) & 0x7fffffff;
-  return String(binary % 1_000_000).padStart(6, '0');
-}
 
 // ---------------------------------------------------------------- page helpers
 

@@ -10,43 +10,14 @@
 // STEP_TIMEOUT_MS (default 15000), SCREENSHOTS (folder for the screenshots, default /tmp).
 // Prints one line per step and ends with "browser: N passed, M failed" (see harness.mjs).
 
-import { createHmac } from 'node:crypto';
 import { join } from 'node:path';
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername } from './harness.mjs';
+import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, totpCode } from './harness.mjs';
 
 const USERNAME = testUsername('self');
 const PASSWORD = 'correct horse battery staple';
 const TOKENS_KEY = 'passgate.tokens';
 const SCREENSHOTS = process.env.SCREENSHOTS || '/tmp';
 const IPHONE = 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1';
-
-// ---------------------------------------------------------------- TOTP (RFC 6238), as fallback.mjs has it
-
-function base32Decode(text) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const bytes = [];
-  let bits = 0;
-  let value = 0;
-  for (const char of text.replace(/[\s=]/g, '').toUpperCase()) {
-    const index = alphabet.indexOf(char);
-    if (index < 0) throw new Error(`not base32: ${JSON.stringify(char)} in ${text}`);
-    value = (value << 5) | index;
-    bits += 5;
-    if (bits >= 8) {
-      bits -= 8;
-      bytes.push((value >>> bits) & 0xff);
-    }
-  }
-  return Buffer.from(bytes);
-}
-
-function totpCode(secret, counter) {
-  const message = Buffer.alloc(8);
-  message.writeBigUInt64BE(BigInt(counter));
-  const mac = createHmac('sha1', base32Decode(secret)).update(message).digest();
-  const offset = mac[mac.length - 1] & 0x0f;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
 
 // ---------------------------------------------------------------- page helpers
 
