@@ -573,13 +573,16 @@ impl Devices {
             device_name,
         )?;
         let now = self.clock.now_ms();
-        let proof = if state.by_recovery_code {
-            // A recovery code is one factor someone may have copied: the
-            // passkey it binds signs in at once but approves payments only
-            // after the delay a passkey bound from a password sign-in
-            // waits, in which the owner, mailed at once, can remove it.
+        // A recovery code is one factor someone may have copied, and a
+        // mailed one is as strong as the mailbox: the passkey either binds
+        // signs in at once but approves payments only after the delay a
+        // passkey bound from a password sign-in waits, in which the owner,
+        // mailed at once, can remove it.
+        if state.by_recovery_code || state.by_mail {
             let delay = self.settings.stepup.fallback_passkey_delay.as_millis() as i64;
             row.payments_after = Some(now + delay);
+        }
+        let proof = if state.by_recovery_code {
             EnrolProof::RecoveryCode(&state.code_hash, now)
         } else {
             EnrolProof::EnrolmentCode(&state.code_hash)
@@ -603,14 +606,16 @@ impl Devices {
         let device = device_id.to_string();
         let mut event = Event::ok("device_enrolled").user(&user_id).device(&device);
         if state.by_mail {
-            event = event.reason("with a mailed account recovery code, after its delay");
-            let change = Change::PasskeyBound { name: &row.name, payments_from: None };
-            self.notifier.notify(&user, change, None);
+            event = event
+                .reason("with a mailed account recovery code, after its delay: payments delayed");
         }
         if state.by_recovery_code {
             event = event.reason("with a passkey recovery code: payments delayed");
+        }
+        if state.by_recovery_code || state.by_mail {
             let payments_from = row.payments_after.unwrap_or(now);
-            let change = Change::PasskeyRecovered { name: &row.name, payments_from };
+            let change =
+                Change::PasskeyRecovered { name: &row.name, payments_from, by_mail: state.by_mail };
             self.notifier.notify(&user, change, None);
         }
         self.audit.record(event).await;

@@ -39,6 +39,9 @@ pub enum Change<'a> {
     PasskeyRecovered {
         name: &'a str,
         payments_from: Millis,
+        /// With the code of an account recovery by mail, not a passkey
+        /// recovery code.
+        by_mail: bool,
     },
     TotpAdded,
     TotpRemoved,
@@ -98,10 +101,14 @@ impl Change<'_> {
             Change::RecoveryCodesMade => {
                 (words.subject_recovery_codes_made, words.what_recovery_codes_made.into())
             }
-            Change::PasskeyRecovered { name, payments_from } => (
+            Change::PasskeyRecovered { name, payments_from, by_mail } => (
                 words.subject_passkey_recovered,
                 render(
-                    words.what_passkey_recovered,
+                    if *by_mail {
+                        words.what_passkey_recovered_by_mail
+                    } else {
+                        words.what_passkey_recovered
+                    },
                     &[("name", name), ("from", &rfc3339(*payments_from))],
                 ),
             ),
@@ -255,7 +262,8 @@ mod tests {
             Change::PasskeyBound { name: "Phone", payments_from: Some(86_400_000) },
             Change::PasskeyUnbound { name: "Phone", by_admin: false },
             Change::PasskeyUnbound { name: "Phone", by_admin: true },
-            Change::PasskeyRecovered { name: "Phone", payments_from: 86_400_000 },
+            Change::PasskeyRecovered { name: "Phone", payments_from: 86_400_000, by_mail: false },
+            Change::PasskeyRecovered { name: "Phone", payments_from: 86_400_000, by_mail: true },
             Change::TotpAdded,
             Change::TotpRemoved,
             Change::RecoveryCodesMade,

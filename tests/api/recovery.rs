@@ -221,7 +221,12 @@ async fn a_mailed_recovery_binds_a_passkey_only_after_its_delay(db: Db) {
     let (enrolled, mut phone) = enrol(&app, name, &code).await;
     assert_eq!(enrolled["user_id"], tokens["user_id"]);
     assert_eq!(app.login(&mut phone, None).await.status(), StatusCode::OK);
-    smtp::wait_for_mail(&address, "Spare phone").await;
+    // Its passkey waits before it approves payments, and the owner hears of it.
+    let devices = app.devices(enrolled["access_token"].as_str().unwrap()).await;
+    let spare = devices.iter().find(|d| d["name"] == "Spare phone").unwrap();
+    assert!(spare["payments_from"].is_string(), "{spare}");
+    let notice = smtp::wait_for_mail(&address, "account recovery by email was used").await;
+    assert!(notice.contains("Spare phone"), "{notice}");
     let again = app.post("/v1/enrol/start", &json!({"username": name, "code": code})).await;
     assert_problem(again, 401, "invalid_code").await;
     let audit = crate::admin::all_audit_text(&app).await;

@@ -41,6 +41,10 @@ pub const EN: Catalogue = Catalogue {
     what_passkey_recovered: "One of your passkey recovery codes was used to add a new passkey, \
         \"{name}\", to your account. It can sign in now, but can approve payments only from \
         {from} (UTC). If this was not you, remove it and make new recovery codes at once.",
+    what_passkey_recovered_by_mail: "The code from an account recovery by email was used to \
+        add a new passkey, \"{name}\", to your account. It can sign in now, but can approve \
+        payments only from {from} (UTC). If this was not you, remove it at once and change \
+        your mailbox's password: someone may be reading it.",
     subject_passkey_recovery_codes_made: "New passkey recovery codes were made for your account",
     what_passkey_recovery_codes_made: "A new set of passkey recovery codes was made; the old \
         ones no longer work. Each can add a new passkey when you have lost all of yours.",

@@ -74,6 +74,8 @@ catalogue! {
     subject_passkey_recovered,
     /// {name} {from}
     what_passkey_recovered,
+    /// {name} {from}: bound with a code from a mailed account recovery.
+    what_passkey_recovered_by_mail,
     subject_passkey_recovery_codes_made,
     what_passkey_recovery_codes_made,
     subject_recovery_cancelled,

@@ -38,6 +38,9 @@ pub const ZH_CN: Catalogue = Catalogue {
     what_passkey_recovered: "有人使用您的一个通行密钥恢复码，为您的账户添加了新的通行密钥\
         “{name}”。它现在即可用于登录，但要到 {from}（UTC）起才能批准付款。\
         如果这不是您本人的操作，请立即移除它，并重新生成恢复码。",
+    what_passkey_recovered_by_mail: "有人使用通过邮件申请的账户恢复中的登记码，为您的账户添加了\
+        新的通行密钥“{name}”。它现在即可用于登录，但要到 {from}（UTC）起才能批准付款。\
+        如果这不是您本人的操作，请立即移除它，并修改您邮箱的密码：可能有人正在读取您的邮件。",
     subject_passkey_recovery_codes_made: "您的账户生成了新的通行密钥恢复码",
     what_passkey_recovery_codes_made: "已生成一组新的通行密钥恢复码，旧的已全部失效。\
         当您丢失了所有通行密钥时，每个恢复码都可以用来添加一个新的通行密钥。",
