@@ -25,6 +25,8 @@ mod notify;
 pub mod passkey;
 pub mod password;
 pub mod profile;
+pub mod reviews;
+pub mod risk;
 mod sealing;
 pub mod stepup;
 mod throttle;
@@ -86,6 +88,7 @@ pub struct Core {
     pub admin: Admin,
     pub housekeeping: Housekeeping,
     pub well_known: WellKnown,
+    pub reviews: reviews::Reviews,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
     audit: Audit,
@@ -243,6 +246,7 @@ impl Core {
         let housekeeping =
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
+        let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
         Ok(Core {
             settings,
             store,
@@ -260,6 +264,7 @@ impl Core {
             admin,
             housekeeping,
             well_known,
+            reviews,
             secrets,
             audit,
         })

@@ -7,6 +7,7 @@ mod audit;
 mod ceremonies;
 mod devices;
 mod engine;
+mod failures;
 mod fallback;
 mod keys;
 pub mod maintenance;
@@ -15,6 +16,7 @@ mod pg_pool;
 /// checked before their next use.
 pub(crate) use pg_pool::connection_failed as suspect_connections;
 mod postgres;
+mod reviews;
 mod sessions;
 mod sqlite;
 mod users;
@@ -31,9 +33,11 @@ pub use audit::AuditStore;
 pub use ceremonies::CeremonyStore;
 pub use devices::{DeviceStore, EnrolProof};
 use engine::Engine;
+pub use failures::{FailureCount, FailureStore};
 pub use fallback::FallbackStore;
 pub use keys::KeyStore;
 pub use postgres::PgStore;
+pub use reviews::{ReviewRow, ReviewStore};
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
 pub use users::UserStore;
@@ -361,7 +365,15 @@ pub enum RefreshOutcome {
 /// gets all of them from its `Engine` implementation.
 #[async_trait]
 pub trait Store:
-    UserStore + CeremonyStore + SessionStore + FallbackStore + DeviceStore + KeyStore + AuditStore
+    UserStore
+    + CeremonyStore
+    + SessionStore
+    + FallbackStore
+    + DeviceStore
+    + KeyStore
+    + AuditStore
+    + ReviewStore
+    + FailureStore
 {
     /// Connections open in the pool, and how many of them are idle.
     fn pool_state(&self) -> (u32, usize);
