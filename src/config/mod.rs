@@ -15,6 +15,7 @@ mod secret_files;
 mod server;
 mod smtp;
 mod tokens;
+mod trust;
 mod webauthn;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub use tokens::{
     KeyAlgorithm, MAX_ACCESS_TTL, MAX_AUTHORIZATION_TTL, StepupSettings, TokenSettings,
     parse_key_encryption_key,
 };
+pub use trust::TrustSettings;
 pub use webauthn::{AndroidApp, AppSettings, WebauthnSettings};
 
 /// The compiled-in defaults: the same text as `config/default.toml`, so the
@@ -53,6 +55,7 @@ struct RawSettings {
     limits: fallback::RawLimits,
     housekeeping: housekeeping::RawHousekeeping,
     log: RawLog,
+    trust: trust::RawTrust,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +86,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub housekeeping: HousekeepingSettings,
     pub log: LogSettings,
+    pub trust: TrustSettings,
     /// Settings accepted but worth an operator's attention (a key on its
     /// way out), logged when the server starts: telemetry is not set up
     /// yet while settings load.
@@ -166,6 +170,7 @@ impl RawSettings {
             limits: fallback::validate_limits(self.limits)?,
             housekeeping: housekeeping::validate_housekeeping(self.housekeeping)?,
             log: LogSettings { level: self.log.level, format },
+            trust: trust::validate_trust(self.trust)?,
             warnings,
         })
     }

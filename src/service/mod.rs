@@ -32,6 +32,7 @@ pub mod stepup;
 mod throttle;
 pub mod tokens;
 pub mod totp;
+pub mod trusted;
 pub mod well_known;
 
 use std::sync::Arc;
@@ -89,6 +90,8 @@ pub struct Core {
     pub housekeeping: Housekeeping,
     pub well_known: WellKnown,
     pub reviews: reviews::Reviews,
+    /// Trusted browsers: `is_trusted` is the risk rules' `trusted_device`.
+    pub trusted_devices: trusted::TrustedDevices,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
     audit: Audit,
@@ -154,6 +157,16 @@ impl Core {
         );
         let notifier = Notifier::new(&settings, mailer.clone(), metrics.clone(), clock.clone());
         let fresh = Freshness::new(settings.clone(), store.clone(), clock.clone());
+        // Built early: the risk rules of sign-ins and payments read it.
+        let trusted_devices = trusted::TrustedDevices::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            codes.clone(),
+            audit.clone(),
+            notifier.clone(),
+            fresh.clone(),
+        );
         let tokens = Tokens::new(
             settings.clone(),
             store.clone(),
@@ -234,7 +247,7 @@ impl Core {
         let admin = Admin::new(
             store.clone(),
             clock.clone(),
-            codes,
+            codes.clone(),
             mailer,
             audit.clone(),
             notifier,
@@ -265,6 +278,7 @@ impl Core {
             housekeeping,
             well_known,
             reviews,
+            trusted_devices,
             secrets,
             audit,
         })

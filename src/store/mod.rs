@@ -19,6 +19,7 @@ mod postgres;
 mod reviews;
 mod sessions;
 mod sqlite;
+mod trusted;
 mod users;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use postgres::PgStore;
 pub use reviews::{ReviewRow, ReviewStore};
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
+pub use trusted::{TrustStored, TrustedDeviceRow, TrustedDeviceStore};
 pub use users::UserStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -374,6 +376,7 @@ pub trait Store:
     + AuditStore
     + ReviewStore
     + FailureStore
+    + TrustedDeviceStore
 {
     /// Connections open in the pool, and how many of them are idle.
     fn pool_state(&self) -> (u32, usize);

@@ -34,4 +34,5 @@ mod stepup;
 mod store;
 mod store_aggregates;
 mod tokens;
+mod trusted;
 mod unauthenticated;
