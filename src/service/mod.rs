@@ -234,7 +234,7 @@ impl Core {
         let admin = Admin::new(
             store.clone(),
             clock.clone(),
-            codes,
+            codes.clone(),
             mailer,
             audit.clone(),
             notifier,
