@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use futures_util::future::join_all;
+use passgate::clock::Clock;
 use passgate::error::ApiError;
 use passgate::service::idempotency::{Answer, Begun, Caller, IdempotencyKey, IdempotentRequest};
 use reqwest::Response;
@@ -19,7 +20,9 @@ use serde_json::{Value, json};
 use crate::admin::admin;
 use crate::authenticator::SoftAuthenticator;
 use crate::fallback::{db_tag, verified_email};
-use crate::helpers::{Db, TestApp, assert_problem, claims_of, on_both, spawn_app_configured};
+use crate::helpers::{
+    Db, TestApp, assert_problem, captured_logs, claims_of, on_both, spawn_app_configured,
+};
 use crate::smtp;
 
 on_both!(
@@ -33,6 +36,8 @@ on_both!(
     a_malformed_key_is_refused_before_anything_is_done,
     stored_answers_are_sealed_at_rest_and_purged_once_expired,
     a_retry_waits_for_the_first_and_a_dead_attempts_key_is_taken_over,
+    a_retried_unbind_answers_204_again_and_unbinds_once,
+    fifty_claims_of_one_key_at_the_store_make_one_holder,
 );
 
 const AT_ONCE: usize = 50;
@@ -184,6 +189,8 @@ async fn a_retried_payment_approval_gets_the_same_token_and_approves_once(db: Db
         assert_eq!(later.body, first.body, "the same token, byte for byte");
     }
     assert_eq!(count(&app, APPROVALS, &user_id).await, 1, "approved once");
+    let logs = captured_logs();
+    assert!(!logs.contains(KEY) && !logs.contains(&token), "neither key nor answer is logged");
     // Without a key a second finish is what it always was.
     let plain =
         reply(send(&app, "POST", FINISH, &bearer, None, Some(body.to_string())).await).await;
@@ -525,4 +532,102 @@ async fn a_retry_waits_for_the_first_and_a_dead_attempts_key_is_taken_over(db: D
         )
         .await;
     assert!(matches!(idempotency.begin(&released).await, Ok(Begun::Run(_))));
+}
+
+async fn a_retried_unbind_answers_204_again_and_unbinds_once(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, admin_bearer) = admin(&app, "idem-unbinder").await;
+    let tokens = app.register(&mut app.authenticator(), "idem-device").await;
+    let (user_id, device) =
+        (tokens["user_id"].as_str().unwrap(), tokens["device_id"].as_str().unwrap());
+    let path = format!("/v1/admin/users/{user_id}/devices/{device}?reason=stolen");
+    let unbind = |path: String, key: Option<&'static str>| {
+        let app = &app;
+        let bearer = admin_bearer.clone();
+        async move {
+            reply(send(app, "DELETE", &path, &bearer, key.map(str::as_bytes), None).await).await
+        }
+    };
+
+    let first = unbind(path.clone(), Some(KEY)).await;
+    let retry = unbind(path.clone(), Some(KEY)).await;
+    let other_reason = unbind(path.replace("stolen", "lost"), Some(KEY)).await;
+    let plain = unbind(path, None).await;
+
+    assert_eq!((first.status, first.replayed), (204, false));
+    assert_eq!((retry.status, retry.replayed, retry.body.len()), (204, true, 0));
+    assert_eq!(
+        (other_reason.status, other_reason.code().as_str()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!((plain.status, plain.code().as_str()), (404, "not_found"), "gone, unbound once");
+    let unbound =
+        "select count(*) from audit_event where event = 'device_unbound' and user_id = $1";
+    assert_eq!(count(&app, unbound, user_id).await, 1);
+}
+
+/// The store's claim on its own, as two nodes would race for it: of 50
+/// claims of one key at once exactly one holds it.
+async fn fifty_claims_of_one_key_at_the_store_make_one_holder(db: Db) {
+    let app = spawn_app(db).await;
+    let now = app.clock.now_ms();
+    let row = |attempt: usize| passgate::store::IdempotencyRow {
+        key_hash: "k".repeat(64),
+        fingerprint: "f".repeat(64),
+        attempt: format!("attempt-{attempt}"),
+        state: "pending".into(),
+        lease_until: now + 60_000,
+        status: None,
+        answer: None,
+        created_at: now,
+        expires_at: now + 120_000,
+    };
+    let rows: Vec<_> = (0..AT_ONCE).map(row).collect();
+
+    let claims = join_all(rows.iter().map(|row| app.store.claim_idempotency_key(row, now))).await;
+
+    let holders: Vec<usize> =
+        claims.iter().enumerate().filter(|(_, c)| *c.as_ref().unwrap()).map(|(i, _)| i).collect();
+    assert_eq!(holders.len(), 1, "one holder");
+    let held = format!("attempt-{}", holders[0]);
+    let stored = app.store.idempotency_key(&"k".repeat(64)).await.unwrap().unwrap();
+    assert_eq!(stored.attempt, held);
+    // Only the holder completes it; a loser's answer is not stored.
+    let loser = format!("attempt-{}", (holders[0] + 1) % AT_ONCE);
+    let key_hash = "k".repeat(64);
+    assert!(!app.store.complete_idempotency_key(&key_hash, &loser, 200, "x").await.unwrap());
+    assert!(app.store.complete_idempotency_key(&key_hash, &held, 200, "sealed").await.unwrap());
+    assert!(!app.store.release_idempotency_key(&key_hash, &held).await.unwrap(), "done stays");
+    // Done and unexpired: no claim takes it, even past its lease.
+    assert!(!app.store.claim_idempotency_key(&row(99), now + 90_000).await.unwrap());
+    // Expired: the next claim makes it new, and the purge finds nothing more.
+    let renewed = passgate::store::IdempotencyRow { expires_at: now + 240_000, ..row(100) };
+    assert!(app.store.claim_idempotency_key(&renewed, now + 120_000).await.unwrap());
+    assert_eq!(app.store.purge_idempotency_keys(now + 120_000).await.unwrap(), 0);
+    assert_eq!(app.store.purge_idempotency_keys(now + 240_000).await.unwrap(), 1);
+}
+
+/// /openapi.json offers the header, and its 409, on the payment approval
+/// and on every admin operation that changes something, so that a new
+/// admin action that does not take the key shows here.
+#[tokio::test]
+async fn every_admin_action_and_the_payment_approval_take_the_key_in_openapi() {
+    let app = spawn_app(Db::Sqlite).await;
+    let spec: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let mut offered = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/admin/") && path != FINISH {
+            continue;
+        }
+        for method in ["post", "put", "patch", "delete"] {
+            let Some(operation) = item.get(method) else { continue };
+            let takes_key = operation["parameters"].as_array().into_iter().flatten().any(|p| {
+                p["name"] == "Idempotency-Key" && p["in"] == "header" && p["required"] != true
+            });
+            assert!(takes_key, "{method} {path} does not take Idempotency-Key");
+            assert!(operation["responses"]["409"].is_object(), "{method} {path}: no 409");
+            offered += 1;
+        }
+    }
+    assert!(offered >= 6, "stepup finish, reset-devices, unbind, lock, unlock, roles: {offered}");
 }
