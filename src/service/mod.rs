@@ -18,6 +18,7 @@ pub mod devices;
 pub mod fallback;
 mod fresh;
 pub mod housekeeping;
+pub mod idempotency;
 pub mod keys;
 mod locale;
 mod login_handle;
@@ -92,6 +93,7 @@ pub struct Core {
     pub reviews: reviews::Reviews,
     /// Trusted browsers: `is_trusted` is the risk rules' `trusted_device`.
     pub trusted_devices: trusted::TrustedDevices,
+    pub idempotency: idempotency::Idempotency,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
     audit: Audit,
@@ -260,6 +262,12 @@ impl Core {
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
         let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
+        let idempotency = idempotency::Idempotency::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            server_secret(store.as_ref(), &secrets, IDEMPOTENCY_KEY, now).await?,
+        );
         Ok(Core {
             settings,
             store,
@@ -279,6 +287,7 @@ impl Core {
             well_known,
             reviews,
             trusted_devices,
+            idempotency,
             secrets,
             audit,
         })
@@ -342,6 +351,9 @@ const DECOY_KEY: &str = "decoy_credential_key";
 const CODE_KEY: &str = "one_time_code_key";
 /// The key that seals sign-in ceremonies into their handles (`login_handle`).
 const HANDLE_KEY: &str = "ceremony_handle_key";
+/// The key that idempotency keys' rows and sealed answers derive from
+/// (`idempotency`).
+const IDEMPOTENCY_KEY: &str = "idempotency_answer_key";
 
 /// Refuses to run a real relying party with secrets in the clear: only
 /// `localhost` (development, the tests) may go without a key-encryption

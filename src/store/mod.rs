@@ -9,6 +9,7 @@ mod devices;
 mod engine;
 mod failures;
 mod fallback;
+mod idempotency;
 mod keys;
 pub mod maintenance;
 mod pg_pool;
@@ -36,6 +37,7 @@ pub use devices::{DeviceStore, EnrolProof};
 use engine::Engine;
 pub use failures::{FailureCount, FailureStore};
 pub use fallback::FallbackStore;
+pub use idempotency::{IdempotencyRow, IdempotencyStore};
 pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use reviews::{ReviewRow, ReviewStore};
@@ -377,6 +379,7 @@ pub trait Store:
     + ReviewStore
     + FailureStore
     + TrustedDeviceStore
+    + IdempotencyStore
 {
     /// Connections open in the pool, and how many of them are idle.
     fn pool_state(&self) -> (u32, usize);
