@@ -8,6 +8,7 @@
 //! validated settings, and the checks between the two. This file layers
 //! the sources and puts the sections together.
 
+mod anomaly;
 mod database;
 mod fallback;
 mod housekeeping;
@@ -23,6 +24,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+pub use anomaly::{AnomalySettings, WebhookSettings};
 pub use database::{Backend, DatabaseSettings, DatabaseUrl};
 pub use fallback::{LimitSettings, MfaSettings, PasswordSettings};
 pub use housekeeping::HousekeepingSettings;
@@ -53,6 +55,7 @@ struct RawSettings {
     limits: fallback::RawLimits,
     housekeeping: housekeeping::RawHousekeeping,
     log: RawLog,
+    anomaly: anomaly::RawAnomaly,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +86,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub housekeeping: HousekeepingSettings,
     pub log: LogSettings,
+    pub anomaly: AnomalySettings,
     /// Settings accepted but worth an operator's attention (a key on its
     /// way out), logged when the server starts: telemetry is not set up
     /// yet while settings load.
@@ -166,6 +170,7 @@ impl RawSettings {
             limits: fallback::validate_limits(self.limits)?,
             housekeeping: housekeeping::validate_housekeeping(self.housekeeping)?,
             log: LogSettings { level: self.log.level, format },
+            anomaly: anomaly::validate_anomaly(self.anomaly)?,
             warnings,
         })
     }

@@ -9,6 +9,7 @@
 pub mod aaguid;
 pub mod account;
 pub mod admin;
+pub mod anomalies;
 pub mod assertion;
 pub mod audit;
 pub mod audit_export;
@@ -89,6 +90,7 @@ pub struct Core {
     pub housekeeping: Housekeeping,
     pub well_known: WellKnown,
     pub reviews: reviews::Reviews,
+    pub anomalies: anomalies::Anomalies,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
     audit: Audit,
@@ -234,7 +236,7 @@ impl Core {
         let admin = Admin::new(
             store.clone(),
             clock.clone(),
-            codes,
+            codes.clone(),
             mailer,
             audit.clone(),
             notifier,
@@ -247,6 +249,13 @@ impl Core {
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
         let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
+        let anomalies = anomalies::Anomalies::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            audit.failure_tally(),
+        )?;
         Ok(Core {
             settings,
             store,
@@ -265,6 +274,7 @@ impl Core {
             housekeeping,
             well_known,
             reviews,
+            anomalies,
             secrets,
             audit,
         })

@@ -33,7 +33,7 @@ pub use audit::AuditStore;
 pub use ceremonies::CeremonyStore;
 pub use devices::{DeviceStore, EnrolProof};
 use engine::Engine;
-pub use failures::{FailureCount, FailureStore};
+pub use failures::{AlertRow, DeliveryLogRow, DeliveryRow, FailureCount, FailureStore, KeyTotal};
 pub use fallback::FallbackStore;
 pub use keys::KeyStore;
 pub use postgres::PgStore;
