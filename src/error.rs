@@ -67,6 +67,12 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+    /// An `Idempotency-Key` sent before with another request (issue 20).
+    #[error("this Idempotency-Key was used with another request; use a new key for a new request")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running.
+    #[error("the first request with this Idempotency-Key is still being processed; retry shortly")]
+    IdempotencyInProgress { retry_after_secs: u64 },
 }
 
 /// The problem+json body. `request_id` ties a user's error report to the
@@ -105,6 +111,8 @@ pub const CODES: &[&str] = &[
     "method_not_allowed",
     "unavailable",
     "internal",
+    "idempotency_key_reused",
+    "idempotency_in_progress",
 ];
 
 impl ApiError {
@@ -130,6 +138,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyInProgress { .. } => "idempotency_in_progress",
         }
     }
 
@@ -156,6 +166,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Unavailable => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
+            ApiError::IdempotencyKeyReused => "Idempotency key reused",
+            ApiError::IdempotencyInProgress { .. } => "Request in progress",
         }
     }
 
@@ -195,7 +207,8 @@ impl ApiError {
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             ApiError::RateLimited { retry_after_secs }
-            | ApiError::AccountLocked { retry_after_secs } => {
+            | ApiError::AccountLocked { retry_after_secs }
+            | ApiError::IdempotencyInProgress { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}
@@ -227,6 +240,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyInProgress { .. } => StatusCode::CONFLICT,
         }
     }
 
@@ -295,6 +310,8 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
             ApiError::Internal(anyhow::anyhow!("cause")),
+            ApiError::IdempotencyKeyReused,
+            ApiError::IdempotencyInProgress { retry_after_secs: 1 },
         ];
         for error in &all {
             match error {
@@ -319,7 +336,9 @@ mod tests {
                 | ApiError::PayloadTooLarge { .. }
                 | ApiError::MethodNotAllowed
                 | ApiError::Unavailable
-                | ApiError::Internal(_) => {}
+                | ApiError::Internal(_)
+                | ApiError::IdempotencyKeyReused
+                | ApiError::IdempotencyInProgress { .. } => {}
             }
         }
         all

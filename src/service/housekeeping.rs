@@ -88,6 +88,14 @@ impl Housekeeping {
         if let Err(error) = self.store.purge_alerts(alerts_from).await {
             tracing::warn!(error.cause_chain = ?error, "purge of anomaly alerts failed");
         }
+        // Answers kept for Idempotency-Key retries, past their time.
+        match self.store.purge_idempotency_keys(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys deleted"),
+            Err(error) => {
+                tracing::warn!(error.cause_chain = ?error, "idempotency key purge failed")
+            }
+        }
         let keys = match self.settings.tokens.key_rotation {
             Some(max_age) => self.keys.rotate_if_older(max_age, now).await.map(|_| ()),
             None => self.keys.reload(now).await,

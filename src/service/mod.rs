@@ -19,6 +19,7 @@ pub mod devices;
 pub mod fallback;
 mod fresh;
 pub mod housekeeping;
+pub mod idempotency;
 pub mod keys;
 mod locale;
 mod login_handle;
@@ -91,6 +92,7 @@ pub struct Core {
     pub well_known: WellKnown,
     pub reviews: reviews::Reviews,
     pub anomalies: anomalies::Anomalies,
+    pub idempotency: idempotency::Idempotency,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
     audit: Audit,
@@ -256,6 +258,12 @@ impl Core {
             metrics.clone(),
             audit.failure_tally(),
         )?;
+        let idempotency = idempotency::Idempotency::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            server_secret(store.as_ref(), &secrets, IDEMPOTENCY_KEY, now).await?,
+        );
         Ok(Core {
             settings,
             store,
@@ -275,6 +283,7 @@ impl Core {
             well_known,
             reviews,
             anomalies,
+            idempotency,
             secrets,
             audit,
         })
@@ -338,6 +347,9 @@ const DECOY_KEY: &str = "decoy_credential_key";
 const CODE_KEY: &str = "one_time_code_key";
 /// The key that seals sign-in ceremonies into their handles (`login_handle`).
 const HANDLE_KEY: &str = "ceremony_handle_key";
+/// The key that idempotency keys' rows and sealed answers derive from
+/// (`idempotency`).
+const IDEMPOTENCY_KEY: &str = "idempotency_answer_key";
 
 /// Refuses to run a real relying party with secrets in the clear: only
 /// `localhost` (development, the tests) may go without a key-encryption

@@ -17,6 +17,7 @@ mod downstream;
 mod fallback;
 mod faults;
 mod helpers;
+mod idempotency;
 mod keys;
 mod logs;
 mod mail_language;
