@@ -80,6 +80,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 type TallyKey = (i64, &'static str, String, String);
 
+/// What one flush wrote of one dimension: its first minute, and each key
+/// with its minute.
+type Written<'a> = (i64, HashSet<(&'a str, i64)>);
+
 /// Failures counted on this node since its last write, by minute,
 /// dimension, key and kind.
 #[derive(Default)]
@@ -221,7 +225,7 @@ pub fn verify_signature(
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
@@ -359,7 +363,7 @@ impl Anomalies {
     async fn raise_alerts(&self, counts: &[FailureCount]) -> anyhow::Result<()> {
         let anomaly = &self.inner.settings.anomaly;
         // Only what this flush wrote can have crossed just now.
-        let mut written: HashMap<&str, (i64, HashSet<(&str, i64)>)> = HashMap::new();
+        let mut written: HashMap<&str, Written<'_>> = HashMap::new();
         for count in counts {
             if anomaly.threshold(&count.dimension).is_none() {
                 continue;
