@@ -29,6 +29,7 @@ pub struct Metrics {
     fallback_logins: IntCounterVec,
     refresh_reuse: IntCounter,
     signing_key_age: Gauge,
+    anomaly: AnomalyMetrics,
 }
 
 /// What a mail that failed was, for `passgate_mail_failures_total`.
@@ -210,6 +211,7 @@ impl Metrics {
         registry.register(Box::new(request_timeout_seconds))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let anomaly = AnomalyMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -225,6 +227,7 @@ impl Metrics {
             fallback_logins,
             refresh_reuse,
             signing_key_age,
+            anomaly,
         })
     }
 
@@ -285,6 +288,33 @@ impl Metrics {
         self.lockout_hits.inc();
     }
 
+    /// `count` failed events of audit event `kind`, written by this node.
+    pub fn failures_counted(&self, kind: &str, count: i64) {
+        let count = u64::try_from(count).unwrap_or(0);
+        self.anomaly.failures.with_label_values(&[kind]).inc_by(count);
+    }
+
+    /// The most failures one key of `dimension` had in a minute (this one
+    /// or the last), all nodes together.
+    pub fn failure_rate_worst(&self, dimension: &str, count: i64) {
+        self.anomaly.worst.with_label_values(&[dimension]).set(count);
+    }
+
+    pub fn anomaly_alert(&self, dimension: &str) {
+        self.anomaly.alerts.with_label_values(&[dimension]).inc();
+    }
+
+    /// One webhook attempt: delivered (2xx), refused (another status) or
+    /// error (no answer).
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.anomaly.webhook_attempts.with_label_values(&[outcome]).inc();
+    }
+
+    /// An alert whose every webhook attempt failed.
+    pub fn webhook_undelivered(&self) {
+        self.anomaly.webhook_undelivered.inc();
+    }
+
     /// The text exposition, with the gauges read at scrape time.
     pub fn render(&self, scrape: &Scrape) -> anyhow::Result<String> {
         self.hash_queue.set(scrape.hash_queue);
@@ -299,6 +329,74 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8(out)?)
+    }
+}
+
+/// Failures by kind, the worst key's rate per dimension, alerts and
+/// webhook outcomes (issue 20 item 4). No label is ever an address, an
+/// account or a device: those are in the admin view, not in series.
+#[derive(Clone)]
+struct AnomalyMetrics {
+    failures: IntCounterVec,
+    worst: IntGaugeVec,
+    alerts: IntCounterVec,
+    webhook_attempts: IntCounterVec,
+    webhook_undelivered: IntCounter,
+}
+
+impl AnomalyMetrics {
+    fn register(registry: &Registry) -> anyhow::Result<AnomalyMetrics> {
+        const DIMENSIONS: [&str; 4] = ["network", "account", "device", "kind"];
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "passgate_failures_total",
+                "Failed audit events (wrong passwords and codes, refused passkeys, rate-limited \
+                 requests, ...) by event kind, as counted for the anomaly view",
+            ),
+            &["kind"],
+        )?;
+        failures.with_label_values(&["login"]).reset();
+        let worst = IntGaugeVec::new(
+            Opts::new(
+                "passgate_failure_rate_worst",
+                "The most failures one key had in one minute (this one or the last), all nodes \
+                 together, by dimension (network, account, device, kind)",
+            ),
+            &["dimension"],
+        )?;
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "passgate_anomaly_alerts_total",
+                "Anomaly alerts this node raised (a key's failures in a minute reached \
+                 anomaly.*_failures_per_minute), by dimension",
+            ),
+            &["dimension"],
+        )?;
+        for dimension in DIMENSIONS {
+            worst.with_label_values(&[dimension]).set(0);
+            alerts.with_label_values(&[dimension]).reset();
+        }
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "passgate_anomaly_webhook_attempts_total",
+                "Anomaly webhook attempts by outcome: delivered (2xx), refused (another status), \
+                 error (no answer)",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["delivered", "refused", "error"] {
+            webhook_attempts.with_label_values(&[outcome]).reset();
+        }
+        let webhook_undelivered = IntCounter::with_opts(Opts::new(
+            "passgate_anomaly_webhook_undelivered_total",
+            "Anomaly alerts whose every webhook attempt failed",
+        ))?;
+        registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(worst.clone()))?;
+        registry.register(Box::new(alerts.clone()))?;
+        registry.register(Box::new(webhook_attempts.clone()))?;
+        registry.register(Box::new(webhook_undelivered.clone()))?;
+        Ok(AnomalyMetrics { failures, worst, alerts, webhook_attempts, webhook_undelivered })
     }
 }
 

@@ -129,6 +129,7 @@ impl Application {
         };
         let server = serve(parts, surface, listener, workers)?;
         spawn_housekeeping(core.clone());
+        spawn_failure_flush(core.clone());
         Ok(Application { port, server, admin, core })
     }
 
@@ -147,10 +148,15 @@ impl Application {
 
     /// Runs until a signal stops the listeners, or one of them fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        match self.admin {
+        let stopped = match self.admin {
             Some((_, admin)) => tokio::try_join!(self.server, admin).map(|_| ()),
             None => self.server.await,
+        };
+        // The failures counted since the last flush still count.
+        if let Err(error) = self.core.anomalies.flush_now().await {
+            tracing::warn!(error.cause_chain = ?error, "failure counts not written at shutdown");
         }
+        stopped
     }
 }
 
@@ -353,6 +359,26 @@ fn spawn_housekeeping(core: web::Data<Core>) {
         loop {
             ticks.tick().await;
             core.housekeeping.round(housekeeping::ROUND_LIMIT).await;
+        }
+    });
+}
+
+/// Writes each node's failure counts every `anomaly.flush_interval_seconds`
+/// (sooner when many keys wait), which also raises the anomaly alerts.
+fn spawn_failure_flush(core: web::Data<Core>) {
+    let interval = core.settings.anomaly.flush_interval;
+    tokio::spawn(async move {
+        let first = tokio::time::Instant::now() + interval;
+        let mut ticks = tokio::time::interval_at(first, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = core.anomalies.flush_wanted() => {}
+            }
+            if let Err(error) = core.anomalies.flush_now().await {
+                tracing::warn!(error.cause_chain = ?error, "failure counts not written; kept for the next flush");
+            }
         }
     });
 }

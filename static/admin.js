@@ -1,7 +1,8 @@
 // passgate admin console: an admin signs in with a passkey (the session is the one /app.js keeps,
 // so an admin signed in on / is signed in here too), finds users, sees their factors, roles,
 // devices and sessions, resets their devices, unbinds one device, locks and unlocks accounts, and
-// reads and exports the audit trail, through the /v1/admin API.
+// reads and exports the audit trail, and sees failure spikes and the alert webhook's deliveries,
+// through the /v1/admin API.
 // Plain ES module, no dependencies, no build step; what the pages share is in /webauthn.js (the API)
 // and /page.js (the shell and its helpers).
 // Every server-provided text goes into the page as textContent, never as markup.
@@ -577,6 +578,56 @@ async function showUserAudit() {
   $('audit-title').focus();
 }
 
+// ---------------------------------------------------------------- failure spikes
+
+const DIMENSION_KEYS = [
+  ['networks', 'admin.anomalies_networks'],
+  ['accounts', 'admin.anomalies_accounts'],
+  ['devices', 'admin.anomalies_devices'],
+  ['kinds', 'admin.anomalies_kinds'],
+];
+
+// "HH:MM n" for each minute with failures, oldest first.
+const perMinute = (series) => series.map((m) => `${when(m.minute).slice(11, 16)} ${m.count}`).join(', ');
+
+function anomalyRow(dimensionKey, entry) {
+  const row = document.createElement('tr');
+  const peak = entry.series.reduce((most, m) => Math.max(most, m.count), 0);
+  // An account is shown by name when this page has seen it.
+  const key = dimensionKey === 'admin.anomalies_accounts' && names.has(entry.key)
+    ? `${names.get(entry.key)} (${entry.key})` : entry.key;
+  row.append(el('td', t(dimensionKey)), el('td', key, { className: 'mono' }), el('td', String(entry.total)),
+    el('td', String(peak)), el('td', perMinute(entry.series), { className: 'mono' }));
+  return row;
+}
+
+function deliveryRow(delivery) {
+  const row = document.createElement('tr');
+  const result = delivery.status_code !== null && delivery.status_code !== undefined
+    ? `HTTP ${delivery.status_code}` : t('admin.deliveries_no_answer', { error: delivery.error ?? '' });
+  row.append(el('td', when(delivery.at)),
+    el('td', `${delivery.dimension} ${delivery.key}: ${delivery.count}`, { className: 'mono', title: delivery.alert_id }),
+    el('td', String(delivery.attempt)), el('td', result));
+  return row;
+}
+
+async function loadAnomalies() {
+  const minutes = $('anomalies-minutes').value;
+  const view = await authed('GET', `/v1/admin/anomalies?minutes=${encodeURIComponent(minutes)}`);
+  const log = await authed('GET', '/v1/admin/anomalies/deliveries?limit=50');
+  const rows = [];
+  for (const [field, key] of DIMENSION_KEYS) {
+    for (const entry of view[field] || []) rows.push(anomalyRow(key, entry));
+  }
+  $('anomalies-rows').replaceChildren(...rows);
+  $('anomalies-empty').hidden = rows.length > 0;
+  const deliveries = (log.deliveries || []).map(deliveryRow);
+  $('deliveries-rows').replaceChildren(...deliveries);
+  $('deliveries-empty').hidden = deliveries.length > 0;
+  $('anomalies-tables').hidden = false;
+  say(t('admin.anomalies_loaded', { n: rows.length }));
+}
+
 // ---------------------------------------------------------------- wiring
 
 function onSubmit(formId, action) {
@@ -603,6 +654,7 @@ function init() {
   $('audit-more').addEventListener('click', showMoreAudit);
   // An export is of the filter it was made with: a changed filter withdraws it.
   $('audit-form').addEventListener('input', clearExport);
+  onSubmit('anomalies-form', loadAnomalies);
 
   if (!window.PublicKeyCredential) say(t('msg.no_webauthn'), 'error');
   if (!loadTokens()?.access_token) {

@@ -81,6 +81,18 @@ pub fn config_check(settings: &Settings) -> anyhow::Result<()> {
         ("tokens.key_encryption_key", set(settings.tokens.key_encryption_key.is_some()).into()),
         ("smtp", mail),
         ("log", format!("{}, {log}", settings.log.level)),
+        (
+            "anomaly.webhook_url",
+            match &settings.anomaly.webhook {
+                // The URL may carry the receiver's token: the host only.
+                Some(hook) => format!(
+                    "to {} (secret set (hidden), {} attempts)",
+                    hook.url.host_str().unwrap_or(""),
+                    hook.attempts
+                ),
+                None => "(off: alerts are recorded and counted, not sent)".to_owned(),
+            },
+        ),
     ];
     println!("configuration is valid");
     for (key, value) in rows {

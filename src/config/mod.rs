@@ -8,6 +8,7 @@
 //! validated settings, and the checks between the two. This file layers
 //! the sources and puts the sections together.
 
+mod anomaly;
 mod database;
 mod fallback;
 mod housekeeping;
@@ -24,6 +25,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+pub use anomaly::{AnomalySettings, WebhookSettings};
 pub use database::{Backend, DatabaseSettings, DatabaseUrl};
 pub use fallback::{LimitSettings, MfaSettings, PasswordSettings};
 pub use housekeeping::HousekeepingSettings;
@@ -56,6 +58,7 @@ struct RawSettings {
     housekeeping: housekeeping::RawHousekeeping,
     log: RawLog,
     trust: trust::RawTrust,
+    anomaly: anomaly::RawAnomaly,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +90,7 @@ pub struct Settings {
     pub housekeeping: HousekeepingSettings,
     pub log: LogSettings,
     pub trust: TrustSettings,
+    pub anomaly: AnomalySettings,
     /// Settings accepted but worth an operator's attention (a key on its
     /// way out), logged when the server starts: telemetry is not set up
     /// yet while settings load.
@@ -171,6 +175,7 @@ impl RawSettings {
             housekeeping: housekeeping::validate_housekeeping(self.housekeeping)?,
             log: LogSettings { level: self.log.level, format },
             trust: trust::validate_trust(self.trust)?,
+            anomaly: anomaly::validate_anomaly(self.anomaly)?,
             warnings,
         })
     }

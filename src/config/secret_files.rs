@@ -12,6 +12,7 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "PASSGATE__TOKENS__KEY_ENCRYPTION_KEY",
     "PASSGATE__SMTP__PASSWORD",
     "PASSGATE__DATABASE__URL",
+    "PASSGATE__ANOMALY__WEBHOOK_SECRET",
 ];
 
 /// Largest secret file read: a key, a password or a URL, never more.

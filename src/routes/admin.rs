@@ -13,6 +13,7 @@ use crate::domain::{DeviceId, UserId};
 use crate::error::{ApiError, Problem, Result};
 use crate::service::Core;
 use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
+use crate::service::anomalies::{AnomalyView, DeliveryLog};
 use crate::service::audit_export::AuditPage;
 use crate::service::idempotency::Caller;
 use crate::store::AuditFilter;
@@ -300,4 +301,50 @@ pub async fn audit_get(
         }
         other => Err(ApiError::ValidationFailed(format!("format: {other:?} is not json or csv"))),
     }
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct AnomalyQuery {
+    /// The window, in minutes up to this one: 1 to 1440, default 15.
+    minutes: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/admin/anomalies", tag = "admin", security(("bearer" = [])),
+    params(AnomalyQuery),
+    responses(
+        (status = 200, body = AnomalyView, description = "the networks (/24, /48), accounts, devices and event kinds with most failures in the window, each with its failures per minute"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: minutes outside 1 to 1440", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn anomalies_get(
+    core: web::Data<Core>,
+    admin: Admin,
+    query: web::Query<AnomalyQuery>,
+) -> Result<web::Json<AnomalyView>> {
+    let minutes = query.minutes.unwrap_or(15);
+    Ok(web::Json(core.anomalies.overview(&admin.0, minutes).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct DeliveryQuery {
+    /// 1 to 500, default 100.
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/admin/anomalies/deliveries", tag = "admin", security(("bearer" = [])),
+    params(DeliveryQuery),
+    responses(
+        (status = 200, body = DeliveryLog, description = "every attempt to deliver an anomaly alert to anomaly.webhook_url, newest first"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: limit outside 1 to 500", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn anomaly_deliveries_get(
+    core: web::Data<Core>,
+    admin: Admin,
+    query: web::Query<DeliveryQuery>,
+) -> Result<web::Json<DeliveryLog>> {
+    let limit = query.limit.unwrap_or(100);
+    Ok(web::Json(core.anomalies.deliveries(&admin.0, limit).await?))
 }

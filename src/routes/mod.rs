@@ -142,6 +142,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(refuse()),
     )
     .service(web::resource("/v1/admin/audit").get(admin::audit_get).default_service(refuse()))
+    .service(
+        web::resource("/v1/admin/anomalies").get(admin::anomalies_get).default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/admin/anomalies/deliveries")
+            .get(admin::anomaly_deliveries_get)
+            .default_service(refuse()),
+    )
     .service(web::resource("/v1/stepup/start").post(stepup::stepup_start).default_service(refuse()))
     .service(
         web::resource("/v1/stepup/finish").post(stepup::stepup_finish).default_service(refuse()),

@@ -17,6 +17,7 @@ use crate::error::CODES;
 
 use crate::error::Problem;
 use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
+use crate::service::anomalies::{AnomalyView, DeliveryLog};
 use crate::service::devices::{Device, Session};
 use crate::service::fallback::{CodeSent, MfaChallenge};
 use crate::service::profile::Profile;
@@ -43,6 +44,7 @@ use crate::store::AuditRow;
         devices::session_delete, devices::passkey_recovery_codes_post, devices::recovery_start, devices::recovery_cancel, devices::enrol_start, devices::enrol_finish,
         admin::users_get, admin::user_get, admin::reset_devices, admin::device_delete,
         admin::lock, admin::unlock, admin::roles_put, admin::audit_get,
+        admin::anomalies_get, admin::anomaly_deliveries_get,
         stepup::stepup_start, stepup::stepup_finish,
         operations::healthz, operations::readyz, operations::metrics, operations::jwks,
         operations::openid_configuration,
@@ -55,6 +57,7 @@ use crate::store::AuditRow;
         TotpEnrolment, RecoveryCodes, Device, Session, UserPage, UserSummary, UserDetail,
         ResetOutcome, AuditRow, OpenIdConfiguration,
         TrustedDevice,
+        AnomalyView, DeliveryLog,
     )),
     modifiers(&BearerScheme, &WireSchemas, &GenericRefusals),
 )]

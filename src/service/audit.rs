@@ -1,10 +1,12 @@
 //! The audit trail: one row per security event, with the request id, the
 //! client and the outcome, so a user's error report leads to its row. The
 //! same event also goes to the log (target `audit`). Never a secret: only
-//! ids, event names, outcomes and short reasons.
+//! ids, event names, outcomes and short reasons. Every failed event is
+//! also counted per minute for the anomaly view (`anomalies`).
 
 use std::sync::Arc;
 
+use super::anomalies::FailureTally;
 use crate::clock::Clock;
 use crate::context::{current_client, current_request_id};
 use crate::store::{AuditRow, Store};
@@ -58,11 +60,26 @@ const REASON_MAX: usize = 500;
 pub struct Audit {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    failures: Arc<FailureTally>,
 }
 
 impl Audit {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Audit {
-        Audit { store, clock }
+        Audit { store, clock, failures: Arc::default() }
+    }
+
+    /// Where this trail counts its failed events, for `Anomalies` to
+    /// write out and read.
+    pub fn failure_tally(&self) -> Arc<FailureTally> {
+        self.failures.clone()
+    }
+
+    /// Counts a failure that has no row of its own (a request refused by
+    /// a rate limit, which would otherwise flood the trail), by the
+    /// current request's client.
+    pub fn count_failure(&self, event: &str) {
+        let client = current_client();
+        self.failures.count(self.clock.now_ms(), event, client.ip.as_deref(), None, None);
     }
 
     /// Records `event`. A failure to write is logged, not returned: the
@@ -77,11 +94,13 @@ impl Audit {
 
     /// The row for `event`, for a caller that writes it in the same
     /// transaction as the action (so both or neither stay), and logs it
-    /// with `log_audit` once that committed.
+    /// with `log_audit` once that committed. A failed event is counted
+    /// here, so that both ways of recording one count it once: the attempt
+    /// failed whether or not its row is kept.
     pub fn row(&self, event: Event<'_>) -> AuditRow {
         let client = current_client();
         let outcome = if event.failed { "failure" } else { "success" };
-        AuditRow {
+        let row = AuditRow {
             event_id: uuid::Uuid::now_v7().to_string(),
             occurred_at: self.clock.now_ms(),
             event: event.event.to_owned(),
@@ -93,7 +112,17 @@ impl Audit {
             user_agent: client.user_agent,
             reason: event.reason.map(|r| r.chars().take(REASON_MAX).collect()),
             request_id: current_request_id(),
+        };
+        if event.failed {
+            self.failures.count(
+                row.occurred_at,
+                &row.event,
+                row.client_ip.as_deref(),
+                row.user_id.as_deref(),
+                row.device_id.as_deref(),
+            );
         }
+        row
     }
 }
 

@@ -82,6 +82,16 @@ impl Housekeeping {
         if let Err(error) = self.store.purge_fallback(now, forget).await {
             tracing::warn!(error.cause_chain = ?error, "purge of codes and counters failed");
         }
+        // Failure counts and anomaly alerts past their keeping time.
+        let anomaly = &self.settings.anomaly;
+        let counts_from = now - anomaly.failures_kept.as_millis() as i64;
+        if let Err(error) = self.store.purge_failures(counts_from.div_euclid(60_000)).await {
+            tracing::warn!(error.cause_chain = ?error, "purge of failure counts failed");
+        }
+        let alerts_from = now - anomaly.alerts_kept.as_millis() as i64;
+        if let Err(error) = self.store.purge_alerts(alerts_from).await {
+            tracing::warn!(error.cause_chain = ?error, "purge of anomaly alerts failed");
+        }
         // Answers kept for Idempotency-Key retries, past their time.
         match self.store.purge_idempotency_keys(now).await {
             Ok(0) => {}

@@ -9,6 +9,7 @@
 pub mod aaguid;
 pub mod account;
 pub mod admin;
+pub mod anomalies;
 pub mod assertion;
 pub mod audit;
 pub mod audit_export;
@@ -93,6 +94,7 @@ pub struct Core {
     pub reviews: reviews::Reviews,
     /// Trusted browsers: `is_trusted` is the risk rules' `trusted_device`.
     pub trusted_devices: trusted::TrustedDevices,
+    pub anomalies: anomalies::Anomalies,
     pub idempotency: idempotency::Idempotency,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
@@ -262,6 +264,13 @@ impl Core {
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
         let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
+        let anomalies = anomalies::Anomalies::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            audit.failure_tally(),
+        )?;
         let idempotency = idempotency::Idempotency::new(
             settings.clone(),
             store.clone(),
@@ -287,6 +296,7 @@ impl Core {
             well_known,
             reviews,
             trusted_devices,
+            anomalies,
             idempotency,
             secrets,
             audit,

@@ -133,6 +133,9 @@ impl Throttle {
         if u64::try_from(hits).unwrap_or(0) > limit {
             self.metrics.rate_limited(scope);
             tracing::info!(target: "audit", event = "rate_limited", scope, group);
+            // No row (a flood would fill the trail), but counted: past its
+            // limit a flood is only visible here.
+            self.audit.count_failure("rate_limited");
             return Err(ApiError::RateLimited { retry_after_secs: retry_after(window_ends, now) });
         }
         Ok(())

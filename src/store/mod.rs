@@ -35,7 +35,7 @@ pub use audit::AuditStore;
 pub use ceremonies::CeremonyStore;
 pub use devices::{DeviceStore, EnrolProof};
 use engine::Engine;
-pub use failures::{FailureCount, FailureStore};
+pub use failures::{AlertRow, DeliveryLogRow, DeliveryRow, FailureCount, FailureStore, KeyTotal};
 pub use fallback::FallbackStore;
 pub use idempotency::{IdempotencyRow, IdempotencyStore};
 pub use keys::KeyStore;

@@ -2,6 +2,7 @@
 //! on a loopback port, against SQLite and PostgreSQL (`name::sqlite`,
 //! `name::postgres`), plus one browser test in headless Chromium.
 mod admin;
+mod anomalies;
 mod apps;
 mod assertion;
 mod authenticator;
