@@ -65,6 +65,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    /// A review that is no longer held (decided, expired, or already
+    /// appealed): nothing was changed.
+    #[error("{0}")]
+    ReviewClosed(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -105,6 +109,7 @@ pub const CODES: &[&str] = &[
     "method_not_allowed",
     "unavailable",
     "internal",
+    "review_closed",
 ];
 
 impl ApiError {
@@ -130,6 +135,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::ReviewClosed(_) => "review_closed",
         }
     }
 
@@ -156,6 +162,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Unavailable => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
+            ApiError::ReviewClosed(_) => "Review closed",
         }
     }
 
@@ -227,6 +234,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ReviewClosed(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -295,6 +303,7 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
             ApiError::Internal(anyhow::anyhow!("cause")),
+            ApiError::ReviewClosed(String::new()),
         ];
         for error in &all {
             match error {
@@ -319,7 +328,8 @@ mod tests {
                 | ApiError::PayloadTooLarge { .. }
                 | ApiError::MethodNotAllowed
                 | ApiError::Unavailable
-                | ApiError::Internal(_) => {}
+                | ApiError::Internal(_)
+                | ApiError::ReviewClosed(_) => {}
             }
         }
         all

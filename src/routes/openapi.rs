@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, devices, fallback, me, operations, passkeys, schemas, stepup, tokens};
+use super::{admin, devices, fallback, me, operations, passkeys, reviews, schemas, stepup, tokens};
 use crate::error::CODES;
 
 use crate::error::Problem;
@@ -20,6 +20,8 @@ use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
 use crate::service::devices::{Device, Session};
 use crate::service::fallback::{CodeSent, MfaChallenge};
 use crate::service::profile::Profile;
+use crate::service::reviews::{ReviewItem, ReviewPage, ReviewStatus};
+use crate::service::risk::Reason;
 use crate::service::stepup::Authorization;
 use crate::service::tokens::TokenSet;
 use crate::service::totp::{RecoveryCodes, TotpEnrolment};
@@ -47,11 +49,14 @@ use crate::store::AuditRow;
         operations::openid_configuration,
         operations::openapi, operations::asset_links, operations::apple_app_site_association,
         operations::related_origins,
+        reviews::review_status, reviews::review_appeal,
+        admin::reviews_get, admin::review_get, admin::review_approve, admin::review_deny,
     ),
     components(schemas(
         Problem, TokenSet, Profile, Authorization, MfaChallenge, CodeSent,
         TotpEnrolment, RecoveryCodes, Device, Session, UserPage, UserSummary, UserDetail,
         ResetOutcome, AuditRow, OpenIdConfiguration,
+        ReviewStatus, ReviewItem, ReviewPage, Reason,
     )),
     modifiers(&BearerScheme, &WireSchemas, &GenericRefusals),
 )]

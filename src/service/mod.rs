@@ -231,6 +231,14 @@ impl Core {
             audit.clone(),
             passkeys.clone(),
         );
+        let reviews = reviews::Reviews::new(
+            store.clone(),
+            clock.clone(),
+            codes.clone(),
+            audit.clone(),
+            notifier.clone(),
+            fresh.clone(),
+        );
         let admin = Admin::new(
             store.clone(),
             clock.clone(),
@@ -246,7 +254,6 @@ impl Core {
         let housekeeping =
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
-        let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
         Ok(Core {
             settings,
             store,

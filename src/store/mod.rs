@@ -37,7 +37,7 @@ pub use failures::{FailureCount, FailureStore};
 pub use fallback::FallbackStore;
 pub use keys::KeyStore;
 pub use postgres::PgStore;
-pub use reviews::{ReviewRow, ReviewStore};
+pub use reviews::{QueuedReview, ReviewDecision, ReviewFilter, ReviewRow, ReviewStore};
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
 pub use users::UserStore;
