@@ -71,6 +71,12 @@ pub enum ApiError {
     ReviewClosed(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+    /// An `Idempotency-Key` sent before with another request (issue 20).
+    #[error("this Idempotency-Key was used with another request; use a new key for a new request")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running.
+    #[error("the first request with this Idempotency-Key is still being processed; retry shortly")]
+    IdempotencyInProgress { retry_after_secs: u64 },
 }
 
 /// The problem+json body. `request_id` ties a user's error report to the
@@ -109,6 +115,8 @@ pub const CODES: &[&str] = &[
     "method_not_allowed",
     "unavailable",
     "internal",
+    "idempotency_key_reused",
+    "idempotency_in_progress",
     "review_closed",
 ];
 
@@ -135,6 +143,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyInProgress { .. } => "idempotency_in_progress",
             ApiError::ReviewClosed(_) => "review_closed",
         }
     }
@@ -162,6 +172,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Unavailable => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
+            ApiError::IdempotencyKeyReused => "Idempotency key reused",
+            ApiError::IdempotencyInProgress { .. } => "Request in progress",
             ApiError::ReviewClosed(_) => "Review closed",
         }
     }
@@ -202,7 +214,8 @@ impl ApiError {
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             ApiError::RateLimited { retry_after_secs }
-            | ApiError::AccountLocked { retry_after_secs } => {
+            | ApiError::AccountLocked { retry_after_secs }
+            | ApiError::IdempotencyInProgress { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}
@@ -234,6 +247,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyInProgress { .. } => StatusCode::CONFLICT,
             ApiError::ReviewClosed(_) => StatusCode::CONFLICT,
         }
     }
@@ -303,6 +318,8 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
             ApiError::Internal(anyhow::anyhow!("cause")),
+            ApiError::IdempotencyKeyReused,
+            ApiError::IdempotencyInProgress { retry_after_secs: 1 },
             ApiError::ReviewClosed(String::new()),
         ];
         for error in &all {
@@ -329,6 +346,8 @@ mod tests {
                 | ApiError::MethodNotAllowed
                 | ApiError::Unavailable
                 | ApiError::Internal(_)
+                | ApiError::IdempotencyKeyReused
+                | ApiError::IdempotencyInProgress { .. }
                 | ApiError::ReviewClosed(_) => {}
             }
         }

@@ -7,6 +7,7 @@ pub mod cors;
 mod devices;
 pub mod extract;
 mod fallback;
+mod idempotency;
 mod me;
 mod openapi;
 mod operations;

@@ -78,6 +78,14 @@ impl Housekeeping {
         if let Err(error) = self.store.purge_fallback(now, forget).await {
             tracing::warn!(error.cause_chain = ?error, "purge of codes and counters failed");
         }
+        // Answers kept for Idempotency-Key retries, past their time.
+        match self.store.purge_idempotency_keys(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys deleted"),
+            Err(error) => {
+                tracing::warn!(error.cause_chain = ?error, "idempotency key purge failed")
+            }
+        }
         // Kept a while after they expire, so their owner can still read
         // the outcome; the audit trail keeps the decision.
         let expired = now - super::reviews::KEPT_AFTER_EXPIRY.as_millis() as i64;

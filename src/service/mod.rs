@@ -18,6 +18,7 @@ pub mod devices;
 pub mod fallback;
 mod fresh;
 pub mod housekeeping;
+pub mod idempotency;
 pub mod keys;
 mod locale;
 mod login_handle;
@@ -89,6 +90,7 @@ pub struct Core {
     pub housekeeping: Housekeeping,
     pub well_known: WellKnown,
     pub reviews: reviews::Reviews,
+    pub idempotency: idempotency::Idempotency,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
     audit: Audit,
@@ -242,7 +244,7 @@ impl Core {
         let admin = Admin::new(
             store.clone(),
             clock.clone(),
-            codes,
+            codes.clone(),
             mailer,
             audit.clone(),
             notifier,
@@ -254,6 +256,12 @@ impl Core {
         let housekeeping =
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
+        let idempotency = idempotency::Idempotency::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            server_secret(store.as_ref(), &secrets, IDEMPOTENCY_KEY, now).await?,
+        );
         Ok(Core {
             settings,
             store,
@@ -272,6 +280,7 @@ impl Core {
             housekeeping,
             well_known,
             reviews,
+            idempotency,
             secrets,
             audit,
         })
@@ -335,6 +344,9 @@ const DECOY_KEY: &str = "decoy_credential_key";
 const CODE_KEY: &str = "one_time_code_key";
 /// The key that seals sign-in ceremonies into their handles (`login_handle`).
 const HANDLE_KEY: &str = "ceremony_handle_key";
+/// The key that idempotency keys' rows and sealed answers derive from
+/// (`idempotency`).
+const IDEMPOTENCY_KEY: &str = "idempotency_answer_key";
 
 /// Refuses to run a real relying party with secrets in the clear: only
 /// `localhost` (development, the tests) may go without a key-encryption

@@ -9,6 +9,7 @@ mod devices;
 mod engine;
 mod failures;
 mod fallback;
+mod idempotency;
 mod keys;
 pub mod maintenance;
 mod pg_pool;
@@ -35,6 +36,7 @@ pub use devices::{DeviceStore, EnrolProof};
 use engine::Engine;
 pub use failures::{FailureCount, FailureStore};
 pub use fallback::FallbackStore;
+pub use idempotency::{IdempotencyRow, IdempotencyStore};
 pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use reviews::{QueuedReview, ReviewDecision, ReviewFilter, ReviewRow, ReviewStore};
@@ -374,6 +376,7 @@ pub trait Store:
     + AuditStore
     + ReviewStore
     + FailureStore
+    + IdempotencyStore
 {
     /// Connections open in the pool, and how many of them are idle.
     fn pool_state(&self) -> (u32, usize);

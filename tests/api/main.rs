@@ -16,6 +16,7 @@ mod downstream;
 mod fallback;
 mod faults;
 mod helpers;
+mod idempotency;
 mod keys;
 mod logs;
 mod mail_language;
