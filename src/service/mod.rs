@@ -89,6 +89,8 @@ pub struct Core {
     pub housekeeping: Housekeeping,
     pub well_known: WellKnown,
     pub reviews: reviews::Reviews,
+    /// The risk decision; `risk.reload()` reads its rules again (SIGHUP).
+    pub risk: risk::Risk,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
     audit: Audit,
@@ -145,6 +147,17 @@ impl Core {
         let settings = Arc::new(settings);
 
         let audit = Audit::new(store.clone(), clock.clone());
+        let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
+        let risk = risk::Risk::new(
+            settings.risk.enabled,
+            settings.risk.rules_file.clone(),
+            risk::load_rules(settings.risk.rules_file.as_deref())?,
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            audit.clone(),
+            reviews.clone(),
+        );
         let throttle = Throttle::new(
             settings.clone(),
             store.clone(),
@@ -174,6 +187,7 @@ impl Core {
             audit.clone(),
             throttle.clone(),
             tokens.clone(),
+            risk.clone(),
         );
         let devices = Devices::new(
             settings.clone(),
@@ -210,6 +224,7 @@ impl Core {
             throttle.clone(),
             tokens.clone(),
             totp.clone(),
+            risk.clone(),
         );
         let account = Account::new(
             store.clone(),
@@ -230,6 +245,7 @@ impl Core {
             keys.clone(),
             audit.clone(),
             passkeys.clone(),
+            risk.clone(),
         );
         let admin = Admin::new(
             store.clone(),
@@ -246,7 +262,6 @@ impl Core {
         let housekeeping =
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
-        let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
         Ok(Core {
             settings,
             store,
@@ -265,6 +280,7 @@ impl Core {
             housekeeping,
             well_known,
             reviews,
+            risk,
             secrets,
             audit,
         })
@@ -313,6 +329,7 @@ pub fn check_settings(settings: &Settings) -> anyhow::Result<()> {
     allowed_origins(settings)?;
     require_key_encryption_key(settings)?;
     Mailer::new(&settings.smtp)?;
+    risk::load_rules(settings.risk.rules_file.as_deref())?;
     let p = &settings.password;
     argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None)
         .map_err(|e| anyhow::anyhow!("password: argon2 parameters refused: {e}"))?;

@@ -17,6 +17,7 @@ mod pg_pool;
 pub(crate) use pg_pool::connection_failed as suspect_connections;
 mod postgres;
 mod reviews;
+mod risk;
 mod sessions;
 mod sqlite;
 mod users;
@@ -38,6 +39,7 @@ pub use fallback::FallbackStore;
 pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use reviews::{ReviewRow, ReviewStore};
+pub use risk::{ProfileFact, ProfileQuery, RiskStore, Seen};
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
 pub use users::UserStore;
@@ -374,6 +376,7 @@ pub trait Store:
     + AuditStore
     + ReviewStore
     + FailureStore
+    + RiskStore
 {
     /// Connections open in the pool, and how many of them are idle.
     fn pool_state(&self) -> (u32, usize);

@@ -27,6 +27,7 @@ mod phishing;
 mod proxies;
 mod races;
 mod recovery;
+mod risk;
 mod secrets;
 mod security_headers;
 mod smtp;
