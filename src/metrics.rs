@@ -29,6 +29,8 @@ pub struct Metrics {
     fallback_logins: IntCounterVec,
     refresh_reuse: IntCounter,
     signing_key_age: Gauge,
+    risk_decisions: IntCounterVec,
+    risk_rule_matches: IntCounterVec,
 }
 
 /// What a mail that failed was, for `passgate_mail_failures_total`.
@@ -192,6 +194,25 @@ impl Metrics {
                 .const_label("version", env!("CARGO_PKG_VERSION")),
         )?;
         build_info.set(1);
+        let risk_decisions = IntCounterVec::new(
+            Opts::new(
+                "passgate_risk_decisions_total",
+                "Risk decisions by kind (signin, payment) and outcome (allow, step_up, hold, deny)",
+            ),
+            &["kind", "outcome"],
+        )?;
+        for kind in ["signin", "payment"] {
+            for outcome in ["allow", "step_up", "hold", "deny"] {
+                risk_decisions.with_label_values(&[kind, outcome]).reset();
+            }
+        }
+        let risk_rule_matches = IntCounterVec::new(
+            Opts::new(
+                "passgate_risk_rule_matches_total",
+                "Risk rules that matched, by rule name and mode (enforce, dry_run)",
+            ),
+            &["rule", "mode"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(ceremonies.clone()))?;
@@ -208,6 +229,8 @@ impl Metrics {
         registry.register(Box::new(signing_key_age.clone()))?;
         registry.register(Box::new(key_rotation_seconds))?;
         registry.register(Box::new(request_timeout_seconds))?;
+        registry.register(Box::new(risk_decisions.clone()))?;
+        registry.register(Box::new(risk_rule_matches.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Metrics {
@@ -225,6 +248,8 @@ impl Metrics {
             fallback_logins,
             refresh_reuse,
             signing_key_age,
+            risk_decisions,
+            risk_rule_matches,
         })
     }
 
@@ -283,6 +308,18 @@ impl Metrics {
 
     pub fn lockout_hit(&self) {
         self.lockout_hits.inc();
+    }
+
+    /// One risk decision: `kind` signin or payment, `outcome` allow,
+    /// step_up, hold or deny.
+    pub fn risk_decision(&self, kind: &str, outcome: &str) {
+        self.risk_decisions.with_label_values(&[kind, outcome]).inc();
+    }
+
+    /// A risk rule that matched; `mode` enforce or dry_run. Rule names
+    /// come from the operator's rules file, so the label stays bounded.
+    pub fn risk_rule_matched(&self, rule: &str, mode: &str) {
+        self.risk_rule_matches.with_label_values(&[rule, mode]).inc();
     }
 
     /// The text exposition, with the gauges read at scrape time.

@@ -81,6 +81,14 @@ pub fn config_check(settings: &Settings) -> anyhow::Result<()> {
         ("tokens.key_encryption_key", set(settings.tokens.key_encryption_key.is_some()).into()),
         ("smtp", mail),
         ("log", format!("{}, {log}", settings.log.level)),
+        (
+            "risk",
+            match (settings.risk.enabled, &settings.risk.rules_file) {
+                (false, _) => "off".to_owned(),
+                (true, None) => "the built-in rules".to_owned(),
+                (true, Some(path)) => format!("rules from {}", path.display()),
+            },
+        ),
     ];
     println!("configuration is valid");
     for (key, value) in rows {

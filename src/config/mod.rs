@@ -11,6 +11,7 @@
 mod database;
 mod fallback;
 mod housekeeping;
+mod risk;
 mod secret_files;
 mod server;
 mod smtp;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 pub use database::{Backend, DatabaseSettings, DatabaseUrl};
 pub use fallback::{LimitSettings, MfaSettings, PasswordSettings};
 pub use housekeeping::HousekeepingSettings;
+pub use risk::RiskSettings;
 pub use server::ServerSettings;
 pub use smtp::{SmtpSettings, SmtpTls};
 pub use tokens::{
@@ -53,6 +55,7 @@ struct RawSettings {
     limits: fallback::RawLimits,
     housekeeping: housekeeping::RawHousekeeping,
     log: RawLog,
+    risk: risk::RawRisk,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +86,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub housekeeping: HousekeepingSettings,
     pub log: LogSettings,
+    pub risk: RiskSettings,
     /// Settings accepted but worth an operator's attention (a key on its
     /// way out), logged when the server starts: telemetry is not set up
     /// yet while settings load.
@@ -166,6 +170,7 @@ impl RawSettings {
             limits: fallback::validate_limits(self.limits)?,
             housekeeping: housekeeping::validate_housekeeping(self.housekeeping)?,
             log: LogSettings { level: self.log.level, format },
+            risk: risk::validate_risk(self.risk)?,
             warnings,
         })
     }

@@ -90,6 +90,8 @@ pub struct Core {
     pub housekeeping: Housekeeping,
     pub well_known: WellKnown,
     pub reviews: reviews::Reviews,
+    /// The risk decision; `risk.reload()` reads its rules again (SIGHUP).
+    pub risk: risk::Risk,
     pub idempotency: idempotency::Idempotency,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
@@ -147,6 +149,26 @@ impl Core {
         let settings = Arc::new(settings);
 
         let audit = Audit::new(store.clone(), clock.clone());
+        let notifier = Notifier::new(&settings, mailer.clone(), metrics.clone(), clock.clone());
+        let fresh = Freshness::new(settings.clone(), store.clone(), clock.clone());
+        let reviews = reviews::Reviews::new(
+            store.clone(),
+            clock.clone(),
+            codes.clone(),
+            audit.clone(),
+            notifier.clone(),
+            fresh.clone(),
+        );
+        let risk = risk::Risk::new(
+            settings.risk.enabled,
+            settings.risk.rules_file.clone(),
+            risk::load_rules(settings.risk.rules_file.as_deref())?,
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            audit.clone(),
+            reviews.clone(),
+        );
         let throttle = Throttle::new(
             settings.clone(),
             store.clone(),
@@ -154,8 +176,6 @@ impl Core {
             metrics.clone(),
             audit.clone(),
         );
-        let notifier = Notifier::new(&settings, mailer.clone(), metrics.clone(), clock.clone());
-        let fresh = Freshness::new(settings.clone(), store.clone(), clock.clone());
         let tokens = Tokens::new(
             settings.clone(),
             store.clone(),
@@ -176,6 +196,7 @@ impl Core {
             audit.clone(),
             throttle.clone(),
             tokens.clone(),
+            risk.clone(),
         );
         let devices = Devices::new(
             settings.clone(),
@@ -212,6 +233,7 @@ impl Core {
             throttle.clone(),
             tokens.clone(),
             totp.clone(),
+            risk.clone(),
         );
         let account = Account::new(
             store.clone(),
@@ -232,14 +254,7 @@ impl Core {
             keys.clone(),
             audit.clone(),
             passkeys.clone(),
-        );
-        let reviews = reviews::Reviews::new(
-            store.clone(),
-            clock.clone(),
-            codes.clone(),
-            audit.clone(),
-            notifier.clone(),
-            fresh.clone(),
+            risk.clone(),
         );
         let admin = Admin::new(
             store.clone(),
@@ -280,6 +295,7 @@ impl Core {
             housekeeping,
             well_known,
             reviews,
+            risk,
             idempotency,
             secrets,
             audit,
@@ -329,6 +345,7 @@ pub fn check_settings(settings: &Settings) -> anyhow::Result<()> {
     allowed_origins(settings)?;
     require_key_encryption_key(settings)?;
     Mailer::new(&settings.smtp)?;
+    risk::load_rules(settings.risk.rules_file.as_deref())?;
     let p = &settings.password;
     argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None)
         .map_err(|e| anyhow::anyhow!("password: argon2 parameters refused: {e}"))?;

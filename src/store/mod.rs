@@ -18,6 +18,7 @@ mod pg_pool;
 pub(crate) use pg_pool::connection_failed as suspect_connections;
 mod postgres;
 mod reviews;
+mod risk;
 mod sessions;
 mod sqlite;
 mod users;
@@ -39,6 +40,7 @@ pub use fallback::FallbackStore;
 pub use idempotency::{IdempotencyRow, IdempotencyStore};
 pub use keys::KeyStore;
 pub use postgres::PgStore;
+pub use risk::{ProfileFact, ProfileQuery, RiskStore, Seen};
 pub use reviews::{QueuedReview, ReviewDecision, ReviewFilter, ReviewRow, ReviewStore};
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
@@ -376,6 +378,7 @@ pub trait Store:
     + AuditStore
     + ReviewStore
     + FailureStore
+    + RiskStore
     + IdempotencyStore
 {
     /// Connections open in the pool, and how many of them are idle.

@@ -28,6 +28,7 @@ mod phishing;
 mod proxies;
 mod races;
 mod recovery;
+mod risk;
 mod reviews;
 mod secrets;
 mod security_headers;
