@@ -278,7 +278,6 @@ async fn an_approval_lets_exactly_one_attempt_through(db: Db) {
     // Fifty attempts at once: exactly one goes through.
     let attempts = (0..50).map(|_| {
         let reviews = reviews.clone();
-        let id = id.clone();
         tokio::spawn(async move { reviews.take_approval(&id, HeldKind::SignIn, "passkey").await })
     });
     let mut through = 0;
