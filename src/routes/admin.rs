@@ -362,41 +362,55 @@ pub async fn review_get(
 }
 
 #[utoipa::path(post, path = "/v1/admin/reviews/{review_id}/approve", tag = "admin", security(("bearer" = [])),
-    params(("review_id" = String, Path)),
+    params(("review_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
     request_body = DecisionBody,
     responses(
         (status = 200, description = "approved: one attempt of the same kind and subject goes through within 7 days; the user is mailed", body = ReviewItem),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin, or a review of the admin's own account; passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "review_closed: already decided, or expired", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed: the reason is empty or over 500 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "review_closed: already decided, or expired; idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: the reason is empty or over 500 characters; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn review_approve(
     core: web::Data<Core>,
     admin: Admin,
     path: web::Path<String>,
     body: Body<DecisionBody>,
-) -> Result<web::Json<ReviewItem>> {
-    Ok(web::Json(core.reviews.decide(&admin.0, &path, true, &body.reason).await?))
+    idempotent: Idempotent,
+) -> Result<HttpResponse> {
+    let caller = Caller::admin(&admin.0);
+    let work = async move {
+        let decided = core.reviews.decide(&admin.0, &path, true, &body.reason).await?;
+        Ok(HttpResponse::Ok().json(decided))
+    };
+    idempotent.run(caller, work).await
 }
 
 #[utoipa::path(post, path = "/v1/admin/reviews/{review_id}/deny", tag = "admin", security(("bearer" = [])),
-    params(("review_id" = String, Path)),
+    params(("review_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
     request_body = DecisionBody,
     responses(
         (status = 200, description = "denied; the user is mailed the reason", body = ReviewItem),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin, or a review of the admin's own account; passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "review_closed: already decided, or expired", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed: the reason is empty or over 500 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "review_closed: already decided, or expired; idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: the reason is empty or over 500 characters; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn review_deny(
     core: web::Data<Core>,
     admin: Admin,
     path: web::Path<String>,
     body: Body<DecisionBody>,
-) -> Result<web::Json<ReviewItem>> {
-    Ok(web::Json(core.reviews.decide(&admin.0, &path, false, &body.reason).await?))
+    idempotent: Idempotent,
+) -> Result<HttpResponse> {
+    let caller = Caller::admin(&admin.0);
+    let work = async move {
+        let decided = core.reviews.decide(&admin.0, &path, false, &body.reason).await?;
+        Ok(HttpResponse::Ok().json(decided))
+    };
+    idempotent.run(caller, work).await
 }

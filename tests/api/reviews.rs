@@ -28,6 +28,7 @@ on_both!(
     the_owner_and_the_admins_are_mailed,
     the_audit_trail_names_the_admin_and_no_token,
     housekeeping_purges_long_expired_reviews,
+    a_decision_retried_with_its_idempotency_key_gets_the_first_answer,
 );
 
 /// A user with a verified address (set directly: the mail flow is tested
@@ -552,4 +553,40 @@ async fn housekeeping_purges_long_expired_reviews(db: Db) {
     app.core.housekeeping.round(Duration::from_secs(10)).await;
     assert_eq!(owner_get(&app, &old).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(owner_get(&app, &recent).await.status(), StatusCode::OK, "expired, still kept");
+}
+
+async fn a_decision_retried_with_its_idempotency_key_gets_the_first_answer(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, bearer) = admin(&app, "rv-retry").await;
+    let (user_id, _) = user_with_mail(&app, "rv-retried").await;
+    let ticket = hold(&app, &user_id, HeldKind::SignIn, "passkey").await;
+    let path = format!("{}/v1/admin/reviews/{}/approve", app.address, ticket.review_id);
+    let approve = |key: &str| {
+        app.client
+            .post(&path)
+            .bearer_auth(&bearer)
+            .header("idempotency-key", key)
+            .json(&json!({"reason": "checked"}))
+            .send()
+    };
+    let first = approve("retry-key-1").await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let first: Value = first.json().await.unwrap();
+    // The connection dropped: the retry gets the first answer, not 409.
+    let again = approve("retry-key-1").await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // A new key is a new decision, and the review is decided.
+    assert_problem(approve("retry-key-2").await.unwrap(), 409, "review_closed").await;
+    let audited = app
+        .observer(Duration::from_secs(5))
+        .await
+        .count(
+            "select count(*) from audit_event where event = 'review_approved' \
+             and reason like '%' || $1 || '%'",
+            &ticket.review_id,
+        )
+        .await;
+    assert_eq!(audited, 1, "one decision, one audit row");
 }
