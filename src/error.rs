@@ -65,6 +65,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    /// A review that is no longer held (decided, expired, or already
+    /// appealed): nothing was changed.
+    #[error("{0}")]
+    ReviewClosed(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
     /// An `Idempotency-Key` sent before with another request (issue 20).
@@ -73,6 +77,31 @@ pub enum ApiError {
     /// The first request with this `Idempotency-Key` is still running.
     #[error("the first request with this Idempotency-Key is still being processed; retry shortly")]
     IdempotencyInProgress { retry_after_secs: u64 },
+    /// The risk rules want more proof than this sign-in or payment gave:
+    /// `needs` says what ("passkey" or "second_factor").
+    #[error("this needs a further check before it can go through: {}", needs)]
+    StepUpRequired { needs: &'static str, reasons: RiskReasons },
+    /// The risk rules held the attempt for an administrator to review; the
+    /// owner sees it, and may appeal, with `review_token`.
+    #[error("this was held for review by an administrator; you can see why and appeal")]
+    HeldForReview { review_id: String, review_token: ReviewToken, reasons: RiskReasons },
+    #[error("this was refused by the risk rules")]
+    RiskDenied { reasons: RiskReasons },
+}
+
+/// The reasons of a risk decision, as the problem's `reasons` member: an
+/// array of `{rule, score, words}` (the service's `risk::Reason`).
+pub type RiskReasons = serde_json::Value;
+
+/// A held attempt's review token: shown once in the problem body, never
+/// in a log (Debug hides it).
+#[derive(Clone)]
+pub struct ReviewToken(pub String);
+
+impl std::fmt::Debug for ReviewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReviewToken(<redacted>)")
+    }
 }
 
 /// The problem+json body. `request_id` ties a user's error report to the
@@ -87,6 +116,20 @@ pub struct Problem {
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// `step_up_required`: what would let it through, "passkey" or
+    /// "second_factor".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<String>,
+    /// `held_for_review`: the review, for `GET /v1/reviews/{review_id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_id: Option<String>,
+    /// `held_for_review`: shown once; `Authorization: Review <token>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_token: Option<String>,
+    /// The risk rules that matched: `[{rule, score, words}]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub reasons: Option<serde_json::Value>,
 }
 
 /// Every `code` a problem may carry: the contract's list, plus
@@ -113,6 +156,10 @@ pub const CODES: &[&str] = &[
     "internal",
     "idempotency_key_reused",
     "idempotency_in_progress",
+    "review_closed",
+    "step_up_required",
+    "held_for_review",
+    "risk_denied",
 ];
 
 impl ApiError {
@@ -140,6 +187,10 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyInProgress { .. } => "idempotency_in_progress",
+            ApiError::ReviewClosed(_) => "review_closed",
+            ApiError::StepUpRequired { .. } => "step_up_required",
+            ApiError::HeldForReview { .. } => "held_for_review",
+            ApiError::RiskDenied { .. } => "risk_denied",
         }
     }
 
@@ -168,6 +219,10 @@ impl ApiError {
             ApiError::Internal(_) => "Internal server error",
             ApiError::IdempotencyKeyReused => "Idempotency key reused",
             ApiError::IdempotencyInProgress { .. } => "Request in progress",
+            ApiError::ReviewClosed(_) => "Review closed",
+            ApiError::StepUpRequired { .. } => "Step-up required",
+            ApiError::HeldForReview { .. } => "Held for review",
+            ApiError::RiskDenied { .. } => "Refused by the risk rules",
         }
     }
 
@@ -190,7 +245,12 @@ impl ApiError {
             detail,
             code: self.code().to_owned(),
             request_id: current_request_id(),
+            needs: None,
+            review_id: None,
+            review_token: None,
+            reasons: None,
         }
+        .with_members(self)
     }
 
     /// The answer with this body: status, problem+json, and the headers
@@ -242,6 +302,9 @@ impl ResponseError for ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyInProgress { .. } => StatusCode::CONFLICT,
+            ApiError::ReviewClosed(_) => StatusCode::CONFLICT,
+            ApiError::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::HeldForReview { .. } | ApiError::RiskDenied { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -251,6 +314,26 @@ impl ResponseError for ApiError {
             tracing::error!(error.cause_chain = ?self, code = self.code(), "request failed");
         }
         self.respond(&self.problem())
+    }
+}
+
+impl Problem {
+    /// The extension members of the errors that carry them.
+    fn with_members(mut self, error: &ApiError) -> Problem {
+        match error {
+            ApiError::StepUpRequired { needs, reasons } => {
+                self.needs = Some((*needs).to_owned());
+                self.reasons = Some(reasons.clone());
+            }
+            ApiError::HeldForReview { review_id, review_token, reasons } => {
+                self.review_id = Some(review_id.clone());
+                self.review_token = Some(review_token.0.clone());
+                self.reasons = Some(reasons.clone());
+            }
+            ApiError::RiskDenied { reasons } => self.reasons = Some(reasons.clone()),
+            _ => {}
+        }
+        self
     }
 }
 
@@ -312,6 +395,14 @@ mod tests {
             ApiError::Internal(anyhow::anyhow!("cause")),
             ApiError::IdempotencyKeyReused,
             ApiError::IdempotencyInProgress { retry_after_secs: 1 },
+            ApiError::ReviewClosed(String::new()),
+            ApiError::StepUpRequired { needs: "passkey", reasons: serde_json::json!([]) },
+            ApiError::HeldForReview {
+                review_id: String::new(),
+                review_token: ReviewToken(String::new()),
+                reasons: serde_json::json!([]),
+            },
+            ApiError::RiskDenied { reasons: serde_json::json!([]) },
         ];
         for error in &all {
             match error {
@@ -338,7 +429,11 @@ mod tests {
                 | ApiError::Unavailable
                 | ApiError::Internal(_)
                 | ApiError::IdempotencyKeyReused
-                | ApiError::IdempotencyInProgress { .. } => {}
+                | ApiError::IdempotencyInProgress { .. }
+                | ApiError::ReviewClosed(_)
+                | ApiError::StepUpRequired { .. }
+                | ApiError::HeldForReview { .. }
+                | ApiError::RiskDenied { .. } => {}
             }
         }
         all

@@ -30,6 +30,8 @@ pub struct Metrics {
     refresh_reuse: IntCounter,
     signing_key_age: Gauge,
     anomaly: AnomalyMetrics,
+    risk_decisions: IntCounterVec,
+    risk_rule_matches: IntCounterVec,
 }
 
 /// What a mail that failed was, for `passgate_mail_failures_total`.
@@ -193,6 +195,25 @@ impl Metrics {
                 .const_label("version", env!("CARGO_PKG_VERSION")),
         )?;
         build_info.set(1);
+        let risk_decisions = IntCounterVec::new(
+            Opts::new(
+                "passgate_risk_decisions_total",
+                "Risk decisions by kind (signin, payment) and outcome (allow, step_up, hold, deny)",
+            ),
+            &["kind", "outcome"],
+        )?;
+        for kind in ["signin", "payment"] {
+            for outcome in ["allow", "step_up", "hold", "deny"] {
+                risk_decisions.with_label_values(&[kind, outcome]).reset();
+            }
+        }
+        let risk_rule_matches = IntCounterVec::new(
+            Opts::new(
+                "passgate_risk_rule_matches_total",
+                "Risk rules that matched, by rule name and mode (enforce, dry_run)",
+            ),
+            &["rule", "mode"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(ceremonies.clone()))?;
@@ -209,6 +230,8 @@ impl Metrics {
         registry.register(Box::new(signing_key_age.clone()))?;
         registry.register(Box::new(key_rotation_seconds))?;
         registry.register(Box::new(request_timeout_seconds))?;
+        registry.register(Box::new(risk_decisions.clone()))?;
+        registry.register(Box::new(risk_rule_matches.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let anomaly = AnomalyMetrics::register(&registry)?;
@@ -228,6 +251,8 @@ impl Metrics {
             refresh_reuse,
             signing_key_age,
             anomaly,
+            risk_decisions,
+            risk_rule_matches,
         })
     }
 
@@ -313,6 +338,18 @@ impl Metrics {
     /// An alert whose every webhook attempt failed.
     pub fn webhook_undelivered(&self) {
         self.anomaly.webhook_undelivered.inc();
+    }
+
+    /// One risk decision: `kind` signin or payment, `outcome` allow,
+    /// step_up, hold or deny.
+    pub fn risk_decision(&self, kind: &str, outcome: &str) {
+        self.risk_decisions.with_label_values(&[kind, outcome]).inc();
+    }
+
+    /// A risk rule that matched; `mode` enforce or dry_run. Rule names
+    /// come from the operator's rules file, so the label stays bounded.
+    pub fn risk_rule_matched(&self, rule: &str, mode: &str) {
+        self.risk_rule_matches.with_label_values(&[rule, mode]).inc();
     }
 
     /// The text exposition, with the gauges read at scrape time.

@@ -130,6 +130,7 @@ impl Application {
         let server = serve(parts, surface, listener, workers)?;
         spawn_housekeeping(core.clone());
         spawn_failure_flush(core.clone());
+        spawn_rules_reload(core.clone());
         Ok(Application { port, server, admin, core })
     }
 
@@ -379,6 +380,26 @@ fn spawn_failure_flush(core: web::Data<Core>) {
             if let Err(error) = core.anomalies.flush_now().await {
                 tracing::warn!(error.cause_chain = ?error, "failure counts not written; kept for the next flush");
             }
+        }
+    });
+}
+
+/// On SIGHUP, reads the risk rules file again (`risk.rules_file`): good
+/// rules replace the ones in force; a bad file is logged, and the rules
+/// in force stay.
+fn spawn_rules_reload(core: web::Data<Core>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "SIGHUP cannot be caught: the risk rules reload only at start");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            // Logged either way by `reload`.
+            let _ = core.risk.reload();
         }
     });
 }

@@ -156,6 +156,7 @@ async function enter() {
   showView('console');
   $('admin-who-title').focus();
   await searchUsers(false);
+  await loadReviews(false);
 }
 
 async function signIn() {
@@ -628,6 +629,94 @@ async function loadAnomalies() {
   say(t('admin.anomalies_loaded', { n: rows.length }));
 }
 
+// ---------------------------------------------------------------- review queue
+
+// Held sign-ins and payments (GET /v1/admin/reviews, oldest first), each with its reasons,
+// context and appeal, and for a held one a reason field with Approve and Deny.
+const reviews = { cursor: null };
+
+function reviewItem(review) {
+  const item = el('li', '', { className: 'review', data: { reviewId: review.review_id, status: review.expired ? 'expired' : review.status } });
+  const what = t(review.kind === 'payment' ? 'review.kind_payment' : 'review.kind_signin');
+  item.append(el('h3', t('admin.review_heading', { what, username: review.username })));
+  const state = t(`review.status_${review.expired ? 'expired' : review.status}`);
+  item.append(el('p', t('admin.review_meta', { score: review.score, when: when(review.created_at), status: state }), { className: 'hint' }));
+  item.append(el('h4', t('admin.review_reasons')));
+  const reasons = el('ul', '', { className: 'review-reasons' });
+  for (const reason of review.reasons || []) reasons.append(el('li', `${reason.words} (${reason.rule}, +${reason.score})`));
+  item.append(reasons);
+  const context = Object.entries(review.context || {});
+  if (context.length) {
+    item.append(el('h4', t('admin.review_context')));
+    const list = el('dl', '', { className: 'profile' });
+    for (const [key, value] of context) list.append(el('dt', key), el('dd', typeof value === 'string' ? value : JSON.stringify(value)));
+    item.append(list);
+  }
+  if (review.appeal) {
+    item.append(el('h4', t('admin.review_appeal', { when: when(review.appealed_at) })));
+    item.append(el('blockquote', review.appeal, { className: 'review-appeal' }));
+  } else {
+    item.append(el('p', t('admin.review_no_appeal'), { className: 'hint' }));
+  }
+  if (review.decision_reason) {
+    item.append(el('p', t('admin.review_decided', { when: when(review.decided_at), reason: review.decision_reason }), { className: 'review-decision' }));
+  }
+  if (review.status === 'held' && !review.expired) item.append(decisionForm(review));
+  return item;
+}
+
+function decisionForm(review) {
+  const form = el('div', '', { className: 'action' });
+  if (review.user_id === me?.user_id) {
+    form.append(el('p', t('admin.review_own'), { className: 'hint' }));
+    return form;
+  }
+  const id = `review-reason-${review.review_id}`;
+  const field = el('div', '', { className: 'field' });
+  const label = el('label', t('admin.review_reason_label'));
+  label.htmlFor = id;
+  const input = el('input', '', { className: 'review-reason' });
+  Object.assign(input, { id, type: 'text', autocomplete: 'off', maxLength: 500, required: true });
+  field.append(label, input);
+  const buttons = el('div', '', { className: 'actions' });
+  for (const verdict of ['approve', 'deny']) {
+    const button = el('button', t(`admin.review_${verdict}`), { className: verdict === 'approve' ? 'primary' : '', data: { verdict } });
+    button.type = 'button';
+    button.addEventListener('click', () => run(() => decideReview(review, verdict, input)));
+    buttons.append(button);
+  }
+  form.append(field, buttons);
+  return form;
+}
+
+async function loadReviews(more) {
+  if (!more) reviews.cursor = null;
+  const params = new URLSearchParams({ status: $('reviews-status').value, limit: '20' });
+  if (more && reviews.cursor) params.set('cursor', reviews.cursor);
+  const page = await authed('GET', `/v1/admin/reviews?${params}`);
+  for (const review of page.reviews) names.set(review.user_id, review.username);
+  const items = page.reviews.map(reviewItem);
+  if (more) $('review-list').append(...items);
+  else $('review-list').replaceChildren(...items);
+  reviews.cursor = page.next_cursor || null;
+  $('reviews-more').hidden = !reviews.cursor;
+  $('reviews-empty').hidden = $('review-list').children.length > 0;
+}
+
+async function decideReview(review, verdict, input) {
+  const reason = input.value.trim();
+  if (!reason) {
+    markInvalid(input);
+    input.focus();
+    throw new Error(t('admin.review_need_reason'));
+  }
+  const path = `/v1/admin/reviews/${encodeURIComponent(review.review_id)}/${verdict}`;
+  const decided = await authed('POST', path, { reason });
+  await loadReviews(false);
+  say(t(verdict === 'approve' ? 'admin.review_approved' : 'admin.review_denied', { username: decided.username }), 'ok');
+  $('reviews-title').focus();
+}
+
 // ---------------------------------------------------------------- wiring
 
 function onSubmit(formId, action) {
@@ -652,6 +741,9 @@ function init() {
   onSubmit('audit-form', loadAudit);
   $('audit-export').addEventListener('click', () => run(exportAudit));
   $('audit-more').addEventListener('click', showMoreAudit);
+  onSubmit('reviews-form', () => loadReviews(false));
+  $('reviews-status').addEventListener('change', () => run(() => loadReviews(false)));
+  $('reviews-more').addEventListener('click', () => run(() => loadReviews(true)));
   // An export is of the filter it was made with: a changed filter withdraws it.
   $('audit-form').addEventListener('input', clearExport);
   onSubmit('anomalies-form', loadAnomalies);

@@ -138,10 +138,25 @@ async function login(username) {
 }
 
 async function finishLogin(ceremonyId, credential) {
-  const tokens = await api('/v1/login/finish', {
-    body: { ceremony_id: ceremonyId, credential: credentialToJSON(credential) },
-  });
+  let tokens;
+  try {
+    tokens = await api('/v1/login/finish', {
+      body: { ceremony_id: ceremonyId, credential: credentialToJSON(credential) },
+    });
+  } catch (err) {
+    toReview(err);
+    throw err;
+  }
   await signedIn(tokens, t('msg.signed_in'));
+}
+
+// A sign-in the risk rules held (403 held_for_review) goes to /review.html, which shows why and
+// takes an appeal; the review's id and token travel in the fragment, which no server sees.
+function toReview(err) {
+  const problem = err instanceof ApiError ? err.problem : null;
+  if (problem?.code !== 'held_for_review' || !problem.review_id || !problem.review_token) return;
+  const fragment = new URLSearchParams({ id: problem.review_id, token: problem.review_token });
+  window.location.assign(`/review.html#${fragment}`);
 }
 
 async function signedIn(tokens, message) {

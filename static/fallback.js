@@ -27,7 +27,23 @@ const run = oneAtATime(describeError);
 
 // ---------------------------------------------------------------- API
 
-const post = (path, body) => api(path, { body });
+async function post(path, body) {
+  try {
+    return await api(path, { body });
+  } catch (err) {
+    toReview(err);
+    throw err;
+  }
+}
+
+// A sign-in the risk rules held (403 held_for_review) goes to /review.html, which shows why and
+// takes an appeal; the review's id and token travel in the fragment, which no server sees.
+function toReview(err) {
+  const problem = err instanceof ApiError ? err.problem : null;
+  if (problem?.code !== 'held_for_review' || !problem.review_id || !problem.review_token) return;
+  const fragment = new URLSearchParams({ id: problem.review_id, token: problem.review_token });
+  window.location.assign(`/review.html#${fragment}`);
+}
 
 // ---------------------------------------------------------------- views
 

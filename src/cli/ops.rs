@@ -93,6 +93,14 @@ pub fn config_check(settings: &Settings) -> anyhow::Result<()> {
                 None => "(off: alerts are recorded and counted, not sent)".to_owned(),
             },
         ),
+        (
+            "risk",
+            match (settings.risk.enabled, &settings.risk.rules_file) {
+                (false, _) => "off".to_owned(),
+                (true, None) => "the built-in rules".to_owned(),
+                (true, Some(path)) => format!("rules from {}", path.display()),
+            },
+        ),
     ];
     println!("configuration is valid");
     for (key, value) in rows {

@@ -12,6 +12,7 @@ mod anomaly;
 mod database;
 mod fallback;
 mod housekeeping;
+mod risk;
 mod secret_files;
 mod server;
 mod smtp;
@@ -29,6 +30,7 @@ pub use anomaly::{AnomalySettings, WebhookSettings};
 pub use database::{Backend, DatabaseSettings, DatabaseUrl};
 pub use fallback::{LimitSettings, MfaSettings, PasswordSettings};
 pub use housekeeping::HousekeepingSettings;
+pub use risk::RiskSettings;
 pub use server::ServerSettings;
 pub use smtp::{SmtpSettings, SmtpTls};
 pub use tokens::{
@@ -59,6 +61,7 @@ struct RawSettings {
     log: RawLog,
     trust: trust::RawTrust,
     anomaly: anomaly::RawAnomaly,
+    risk: risk::RawRisk,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +94,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub trust: TrustSettings,
     pub anomaly: AnomalySettings,
+    pub risk: RiskSettings,
     /// Settings accepted but worth an operator's attention (a key on its
     /// way out), logged when the server starts: telemetry is not set up
     /// yet while settings load.
@@ -176,6 +180,7 @@ impl RawSettings {
             log: LogSettings { level: self.log.level, format },
             trust: trust::validate_trust(self.trust)?,
             anomaly: anomaly::validate_anomaly(self.anomaly)?,
+            risk: risk::validate_risk(self.risk)?,
             warnings,
         })
     }

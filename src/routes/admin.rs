@@ -16,6 +16,7 @@ use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
 use crate::service::anomalies::{AnomalyView, DeliveryLog};
 use crate::service::audit_export::AuditPage;
 use crate::service::idempotency::Caller;
+use crate::service::reviews::{ReviewItem, ReviewPage};
 use crate::store::AuditFilter;
 
 #[derive(Deserialize, IntoParams)]
@@ -347,4 +348,116 @@ pub async fn anomaly_deliveries_get(
 ) -> Result<web::Json<DeliveryLog>> {
     let limit = query.limit.unwrap_or(100);
     Ok(web::Json(core.anomalies.deliveries(&admin.0, limit).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ReviewQuery {
+    /// `held` (default: still waiting), `expired` (held past its time),
+    /// `approved`, `denied`, `used`, or `all`.
+    status: Option<String>,
+    /// 1 to 100, default 20.
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DecisionBody {
+    /// Why; the user is mailed it. 1 to 500 characters.
+    reason: String,
+}
+
+#[utoipa::path(get, path = "/v1/admin/reviews", tag = "admin", security(("bearer" = [])),
+    params(ReviewQuery),
+    responses(
+        (status = 200, description = "oldest first", body = ReviewPage),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: an unknown status", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reviews_get(
+    core: web::Data<Core>,
+    admin: Admin,
+    query: web::Query<ReviewQuery>,
+) -> Result<web::Json<ReviewPage>> {
+    let page = core
+        .reviews
+        .queue(
+            &admin.0,
+            query.status.as_deref(),
+            query.limit.unwrap_or(20),
+            query.cursor.as_deref(),
+        )
+        .await?;
+    Ok(web::Json(page))
+}
+
+#[utoipa::path(get, path = "/v1/admin/reviews/{review_id}", tag = "admin", security(("bearer" = [])),
+    params(("review_id" = String, Path)),
+    responses(
+        (status = 200, body = ReviewItem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn review_get(
+    core: web::Data<Core>,
+    admin: Admin,
+    path: web::Path<String>,
+) -> Result<web::Json<ReviewItem>> {
+    Ok(web::Json(core.reviews.review(&admin.0, &path).await?))
+}
+
+#[utoipa::path(post, path = "/v1/admin/reviews/{review_id}/approve", tag = "admin", security(("bearer" = [])),
+    params(("review_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
+    request_body = DecisionBody,
+    responses(
+        (status = 200, description = "approved: one attempt of the same kind and subject goes through within 7 days; the user is mailed", body = ReviewItem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin, or a review of the admin's own account; passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "review_closed: already decided, or expired; idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: the reason is empty or over 500 characters; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn review_approve(
+    core: web::Data<Core>,
+    admin: Admin,
+    path: web::Path<String>,
+    body: Body<DecisionBody>,
+    idempotent: Idempotent,
+) -> Result<HttpResponse> {
+    let caller = Caller::admin(&admin.0);
+    let work = async move {
+        let decided = core.reviews.decide(&admin.0, &path, true, &body.reason).await?;
+        Ok(HttpResponse::Ok().json(decided))
+    };
+    idempotent.run(caller, work).await
+}
+
+#[utoipa::path(post, path = "/v1/admin/reviews/{review_id}/deny", tag = "admin", security(("bearer" = [])),
+    params(("review_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
+    request_body = DecisionBody,
+    responses(
+        (status = 200, description = "denied; the user is mailed the reason", body = ReviewItem),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin, or a review of the admin's own account; passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "review_closed: already decided, or expired; idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: the reason is empty or over 500 characters; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn review_deny(
+    core: web::Data<Core>,
+    admin: Admin,
+    path: web::Path<String>,
+    body: Body<DecisionBody>,
+    idempotent: Idempotent,
+) -> Result<HttpResponse> {
+    let caller = Caller::admin(&admin.0);
+    let work = async move {
+        let decided = core.reviews.decide(&admin.0, &path, false, &body.reason).await?;
+        Ok(HttpResponse::Ok().json(decided))
+    };
+    idempotent.run(caller, work).await
 }

@@ -12,6 +12,7 @@ mod me;
 mod openapi;
 mod operations;
 mod passkeys;
+mod reviews;
 mod schemas;
 pub mod security_headers;
 mod stepup;
@@ -190,6 +191,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/me/trusted-devices/{trusted_device_id}")
             .delete(trusted::trusted_delete)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/reviews/{review_id}")
+            .get(reviews::review_status)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/reviews/{review_id}/appeal")
+            .post(reviews::review_appeal)
+            .default_service(refuse()),
+    )
+    .service(web::resource("/v1/admin/reviews").get(admin::reviews_get).default_service(refuse()))
+    .service(
+        web::resource("/v1/admin/reviews/{review_id}")
+            .get(admin::review_get)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/admin/reviews/{review_id}/approve")
+            .post(admin::review_approve)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/admin/reviews/{review_id}/deny")
+            .post(admin::review_deny)
             .default_service(refuse()),
     );
 }

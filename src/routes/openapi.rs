@@ -12,7 +12,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, devices, fallback, me, operations, passkeys, schemas, stepup, tokens, trusted};
+use super::{
+    admin, devices, fallback, me, operations, passkeys, reviews, schemas, stepup, tokens, trusted,
+};
 use crate::error::CODES;
 
 use crate::error::Problem;
@@ -21,6 +23,8 @@ use crate::service::anomalies::{AnomalyView, DeliveryLog};
 use crate::service::devices::{Device, Session};
 use crate::service::fallback::{CodeSent, MfaChallenge};
 use crate::service::profile::Profile;
+use crate::service::reviews::{ReviewItem, ReviewPage, ReviewStatus};
+use crate::service::risk::Reason;
 use crate::service::stepup::Authorization;
 use crate::service::tokens::TokenSet;
 use crate::service::totp::{RecoveryCodes, TotpEnrolment};
@@ -51,6 +55,8 @@ use crate::store::AuditRow;
         operations::openapi, operations::asset_links, operations::apple_app_site_association,
         operations::related_origins,
         trusted::trusted_post, trusted::trusted_get, trusted::trusted_delete,
+        reviews::review_status, reviews::review_appeal,
+        admin::reviews_get, admin::review_get, admin::review_approve, admin::review_deny,
     ),
     components(schemas(
         Problem, TokenSet, Profile, Authorization, MfaChallenge, CodeSent,
@@ -58,6 +64,7 @@ use crate::store::AuditRow;
         ResetOutcome, AuditRow, OpenIdConfiguration,
         TrustedDevice,
         AnomalyView, DeliveryLog,
+        ReviewStatus, ReviewItem, ReviewPage, Reason,
     )),
     modifiers(&BearerScheme, &WireSchemas, &GenericRefusals),
 )]

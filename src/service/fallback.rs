@@ -11,6 +11,7 @@ use super::audit::{Audit, Event};
 use super::codes::CodeHasher;
 use super::locale::{catalogue, render, requester_language};
 use super::password::{Checked, PasswordHasher};
+use super::risk::{Attempt as RiskAttempt, Factor, Risk};
 use super::throttle::{Attempt, Throttle, subject};
 use super::tokens::{SessionGrant, TokenSet, Tokens};
 use super::totp::Totp;
@@ -65,6 +66,7 @@ pub struct Fallback {
     throttle: Throttle,
     tokens: Tokens,
     totp: Totp,
+    risk: Risk,
 }
 
 impl Fallback {
@@ -81,6 +83,7 @@ impl Fallback {
         throttle: Throttle,
         tokens: Tokens,
         totp: Totp,
+        risk: Risk,
     ) -> Fallback {
         Fallback {
             settings,
@@ -94,6 +97,7 @@ impl Fallback {
             throttle,
             tokens,
             totp,
+            risk,
         }
     }
 
@@ -246,7 +250,8 @@ impl Fallback {
         if !self.totp.check_totp_or_recovery(&user_id, &user.username, code).await? {
             return self.code_refused(attempt, &user_id, "totp").await;
         }
-        self.finish_fallback(token, &user, client, "totp", attempt).await
+        let factor = if code.is_six_digits() { Factor::PasswordTotp } else { Factor::RecoveryCode };
+        self.finish_fallback(token, &user, client, "totp", factor, attempt).await
     }
 
     /// Mails a sign-in code to the account's verified address.
@@ -285,7 +290,7 @@ impl Fallback {
         if self.take_mailed_code(&user_id, LOGIN_CODE, code).await?.is_none() {
             return self.code_refused(attempt, &user_id, "email_otp").await;
         }
-        self.finish_fallback(token, &user, client, "email_otp", attempt).await
+        self.finish_fallback(token, &user, client, "email_otp", Factor::PasswordMail, attempt).await
     }
 
     async fn finish_fallback(
@@ -294,8 +299,29 @@ impl Fallback {
         user: &UserRow,
         client: &ClientInfo,
         method: &str,
+        factor: Factor,
         attempt: Attempt,
     ) -> Result<TokenSet> {
+        let risk = RiskAttempt {
+            user_id: &user.user_id,
+            factor,
+            user_verified: false,
+            credential: None,
+            synced: false,
+            client,
+            payment: None,
+        };
+        let passed = match self.risk.decide(&risk).await {
+            Ok(passed) => passed,
+            Err(refused) => {
+                // The mfa_token is spent, as a sign-in would spend it: the
+                // same token cannot be tried again to get past the rules.
+                // Neither a failed nor a good sign-in for the lockout.
+                self.store.spend_mfa_token(&token.hash()).await?;
+                self.throttle.attempt_returned(attempt).await?;
+                return Err(refused);
+            }
+        };
         let user_id = user.user_id;
         let grant =
             SessionGrant { user_id, roles: &user.roles, amr: FALLBACK_AMR, device_id: None };
@@ -310,6 +336,7 @@ impl Fallback {
         self.throttle.attempt_succeeded(attempt).await?;
         let method = format!("password and {method}");
         self.audit.record(Event::ok("login").user(&user.user_id.to_string()).reason(&method)).await;
+        self.risk.passed(passed).await;
         self.tokens.token_set(&session.row, &user.roles, &session.refresh)
     }
 

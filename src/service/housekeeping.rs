@@ -100,6 +100,12 @@ impl Housekeeping {
                 tracing::warn!(error.cause_chain = ?error, "idempotency key purge failed")
             }
         }
+        // Kept a while after they expire, so their owner can still read
+        // the outcome; the audit trail keeps the decision.
+        let expired = now - super::reviews::KEPT_AFTER_EXPIRY.as_millis() as i64;
+        if let Err(error) = self.store.purge_reviews(expired).await {
+            tracing::warn!(error.cause_chain = ?error, "review purge failed");
+        }
         let keys = match self.settings.tokens.key_rotation {
             Some(max_age) => self.keys.rotate_if_older(max_age, now).await.map(|_| ()),
             None => self.keys.reload(now).await,

@@ -95,6 +95,8 @@ pub struct Core {
     /// Trusted browsers: `is_trusted` is the risk rules' `trusted_device`.
     pub trusted_devices: trusted::TrustedDevices,
     pub anomalies: anomalies::Anomalies,
+    /// The risk decision; `risk.reload()` reads its rules again (SIGHUP).
+    pub risk: risk::Risk,
     pub idempotency: idempotency::Idempotency,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
@@ -152,6 +154,26 @@ impl Core {
         let settings = Arc::new(settings);
 
         let audit = Audit::new(store.clone(), clock.clone());
+        let notifier = Notifier::new(&settings, mailer.clone(), metrics.clone(), clock.clone());
+        let fresh = Freshness::new(settings.clone(), store.clone(), clock.clone());
+        let reviews = reviews::Reviews::new(
+            store.clone(),
+            clock.clone(),
+            codes.clone(),
+            audit.clone(),
+            notifier.clone(),
+            fresh.clone(),
+        );
+        let risk = risk::Risk::new(
+            settings.risk.enabled,
+            settings.risk.rules_file.clone(),
+            risk::load_rules(settings.risk.rules_file.as_deref())?,
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            audit.clone(),
+            reviews.clone(),
+        );
         let throttle = Throttle::new(
             settings.clone(),
             store.clone(),
@@ -159,8 +181,6 @@ impl Core {
             metrics.clone(),
             audit.clone(),
         );
-        let notifier = Notifier::new(&settings, mailer.clone(), metrics.clone(), clock.clone());
-        let fresh = Freshness::new(settings.clone(), store.clone(), clock.clone());
         // Built early: the risk rules of sign-ins and payments read it.
         let trusted_devices = trusted::TrustedDevices::new(
             settings.clone(),
@@ -191,6 +211,7 @@ impl Core {
             audit.clone(),
             throttle.clone(),
             tokens.clone(),
+            risk.clone(),
         );
         let devices = Devices::new(
             settings.clone(),
@@ -227,6 +248,7 @@ impl Core {
             throttle.clone(),
             tokens.clone(),
             totp.clone(),
+            risk.clone(),
         );
         let account = Account::new(
             store.clone(),
@@ -247,6 +269,7 @@ impl Core {
             keys.clone(),
             audit.clone(),
             passkeys.clone(),
+            risk.clone(),
         );
         let admin = Admin::new(
             store.clone(),
@@ -263,7 +286,6 @@ impl Core {
         let housekeeping =
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
-        let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
         let anomalies = anomalies::Anomalies::new(
             settings.clone(),
             store.clone(),
@@ -297,6 +319,7 @@ impl Core {
             reviews,
             trusted_devices,
             anomalies,
+            risk,
             idempotency,
             secrets,
             audit,
@@ -346,6 +369,7 @@ pub fn check_settings(settings: &Settings) -> anyhow::Result<()> {
     allowed_origins(settings)?;
     require_key_encryption_key(settings)?;
     Mailer::new(&settings.smtp)?;
+    risk::load_rules(settings.risk.rules_file.as_deref())?;
     let p = &settings.password;
     argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None)
         .map_err(|e| anyhow::anyhow!("password: argon2 parameters refused: {e}"))?;

@@ -25,6 +25,7 @@ use super::assertion::{PublicKey, Refusal, RelyingParty, Stored, Verified};
 use super::audit::{Audit, Event, log_audit};
 use super::authenticator_data::registration_facts;
 use super::login_handle::{HandleSealer, LoginTicket};
+use super::risk::{Attempt, Factor, Risk};
 use super::throttle::Throttle;
 use super::tokens::{SessionGrant, TokenSet, Tokens};
 use crate::clock::Clock;
@@ -95,6 +96,7 @@ pub struct Passkeys {
     audit: Audit,
     throttle: Throttle,
     tokens: Tokens,
+    risk: Risk,
 }
 
 impl Passkeys {
@@ -111,6 +113,7 @@ impl Passkeys {
         audit: Audit,
         throttle: Throttle,
         tokens: Tokens,
+        risk: Risk,
     ) -> Passkeys {
         Passkeys {
             settings,
@@ -124,6 +127,7 @@ impl Passkeys {
             audit,
             throttle,
             tokens,
+            risk,
         }
     }
 
@@ -208,6 +212,7 @@ impl Passkeys {
                     .device(&device_id.to_string()),
             )
             .await;
+        self.risk.registered(&user.user_id, &row.credential_id, client).await;
         let mut tokens = self.tokens.token_set(&session.row, &user.roles, &session.refresh)?;
         tokens.device_id = Some(device_id.to_string());
         Ok(tokens)
@@ -459,6 +464,19 @@ impl Passkeys {
                 .await;
             return Err(ApiError::AccountDisabled);
         }
+        // Before anything is written: a step-up, hold or denial opens no
+        // session, and the finish's error path uses the handle up, so the
+        // same answer cannot be sent again to get past it.
+        let attempt = Attempt {
+            user_id: &user.user_id,
+            factor: Factor::Passkey,
+            user_verified: true,
+            credential: Some(&row.credential_id),
+            synced: row.backup_eligible,
+            client,
+            payment: None,
+        };
+        let passed = self.risk.decide(&attempt).await?;
         let used = self.credential_use(&row, verified);
         let device_id = row.device_id;
         let user_id = user.user_id;
@@ -493,6 +511,7 @@ impl Passkeys {
             }
         }
         log_audit(&audit);
+        self.risk.passed(passed).await;
         self.tokens.token_set(&session.row, &user.roles, &session.refresh)
     }
 

@@ -17,9 +17,11 @@ use webauthn_rs::prelude::{Base64UrlSafeData, PublicKeyCredential};
 use super::audit::{Audit, Event};
 use super::keys::SigningKeys;
 use super::passkey::{CeremonyStarted, PASSKEY_AMR, Passkeys, allow_credentials};
+use super::risk::{Attempt, Factor, Risk};
 use super::tokens::AccessClaims;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::context::current_client;
 use crate::domain::{CeremonyId, Transaction, UserId};
 use crate::error::{ApiError, Result};
 use crate::metrics::Metrics;
@@ -77,6 +79,7 @@ pub struct StepUp {
     keys: Arc<SigningKeys>,
     audit: Audit,
     passkeys: Passkeys,
+    risk: Risk,
 }
 
 impl StepUp {
@@ -88,8 +91,9 @@ impl StepUp {
         keys: Arc<SigningKeys>,
         audit: Audit,
         passkeys: Passkeys,
+        risk: Risk,
     ) -> StepUp {
-        StepUp { settings, store, clock, metrics, keys, audit, passkeys }
+        StepUp { settings, store, clock, metrics, keys, audit, passkeys, risk }
     }
 
     pub async fn stepup_start(
@@ -184,6 +188,20 @@ impl StepUp {
         let checked =
             self.passkeys.verify_assertion(credential, state.challenge.as_slice(), &row)?;
         let verified = self.passkeys.refusal_answer(checked, &row).await?;
+        // The ceremony is already taken: a step-up, hold or denial here
+        // cannot be got past by sending the same assertion again.
+        let client = current_client();
+        let attempt = Attempt {
+            user_id: &row.user_id,
+            factor: Factor::Passkey,
+            // passgate's verifier refuses an assertion without the UV flag.
+            user_verified: true,
+            credential: Some(&row.credential_id),
+            synced: row.backup_eligible,
+            client: &client,
+            payment: Some(&state.transaction),
+        };
+        let passed = self.risk.decide(&attempt).await?;
         let used = self.passkeys.credential_use(&row, verified);
         if !self.store.record_credential_use(&used).await? {
             return Err(self.passkeys.clone_warning(&row.user_id, &row.device_id).await);
@@ -211,6 +229,7 @@ impl StepUp {
             )
             .await;
         let authorization_token = self.keys.sign(&claims, AUTHORIZATION_TYP)?;
+        self.risk.passed(passed).await;
         Ok(Authorization { authorization_token, expires_in: ttl, txn })
     }
 }

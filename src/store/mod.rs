@@ -18,6 +18,7 @@ mod pg_pool;
 pub(crate) use pg_pool::connection_failed as suspect_connections;
 mod postgres;
 mod reviews;
+mod risk;
 mod sessions;
 mod sqlite;
 mod trusted;
@@ -40,7 +41,8 @@ pub use fallback::FallbackStore;
 pub use idempotency::{IdempotencyRow, IdempotencyStore};
 pub use keys::KeyStore;
 pub use postgres::PgStore;
-pub use reviews::{ReviewRow, ReviewStore};
+pub use reviews::{QueuedReview, ReviewDecision, ReviewFilter, ReviewRow, ReviewStore};
+pub use risk::{ProfileFact, ProfileQuery, RiskStore, Seen};
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
 pub use trusted::{TrustStored, TrustedDeviceRow, TrustedDeviceStore};
@@ -379,6 +381,7 @@ pub trait Store:
     + ReviewStore
     + FailureStore
     + TrustedDeviceStore
+    + RiskStore
     + IdempotencyStore
 {
     /// Connections open in the pool, and how many of them are idle.

@@ -29,6 +29,8 @@ mod phishing;
 mod proxies;
 mod races;
 mod recovery;
+mod reviews;
+mod risk;
 mod secrets;
 mod security_headers;
 mod smtp;

@@ -97,4 +97,27 @@ pub const EN: Catalogue = Catalogue {
         If this was not you, cancel it now:\r\n    {origin}/enrol.html#cancel={cancel}\r\n\
         Signing in with one of your passkeys cancels it too. Then change this mailbox's \
         password: someone may be reading it.\r\n",
+    review_signin: "a sign-in",
+    review_payment: "a payment",
+    subject_review_held: "We held a sign-in or payment for review",
+    review_held_body: "Hello {name},\r\n\r\nTo protect your account {username}, we held {what} \
+        for an administrator to review, because of:\r\n{reasons}\r\n\r\n{stamp}\r\n\r\n\
+        If this was you, you can see the review and tell us why in a message (an appeal):\r\n\
+        \r\n    {link}\r\n\r\nThe link is for you alone: whoever has it can appeal. An \
+        administrator decides within {days} days; you will get a mail either way.\r\n\r\n\
+        If this was not you, do not appeal: someone may know your password. Sign in with your \
+        passkey and change it.\r\n",
+    subject_review_approved: "Your held sign-in or payment was approved",
+    review_approved_body: "Hello {name},\r\n\r\nAn administrator reviewed {what} held on \
+        your account {username} and approved it: \"{reason}\"\r\n\r\nTry again within {days} \
+        days at {origin}/: the same attempt will go through once.\r\n",
+    subject_review_denied: "Your held sign-in or payment was denied",
+    review_denied_body: "Hello {name},\r\n\r\nAn administrator reviewed {what} held on your \
+        account {username} and denied it, because: \"{reason}\"\r\n\r\nIf you think this is \
+        wrong, contact your administrator. The account itself is not locked: other sign-ins \
+        and payments are judged on their own at {origin}/.\r\n",
+    subject_review_appealed: "A user appealed a held sign-in or payment",
+    review_appealed_body: "Hello {name},\r\n\r\nThe user {username} appealed {what} that the \
+        risk rules held. Read the appeal and decide in the review queue of the admin console:\r\n\
+        \r\n    {origin}/admin.html\r\n",
 };

@@ -111,6 +111,23 @@ catalogue! {
     subject_recovery_requested,
     /// {name} {username} {stamp} {from} {until} {origin} {code} {cancel}
     recovery_requested_body,
+    /// A held sign-in, as `{what}` in the review mails.
+    review_signin,
+    /// A held payment, as `{what}`.
+    review_payment,
+    subject_review_held,
+    /// {name} {username} {what} {reasons} {stamp} {link} {days}: the link
+    /// carries the review's token.
+    review_held_body,
+    subject_review_approved,
+    /// {name} {username} {what} {reason} {days} {origin}
+    review_approved_body,
+    subject_review_denied,
+    /// {name} {username} {what} {reason} {origin}
+    review_denied_body,
+    subject_review_appealed,
+    /// To an admin: {name} {username} {what} {origin}
+    review_appealed_body,
 }
 
 /// The catalogue of `language`.

@@ -89,4 +89,24 @@ pub const ZH_CN: Catalogue = Catalogue {
         进入了此邮箱的他人。\r\n\r\n\
         如果这不是您本人的申请，请立即取消：\r\n    {origin}/enrol.html#cancel={cancel}\r\n\
         用您的任一通行密钥登录也会取消此申请。然后请修改此邮箱的密码：可能有人正在查看它。\r\n",
+    review_signin: "一次登录",
+    review_payment: "一笔支付",
+    subject_review_held: "您的一次登录或支付已被暂停，等待审核",
+    review_held_body: "{name}，您好：\r\n\r\n为保护您的账户 {username}，我们暂停了{what}，\
+        等待管理员审核，原因是：\r\n{reasons}\r\n\r\n{stamp}\r\n\r\n\
+        如果这是您本人的操作，您可以查看审核并留言说明（申诉）：\r\n\r\n    {link}\r\n\r\n\
+        此链接仅供您本人使用：持有它的人都可以申诉。管理员会在 {days} 天内作出决定，\
+        无论结果如何您都会收到邮件。\r\n\r\n\
+        如果这不是您本人的操作，请不要申诉：可能有人知道了您的密码。请用通行密钥登录并修改密码。\r\n",
+    subject_review_approved: "您被暂停的登录或支付已获批准",
+    review_approved_body: "{name}，您好：\r\n\r\n管理员审核了您的账户 {username} 被暂停的{what}，\
+        并予以批准：“{reason}”\r\n\r\n请在 {days} 天内在 {origin}/ 重试：\
+        同样的操作可以通过一次。\r\n",
+    subject_review_denied: "您被暂停的登录或支付已被拒绝",
+    review_denied_body: "{name}，您好：\r\n\r\n管理员审核了您的账户 {username} 被暂停的{what}，\
+        并予以拒绝，原因是：“{reason}”\r\n\r\n如果您认为有误，请联系管理员。\
+        账户本身没有被锁定：在 {origin}/ 的其他登录和支付会单独判断。\r\n",
+    subject_review_appealed: "有用户对被暂停的登录或支付提出了申诉",
+    review_appealed_body: "{name}，您好：\r\n\r\n用户 {username} 对风险规则暂停的{what}提出了申诉。\
+        请在管理控制台的审核队列中查看申诉并作出决定：\r\n\r\n    {origin}/admin.html\r\n",
 };

@@ -63,3 +63,9 @@ pub struct Held {
     /// amount, currency, payee). Never a secret.
     pub context: serde_json::Value,
 }
+
+pub mod decide;
+pub mod rules;
+pub mod signals;
+
+pub use decide::{Attempt, Factor, Passed, Risk, load_rules, trusted_device_signal};

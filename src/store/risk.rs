@@ -1,0 +1,143 @@
+//! What the risk signals read (issue 20 items 1-2): a user's history of
+//! successful sign-ins and approved payments (`risk_history`), gathered in
+//! one query with the other facts a decision weighs, and written back
+//! after a success.
+
+use async_trait::async_trait;
+use sqlx::Connection;
+
+use super::StoreResult;
+use super::engine::{Arg, Engine, Sql};
+use crate::clock::Millis;
+use crate::domain::UserId;
+
+/// What to look up for one decision. Each value is matched exactly.
+pub struct ProfileQuery<'a> {
+    pub user_id: &'a UserId,
+    /// The client's /24 or /48 ('' when unknown): a history row, and the
+    /// key of the network's failures.
+    pub network: &'a str,
+    pub user_agent: &'a str,
+    pub credential: &'a str,
+    /// The payment's currency ('' for a sign-in).
+    pub currency: &'a str,
+    /// Audit events (clone warnings, device resets) from this time on.
+    pub events_since: Millis,
+    /// Failures from this minute (Unix minutes) on.
+    pub failures_since_minute: i64,
+}
+
+/// One fact of a profile: `(dimension, value, amount, at)`.
+/// - history rows: their dimension and value, amount, last_seen;
+/// - `event`: an audit event's name, 0, its latest time;
+/// - `passkeys`: '', how many, the newest one's creation time;
+/// - `waiting`: '', 0, the latest `payments_after` of the user's passkeys;
+/// - `user`: '', 0, the account's creation time;
+/// - `account_failures` / `network_failures`: '', the count, None.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProfileFact {
+    pub dimension: String,
+    pub value: String,
+    pub amount: i64,
+    pub at: Option<Millis>,
+}
+
+/// One history row to write: seen now; `amount` is kept when larger.
+#[derive(Clone, Debug)]
+pub struct Seen<'a> {
+    pub dimension: &'a str,
+    pub value: &'a str,
+    pub amount: i64,
+}
+
+#[async_trait]
+pub trait RiskStore: Send + Sync {
+    /// Every fact a decision may weigh, in one read.
+    async fn risk_profile(&self, query: &ProfileQuery<'_>) -> StoreResult<Vec<ProfileFact>>;
+    /// Records what a successful sign-in or payment looked like.
+    async fn record_seen(
+        &self,
+        user_id: &UserId,
+        seen: &[Seen<'_>],
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Spends a fallback sign-in's mfa_token without opening a session (a
+    /// risk decision refused it); false when it was gone already.
+    async fn spend_mfa_token(&self, token_hash: &str) -> StoreResult<bool>;
+}
+
+const RISK_PROFILE: &str = "select dimension, value, amount, last_seen as at from risk_history \
+     where user_id = $1 and ((dimension = 'network' and value = $2) \
+       or (dimension = 'user_agent' and value = $3) \
+       or (dimension = 'credential' and value = $4) \
+       or (dimension = 'payment' and value = $5) or dimension = 'signin') \
+     union all \
+     select 'event', event, cast(0 as bigint), max(occurred_at) from audit_event \
+     where user_id = $1 and event in ('clone_warning', 'devices_reset') and occurred_at >= $6 \
+     group by event \
+     union all \
+     select 'passkeys', '', cast(count(*) as bigint), max(created_at) from credential \
+     where user_id = $1 \
+     union all \
+     select 'waiting', '', cast(0 as bigint), max(payments_after) from credential \
+     where user_id = $1 \
+     union all \
+     select 'user', '', cast(0 as bigint), created_at from app_user where user_id = $1 \
+     union all \
+     select 'account_failures', '', cast(coalesce(sum(count), 0) as bigint), cast(null as bigint) \
+     from failure_minute where dimension = 'account' and key = $1 and minute >= $7 \
+     union all \
+     select 'network_failures', '', cast(coalesce(sum(count), 0) as bigint), cast(null as bigint) \
+     from failure_minute where dimension = 'network' and key = $2 and minute >= $7";
+
+const RECORD_SEEN: &str = "insert into risk_history \
+     (user_id, dimension, value, amount, first_seen, last_seen) values ($1, $2, $3, $4, $5, $5) \
+     on conflict (user_id, dimension, value) do update set last_seen = excluded.last_seen, \
+     amount = case when excluded.amount > risk_history.amount then excluded.amount \
+     else risk_history.amount end";
+
+#[async_trait]
+impl<E: Engine> RiskStore for E {
+    async fn risk_profile(&self, query: &ProfileQuery<'_>) -> StoreResult<Vec<ProfileFact>> {
+        let args: [Arg<'_>; 7] = [
+            query.user_id.into(),
+            query.network.into(),
+            query.user_agent.into(),
+            query.credential.into(),
+            query.currency.into(),
+            query.events_since.into(),
+            query.failures_since_minute.into(),
+        ];
+        Ok(self.db().await?.fetch_all(RISK_PROFILE, &args).await?)
+    }
+
+    async fn record_seen(
+        &self,
+        user_id: &UserId,
+        seen: &[Seen<'_>],
+        now: Millis,
+    ) -> StoreResult<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.db().await?;
+        let mut tx = conn.begin().await?;
+        for row in seen {
+            let args = [
+                user_id.into(),
+                row.dimension.into(),
+                row.value.into(),
+                row.amount.into(),
+                now.into(),
+            ];
+            tx.execute(RECORD_SEEN, &args).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn spend_mfa_token(&self, token_hash: &str) -> StoreResult<bool> {
+        let sql = "delete from mfa_token where token_hash = $1";
+        Ok(self.db().await?.execute(sql, &[token_hash.into()]).await? == 1)
+    }
+}
