@@ -420,3 +420,27 @@ async fn a_reload_swaps_good_rules_and_keeps_the_rules_in_force_for_a_bad_file(d
     let problem = assert_problem(denied, 403, "risk_denied").await;
     assert_eq!(problem["reasons"][0]["words"], "password sign-ins are closed");
 }
+
+/// `passgate config check` refuses a bad rules file as a start would,
+/// naming the rule's line.
+#[test]
+fn config_check_names_a_bad_rule_by_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = format!(
+        "{THRESHOLDS}[[rule]]\nname = \"flood\"\nwhen = \"network_failures_15m >= many\"\n\
+         score = 10\nwords = \"w\"\n"
+    );
+    let file = rules_file(&dir, &bad);
+    let database = format!("sqlite:{}", dir.path().join("never.db").display());
+    let checked = crate::cli::passgate(
+        &database,
+        &["config", "check"],
+        &[("PASSGATE__RISK__RULES_FILE", &file)],
+    );
+    assert!(!checked.status.success());
+    let error = String::from_utf8_lossy(&checked.stderr);
+    assert!(error.contains("line 4") && error.contains("takes a number"), "{error}");
+    let good = crate::cli::passgate(&database, &["config", "check"], &[]);
+    assert!(good.status.success());
+    assert!(String::from_utf8_lossy(&good.stdout).contains("the built-in rules"));
+}
