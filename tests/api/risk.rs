@@ -23,6 +23,7 @@ on_both!(
     a_held_payment_issues_no_authorization_and_its_ceremony_is_spent,
     a_dry_run_rule_is_recorded_and_counted_but_never_acts,
     a_reload_swaps_good_rules_and_keeps_the_rules_in_force_for_a_bad_file,
+    the_risk_profile_is_one_read_and_history_keeps_the_largest_amount,
 );
 
 const LOOPBACK_PROXY: (&str, &str) = ("PASSGATE__SERVER__TRUSTED_PROXIES", "127.0.0.1/32");
@@ -443,4 +444,51 @@ fn config_check_names_a_bad_rule_by_its_line() {
     let good = crate::cli::passgate(&database, &["config", "check"], &[]);
     assert!(good.status.success());
     assert!(String::from_utf8_lossy(&good.stdout).contains("the built-in rules"));
+}
+
+/// The store's side (both engines): what `risk_profile` gathers, and that
+/// `record_seen` keeps each currency's largest amount.
+async fn the_risk_profile_is_one_read_and_history_keeps_the_largest_amount(db: Db) {
+    use passgate::clock::Clock;
+    use passgate::domain::UserId;
+    use passgate::store::{ProfileQuery, Seen};
+    let app = risk_app(db, &[]).await;
+    let mut phone = app.authenticator();
+    let tokens = app.register(&mut phone, "profiled").await;
+    let user_id = UserId::parse(tokens["user_id"].as_str().unwrap().to_owned()).unwrap();
+    let now = app.clock.now_ms();
+    let seen = |value: &'static str, amount: i64| Seen { dimension: "payment", value, amount };
+    app.store.record_seen(&user_id, &[seen("EUR", 5_000)], now).await.unwrap();
+    app.store.record_seen(&user_id, &[seen("EUR", 2_000), seen("USD", 9_000)], now).await.unwrap();
+    flood(&app, "network", "198.51.100.0/24", 7).await;
+    flood(&app, "account", &user_id.to_string(), 3).await;
+    let query = ProfileQuery {
+        user_id: &user_id,
+        network: "198.51.100.0/24",
+        user_agent: "unknown",
+        credential: "no such credential",
+        currency: "EUR",
+        events_since: now - 1,
+        failures_since_minute: now.div_euclid(60_000) - 14,
+    };
+    let facts = app.store.risk_profile(&query).await.unwrap();
+    let fact = |dimension: &str, value: &str| {
+        facts.iter().find(|f| f.dimension == dimension && f.value == value).cloned()
+    };
+    assert_eq!(fact("payment", "EUR").unwrap().amount, 5_000, "the largest stays");
+    assert!(fact("payment", "USD").is_none(), "only the payment's currency");
+    assert!(fact("user_agent", "unknown").is_some(), "the registration's browser");
+    assert!(fact("network", "198.51.100.0/24").is_none());
+    assert!(fact("credential", "no such credential").is_none());
+    assert!(fact("signin", "").unwrap().at.is_some());
+    assert_eq!(fact("passkeys", "").unwrap().amount, 1);
+    assert_eq!(fact("network_failures", "").unwrap().amount, 7);
+    assert_eq!(fact("account_failures", "").unwrap().amount, 3);
+    assert!(fact("user", "").unwrap().at.is_some());
+    assert!(fact("event", "clone_warning").is_none());
+    // Failures older than the window do not count.
+    let later = ProfileQuery { failures_since_minute: now.div_euclid(60_000) + 1, ..query };
+    let facts = app.store.risk_profile(&later).await.unwrap();
+    let network = facts.iter().find(|f| f.dimension == "network_failures").unwrap();
+    assert_eq!(network.amount, 0);
 }
