@@ -492,3 +492,76 @@ async fn the_risk_profile_is_one_read_and_history_keeps_the_largest_amount(db: D
     let network = facts.iter().find(|f| f.dimension == "network_failures").unwrap();
     assert_eq!(network.amount, 0);
 }
+
+/// A serving binary reads its rules file again on SIGHUP: a bad file is
+/// logged and the server goes on; a good one is taken.
+#[test]
+fn sighup_makes_a_serving_binary_read_its_rules_again() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    /// Stops the server however the test ends.
+    struct Serving(Child);
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = rules_file(&dir, THRESHOLDS);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serving = Serving(
+        Command::new(env!("CARGO_BIN_EXE_passgate"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PASSGATE__DATABASE__URL", format!("sqlite:{}", dir.path().join("p.db").display()))
+            .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("PASSGATE__RISK__RULES_FILE", &file)
+            .env("PASSGATE__LOG__FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = serving.0.stdout.take().unwrap();
+    let (lines, logged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match logged.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("never logged: {needle}");
+    };
+    let pid = i32::try_from(serving.0.id()).unwrap();
+    wait_for("passgate listening");
+
+    let bad = format!(
+        "{THRESHOLDS}[[rule]]\nname = \"typo\"\nwhen = \"new_netwrok\"\nscore = 10\nwords = \"w\"\n"
+    );
+    rules_file(&dir, &bad);
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let refused = wait_for("risk rules not reloaded");
+    assert!(refused.contains("new_netwrok") && refused.contains("line 4"), "{refused}");
+
+    let good = format!(
+        "{THRESHOLDS}[[rule]]\nname = \"new_place\"\nwhen = \"new_network\"\nscore = 10\nwords = \"w\"\n"
+    );
+    rules_file(&dir, &good);
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    wait_for("risk rules reloaded");
+    assert!(serving.0.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
+}
