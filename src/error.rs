@@ -77,6 +77,12 @@ pub enum ApiError {
     HeldForReview { review_id: String, review_token: ReviewToken, reasons: RiskReasons },
     #[error("this was refused by the risk rules")]
     RiskDenied { reasons: RiskReasons },
+    /// An `Idempotency-Key` sent before with another request (issue 20).
+    #[error("this Idempotency-Key was used with another request; use a new key for a new request")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running.
+    #[error("the first request with this Idempotency-Key is still being processed; retry shortly")]
+    IdempotencyInProgress { retry_after_secs: u64 },
 }
 
 /// The reasons of a risk decision, as the problem's `reasons` member: an
@@ -147,6 +153,8 @@ pub const CODES: &[&str] = &[
     "step_up_required",
     "held_for_review",
     "risk_denied",
+    "idempotency_key_reused",
+    "idempotency_in_progress",
 ];
 
 impl ApiError {
@@ -175,6 +183,8 @@ impl ApiError {
             ApiError::StepUpRequired { .. } => "step_up_required",
             ApiError::HeldForReview { .. } => "held_for_review",
             ApiError::RiskDenied { .. } => "risk_denied",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyInProgress { .. } => "idempotency_in_progress",
         }
     }
 
@@ -204,6 +214,8 @@ impl ApiError {
             ApiError::StepUpRequired { .. } => "Step-up required",
             ApiError::HeldForReview { .. } => "Held for review",
             ApiError::RiskDenied { .. } => "Refused by the risk rules",
+            ApiError::IdempotencyKeyReused => "Idempotency key reused",
+            ApiError::IdempotencyInProgress { .. } => "Request in progress",
         }
     }
 
@@ -248,7 +260,8 @@ impl ApiError {
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             ApiError::RateLimited { retry_after_secs }
-            | ApiError::AccountLocked { retry_after_secs } => {
+            | ApiError::AccountLocked { retry_after_secs }
+            | ApiError::IdempotencyInProgress { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}
@@ -282,6 +295,8 @@ impl ResponseError for ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
             ApiError::HeldForReview { .. } | ApiError::RiskDenied { .. } => StatusCode::FORBIDDEN,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyInProgress { .. } => StatusCode::CONFLICT,
         }
     }
 
@@ -377,6 +392,8 @@ mod tests {
                 reasons: serde_json::json!([]),
             },
             ApiError::RiskDenied { reasons: serde_json::json!([]) },
+            ApiError::IdempotencyKeyReused,
+            ApiError::IdempotencyInProgress { retry_after_secs: 1 },
         ];
         for error in &all {
             match error {
@@ -404,7 +421,9 @@ mod tests {
                 | ApiError::Internal(_)
                 | ApiError::StepUpRequired { .. }
                 | ApiError::HeldForReview { .. }
-                | ApiError::RiskDenied { .. } => {}
+                | ApiError::RiskDenied { .. }
+                | ApiError::IdempotencyKeyReused
+                | ApiError::IdempotencyInProgress { .. } => {}
             }
         }
         all

@@ -22,6 +22,8 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(context::REQUE
 
 const USER_AGENT_MAX: usize = 256;
 const ACCEPT_LANGUAGE_MAX: usize = 512;
+/// A trusted browser's token is 43 characters; anything longer is not one.
+const TRUSTED_DEVICE_MAX: usize = 64;
 
 /// The client's IP and user agent, as the audit trail records them, and
 /// the languages it accepts, for mails. The IP is the TCP peer's, or, when
@@ -44,7 +46,27 @@ pub fn client_info(
         .get(actix_web::http::header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
         .map(|tags| tags.chars().take(ACCEPT_LANGUAGE_MAX).collect());
-    ClientInfo { ip, user_agent, accept_language }
+    let trusted_device = trusted_device_cookie(headers);
+    ClientInfo { ip, user_agent, accept_language, trusted_device }
+}
+
+/// The value of the trusted-browser cookie, if the request has one that
+/// could be a token (base64url, short): the service checks it against its
+/// records. The cookie may come in several Cookie headers (HTTP/2).
+fn trusted_device_cookie(headers: &actix_web::http::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(actix_web::http::header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == context::TRUSTED_DEVICE_COOKIE)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| {
+            !value.is_empty()
+                && value.len() <= TRUSTED_DEVICE_MAX
+                && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        })
+        .map(str::to_owned)
 }
 
 /// Installs the global subscriber. Safe to call twice (tests): the second
@@ -134,5 +156,52 @@ impl RootSpanBuilder for PassgateRootSpan {
         };
         span.record("status", status.as_u16());
         DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{COOKIE, HeaderMap};
+
+    use super::*;
+
+    fn client_with(cookies: &[&str]) -> ClientInfo {
+        let mut headers = HeaderMap::new();
+        for line in cookies {
+            headers.append(COOKIE, HeaderValue::from_str(line).unwrap());
+        }
+        client_info(&headers, None, &TrustedProxies::default())
+    }
+
+    const TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    #[test]
+    fn the_trusted_browser_cookie_is_read_from_any_cookie_header() {
+        let one = format!("theme=dark; __Host-passgate-trusted={TOKEN}; other=1");
+        assert_eq!(client_with(&[&one]).trusted_device.as_deref(), Some(TOKEN));
+        let split = format!("__Host-passgate-trusted={TOKEN}");
+        assert_eq!(client_with(&["theme=dark", &split]).trusted_device.as_deref(), Some(TOKEN));
+        assert_eq!(client_with(&["theme=dark"]).trusted_device, None);
+        // A cookie of another name that ends the same is not it.
+        let other = format!("x__Host-passgate-trusted={TOKEN}");
+        assert_eq!(client_with(&[&other]).trusted_device, None);
+        // Not of a token's shape: dropped here, never carried further.
+        for bad in [
+            "__Host-passgate-trusted=",
+            "__Host-passgate-trusted=a b",
+            "__Host-passgate-trusted=%0A",
+        ] {
+            assert_eq!(client_with(&[bad]).trusted_device, None, "{bad}");
+        }
+        let long = format!("__Host-passgate-trusted={}", "a".repeat(65));
+        assert_eq!(client_with(&[&long]).trusted_device, None);
+    }
+
+    #[test]
+    fn a_client_prints_without_its_trusted_browser_token() {
+        let line = format!("__Host-passgate-trusted={TOKEN}");
+        let printed = format!("{:?}", client_with(&[&line]));
+        assert!(!printed.contains(TOKEN), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
     }
 }

@@ -10,11 +10,12 @@ import {
   $, describeError as describeCommonError, duration, fieldFails, markInvalid, oneAtATime, required, say, t,
 } from '/page.js';
 import { focusFromHash, initDevices, loadDevicesAndSessions } from '/security-devices.js';
+import { initTrusted, loadTrusted } from '/security-trusted.js';
 
 // What the factor names of GET /v1/me mean to a person.
 const FACTORS = ['passkey', 'password', 'totp', 'email_otp', 'recovery_code', 'passkey_recovery_code'];
 
-const CARDS = ['sec-overview', 'passkeys-card', 'sessions-card', 'password-card', 'email-card', 'totp-card'];
+const CARDS = ['sec-overview', 'passkeys-card', 'sessions-card', 'trusted-card', 'password-card', 'email-card', 'totp-card'];
 
 // ---------------------------------------------------------------- messages
 
@@ -257,6 +258,7 @@ async function restore() {
   try {
     await loadProfile();
     await loadDevicesAndSessions();
+    await loadTrusted();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       showSignedOut(t('msg.session_ended', { error: describeError(err) }));
@@ -278,6 +280,7 @@ function onSubmit(formId, action) {
 
 function init() {
   initDevices({ authed, run, reloadProfile: loadProfile, showSignedOut });
+  initTrusted({ authed, run });
   onSubmit('password-form', savePassword);
   onSubmit('email-form', sendEmailCode);
   onSubmit('email-verify-form', verifyEmail);

@@ -16,6 +16,7 @@ mod secret_files;
 mod server;
 mod smtp;
 mod tokens;
+mod trust;
 mod webauthn;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ pub use tokens::{
     KeyAlgorithm, MAX_ACCESS_TTL, MAX_AUTHORIZATION_TTL, StepupSettings, TokenSettings,
     parse_key_encryption_key,
 };
+pub use trust::TrustSettings;
 pub use webauthn::{AndroidApp, AppSettings, WebauthnSettings};
 
 /// The compiled-in defaults: the same text as `config/default.toml`, so the
@@ -56,6 +58,7 @@ struct RawSettings {
     housekeeping: housekeeping::RawHousekeeping,
     log: RawLog,
     risk: risk::RawRisk,
+    trust: trust::RawTrust,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +90,7 @@ pub struct Settings {
     pub housekeeping: HousekeepingSettings,
     pub log: LogSettings,
     pub risk: RiskSettings,
+    pub trust: TrustSettings,
     /// Settings accepted but worth an operator's attention (a key on its
     /// way out), logged when the server starts: telemetry is not set up
     /// yet while settings load.
@@ -171,6 +175,7 @@ impl RawSettings {
             housekeeping: housekeeping::validate_housekeeping(self.housekeeping)?,
             log: LogSettings { level: self.log.level, format },
             risk: risk::validate_risk(self.risk)?,
+            trust: trust::validate_trust(self.trust)?,
             warnings,
         })
     }

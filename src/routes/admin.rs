@@ -8,11 +8,13 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Admin, Body};
+use super::idempotency::Idempotent;
 use crate::domain::{DeviceId, UserId};
 use crate::error::{ApiError, Problem, Result};
 use crate::service::Core;
 use crate::service::admin::{ResetOutcome, UserDetail, UserPage, UserSummary};
 use crate::service::audit_export::AuditPage;
+use crate::service::idempotency::Caller;
 use crate::store::AuditFilter;
 
 #[derive(Deserialize, IntoParams)]
@@ -93,83 +95,106 @@ pub async fn user_get(
 }
 
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/reset-devices", tag = "admin", security(("bearer" = [])),
-    params(("user_id" = String, Path)),
+    params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
     request_body = ReasonBody,
     responses(
         (status = 200, body = ResetOutcome, description = "sent with Cache-Control: no-store (it may carry the enrolment code)"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin; passkey_required: the admin's passkey sign-in is older than mfa.fresh_auth_seconds, or was a password and code", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed: a reason is required", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: a reason is required; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn reset_devices(
     core: web::Data<Core>,
     admin: Admin,
     path: web::Path<UserId>,
     body: Body<ReasonBody>,
+    idempotent: Idempotent,
 ) -> Result<HttpResponse> {
-    let reason = body.reason.as_deref().unwrap_or("");
-    let outcome = core.admin.reset_devices(&admin.0, &path.to_string(), reason).await?;
-    // It may carry the enrolment code, shown once: no cache keeps it.
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(outcome))
+    let caller = Caller::admin(&admin.0);
+    let work = async move {
+        let reason = body.reason.as_deref().unwrap_or("");
+        let outcome = core.admin.reset_devices(&admin.0, &path.to_string(), reason).await?;
+        // It may carry the enrolment code, shown once: no cache keeps it.
+        Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(outcome))
+    };
+    idempotent.run(caller, work).await
 }
 
 #[utoipa::path(delete, path = "/v1/admin/users/{user_id}/devices/{device_id}", tag = "admin", security(("bearer" = [])),
-    params(("user_id" = String, Path), ("device_id" = String, Path), ("reason" = Option<String>, Query)),
+    params(("user_id" = String, Path), ("device_id" = String, Path), ("reason" = Option<String>, Query), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
     responses(
         (status = 204, description = "unbound"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin (or, for lock, the admin's own account); passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed: a reason is required on an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: a reason is required on an admin; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn device_delete(
     core: web::Data<Core>,
     admin: Admin,
     path: web::Path<(UserId, DeviceId)>,
     query: web::Query<ReasonBody>,
+    idempotent: Idempotent,
 ) -> Result<HttpResponse> {
-    let (user_id, device_id) = path.into_inner();
-    core.admin
-        .admin_unbind_device(&admin.0, &user_id.to_string(), &device_id, query.reason.as_deref())
-        .await?;
-    Ok(HttpResponse::NoContent().finish())
+    let caller = Caller::admin(&admin.0);
+    let work = async move {
+        let (user_id, device_id) = path.into_inner();
+        let reason = query.reason.as_deref();
+        core.admin.admin_unbind_device(&admin.0, &user_id.to_string(), &device_id, reason).await?;
+        Ok(HttpResponse::NoContent().finish())
+    };
+    idempotent.run(caller, work).await
 }
 
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/lock", tag = "admin", security(("bearer" = [])),
-    params(("user_id" = String, Path)),
+    params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
     request_body = ReasonBody,
     responses(
         (status = 200, description = "locked; every session ended", body = UserSummary),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin (or, for lock, the admin's own account); passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn lock(
     core: web::Data<Core>,
     admin: Admin,
     path: web::Path<UserId>,
     body: Body<ReasonBody>,
-) -> Result<web::Json<UserSummary>> {
-    set_locked(core, admin, path, body, true).await
+    idempotent: Idempotent,
+) -> Result<HttpResponse> {
+    let caller = Caller::admin(&admin.0);
+    idempotent.run(caller, set_locked(core, admin, path, body, true)).await
 }
 
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/unlock", tag = "admin", security(("bearer" = [])),
-    params(("user_id" = String, Path)),
+    params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
     request_body = ReasonBody,
     responses(
         (status = 200, body = UserSummary),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin (or, for lock, the admin's own account); passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn unlock(
     core: web::Data<Core>,
     admin: Admin,
     path: web::Path<UserId>,
     body: Body<ReasonBody>,
-) -> Result<web::Json<UserSummary>> {
-    set_locked(core, admin, path, body, false).await
+    idempotent: Idempotent,
+) -> Result<HttpResponse> {
+    let caller = Caller::admin(&admin.0);
+    idempotent.run(caller, set_locked(core, admin, path, body, false)).await
 }
 
 async fn set_locked(
@@ -184,25 +209,32 @@ async fn set_locked(
 }
 
 #[utoipa::path(put, path = "/v1/admin/users/{user_id}/roles", tag = "admin", security(("bearer" = [])),
-    params(("user_id" = String, Path)),
+    params(("user_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer, marked `Idempotent-Replayed: true`, and changes nothing again (answers are kept 24 hours)")),
     request_body = RolesBody,
     responses(
         (status = 200, body = UserSummary),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin (or, for lock, the admin's own account); passkey_required: needs the admin's passkey sign-in within mfa.fresh_auth_seconds", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed: unknown role, or no reason for a change to an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: unknown role, or no reason for a change to an admin; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn roles_put(
     core: web::Data<Core>,
     admin: Admin,
     path: web::Path<UserId>,
     body: Body<RolesBody>,
-) -> Result<web::Json<UserSummary>> {
-    let user_id = path.to_string();
-    let summary =
-        core.admin.set_roles(Some(&admin.0), &user_id, &body.roles, body.reason.as_deref()).await?;
-    Ok(web::Json(summary))
+    idempotent: Idempotent,
+) -> Result<HttpResponse> {
+    let caller = Caller::admin(&admin.0);
+    let work = async move {
+        let user_id = path.to_string();
+        let reason = body.reason.as_deref();
+        let summary = core.admin.set_roles(Some(&admin.0), &user_id, &body.roles, reason).await?;
+        Ok(web::Json(summary))
+    };
+    idempotent.run(caller, work).await
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>> {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 
 use crate::context::ClientInfo;
 use crate::error::ApiError;
@@ -118,6 +118,11 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Body<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         let mut payload = payload.take();
+        // Only a request with a key has its body's digest taken.
+        let keyed = request
+            .headers()
+            .contains_key(crate::service::idempotency::HEADER)
+            .then(|| request.clone());
         Box::pin(async move {
             if !json {
                 return Err(ApiError::UnsupportedMediaType(
@@ -149,7 +154,12 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Body<T> {
                 };
             }
             match serde_json::from_slice::<T>(&body) {
-                Ok(value) => Ok(Body(value)),
+                Ok(value) => {
+                    if let Some(request) = keyed {
+                        request.extensions_mut().insert(super::idempotency::BodyDigest::of(&body));
+                    }
+                    Ok(Body(value))
+                }
                 // A field that does not fit: a 422 only if the whole body
                 // is well-formed (checked only then, so a good body is
                 // parsed once).

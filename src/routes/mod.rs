@@ -7,6 +7,7 @@ pub mod cors;
 mod devices;
 pub mod extract;
 mod fallback;
+mod idempotency;
 mod me;
 mod openapi;
 mod operations;
@@ -15,6 +16,7 @@ mod schemas;
 pub mod security_headers;
 mod stepup;
 mod tokens;
+mod trusted;
 
 use actix_web::web;
 
@@ -169,6 +171,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/.well-known/webauthn")
             .get(operations::related_origins)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/me/trusted-devices")
+            .post(trusted::trusted_post)
+            .get(trusted::trusted_get)
+            .default_service(refuse()),
+    )
+    .service(
+        web::resource("/v1/me/trusted-devices/{trusted_device_id}")
+            .delete(trusted::trusted_delete)
             .default_service(refuse()),
     );
 }

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, devices, fallback, me, operations, passkeys, schemas, stepup, tokens};
+use super::{admin, devices, fallback, me, operations, passkeys, schemas, stepup, tokens, trusted};
 use crate::error::CODES;
 
 use crate::error::Problem;
@@ -23,6 +23,7 @@ use crate::service::profile::Profile;
 use crate::service::stepup::Authorization;
 use crate::service::tokens::TokenSet;
 use crate::service::totp::{RecoveryCodes, TotpEnrolment};
+use crate::service::trusted::TrustedDevice;
 use crate::service::well_known::OpenIdConfiguration;
 use crate::store::AuditRow;
 
@@ -47,11 +48,13 @@ use crate::store::AuditRow;
         operations::openid_configuration,
         operations::openapi, operations::asset_links, operations::apple_app_site_association,
         operations::related_origins,
+        trusted::trusted_post, trusted::trusted_get, trusted::trusted_delete,
     ),
     components(schemas(
         Problem, TokenSet, Profile, Authorization, MfaChallenge, CodeSent,
         TotpEnrolment, RecoveryCodes, Device, Session, UserPage, UserSummary, UserDetail,
         ResetOutcome, AuditRow, OpenIdConfiguration,
+        TrustedDevice,
     )),
     modifiers(&BearerScheme, &WireSchemas, &GenericRefusals),
 )]

@@ -1,15 +1,17 @@
 //! API contract, "Payment step-up".
 
-use actix_web::web;
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::extract::{Bearer, Body};
+use super::idempotency::Idempotent;
 use super::schemas::{AssertionStarted, AuthenticationResponseJson, TransactionJson};
 use crate::domain::{CeremonyId, Transaction};
 use crate::error::{Problem, Result};
 use crate::service::Core;
+use crate::service::idempotency::Caller;
 use crate::service::passkey::CeremonyStarted;
 use crate::service::stepup::Authorization;
 
@@ -52,22 +54,30 @@ pub async fn stepup_start(
 
 #[utoipa::path(post, path = "/v1/stepup/finish", tag = "stepup",
     security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "optional, 1 to 255 printable ASCII characters (a UUID): a retry with the same key and request gets the first answer (the same token), marked `Idempotent-Replayed: true`, for as long as the token lives")),
     request_body = StepupFinishBody,
     responses(
         (status = 200, body = Authorization),
+        (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized (no bearer) or invalid_credentials (the assertion or transaction does not match)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn stepup_finish(
     core: web::Data<Core>,
     bearer: Bearer,
     body: Body<StepupFinishBody>,
-) -> Result<web::Json<Authorization>> {
+    idempotent: Idempotent,
+) -> Result<HttpResponse> {
     let body = body.into_inner();
-    let authorization = core
-        .stepup
-        .stepup_finish(&bearer.0, &body.ceremony_id, &body.credential, body.transaction)
-        .await?;
-    Ok(web::Json(authorization))
+    let caller = Caller::payer(&bearer.0);
+    let work = async move {
+        let authorization = core
+            .stepup
+            .stepup_finish(&bearer.0, &body.ceremony_id, &body.credential, body.transaction)
+            .await?;
+        Ok(web::Json(authorization))
+    };
+    idempotent.run(caller, work).await
 }

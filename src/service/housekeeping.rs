@@ -74,9 +74,21 @@ impl Housekeeping {
         if let Err(error) = self.store.purge_ended_sessions(now - kept, now - kept - idle).await {
             tracing::warn!(error.cause_chain = ?error, "session purge failed");
         }
+        // Ended trusted browsers stay as long as ended sessions, then go.
+        if let Err(error) = self.store.purge_trusted_devices(now - kept).await {
+            tracing::warn!(error.cause_chain = ?error, "trusted browser purge failed");
+        }
         let forget = now - self.settings.limits.failure_window.as_millis() as i64;
         if let Err(error) = self.store.purge_fallback(now, forget).await {
             tracing::warn!(error.cause_chain = ?error, "purge of codes and counters failed");
+        }
+        // Answers kept for Idempotency-Key retries, past their time.
+        match self.store.purge_idempotency_keys(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys deleted"),
+            Err(error) => {
+                tracing::warn!(error.cause_chain = ?error, "idempotency key purge failed")
+            }
         }
         let keys = match self.settings.tokens.key_rotation {
             Some(max_age) => self.keys.rotate_if_older(max_age, now).await.map(|_| ()),

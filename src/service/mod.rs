@@ -18,6 +18,7 @@ pub mod devices;
 pub mod fallback;
 mod fresh;
 pub mod housekeeping;
+pub mod idempotency;
 pub mod keys;
 mod locale;
 mod login_handle;
@@ -32,6 +33,7 @@ pub mod stepup;
 mod throttle;
 pub mod tokens;
 pub mod totp;
+pub mod trusted;
 pub mod well_known;
 
 use std::sync::Arc;
@@ -91,6 +93,9 @@ pub struct Core {
     pub reviews: reviews::Reviews,
     /// The risk decision; `risk.reload()` reads its rules again (SIGHUP).
     pub risk: risk::Risk,
+    /// Trusted browsers: `is_trusted` is the risk rules' `trusted_device`.
+    pub trusted_devices: trusted::TrustedDevices,
+    pub idempotency: idempotency::Idempotency,
     /// Seals TOTP secrets (the same key-encryption key as signing keys).
     secrets: Arc<Sealer>,
     audit: Audit,
@@ -148,16 +153,6 @@ impl Core {
 
         let audit = Audit::new(store.clone(), clock.clone());
         let reviews = reviews::Reviews::new(store.clone(), clock.clone(), codes.clone());
-        let risk = risk::Risk::new(
-            settings.risk.enabled,
-            settings.risk.rules_file.clone(),
-            risk::load_rules(settings.risk.rules_file.as_deref())?,
-            store.clone(),
-            clock.clone(),
-            metrics.clone(),
-            audit.clone(),
-            reviews.clone(),
-        );
         let throttle = Throttle::new(
             settings.clone(),
             store.clone(),
@@ -167,6 +162,27 @@ impl Core {
         );
         let notifier = Notifier::new(&settings, mailer.clone(), metrics.clone(), clock.clone());
         let fresh = Freshness::new(settings.clone(), store.clone(), clock.clone());
+        // Built early: the risk rules of sign-ins and payments read it.
+        let trusted_devices = trusted::TrustedDevices::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            codes.clone(),
+            audit.clone(),
+            notifier.clone(),
+            fresh.clone(),
+        );
+        let risk = risk::Risk::new(
+            settings.risk.enabled,
+            settings.risk.rules_file.clone(),
+            risk::load_rules(settings.risk.rules_file.as_deref())?,
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            audit.clone(),
+            reviews.clone(),
+            trusted_devices.clone(),
+        );
         let tokens = Tokens::new(
             settings.clone(),
             store.clone(),
@@ -250,7 +266,7 @@ impl Core {
         let admin = Admin::new(
             store.clone(),
             clock.clone(),
-            codes,
+            codes.clone(),
             mailer,
             audit.clone(),
             notifier,
@@ -262,6 +278,12 @@ impl Core {
         let housekeeping =
             Housekeeping::new(settings.clone(), store.clone(), clock.clone(), keys.clone());
         let well_known = WellKnown::new(settings.clone());
+        let idempotency = idempotency::Idempotency::new(
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            server_secret(store.as_ref(), &secrets, IDEMPOTENCY_KEY, now).await?,
+        );
         Ok(Core {
             settings,
             store,
@@ -281,6 +303,8 @@ impl Core {
             well_known,
             reviews,
             risk,
+            trusted_devices,
+            idempotency,
             secrets,
             audit,
         })
@@ -345,6 +369,9 @@ const DECOY_KEY: &str = "decoy_credential_key";
 const CODE_KEY: &str = "one_time_code_key";
 /// The key that seals sign-in ceremonies into their handles (`login_handle`).
 const HANDLE_KEY: &str = "ceremony_handle_key";
+/// The key that idempotency keys' rows and sealed answers derive from
+/// (`idempotency`).
+const IDEMPOTENCY_KEY: &str = "idempotency_answer_key";
 
 /// Refuses to run a real relying party with secrets in the clear: only
 /// `localhost` (development, the tests) may go without a key-encryption

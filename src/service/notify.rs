@@ -65,6 +65,12 @@ pub enum Change<'a> {
         /// Comma-separated; empty: none.
         roles: &'a str,
     },
+    /// A browser marked trusted (issue 20 item 5): it lowers the risk of
+    /// its sign-ins and payments until `until`.
+    BrowserTrusted {
+        label: &'a str,
+        until: Millis,
+    },
     /// By the operator on the server (`passgate user reset-devices`),
     /// who hands the enrolment code over in person: the mail has none.
     DevicesReset,
@@ -138,6 +144,13 @@ impl Change<'_> {
                 let roles = if roles.is_empty() { words.roles_none } else { roles };
                 (words.subject_roles_changed, render(words.what_roles_changed, &[("roles", roles)]))
             }
+            Change::BrowserTrusted { label, until } => (
+                words.subject_browser_trusted,
+                render(
+                    words.what_browser_trusted,
+                    &[("label", label), ("until", &rfc3339(*until))],
+                ),
+            ),
             Change::DevicesReset => (words.subject_devices_reset, words.what_devices_reset.into()),
         }
     }
@@ -276,6 +289,7 @@ mod tests {
             Change::Unlocked,
             Change::RolesChanged { roles: "admin" },
             Change::RolesChanged { roles: "" },
+            Change::BrowserTrusted { label: "Chrome on Linux", until: 86_400_000 },
             Change::DevicesReset,
         ]
     }

@@ -39,8 +39,9 @@ pub trait DeviceStore: Send + Sync {
         keep_one: bool,
         now: Millis,
     ) -> StoreResult<Unbound>;
-    /// Unbinds every device, ends every session, and stores an enrolment
-    /// code, at once; returns (devices, sessions) ended.
+    /// Unbinds every device, ends every session and every trusted
+    /// browser, and stores an enrolment code, at once; returns (devices,
+    /// sessions) ended.
     async fn reset_devices(
         &self,
         user_id: &str,
@@ -207,6 +208,11 @@ impl<E: Engine> DeviceStore for E {
         let sql = "update session set revoked_at = $2 where user_id = $1 \
                    and revoked_at is null and expires_at > $2";
         let sessions = tx.execute(sql, &[user_id.into(), now.into()]).await?;
+        // A lost phone may be a trusted browser too: trust ends with the
+        // reset, so it cannot lower the risk of the finder's sign-ins.
+        let sql = "update trusted_device set revoked_at = $2 where user_id = $1 \
+                   and revoked_at is null";
+        tx.execute(sql, &[user_id.into(), now.into()]).await?;
         let sql = "insert into enrolment_code (user_id, code_hash, tries, expires_at, created_at) \
                    values ($1, $2, 0, $3, $4) on conflict (user_id) do update set \
                    code_hash = excluded.code_hash, tries = 0, \

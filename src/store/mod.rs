@@ -9,6 +9,7 @@ mod devices;
 mod engine;
 mod failures;
 mod fallback;
+mod idempotency;
 mod keys;
 pub mod maintenance;
 mod pg_pool;
@@ -20,6 +21,7 @@ mod reviews;
 mod risk;
 mod sessions;
 mod sqlite;
+mod trusted;
 mod users;
 
 use std::sync::Arc;
@@ -36,12 +38,14 @@ pub use devices::{DeviceStore, EnrolProof};
 use engine::Engine;
 pub use failures::{FailureCount, FailureStore};
 pub use fallback::FallbackStore;
+pub use idempotency::{IdempotencyRow, IdempotencyStore};
 pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use reviews::{ReviewRow, ReviewStore};
 pub use risk::{ProfileFact, ProfileQuery, RiskStore, Seen};
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
+pub use trusted::{TrustStored, TrustedDeviceRow, TrustedDeviceStore};
 pub use users::UserStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +381,8 @@ pub trait Store:
     + ReviewStore
     + FailureStore
     + RiskStore
+    + TrustedDeviceStore
+    + IdempotencyStore
 {
     /// Connections open in the pool, and how many of them are idle.
     fn pool_state(&self) -> (u32, usize);

@@ -132,3 +132,13 @@ async fn the_pages_speak_english_and_chinese_and_pass_axe_in_both() {
     }
     run_browser_script("i18n.mjs", env).await;
 }
+
+/// A user registered with a passkey trusts this browser on
+/// `/security.html`: it is listed as this browser, with an HttpOnly
+/// `__Host-` cookie no script reads, still after a reload, and removing it
+/// clears the cookie (issue 20 item 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_page_trusts_this_browser_lists_it_and_removes_it() {
+    let app = spawn_app(Db::Sqlite).await;
+    run_browser_script("trusted.mjs", vec![("BASE_URL", app.origin.clone())]).await;
+}

@@ -69,6 +69,10 @@ pub const EN: Catalogue = Catalogue {
     what_devices_reset: "The server's operator unbound every passkey of your account and ended \
         every session. They were given a one-time code, valid for 24 hours, with which a new \
         passkey can be bound.",
+    subject_browser_trusted: "A browser was marked trusted on your account",
+    what_browser_trusted: "A browser ({label}) was marked trusted after a passkey sign-in, until \
+        {until} (UTC). Sign-ins and payments from it are treated as less risky. If this was not \
+        you, remove it under \"Trusted browsers\" on the security page.",
     subject_sign_in_code: "Your sign-in code",
     sign_in_code_body: "Hello {name},\r\n\r\nYour code to sign in is {code}\r\n\r\n\
         It works once, for {minutes} minutes. If you did not ask for it, someone may know your \

@@ -96,6 +96,9 @@ catalogue! {
     what_roles_changed,
     subject_devices_reset,
     what_devices_reset,
+    subject_browser_trusted,
+    /// {label} {until}: a browser marked trusted (issue 20 item 5).
+    what_browser_trusted,
     subject_sign_in_code,
     /// {name} {code} {minutes}
     sign_in_code_body,

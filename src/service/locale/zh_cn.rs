@@ -63,6 +63,10 @@ pub const ZH_CN: Catalogue = Catalogue {
     subject_devices_reset: "您账户的通行密钥已被重置",
     what_devices_reset: "服务器运维人员解除了您账户的所有通行密钥，并结束了所有会话。\
         他们拿到了一个 24 小时内有效的一次性登记码，可用它绑定新的通行密钥。",
+    subject_browser_trusted: "您的账户有一个浏览器被标记为受信任",
+    what_browser_trusted: "在一次通行密钥登录之后，一个浏览器（{label}）被标记为受信任，\
+        有效期至 {until}（UTC）。来自它的登录和支付会被视为风险较低。如果这不是您本人的操作，\
+        请在安全设置页面的“受信任的浏览器”中将其移除。",
     subject_sign_in_code: "您的登录验证码",
     sign_in_code_body: "{name}，您好：\r\n\r\n您的登录验证码是：{code}\r\n\r\n\
         该验证码只能使用一次，{minutes} 分钟内有效。如果您没有申请过验证码，\
