@@ -24,6 +24,7 @@ on_both!(
     a_dry_run_rule_is_recorded_and_counted_but_never_acts,
     a_reload_swaps_good_rules_and_keeps_the_rules_in_force_for_a_bad_file,
     the_risk_profile_is_one_read_and_history_keeps_the_largest_amount,
+    a_trusted_browser_lowers_the_score_and_its_cookie_alone_is_not_enough,
 );
 
 const LOOPBACK_PROXY: (&str, &str) = ("PASSGATE__SERVER__TRUSTED_PROXIES", "127.0.0.1/32");
@@ -45,6 +46,17 @@ const HOME: Place = Place { ip: "127.0.0.1", user_agent: None };
 const ATTACKER: Place = Place { ip: "203.0.113.66", user_agent: Some(CHROME_WINDOWS) };
 
 async fn post_from(app: &TestApp, path: &str, body: &Value, place: Place) -> Response {
+    post_with(app, path, body, place, None).await
+}
+
+/// The same, from a browser holding this trusted-device cookie.
+async fn post_with(
+    app: &TestApp,
+    path: &str,
+    body: &Value,
+    place: Place,
+    trusted: Option<&str>,
+) -> Response {
     let mut request = app
         .client
         .post(format!("{}{path}", app.address))
@@ -52,6 +64,9 @@ async fn post_from(app: &TestApp, path: &str, body: &Value, place: Place) -> Res
         .json(body);
     if let Some(user_agent) = place.user_agent {
         request = request.header("user-agent", user_agent);
+    }
+    if let Some(token) = trusted {
+        request = request.header("cookie", format!("__Host-passgate-trusted={token}"));
     }
     request.send().await.unwrap()
 }
@@ -64,6 +79,16 @@ async fn risk_app(db: Db, env: &[(&str, &str)]) -> TestApp {
 
 /// A password and TOTP sign-in from `place`: the answer of the second step.
 async fn totp_sign_in(app: &TestApp, account: &Account, username: &str, place: Place) -> Response {
+    totp_sign_in_with(app, account, username, place, None).await
+}
+
+async fn totp_sign_in_with(
+    app: &TestApp,
+    account: &Account,
+    username: &str,
+    place: Place,
+    trusted: Option<&str>,
+) -> Response {
     let password = json!({"username": username, "password": PASSWORD});
     let started = post_from(app, "/v1/login/password", &password, place).await;
     assert_eq!(started.status(), StatusCode::OK, "password step of {username}");
@@ -72,7 +97,7 @@ async fn totp_sign_in(app: &TestApp, account: &Account, username: &str, place: P
     app.clock.advance(Duration::from_secs(30));
     let code = totp_at(&account.secret, app.now_secs());
     let body = json!({"mfa_token": mfa["mfa_token"], "code": code});
-    post_from(app, "/v1/login/mfa/totp", &body, place).await
+    post_with(app, "/v1/login/mfa/totp", &body, place, trusted).await
 }
 
 async fn passkey_sign_in(
@@ -564,4 +589,39 @@ fn sighup_makes_a_serving_binary_read_its_rules_again() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     wait_for("risk rules reloaded");
     assert!(serving.0.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
+}
+
+/// The owner's trusted browser, on a new network with a new system,
+/// lowers the score below a step-up; the same sign-in without the cookie
+/// (a phisher's), or with a cookie another account trusted, does not.
+async fn a_trusted_browser_lowers_the_score_and_its_cookie_alone_is_not_enough(db: Db) {
+    let app = risk_app(db, &[]).await;
+    let account = app.fallback_account("truster").await;
+    let other = app.fallback_account("other").await;
+    let trust = async |bearer: &str| -> String {
+        let response = app
+            .client
+            .post(format!("{}/v1/me/trusted-devices", app.address))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let value = set_cookie.strip_prefix("__Host-passgate-trusted=").unwrap();
+        value.split(';').next().unwrap().to_owned()
+    };
+    let cookie = trust(&account.access_token).await;
+    let others_cookie = trust(&other.access_token).await;
+
+    let phisher = totp_sign_in(&app, &account, "truster", ATTACKER).await;
+    assert_problem(phisher, 401, "step_up_required").await;
+    let borrowed = totp_sign_in_with(&app, &account, "truster", ATTACKER, Some(&others_cookie));
+    assert_problem(borrowed.await, 401, "step_up_required").await;
+    let owner = totp_sign_in_with(&app, &account, "truster", ATTACKER, Some(&cookie)).await;
+    assert_eq!(owner.status(), StatusCode::OK, "45 - 20 is below the step-up");
+    let user_id = user_id_of(&app, &account).await;
+    let decisions = decisions_of(&app, &user_id).await;
+    assert!(decisions.last().unwrap().starts_with("score 25: "), "{decisions:?}");
+    assert!(decisions.last().unwrap().contains("trusted_device"), "{decisions:?}");
 }
