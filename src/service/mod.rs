@@ -164,16 +164,6 @@ impl Core {
             notifier.clone(),
             fresh.clone(),
         );
-        let risk = risk::Risk::new(
-            settings.risk.enabled,
-            settings.risk.rules_file.clone(),
-            risk::load_rules(settings.risk.rules_file.as_deref())?,
-            store.clone(),
-            clock.clone(),
-            metrics.clone(),
-            audit.clone(),
-            reviews.clone(),
-        );
         let throttle = Throttle::new(
             settings.clone(),
             store.clone(),
@@ -190,6 +180,17 @@ impl Core {
             audit.clone(),
             notifier.clone(),
             fresh.clone(),
+        );
+        let risk = risk::Risk::new(
+            settings.risk.enabled,
+            settings.risk.rules_file.clone(),
+            risk::load_rules(settings.risk.rules_file.as_deref())?,
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            audit.clone(),
+            reviews.clone(),
+            trusted_devices.clone(),
         );
         let tokens = Tokens::new(
             settings.clone(),

@@ -83,6 +83,7 @@ pub struct StepUp {
 }
 
 impl StepUp {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Arc<Settings>,
         store: Arc<dyn Store>,

@@ -23,6 +23,8 @@ on_both!(
     a_held_payment_issues_no_authorization_and_its_ceremony_is_spent,
     a_dry_run_rule_is_recorded_and_counted_but_never_acts,
     a_reload_swaps_good_rules_and_keeps_the_rules_in_force_for_a_bad_file,
+    the_risk_profile_is_one_read_and_history_keeps_the_largest_amount,
+    a_trusted_browser_lowers_the_score_and_its_cookie_alone_is_not_enough,
 );
 
 const LOOPBACK_PROXY: (&str, &str) = ("PASSGATE__SERVER__TRUSTED_PROXIES", "127.0.0.1/32");
@@ -44,6 +46,17 @@ const HOME: Place = Place { ip: "127.0.0.1", user_agent: None };
 const ATTACKER: Place = Place { ip: "203.0.113.66", user_agent: Some(CHROME_WINDOWS) };
 
 async fn post_from(app: &TestApp, path: &str, body: &Value, place: Place) -> Response {
+    post_with(app, path, body, place, None).await
+}
+
+/// The same, from a browser holding this trusted-device cookie.
+async fn post_with(
+    app: &TestApp,
+    path: &str,
+    body: &Value,
+    place: Place,
+    trusted: Option<&str>,
+) -> Response {
     let mut request = app
         .client
         .post(format!("{}{path}", app.address))
@@ -51,6 +64,9 @@ async fn post_from(app: &TestApp, path: &str, body: &Value, place: Place) -> Res
         .json(body);
     if let Some(user_agent) = place.user_agent {
         request = request.header("user-agent", user_agent);
+    }
+    if let Some(token) = trusted {
+        request = request.header("cookie", format!("__Host-passgate-trusted={token}"));
     }
     request.send().await.unwrap()
 }
@@ -63,6 +79,16 @@ async fn risk_app(db: Db, env: &[(&str, &str)]) -> TestApp {
 
 /// A password and TOTP sign-in from `place`: the answer of the second step.
 async fn totp_sign_in(app: &TestApp, account: &Account, username: &str, place: Place) -> Response {
+    totp_sign_in_with(app, account, username, place, None).await
+}
+
+async fn totp_sign_in_with(
+    app: &TestApp,
+    account: &Account,
+    username: &str,
+    place: Place,
+    trusted: Option<&str>,
+) -> Response {
     let password = json!({"username": username, "password": PASSWORD});
     let started = post_from(app, "/v1/login/password", &password, place).await;
     assert_eq!(started.status(), StatusCode::OK, "password step of {username}");
@@ -71,7 +97,7 @@ async fn totp_sign_in(app: &TestApp, account: &Account, username: &str, place: P
     app.clock.advance(Duration::from_secs(30));
     let code = totp_at(&account.secret, app.now_secs());
     let body = json!({"mfa_token": mfa["mfa_token"], "code": code});
-    post_from(app, "/v1/login/mfa/totp", &body, place).await
+    post_with(app, "/v1/login/mfa/totp", &body, place, trusted).await
 }
 
 async fn passkey_sign_in(
@@ -419,4 +445,183 @@ async fn a_reload_swaps_good_rules_and_keeps_the_rules_in_force_for_a_bad_file(d
     let denied = totp_sign_in(&app, &account, "reloaded", HOME).await;
     let problem = assert_problem(denied, 403, "risk_denied").await;
     assert_eq!(problem["reasons"][0]["words"], "password sign-ins are closed");
+}
+
+/// `passgate config check` refuses a bad rules file as a start would,
+/// naming the rule's line.
+#[test]
+fn config_check_names_a_bad_rule_by_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = format!(
+        "{THRESHOLDS}[[rule]]\nname = \"flood\"\nwhen = \"network_failures_15m >= many\"\n\
+         score = 10\nwords = \"w\"\n"
+    );
+    let file = rules_file(&dir, &bad);
+    let database = format!("sqlite:{}", dir.path().join("never.db").display());
+    let checked = crate::cli::passgate(
+        &database,
+        &["config", "check"],
+        &[("PASSGATE__RISK__RULES_FILE", &file)],
+    );
+    assert!(!checked.status.success());
+    let error = String::from_utf8_lossy(&checked.stderr);
+    assert!(error.contains("line 4") && error.contains("takes a number"), "{error}");
+    let good = crate::cli::passgate(&database, &["config", "check"], &[]);
+    assert!(good.status.success());
+    assert!(String::from_utf8_lossy(&good.stdout).contains("the built-in rules"));
+}
+
+/// The store's side (both engines): what `risk_profile` gathers, and that
+/// `record_seen` keeps each currency's largest amount.
+async fn the_risk_profile_is_one_read_and_history_keeps_the_largest_amount(db: Db) {
+    use passgate::clock::Clock;
+    use passgate::domain::UserId;
+    use passgate::store::{ProfileQuery, Seen};
+    let app = risk_app(db, &[]).await;
+    let mut phone = app.authenticator();
+    let tokens = app.register(&mut phone, "profiled").await;
+    let user_id = UserId::parse(tokens["user_id"].as_str().unwrap().to_owned()).unwrap();
+    let now = app.clock.now_ms();
+    let seen = |value: &'static str, amount: i64| Seen { dimension: "payment", value, amount };
+    app.store.record_seen(&user_id, &[seen("EUR", 5_000)], now).await.unwrap();
+    app.store.record_seen(&user_id, &[seen("EUR", 2_000), seen("USD", 9_000)], now).await.unwrap();
+    flood(&app, "network", "198.51.100.0/24", 7).await;
+    flood(&app, "account", &user_id.to_string(), 3).await;
+    let query = ProfileQuery {
+        user_id: &user_id,
+        network: "198.51.100.0/24",
+        user_agent: "unknown",
+        credential: "no such credential",
+        currency: "EUR",
+        events_since: now - 1,
+        failures_since_minute: now.div_euclid(60_000) - 14,
+    };
+    let facts = app.store.risk_profile(&query).await.unwrap();
+    let fact = |dimension: &str, value: &str| {
+        facts.iter().find(|f| f.dimension == dimension && f.value == value).cloned()
+    };
+    assert_eq!(fact("payment", "EUR").unwrap().amount, 5_000, "the largest stays");
+    assert!(fact("payment", "USD").is_none(), "only the payment's currency");
+    assert!(fact("user_agent", "unknown").is_some(), "the registration's browser");
+    assert!(fact("network", "198.51.100.0/24").is_none());
+    assert!(fact("credential", "no such credential").is_none());
+    assert!(fact("signin", "").unwrap().at.is_some());
+    assert_eq!(fact("passkeys", "").unwrap().amount, 1);
+    assert_eq!(fact("network_failures", "").unwrap().amount, 7);
+    assert_eq!(fact("account_failures", "").unwrap().amount, 3);
+    assert!(fact("user", "").unwrap().at.is_some());
+    assert!(fact("event", "clone_warning").is_none());
+    // Failures older than the window do not count.
+    let later = ProfileQuery { failures_since_minute: now.div_euclid(60_000) + 1, ..query };
+    let facts = app.store.risk_profile(&later).await.unwrap();
+    let network = facts.iter().find(|f| f.dimension == "network_failures").unwrap();
+    assert_eq!(network.amount, 0);
+}
+
+/// A serving binary reads its rules file again on SIGHUP: a bad file is
+/// logged and the server goes on; a good one is taken.
+#[test]
+fn sighup_makes_a_serving_binary_read_its_rules_again() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    /// Stops the server however the test ends.
+    struct Serving(Child);
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = rules_file(&dir, THRESHOLDS);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serving = Serving(
+        Command::new(env!("CARGO_BIN_EXE_passgate"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PASSGATE__DATABASE__URL", format!("sqlite:{}", dir.path().join("p.db").display()))
+            .env("PASSGATE__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("PASSGATE__RISK__RULES_FILE", &file)
+            .env("PASSGATE__LOG__FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = serving.0.stdout.take().unwrap();
+    let (lines, logged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match logged.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("never logged: {needle}");
+    };
+    let pid = i32::try_from(serving.0.id()).unwrap();
+    wait_for("passgate listening");
+
+    let bad = format!(
+        "{THRESHOLDS}[[rule]]\nname = \"typo\"\nwhen = \"new_netwrok\"\nscore = 10\nwords = \"w\"\n"
+    );
+    rules_file(&dir, &bad);
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let refused = wait_for("risk rules not reloaded");
+    assert!(refused.contains("new_netwrok") && refused.contains("line 4"), "{refused}");
+
+    let good = format!(
+        "{THRESHOLDS}[[rule]]\nname = \"new_place\"\nwhen = \"new_network\"\nscore = 10\nwords = \"w\"\n"
+    );
+    rules_file(&dir, &good);
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    wait_for("risk rules reloaded");
+    assert!(serving.0.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
+}
+
+/// The owner's trusted browser, on a new network with a new system,
+/// lowers the score below a step-up; the same sign-in without the cookie
+/// (a phisher's), or with a cookie another account trusted, does not.
+async fn a_trusted_browser_lowers_the_score_and_its_cookie_alone_is_not_enough(db: Db) {
+    let app = risk_app(db, &[]).await;
+    let account = app.fallback_account("truster").await;
+    let other = app.fallback_account("other").await;
+    let trust = async |bearer: &str| -> String {
+        let response = app
+            .client
+            .post(format!("{}/v1/me/trusted-devices", app.address))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let value = set_cookie.strip_prefix("__Host-passgate-trusted=").unwrap();
+        value.split(';').next().unwrap().to_owned()
+    };
+    let cookie = trust(&account.access_token).await;
+    let others_cookie = trust(&other.access_token).await;
+
+    let phisher = totp_sign_in(&app, &account, "truster", ATTACKER).await;
+    assert_problem(phisher, 401, "step_up_required").await;
+    let borrowed = totp_sign_in_with(&app, &account, "truster", ATTACKER, Some(&others_cookie));
+    assert_problem(borrowed.await, 401, "step_up_required").await;
+    let owner = totp_sign_in_with(&app, &account, "truster", ATTACKER, Some(&cookie)).await;
+    assert_eq!(owner.status(), StatusCode::OK, "45 - 20 is below the step-up");
+    let user_id = user_id_of(&app, &account).await;
+    let decisions = decisions_of(&app, &user_id).await;
+    assert!(decisions.last().unwrap().starts_with("score 25: "), "{decisions:?}");
+    assert!(decisions.last().unwrap().contains("trusted_device"), "{decisions:?}");
 }

@@ -20,6 +20,7 @@ use crate::error::{ApiError, Result, ReviewToken};
 use crate::metrics::Metrics;
 use crate::service::audit::{Audit, Event};
 use crate::service::reviews::Reviews;
+use crate::service::trusted::TrustedDevices;
 use crate::store::{ProfileFact, ProfileQuery, Seen, Store};
 
 /// How the user proved who they are.
@@ -94,6 +95,7 @@ pub struct Risk {
     metrics: Metrics,
     audit: Audit,
     reviews: Reviews,
+    trusted: TrustedDevices,
 }
 
 /// Reads and checks the rules of `rules_file`, or the built-in ones.
@@ -109,12 +111,6 @@ pub fn load_rules(rules_file: Option<&std::path::Path>) -> anyhow::Result<Rules>
     }
 }
 
-/// Whether an account is on a device its owner marked as trusted (issue
-/// 20 item 5). Always false until trusted devices are wired in.
-pub async fn trusted_device_signal(_user_id: &UserId, _client: &ClientInfo) -> Result<bool> {
-    Ok(false)
-}
-
 impl Risk {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -126,9 +122,31 @@ impl Risk {
         metrics: Metrics,
         audit: Audit,
         reviews: Reviews,
+        trusted: TrustedDevices,
     ) -> Risk {
         let rules = Arc::new(RwLock::new(Arc::new(rules)));
-        Risk { enabled, rules_file, rules, store, clock, metrics, audit, reviews }
+        Risk { enabled, rules_file, rules, store, clock, metrics, audit, reviews, trusted }
+    }
+
+    /// Whether the attempt comes from a browser its owner marked trusted
+    /// (issue 20 item 5): its `__Host-` cookie names a live record of
+    /// this user. Asked only when a rule names the signal, and only with a
+    /// cookie (seeing it touches the record).
+    pub async fn trusted_device_signal(
+        &self,
+        rules: &Rules,
+        user_id: &UserId,
+        client: &ClientInfo,
+    ) -> Result<bool> {
+        let named = rules
+            .rules
+            .iter()
+            .flat_map(|r| &r.conditions)
+            .any(|c| c.signal == Signal::TrustedDevice);
+        match client.trusted_device.as_deref() {
+            Some(cookie) if named => self.trusted.is_trusted(user_id, Some(cookie)).await,
+            _ => Ok(false),
+        }
     }
 
     /// The rules in force now.
@@ -190,7 +208,7 @@ impl Risk {
         signals.set(Signal::Factor, Value::Word(attempt.factor.as_str()));
         signals.set(Signal::UserVerified, Value::Bool(attempt.user_verified));
         signals.set(Signal::SyncedPasskey, Value::Bool(attempt.synced));
-        let trusted = trusted_device_signal(attempt.user_id, attempt.client).await?;
+        let trusted = self.trusted_device_signal(&rules, attempt.user_id, attempt.client).await?;
         signals.set(Signal::TrustedDevice, Value::Bool(trusted));
 
         let facts: Option<Vec<ProfileFact>> = if rules.need_profile() {

@@ -272,7 +272,7 @@ impl Condition {
                         other => bail!("{name} is true or false, not {other:?}"),
                     },
                     Shape::Word(allowed) => match allowed.iter().find(|w| **w == *value) {
-                        Some(word) => Value::Word(*word),
+                        Some(word) => Value::Word(word),
                         None => bail!("{name} is one of {}, not {value:?}", allowed.join(", ")),
                     },
                 };
