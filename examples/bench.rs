@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authenticator::SoftAuthenticator;
-use common::{PASSWORD, Server, cpu_seconds, now_secs};
+use common::{PASSWORD, Server, cpu_seconds, now_secs, percentile, postgres_cpu_seconds, run};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -90,24 +90,6 @@ fn options() -> Options {
         }
     }
     o
-}
-
-/// CPU seconds of every PostgreSQL server process on this machine.
-fn postgres_cpu_seconds() -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.starts_with("postgres"))
-        })
-        .map(cpu_seconds)
-        .sum()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
 }
 
 fn start_server(url: &str, port: u16, o: &Options) -> Server {
@@ -454,41 +436,4 @@ fn report(
         percentile(sorted, 0.99),
         cpu / ops as f64 * 1000.0,
     );
-}
-
-/// Runs `total` operations with `in_flight` workers; each worker owns a
-/// disjoint slice of users (a user's counter must not race itself).
-async fn run<F, Fut>(
-    users: &[Arc<Mutex<User>>],
-    total: usize,
-    in_flight: usize,
-    op: F,
-) -> Vec<Duration>
-where
-    F: Fn(Arc<Mutex<User>>) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let in_flight = in_flight.min(users.len()).max(1);
-    let mut workers = Vec::new();
-    for worker in 0..in_flight {
-        let mine: Vec<Arc<Mutex<User>>> =
-            users.iter().skip(worker).step_by(in_flight).cloned().collect();
-        let count = total / in_flight + usize::from(worker < total % in_flight);
-        let op = op.clone();
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(count);
-            for i in 0..count {
-                let user = mine[i % mine.len()].clone();
-                let t = Instant::now();
-                op(user).await;
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::with_capacity(total);
-    for worker in workers {
-        all.extend(worker.await.expect("worker"));
-    }
-    all
 }

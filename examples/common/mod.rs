@@ -5,7 +5,10 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
 
 /// The server where a run makes (and drops) its database.
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -147,4 +150,60 @@ pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// CPU seconds of every PostgreSQL server process on this machine.
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("postgres"))
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// Runs `total` operations with `in_flight` workers; each worker owns a
+/// disjoint slice of users (a user's counter must not race itself).
+pub async fn run<U, F, Fut>(
+    users: &[Arc<Mutex<U>>],
+    total: usize,
+    in_flight: usize,
+    op: F,
+) -> Vec<Duration>
+where
+    U: Send + 'static,
+    F: Fn(Arc<Mutex<U>>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let in_flight = in_flight.min(users.len()).max(1);
+    let mut workers = Vec::new();
+    for worker in 0..in_flight {
+        let mine: Vec<Arc<Mutex<U>>> =
+            users.iter().skip(worker).step_by(in_flight).cloned().collect();
+        let count = total / in_flight + usize::from(worker < total % in_flight);
+        let op = op.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(count);
+            for i in 0..count {
+                let user = mine[i % mine.len()].clone();
+                let t = Instant::now();
+                op(user).await;
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for worker in workers {
+        all.extend(worker.await.expect("worker"));
+    }
+    all
 }
