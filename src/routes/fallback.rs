@@ -57,8 +57,8 @@ pub async fn login_password(
     request_body = MfaCodeBody,
     responses(
         (status = 200, body = TokenSet),
-        (status = 401, description = "invalid_code (wrong, replayed or used recovery code), or invalid_credentials (unknown, expired or used mfa_token)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "account_locked (with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_code (wrong, replayed or used recovery code), invalid_credentials (unknown, expired or used mfa_token), or step_up_required (with needs and reasons: the risk rules want the account's passkey; the mfa_token is spent)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "account_locked (with Retry-After), held_for_review (with review_id, review_token and reasons) or risk_denied (with reasons)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (with Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login_totp(
@@ -91,8 +91,8 @@ pub async fn login_email_send(
     request_body = MfaCodeBody,
     responses(
         (status = 200, body = TokenSet),
-        (status = 401, description = "invalid_code (wrong, expired or out of tries), or invalid_credentials (mfa_token)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "account_locked (with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_code (wrong, expired or out of tries), invalid_credentials (mfa_token), or step_up_required (with needs and reasons: the risk rules want the account's passkey; the mfa_token is spent)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "account_locked (with Retry-After), held_for_review (with review_id, review_token and reasons) or risk_denied (with reasons)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (with Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login_email_verify(

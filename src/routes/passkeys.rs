@@ -124,7 +124,8 @@ pub async fn login_start(
     request_body = LoginFinishBody,
     responses(
         (status = 200, body = TokenSet),
-        (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_credentials, or step_up_required (with needs and reasons: the risk rules want a user-verified passkey)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "held_for_review (with review_id, review_token and reasons: the risk rules held it for an admin; see /review.html) or risk_denied (with reasons)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
     ))]

@@ -59,7 +59,8 @@ pub async fn stepup_start(
     responses(
         (status = 200, body = Authorization),
         (status = 400, description = "bad_request: a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized (no bearer) or invalid_credentials (the assertion or transaction does not match)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized (no bearer), invalid_credentials (the assertion or transaction does not match), or step_up_required (with needs and reasons: the risk rules want a user-verified assertion)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "held_for_review (with review_id, review_token and reasons: the risk rules held it for an admin; see /review.html) or risk_denied (with reasons)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "ceremony_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "idempotency_in_progress: the first request with this Idempotency-Key is still running (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed; idempotency_key_reused: this Idempotency-Key came with another request", body = Problem, content_type = "application/problem+json"),
