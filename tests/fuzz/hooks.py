@@ -28,6 +28,9 @@ CODES = {
     "ceremony_not_found", "webauthn_failed", "mfa_required", "invalid_code",
     "account_locked", "rate_limited", "payload_too_large",
     "method_not_allowed", "unavailable", "internal",
+    # issue 20: the risk decision, the review queue, Idempotency-Key
+    "step_up_required", "held_for_review", "risk_denied", "review_closed",
+    "idempotency_key_reused", "idempotency_in_progress",
 }
 
 
