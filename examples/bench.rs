@@ -43,6 +43,8 @@ struct Options {
     client_cpu: Option<String>,
     /// Skip the password phases (setup, logins, flood).
     passwords: bool,
+    /// Skip the payment step-up phase (to profile sign-ins alone).
+    stepups: bool,
     /// Users written straight into the database before the run, so the
     /// sign-ins run against a large table (0: none).
     seed_users: usize,
@@ -64,6 +66,7 @@ fn options() -> Options {
         server_cpu: Some("0".into()),
         client_cpu: Some("1".into()),
         passwords: true,
+        stepups: true,
         seed_users: 0,
         server: concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/passgate").into(),
         wrapper: Vec::new(),
@@ -82,6 +85,7 @@ fn options() -> Options {
             "--server-cpu" => o.server_cpu = (value != "none").then(|| value.clone()),
             "--client-cpu" => o.client_cpu = (value != "none").then(|| value.clone()),
             "--passwords" => o.passwords = value != "no",
+            "--stepups" => o.stepups = value != "no",
             "--server" => o.server = value.clone(),
             "--seed-users" => o.seed_users = value.parse().expect("--seed-users N"),
             "--wrapper" => o.wrapper = value.split_whitespace().map(str::to_owned).collect(),
@@ -387,21 +391,25 @@ async fn main() {
         );
     }
     // Start + finish with the user's bearer token, authorization token signed.
-    bench
-        .phase("payment step-up", 8, o.logins, |client, base, user| async move {
-            let mut user = user.lock().await;
-            let bearer = Some(user.access_token.clone());
-            let transaction = json!({"amount": "12.50", "currency": "EUR", "payee": "Coffee Shop"});
-            let body = json!({"transaction": transaction});
-            let started =
-                post(&client, format!("{base}/v1/stepup/start"), bearer.as_deref(), body).await;
-            let assertion = user.authenticator.login(&started["publicKey"]);
-            let body = json!({"ceremony_id": started["ceremony_id"], "credential": assertion});
-            let approved =
-                post(&client, format!("{base}/v1/stepup/finish"), bearer.as_deref(), body).await;
-            assert!(approved["authorization_token"].is_string());
-        })
-        .await;
+    if o.stepups {
+        bench
+            .phase("payment step-up", 8, o.logins, |client, base, user| async move {
+                let mut user = user.lock().await;
+                let bearer = Some(user.access_token.clone());
+                let transaction =
+                    json!({"amount": "12.50", "currency": "EUR", "payee": "Coffee Shop"});
+                let body = json!({"transaction": transaction});
+                let started =
+                    post(&client, format!("{base}/v1/stepup/start"), bearer.as_deref(), body).await;
+                let assertion = user.authenticator.login(&started["publicKey"]);
+                let body = json!({"ceremony_id": started["ceremony_id"], "credential": assertion});
+                let approved =
+                    post(&client, format!("{base}/v1/stepup/finish"), bearer.as_deref(), body)
+                        .await;
+                assert!(approved["authorization_token"].is_string());
+            })
+            .await;
+    }
 
     let rss_kib = common::status_line(pid, "VmRSS:");
     println!();

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authenticator::SoftAuthenticator;
-use common::{Server, cpu_seconds, percentile, postgres_cpu_seconds, run};
+use common::{Server, context_switches, cpu_seconds, percentile, postgres_cpu_seconds, run};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -126,6 +126,8 @@ struct Figures {
     /// Server CPU (plus PostgreSQL's, for passgate on PostgreSQL) per
     /// operation, in ms.
     cpu_ms: f64,
+    /// The server's context switches per operation.
+    switches: f64,
     p50_ms: f64,
     p99_ms: f64,
     ops_per_s: f64,
@@ -213,14 +215,16 @@ where
     Fut: std::future::Future<Output = ()> + Send,
 {
     let pg = || if with_postgres { postgres_cpu_seconds() } else { 0.0 };
-    let (cpu0, pg0) = (cpu_seconds(pid), pg());
+    let (cpu0, pg0, switches0) = (cpu_seconds(pid), pg(), context_switches(pid));
     let started = Instant::now();
     let mut latencies = run(users, total, in_flight, op).await;
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu0 + (pg() - pg0);
+    let switches = context_switches(pid).saturating_sub(switches0);
     latencies.sort();
     Figures {
         cpu_ms: cpu / total as f64 * 1000.0,
+        switches: switches as f64 / total as f64,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         ops_per_s: total as f64 / secs,
@@ -353,8 +357,10 @@ async fn main() {
         o.db, o.rounds, o.server_cpu, o.client_cpu, o.demo_log
     );
     println!();
-    println!("| round | server | operation | in flight | ops/s | p50 ms | p99 ms | CPU ms/op |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| round | server | operation | in flight | ops/s | p50 ms | p99 ms | CPU ms/op | switches/op |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     // (operation, in flight, side) -> one figure per round
     let mut all: BTreeMap<(&'static str, usize, Side), Vec<Figures>> = BTreeMap::new();
     for round in 0..o.rounds {
@@ -368,12 +374,13 @@ async fn main() {
         for side in order {
             for ((what, in_flight), f) in measure(side, &o, round).await {
                 println!(
-                    "| {round} | {} | {what} | {in_flight} | {:.0} | {:.2} | {:.2} | {:.3} |",
+                    "| {round} | {} | {what} | {in_flight} | {:.0} | {:.2} | {:.2} | {:.3} | {:.1} |",
                     side.name(),
                     f.ops_per_s,
                     f.p50_ms,
                     f.p99_ms,
-                    f.cpu_ms
+                    f.cpu_ms,
+                    f.switches
                 );
                 all.entry((what, in_flight, side)).or_default().push(f);
             }

@@ -136,6 +136,26 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// Context switches of a process so far, summed over its threads (those
+/// that have exited no longer count). Steadier than CPU time from one run
+/// to the next: each is a hand-over between threads, such as a statement
+/// sent to sqlx-sqlite's connection thread and its answer.
+#[allow(dead_code)]
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// The line of a process's /proc status that starts with `name` (such as
 /// `VmRSS:`), as it stands there.
 pub fn status_line(pid: u32, name: &str) -> String {

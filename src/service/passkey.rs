@@ -37,7 +37,8 @@ use crate::domain::{
 use crate::error::{ApiError, Result};
 use crate::metrics::{CeremonyOutcome, Metrics};
 use crate::store::{
-    CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, Store, UserRow,
+    CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, RegistrationRows, Store,
+    UserRow,
 };
 
 pub(super) const KIND_REGISTER: &str = "register";
@@ -203,15 +204,18 @@ impl Passkeys {
             device_id: Some(device_id),
         };
         let session = self.tokens.new_session(&grant, client);
-        self.store.register_user(&user, &row, &session.row, &session.refresh.hash()).await?;
+        let (user_id, device) = (user.user_id.to_string(), device_id.to_string());
+        let audit = self.audit.row(Event::ok("user_registered").user(&user_id).device(&device));
+        let rows = RegistrationRows {
+            user: &user,
+            credential: &row,
+            session: &session.row,
+            refresh_hash: &session.refresh.hash(),
+            audit: &audit,
+        };
+        self.store.register_user(&rows).await?;
+        log_audit(&audit);
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
-        self.audit
-            .record(
-                Event::ok("user_registered")
-                    .user(&user.user_id.to_string())
-                    .device(&device_id.to_string()),
-            )
-            .await;
         self.risk.registered(&user.user_id, &row.credential_id, client).await;
         let mut tokens = self.tokens.token_set(&session.row, &user.roles, &session.refresh)?;
         tokens.device_id = Some(device_id.to_string());

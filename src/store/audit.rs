@@ -52,7 +52,7 @@ pub(crate) fn audit_args(event: &AuditRow) -> [Arg<'_>; 11] {
 #[async_trait]
 impl<E: Engine> AuditStore for E {
     async fn append_audit(&self, event: &AuditRow) -> StoreResult<()> {
-        self.db().await?.execute(INSERT_AUDIT, &audit_args(event)).await?;
+        self.execute_shared(INSERT_AUDIT, &audit_args(event)).await?;
         Ok(())
     }
 

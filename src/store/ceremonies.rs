@@ -153,7 +153,8 @@ impl<E: Engine> CeremonyStore for E {
         let sql = "delete from ceremony where ceremony_id = $1 and kind = $2 and expires_at > $3 \
                    returning ceremony_id, kind, user_id, state, expires_at";
         let args = [ceremony_id.into(), kind.into(), now.into()];
-        Ok(self.db().await?.fetch_optional(sql, &args).await?)
+        let taken: Vec<CeremonyRow> = self.write_shared(sql, &args).await?;
+        Ok(taken.into_iter().next())
     }
 
     async fn take_owned_ceremony(
@@ -197,7 +198,7 @@ impl<E: Engine> CeremonyStore for E {
     async fn use_up_login(&self, used_id: &str, expires_at: Millis) -> StoreResult<bool> {
         let sql = "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
                    values ($1, 'used', null, '', $2) on conflict (ceremony_id) do nothing";
-        Ok(self.db().await?.execute(sql, &[used_id.into(), expires_at.into()]).await? == 1)
+        Ok(self.execute_shared(sql, &[used_id.into(), expires_at.into()]).await? == 1)
     }
 
     async fn complete_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {

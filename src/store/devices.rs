@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::Connection;
 
-use super::engine::{Engine, Sql};
+use super::engine::{Arg, Engine, Sql};
 use super::sessions::insert_session;
 use super::{CredentialRow, SessionRow, StoreResult, Unbound, UserRow};
 use crate::clock::Millis;
@@ -122,7 +122,14 @@ pub(crate) async fn insert_credential<C: Sql>(
                sign_count, backup_eligible, backup_state, aaguid, transports, created_at, \
                last_used_at, payments_after) \
                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-    let args = [
+    conn.execute(sql, &credential_args(credential)).await?;
+    Ok(())
+}
+
+/// A credential row's thirteen columns, in table order (as
+/// `insert_credential` and a registration's writes name them).
+pub(crate) fn credential_args(credential: &CredentialRow) -> [Arg<'_>; 13] {
+    [
         (&credential.credential_id).into(),
         (&credential.device_id).into(),
         (&credential.user_id).into(),
@@ -136,9 +143,7 @@ pub(crate) async fn insert_credential<C: Sql>(
         credential.created_at.into(),
         credential.last_used_at.into(),
         credential.payments_after.into(),
-    ];
-    conn.execute(sql, &args).await?;
-    Ok(())
+    ]
 }
 
 #[async_trait]

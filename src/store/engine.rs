@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Database, FromRow};
 
-use super::{CeremonyRow, LoginRows, LoginStored, StoreResult};
+use super::{CeremonyRow, LoginRows, LoginStored, RegistrationRows, StoreResult};
 use crate::clock::Millis;
 use crate::domain::{DeviceId, SessionId, UserId};
 
@@ -303,6 +303,30 @@ pub(crate) trait Engine: Send + Sync + 'static {
         &self,
         login: &LoginRows<'_>,
     ) -> impl Future<Output = StoreResult<LoginStored>> + Send;
+
+    /// A registration's writes (see `RegistrationRows`), bound by
+    /// `registration_args`.
+    fn store_registration(
+        &self,
+        rows: &RegistrationRows<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// One statement that writes, where it may share its commit with other
+    /// writes (SQLite's group commit, see `SqliteStore`); answered once it
+    /// is as durable as a statement of its own. On PostgreSQL, a statement
+    /// of its own. `statement` must be a single statement.
+    fn write_shared<T: Decoded>(
+        &self,
+        statement: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = StoreResult<Vec<T>>> + Send;
+
+    /// `write_shared` for a statement that returns no rows.
+    fn execute_shared(
+        &self,
+        statement: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Readiness: the database answers and takes writes.
     fn ping_db(&self) -> impl Future<Output = StoreResult<()>> + Send;

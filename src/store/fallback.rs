@@ -382,7 +382,8 @@ impl<E: Engine> FallbackStore for E {
                    else rate_window.window_ends end \
                    returning hits, window_ends";
         let args = [bucket.into(), now.into(), window_ms.into()];
-        Ok(self.db().await?.fetch_one(sql, &args).await?)
+        let counted: Vec<(i64, Millis)> = self.write_shared(sql, &args).await?;
+        counted.into_iter().next().ok_or(super::StoreError::NotFound)
     }
 
     async fn locked_until(&self, subject: &str) -> StoreResult<Millis> {

@@ -314,6 +314,16 @@ pub struct AuditFilter {
     pub newest_first: bool,
 }
 
+/// Everything a registration writes, in one transaction: the account, its
+/// first passkey, a session with its refresh token, and the audit row.
+pub struct RegistrationRows<'a> {
+    pub user: &'a UserRow,
+    pub credential: &'a CredentialRow,
+    pub session: &'a SessionRow,
+    pub refresh_hash: &'a str,
+    pub audit: &'a AuditRow,
+}
+
 /// Everything a passkey sign-in writes, in one transaction.
 pub struct LoginRows<'a> {
     /// The sign-in handle's used id, recorded first (a ceremony row of kind

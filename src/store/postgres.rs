@@ -10,9 +10,12 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use super::ceremonies::{ceremony_args, login_args};
-use super::engine::{Engine, Sql};
+use super::engine::{Arg, Decoded, Engine, Sql};
 use super::pg_pool::{PgConnections, PgLease};
-use super::{CeremonyRow, LoginRows, LoginStored, MIGRATOR, StoreError, StoreResult};
+use super::users::registration_args;
+use super::{
+    CeremonyRow, LoginRows, LoginStored, MIGRATOR, RegistrationRows, StoreError, StoreResult,
+};
 use crate::config::DatabaseSettings;
 
 /// Set on every connection, for the server's side of it. sqlx 0.9 sets no
@@ -126,6 +129,24 @@ const LOGIN: &str = "with taken as (insert into ceremony (ceremony_id, kind, use
        and exists (select 1 from used)) \
      select (select count(*) from taken), (select count(*) from used)";
 
+/// A registration's writes (see `store_registration`), bound by
+/// `registration_args`.
+const REGISTER: &str = "with new_user as (insert into app_user (user_id, username, display_name, \
+       email, email_verified, roles, locked_at, created_at, language) \
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9)), \
+     new_credential as (insert into credential (credential_id, device_id, user_id, name, \
+       passkey, sign_count, backup_eligible, backup_state, aaguid, transports, created_at, \
+       last_used_at, payments_after) \
+       values ($10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)), \
+     new_session as (insert into session (session_id, user_id, device_id, amr, client_ip, \
+       user_agent, created_at, last_used_at, expires_at, revoked_at) \
+       values ($23, $24, $25, $26, $27, $28, $29, $30, $31, $32)), \
+     new_refresh as (insert into refresh_token (token_hash, session_id, created_at) \
+       values ($33, $23, $29)) \
+     insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
+       device_id, client_ip, user_agent, reason, request_id) \
+       values ($34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)";
+
 impl Engine for PgStore {
     type Conn = PgConnection;
     type Lease = PgLease;
@@ -143,6 +164,29 @@ impl Engine for PgStore {
         let args = ceremony_args(ceremony);
         self.db().await?.execute(PUT_CEREMONY, &args).await?;
         Ok(())
+    }
+
+    /// A registration's writes as one statement: one round trip and one
+    /// implicit transaction (foreign keys are checked at the end of the
+    /// statement, so the passkey and session may name the user inserted
+    /// beside them).
+    async fn store_registration(&self, rows: &RegistrationRows<'_>) -> StoreResult<()> {
+        let roles = rows.user.roles.to_stored();
+        let args = registration_args(rows, &roles);
+        self.db().await?.execute(REGISTER, &args).await?;
+        Ok(())
+    }
+
+    async fn write_shared<T: Decoded>(
+        &self,
+        statement: &'static str,
+        args: &[Arg<'_>],
+    ) -> StoreResult<Vec<T>> {
+        Ok(self.db().await?.fetch_all(statement, args).await?)
+    }
+
+    async fn execute_shared(&self, statement: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
+        Ok(self.db().await?.execute(statement, args).await?)
     }
 
     /// Readiness: the database answers, and takes writes. A hot standby,

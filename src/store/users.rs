@@ -4,10 +4,11 @@
 use async_trait::async_trait;
 use sqlx::Connection;
 
-use super::devices::insert_credential;
-use super::engine::{Engine, Sql};
-use super::sessions::insert_session;
-use super::{CredentialRow, SessionRow, StoreResult, UserRow};
+use super::audit::audit_args;
+use super::devices::credential_args;
+use super::engine::{Arg, Engine, Sql};
+use super::sessions::session_args;
+use super::{CredentialRow, RegistrationRows, StoreResult, UserRow};
 use crate::clock::Millis;
 
 #[async_trait]
@@ -23,15 +24,10 @@ pub trait UserStore: Send + Sync {
     /// made-up credentials for a name that is no account.
     async fn credential_shape_near(&self, seed: &str) -> StoreResult<Vec<(String, i64)>>;
 
-    /// Creates the user, the first passkey, a session and its refresh token
-    /// at once; a taken username gives `Conflict` and writes nothing.
-    async fn register_user(
-        &self,
-        user: &UserRow,
-        credential: &CredentialRow,
-        session: &SessionRow,
-        refresh_hash: &str,
-    ) -> StoreResult<()>;
+    /// Creates the user, the first passkey, a session and its refresh token,
+    /// with the audit row, at once; a taken username gives `Conflict` and
+    /// writes nothing.
+    async fn register_user(&self, rows: &RegistrationRows<'_>) -> StoreResult<()>;
 
     /// Creates an account with no passkey yet and stores its enrolment
     /// code, at once (`passgate user create`); a taken username gives
@@ -92,20 +88,9 @@ impl<E: Engine> UserStore for E {
         Ok(self.read_db().await?.fetch_all(sql, &[seed.into()]).await?)
     }
 
-    async fn register_user(
-        &self,
-        user: &UserRow,
-        credential: &CredentialRow,
-        session: &SessionRow,
-        refresh_hash: &str,
-    ) -> StoreResult<()> {
-        let mut conn = self.db().await?;
-        let mut tx = conn.begin().await?;
-        insert_user(&mut *tx, user).await?;
-        insert_credential(&mut *tx, credential).await?;
-        insert_session(&mut *tx, session, refresh_hash).await?;
-        tx.commit().await?;
-        Ok(())
+    async fn register_user(&self, rows: &RegistrationRows<'_>) -> StoreResult<()> {
+        // Differs by engine: one text, which SQLite may commit in a group.
+        self.store_registration(rows).await
     }
 
     async fn create_user_for_enrolment(
@@ -148,17 +133,35 @@ async fn insert_user<C: Sql>(conn: &mut C, user: &UserRow) -> StoreResult<()> {
                email_verified, roles, locked_at, created_at, language) \
                values ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     let roles = user.roles.to_stored();
-    let args = [
+    conn.execute(sql, &user_args(user, &roles)).await?;
+    Ok(())
+}
+
+/// A user row's nine columns, in table order, with its roles as stored.
+fn user_args<'a>(user: &'a UserRow, roles: &'a str) -> [Arg<'a>; 9] {
+    [
         (&user.user_id).into(),
         (&user.username).into(),
         (&user.display_name).into(),
         (&user.email).into(),
         user.email_verified.into(),
-        (&roles).into(),
+        roles.into(),
         user.locked_at.into(),
         user.created_at.into(),
         (&user.language).into(),
-    ];
-    conn.execute(sql, &args).await?;
-    Ok(())
+    ]
+}
+
+/// A registration's values, as each engine's `store_registration` numbers
+/// them: the user ($1-$9), the credential ($10-$22), the session
+/// ($23-$32; its id $23 and time $29 serve the refresh token too), the
+/// refresh token's hash ($33) and the audit row ($34-$44).
+pub(crate) fn registration_args<'a>(rows: &RegistrationRows<'a>, roles: &'a str) -> Vec<Arg<'a>> {
+    let mut args: Vec<Arg<'a>> = Vec::with_capacity(44);
+    args.extend(user_args(rows.user, roles));
+    args.extend(credential_args(rows.credential));
+    args.extend(session_args(rows.session));
+    args.push(rows.refresh_hash.into());
+    args.extend(audit_args(rows.audit));
+    args
 }

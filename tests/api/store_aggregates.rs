@@ -7,7 +7,7 @@
 use passgate::domain::{DeviceId, Roles, SessionId, UserId, sha256_hex};
 use passgate::store::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, EnrolProof,
-    SecretPlace, SessionRow, SigningKeyRow, Store, StoreError, Unbound, UserRow,
+    RegistrationRows, SecretPlace, SessionRow, SigningKeyRow, Store, StoreError, Unbound, UserRow,
 };
 
 use crate::helpers::{Db, on_both, spawn_app};
@@ -86,13 +86,44 @@ fn session(user_id: &str, id: &str, device_id: Option<&DeviceId>) -> SessionRow 
     }
 }
 
+/// The audit row a registration of `user_id` writes beside its rows.
+fn registered_row(user_id: &str) -> AuditRow {
+    AuditRow {
+        event_id: format!("{user_id}-registered"),
+        occurred_at: 10,
+        event: "user_registered".to_owned(),
+        outcome: "success".to_owned(),
+        user_id: Some(user_id.to_owned()),
+        actor_id: None,
+        device_id: None,
+        client_ip: None,
+        user_agent: None,
+        reason: None,
+        request_id: None,
+    }
+}
+
+/// Registers `user` with `credential`, `session` and its refresh token
+/// `refresh`, as a registration's finish does.
+async fn register(
+    store: &dyn Store,
+    user: &UserRow,
+    credential: &CredentialRow,
+    session: &SessionRow,
+    refresh: &str,
+) -> Result<(), StoreError> {
+    let audit = registered_row(&user.user_id.to_string());
+    let rows = RegistrationRows { user, credential, session, refresh_hash: refresh, audit: &audit };
+    store.register_user(&rows).await
+}
+
 /// A user with one passkey (`<id>-key`), a session and its refresh token
 /// `<id>-refresh`.
 async fn registered(store: &dyn Store, id: &str) -> (UserRow, CredentialRow, SessionRow) {
     let user = user(id, &format!("{id}-name"));
     let key = credential(id, &format!("{id}-key"), 1);
     let session = session(id, &format!("{id}-session"), Some(&key.device_id));
-    store.register_user(&user, &key, &session, &format!("{id}-refresh")).await.unwrap();
+    register(store, &user, &key, &session, &format!("{id}-refresh")).await.unwrap();
     (user, key, session)
 }
 
@@ -137,7 +168,7 @@ async fn users_register_at_once_and_a_taken_name_writes_nothing(db: Db) {
     let twin = user("u-twin", "u-alice-name");
     let twin_key = credential("u-twin", "u-twin-key", 1);
     let twin_session = session("u-twin", "u-twin-session", None);
-    let taken = store.register_user(&twin, &twin_key, &twin_session, "u-twin-refresh").await;
+    let taken = register(store, &twin, &twin_key, &twin_session, "u-twin-refresh").await;
     assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
     assert!(store.find_user(&id("u-twin")).await.unwrap().is_none());
     assert!(store.find_credential("u-twin-key").await.unwrap().is_none());
@@ -509,7 +540,7 @@ async fn admin_locks_end_sessions_and_search_matches_wildcards_literally(db: Db)
         row.display_name = format!("Shown {id}");
         let key = credential(id, &format!("{id}-key"), 1);
         let session = session(id, &format!("{id}-session"), None);
-        store.register_user(&row, &key, &session, &format!("{id}-refresh")).await.unwrap();
+        register(store, &row, &key, &session, &format!("{id}-refresh")).await.unwrap();
     }
     let names = |rows: Vec<UserRow>| rows.into_iter().map(|u| u.username).collect::<Vec<_>>();
     assert_eq!(names(store.search_users("t%o", "", 10).await.unwrap()), ["percent%one"]);

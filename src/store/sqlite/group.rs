@@ -1,8 +1,9 @@
 //! Group commit: writes that wait for the one connection share one
 //! transaction and one commit, each answered once its group committed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -222,6 +223,20 @@ impl GroupedSql {
     /// One statement, which alone is its own transaction.
     pub(super) fn one(statement: &str) -> GroupedSql {
         GroupedSql { alone: statement.to_owned(), ..GroupedSql::new(statement) }
+    }
+
+    /// The grouped forms of a single statement the aggregates write with
+    /// (`Engine::write_shared`), made once per statement: a handful of
+    /// texts, kept for the life of the process, as sqlx caches their
+    /// prepared statements anyway.
+    pub(super) fn shared(statement: &'static str) -> &'static GroupedSql {
+        static MADE: LazyLock<std::sync::Mutex<HashMap<&'static str, &'static GroupedSql>>> =
+            LazyLock::new(Default::default);
+        let mut made = match MADE.lock() {
+            Ok(made) => made,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        made.entry(statement).or_insert_with(|| Box::leak(Box::new(GroupedSql::one(statement))))
     }
 
     /// Steps that, joining a group, go back to a savepoint of their own if

@@ -21,8 +21,11 @@ use self::checkpoint::{BACKSTOP_CHECKPOINT_PAGES, checkpoints};
 use self::file::DatabaseFile;
 use self::group::{Group, GroupedSql, Held, InFlight, Tidy, Waiting, Way, WriteTurn, commit_apart};
 use super::ceremonies::{ceremony_args, login_args};
-use super::engine::{Engine, Sql};
-use super::{CeremonyRow, LoginRows, LoginStored, MIGRATOR, StoreError, StoreResult};
+use super::engine::{Arg, Decoded, Engine, Sql};
+use super::users::registration_args;
+use super::{
+    CeremonyRow, LoginRows, LoginStored, MIGRATOR, RegistrationRows, StoreError, StoreResult,
+};
 use crate::config::DatabaseSettings;
 
 /// The most of the database file mapped into memory (address space, not
@@ -256,6 +259,26 @@ static LOGIN: LazyLock<GroupedSql> = LazyLock::new(|| {
     )
 });
 
+/// A registration's writes (see `store_registration`), bound by
+/// `registration_args`.
+static REGISTER: LazyLock<GroupedSql> = LazyLock::new(|| {
+    GroupedSql::with_savepoint(
+        "insert into app_user (user_id, username, display_name, email, email_verified, roles, \
+           locked_at, created_at, language) values ($1, $2, $3, $4, $5, $6, $7, $8, $9); \
+         insert into credential (credential_id, device_id, user_id, name, passkey, sign_count, \
+           backup_eligible, backup_state, aaguid, transports, created_at, last_used_at, \
+           payments_after) \
+           values ($10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22); \
+         insert into session (session_id, user_id, device_id, amr, client_ip, user_agent, \
+           created_at, last_used_at, expires_at, revoked_at) \
+           values ($23, $24, $25, $26, $27, $28, $29, $30, $31, $32); \
+         insert into refresh_token (token_hash, session_id, created_at) values ($33, $23, $29); \
+         insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
+           device_id, client_ip, user_agent, reason, request_id) \
+           values ($34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)",
+    )
+});
+
 impl Engine for SqliteStore {
     type Conn = SqliteConnection;
     type Lease = Conn;
@@ -299,6 +322,38 @@ impl Engine for SqliteStore {
         } else {
             LoginStored::CounterNotIncreased
         })
+    }
+
+    /// A registration's writes in one call to the connection's thread, in
+    /// one transaction (or under a savepoint in a group): a taken
+    /// username refuses the first statement and nothing stays.
+    async fn store_registration(&self, rows: &RegistrationRows<'_>) -> StoreResult<()> {
+        let roles = rows.user.roles.to_stored();
+        let args = registration_args(rows, &roles);
+        let mut turn = self.write_turn().await?;
+        let sql = turn.sql(&REGISTER);
+        let wrote = turn.conn().execute(sql, &args).await;
+        turn.finish(wrote.map(drop)).await
+    }
+
+    async fn write_shared<T: Decoded>(
+        &self,
+        statement: &'static str,
+        args: &[Arg<'_>],
+    ) -> StoreResult<Vec<T>> {
+        let grouped = GroupedSql::shared(statement);
+        let mut turn = self.write_turn().await?;
+        let sql = turn.sql(grouped);
+        let wrote = turn.conn().fetch_all(sql, args).await;
+        turn.finish(wrote).await
+    }
+
+    async fn execute_shared(&self, statement: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
+        let grouped = GroupedSql::shared(statement);
+        let mut turn = self.write_turn().await?;
+        let sql = turn.sql(grouped);
+        let wrote = turn.conn().execute(sql, args).await;
+        turn.finish(wrote).await
     }
 
     async fn ping_db(&self) -> StoreResult<()> {
