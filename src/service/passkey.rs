@@ -37,8 +37,8 @@ use crate::domain::{
 use crate::error::{ApiError, Result};
 use crate::metrics::{CeremonyOutcome, Metrics};
 use crate::store::{
-    CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, RegistrationRows, Store,
-    UserRow,
+    CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, ProfileFact,
+    RegistrationRows, Store, UserRow,
 };
 
 pub(super) const KIND_REGISTER: &str = "register";
@@ -372,7 +372,23 @@ impl Passkeys {
         client: &ClientInfo,
     ) -> Result<TokenSet> {
         let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
-        let (used, owned) = self.store.find_login(&ticket.used_id(), &credential_id).await?;
+        // The risk decision's profile comes with the credential, when the
+        // rules read one: one round trip to the database less.
+        let (used, owned) = match self.risk.sign_in_scope(client) {
+            Some(scope) => {
+                let query = scope.query(&credential_id);
+                let (used, owned) = self
+                    .store
+                    .find_login_with_profile(&ticket.used_id(), &credential_id, &query)
+                    .await?;
+                (used, owned.map(|(row, user, facts)| (row, user, Some(facts))))
+            }
+            None => {
+                let (used, owned) =
+                    self.store.find_login(&ticket.used_id(), &credential_id).await?;
+                (used, owned.map(|(row, user)| (row, user, None)))
+            }
+        };
         if used {
             return Err(ApiError::CeremonyNotFound);
         }
@@ -385,7 +401,7 @@ impl Passkeys {
             (false, Some(user_id)) => Some(user_id.to_string()),
             (false, None) => return Err(refused("no such account")),
         };
-        let (row, user) = owned.ok_or_else(|| refused("unknown credential"))?;
+        let (row, user, profile) = owned.ok_or_else(|| refused("unknown credential"))?;
         // §7.2 step 6: the user handle, when the authenticator returns
         // one, must name the credential's owner; a discoverable sign-in
         // has nothing else to name the user with, so it must be there.
@@ -410,7 +426,7 @@ impl Passkeys {
             }
             other => self.refusal_answer(other, &row).await?,
         };
-        self.complete_login(ticket, row, user, verified, client).await
+        self.complete_login(ticket, row, user, verified, client, profile).await
     }
 
     /// Checks an assertion against a stored credential.
@@ -458,6 +474,7 @@ impl Passkeys {
         user: UserRow,
         verified: Verified,
         client: &ClientInfo,
+        profile: Option<Vec<ProfileFact>>,
     ) -> Result<TokenSet> {
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         if user.locked_at.is_some() {
@@ -480,7 +497,7 @@ impl Passkeys {
             client,
             payment: None,
         };
-        let passed = self.risk.decide(&attempt).await?;
+        let passed = self.risk.decide_with(&attempt, profile).await?;
         let used = self.credential_use(&row, verified);
         let device_id = row.device_id;
         let user_id = user.user_id;

@@ -1,13 +1,16 @@
 //! Ceremonies (a registration's or sign-in's state between its start and
 //! its finish) and the writes that finish a passkey sign-in.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 
 use super::audit::audit_args;
 use super::engine::{Arg, Engine, Sql};
+use super::risk::{ProfileRow, profile_columns};
 use super::sessions::session_args;
 use super::{CeremonyRow, CredentialOwnerRow, CredentialRow, CredentialUse, UserRow};
-use super::{LoginRows, LoginStored, StoreResult};
+use super::{LoginRows, LoginStored, ProfileFact, ProfileQuery, StoreResult};
 use crate::clock::Millis;
 
 /// Stores a verified assertion. The counter rule of WebAuthn §7.2 step 21
@@ -55,6 +58,15 @@ pub trait CeremonyStore: Send + Sync {
         used_id: &str,
         credential_id: &str,
     ) -> StoreResult<(bool, Option<(CredentialRow, UserRow)>)>;
+    /// `find_login`, with the risk profile of the credential's owner read
+    /// in the same statement (`query.credential` is `credential_id`): one
+    /// round trip less per sign-in, when the rules need a profile.
+    async fn find_login_with_profile(
+        &self,
+        used_id: &str,
+        credential_id: &str,
+        query: &ProfileQuery<'_>,
+    ) -> StoreResult<(bool, Option<(CredentialRow, UserRow, Vec<ProfileFact>)>)>;
     /// Records a sign-in handle as used (a refused answer uses it up too);
     /// false when it already was.
     async fn use_up_login(&self, used_id: &str, expires_at: Millis) -> StoreResult<bool>;
@@ -65,6 +77,49 @@ pub trait CeremonyStore: Send + Sync {
     /// Records a verified assertion that opens no session (a step-up);
     /// false, writing nothing, when the counter did not move forward.
     async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool>;
+}
+
+/// One round trip: whether the handle was used, and the credential with
+/// its owner (the owner's columns renamed), then any `extra` columns.
+fn find_login_sql(extra: &str) -> String {
+    format!(
+        "select (select count(*) from ceremony where ceremony_id = $1) as used_count, \
+         c.*, u.username as owner_username, u.display_name as owner_display_name, \
+         u.email as owner_email, u.email_verified as owner_email_verified, \
+         u.roles as owner_roles, u.locked_at as owner_locked_at, \
+         u.created_at as owner_created_at, u.language as owner_language{extra} \
+         from (select 1 as one) as probe \
+         left join credential c on c.credential_id = $2 \
+         left join app_user u on u.user_id = c.user_id"
+    )
+}
+
+static FIND_LOGIN: LazyLock<String> = LazyLock::new(|| find_login_sql(""));
+
+/// With the owner's risk profile: $3 network, $4 user agent, $5 currency,
+/// $6 events since, $7 failures since (the credential is $2).
+static FIND_LOGIN_WITH_PROFILE: LazyLock<String> = LazyLock::new(|| {
+    let columns = profile_columns("c.user_id", ["$3", "$4", "$2", "$5", "$6", "$7"]);
+    find_login_sql(&format!(", {columns}"))
+});
+
+/// `FIND_LOGIN_WITH_PROFILE`'s row.
+struct FoundLoginProfile {
+    login: FoundLogin,
+    profile: ProfileRow,
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for FoundLoginProfile
+where
+    FoundLogin: sqlx::FromRow<'r, R>,
+    ProfileRow: sqlx::FromRow<'r, R>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(FoundLoginProfile {
+            login: FoundLogin::from_row(row)?,
+            profile: ProfileRow::from_row(row)?,
+        })
+    }
 }
 
 /// What a sign-in's finish reads: whether its handle was used, and the
@@ -180,19 +235,30 @@ impl<E: Engine> CeremonyStore for E {
         used_id: &str,
         credential_id: &str,
     ) -> StoreResult<(bool, Option<(CredentialRow, UserRow)>)> {
-        // One round trip: whether the handle was used, and the credential
-        // with its owner (the owner's columns renamed).
-        let sql = "select (select count(*) from ceremony where ceremony_id = $1) as used_count, \
-                   c.*, u.username as owner_username, u.display_name as owner_display_name, \
-                   u.email as owner_email, u.email_verified as owner_email_verified, \
-                   u.roles as owner_roles, u.locked_at as owner_locked_at, \
-                   u.created_at as owner_created_at, u.language as owner_language \
-                   from (select 1 as one) as probe \
-                   left join credential c on c.credential_id = $2 \
-                   left join app_user u on u.user_id = c.user_id";
         let args = [used_id.into(), credential_id.into()];
-        let found: FoundLogin = self.read_db().await?.fetch_one(sql, &args).await?;
+        let found: FoundLogin = self.read_db().await?.fetch_one(&FIND_LOGIN, &args).await?;
         Ok((found.used, found.owned))
+    }
+
+    async fn find_login_with_profile(
+        &self,
+        used_id: &str,
+        credential_id: &str,
+        query: &ProfileQuery<'_>,
+    ) -> StoreResult<(bool, Option<(CredentialRow, UserRow, Vec<ProfileFact>)>)> {
+        let args = [
+            used_id.into(),
+            credential_id.into(),
+            query.network.into(),
+            query.user_agent.into(),
+            query.currency.into(),
+            query.events_since.into(),
+            query.failures_since_minute.into(),
+        ];
+        let conn = &mut *self.read_db().await?;
+        let found: FoundLoginProfile = conn.fetch_one(&FIND_LOGIN_WITH_PROFILE, &args).await?;
+        let owned = found.login.owned.map(|(row, user)| (row, user, found.profile.facts(query)));
+        Ok((found.login.used, owned))
     }
 
     async fn use_up_login(&self, used_id: &str, expires_at: Millis) -> StoreResult<bool> {

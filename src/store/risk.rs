@@ -11,9 +11,9 @@ use super::engine::{Arg, Engine, Sql};
 use crate::clock::Millis;
 use crate::domain::UserId;
 
-/// What to look up for one decision. Each value is matched exactly.
+/// What to look up for one decision, of whichever user's profile it
+/// reads. Each value is matched exactly.
 pub struct ProfileQuery<'a> {
-    pub user_id: &'a UserId,
     /// The client's /24 or /48 ('' when unknown): a history row, and the
     /// key of the network's failures.
     pub network: &'a str,
@@ -53,7 +53,11 @@ pub struct Seen<'a> {
 #[async_trait]
 pub trait RiskStore: Send + Sync {
     /// Every fact a decision may weigh, in one read.
-    async fn risk_profile(&self, query: &ProfileQuery<'_>) -> StoreResult<Vec<ProfileFact>>;
+    async fn risk_profile(
+        &self,
+        user_id: &UserId,
+        query: &ProfileQuery<'_>,
+    ) -> StoreResult<Vec<ProfileFact>>;
     /// Records what a successful sign-in or payment looked like.
     async fn record_seen(
         &self,
@@ -66,39 +70,69 @@ pub trait RiskStore: Send + Sync {
     async fn spend_mfa_token(&self, token_hash: &str) -> StoreResult<bool>;
 }
 
-/// Every fact in one row of scalar subqueries (a union of one row per fact
-/// costs the same lookups, but on SQLite each row is a message from the
-/// connection's thread, and on one core each message can be a hand-over of
-/// the core: about one context switch per row).
-const RISK_PROFILE: &str = "select \
-     (select max(last_seen) from risk_history where user_id = $1 \
-       and dimension = 'network' and value = $2) as network_seen, \
-     (select max(last_seen) from risk_history where user_id = $1 \
-       and dimension = 'user_agent' and value = $3) as user_agent_seen, \
-     (select max(last_seen) from risk_history where user_id = $1 \
-       and dimension = 'credential' and value = $4) as credential_seen, \
-     (select max(amount) from risk_history where user_id = $1 \
-       and dimension = 'payment' and value = $5) as payment_largest, \
-     (select max(last_seen) from risk_history where user_id = $1 \
-       and dimension = 'payment' and value = $5) as payment_seen, \
-     (select max(last_seen) from risk_history where user_id = $1 \
-       and dimension = 'signin') as signin_seen, \
-     (select max(occurred_at) from audit_event where user_id = $1 \
-       and event = 'clone_warning' and occurred_at >= $6) as clone_warning_at, \
-     (select max(occurred_at) from audit_event where user_id = $1 \
-       and event = 'devices_reset' and occurred_at >= $6) as devices_reset_at, \
-     (select cast(count(*) as bigint) from credential where user_id = $1) as passkeys, \
-     (select max(created_at) from credential where user_id = $1) as newest_passkey, \
-     (select max(payments_after) from credential where user_id = $1) as waiting_until, \
-     (select created_at from app_user where user_id = $1) as user_created, \
-     (select cast(coalesce(sum(count), 0) as bigint) from failure_minute \
-       where dimension = 'account' and key = $1 and minute >= $7) as account_failures, \
-     (select cast(coalesce(sum(count), 0) as bigint) from failure_minute \
-       where dimension = 'network' and key = $2 and minute >= $7) as network_failures";
+/// Every fact in one row of scalar subqueries: the columns of
+/// `RISK_PROFILE`, and of a sign-in's own read (`find_login_with_profile`),
+/// given the SQL that names the user and the placeholders of the network,
+/// user agent, credential, currency, events since and failures since.
+pub(crate) fn profile_columns(
+    user: &str,
+    [net, agent, credential, currency, since, minute]: [&str; 6],
+) -> String {
+    let seen = |column: &str, dimension: &str, value: &str, name: &str| {
+        format!(
+            "(select max({column}) from risk_history where user_id = {user} \
+             and dimension = '{dimension}' and value = {value}) as {name}"
+        )
+    };
+    let event = |event: &str, name: &str| {
+        format!(
+            "(select max(occurred_at) from audit_event where user_id = {user} \
+             and event = '{event}' and occurred_at >= {since}) as {name}"
+        )
+    };
+    let failures = |dimension: &str, key: &str, name: &str| {
+        format!(
+            "(select cast(coalesce(sum(count), 0) as bigint) from failure_minute \
+             where dimension = '{dimension}' and key = {key} and minute >= {minute}) as {name}"
+        )
+    };
+    [
+        seen("last_seen", "network", net, "network_seen"),
+        seen("last_seen", "user_agent", agent, "user_agent_seen"),
+        seen("last_seen", "credential", credential, "credential_seen"),
+        seen("amount", "payment", currency, "payment_largest"),
+        seen("last_seen", "payment", currency, "payment_seen"),
+        format!(
+            "(select max(last_seen) from risk_history where user_id = {user} \
+             and dimension = 'signin') as signin_seen"
+        ),
+        event("clone_warning", "clone_warning_at"),
+        event("devices_reset", "devices_reset_at"),
+        format!(
+            "(select cast(count(*) as bigint) from credential where user_id = {user}) as passkeys"
+        ),
+        format!(
+            "(select max(created_at) from credential where user_id = {user}) as newest_passkey"
+        ),
+        format!(
+            "(select max(payments_after) from credential where user_id = {user}) as waiting_until"
+        ),
+        format!("(select created_at from app_user where user_id = {user}) as user_created"),
+        failures("account", user, "account_failures"),
+        failures("network", net, "network_failures"),
+    ]
+    .join(", ")
+}
 
-/// `RISK_PROFILE`'s one row.
+/// A user's profile on its own (a payment's or fallback sign-in's
+/// decision); one row, decoded by `ProfileRow`.
+static RISK_PROFILE: LazyLock<String> = LazyLock::new(|| {
+    format!("select {}", profile_columns("$1", ["$2", "$3", "$4", "$5", "$6", "$7"]))
+});
+
+/// The profile's columns of one row (`profile_columns`).
 #[derive(sqlx::FromRow)]
-struct ProfileRow {
+pub(crate) struct ProfileRow {
     network_seen: Option<Millis>,
     user_agent_seen: Option<Millis>,
     credential_seen: Option<Millis>,
@@ -118,7 +152,7 @@ struct ProfileRow {
 impl ProfileRow {
     /// The facts the row holds, in `ProfileFact`'s shapes: a history row
     /// or an event only where there is one.
-    fn facts(self, query: &ProfileQuery<'_>) -> Vec<ProfileFact> {
+    pub(crate) fn facts(self, query: &ProfileQuery<'_>) -> Vec<ProfileFact> {
         let mut facts = Vec::with_capacity(12);
         let mut fact = |dimension: &str, value: &str, amount: i64, at: Option<Millis>| {
             facts.push(ProfileFact {
@@ -191,9 +225,13 @@ static RECORD_SEEN: LazyLock<Vec<String>> = LazyLock::new(|| {
 
 #[async_trait]
 impl<E: Engine> RiskStore for E {
-    async fn risk_profile(&self, query: &ProfileQuery<'_>) -> StoreResult<Vec<ProfileFact>> {
+    async fn risk_profile(
+        &self,
+        user_id: &UserId,
+        query: &ProfileQuery<'_>,
+    ) -> StoreResult<Vec<ProfileFact>> {
         let args: [Arg<'_>; 7] = [
-            query.user_id.into(),
+            user_id.into(),
             query.network.into(),
             query.user_agent.into(),
             query.credential.into(),
@@ -205,7 +243,7 @@ impl<E: Engine> RiskStore for E {
         // the sign-in's own read does): a profile is a judgement, and
         // waiting for the group's commit here would end every group at
         // its first sign-in, one commit per sign-in instead of per group.
-        let row: ProfileRow = self.read_db().await?.fetch_one(RISK_PROFILE, &args).await?;
+        let row: ProfileRow = self.read_db().await?.fetch_one(&RISK_PROFILE, &args).await?;
         Ok(row.facts(query))
     }
 

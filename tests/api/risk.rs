@@ -488,7 +488,6 @@ async fn the_risk_profile_is_one_read_and_history_keeps_the_largest_amount(db: D
     flood(&app, "network", "198.51.100.0/24", 7).await;
     flood(&app, "account", &user_id.to_string(), 3).await;
     let query = ProfileQuery {
-        user_id: &user_id,
         network: "198.51.100.0/24",
         user_agent: "unknown",
         credential: "no such credential",
@@ -496,7 +495,7 @@ async fn the_risk_profile_is_one_read_and_history_keeps_the_largest_amount(db: D
         events_since: now - 1,
         failures_since_minute: now.div_euclid(60_000) - 14,
     };
-    let facts = app.store.risk_profile(&query).await.unwrap();
+    let facts = app.store.risk_profile(&user_id, &query).await.unwrap();
     let fact = |dimension: &str, value: &str| {
         facts.iter().find(|f| f.dimension == dimension && f.value == value).cloned()
     };
@@ -513,9 +512,32 @@ async fn the_risk_profile_is_one_read_and_history_keeps_the_largest_amount(db: D
     assert!(fact("event", "clone_warning").is_none());
     // Failures older than the window do not count.
     let later = ProfileQuery { failures_since_minute: now.div_euclid(60_000) + 1, ..query };
-    let facts = app.store.risk_profile(&later).await.unwrap();
+    let facts = app.store.risk_profile(&user_id, &later).await.unwrap();
     let network = facts.iter().find(|f| f.dimension == "network_failures").unwrap();
     assert_eq!(network.amount, 0);
+
+    // A sign-in's own read finds the same profile beside the passkey and
+    // its owner; an unknown passkey finds neither.
+    let key = app.store.user_credentials(&user_id.to_string()).await.unwrap().remove(0);
+    let at_sign_in = ProfileQuery { credential: &key.credential_id, currency: "", ..query };
+    let alone = app.store.risk_profile(&user_id, &at_sign_in).await.unwrap();
+    assert!(alone.iter().any(|f| f.dimension == "credential"), "its registration made it known");
+    let (used, owned) = app
+        .store
+        .find_login_with_profile("handle-never-used", &key.credential_id, &at_sign_in)
+        .await
+        .unwrap();
+    let (row, owner, facts) = owned.expect("the passkey and its owner");
+    assert!(!used);
+    assert_eq!((row.credential_id, owner.user_id), (key.credential_id.clone(), user_id));
+    assert_eq!(facts, alone, "the sign-in's read holds the profile a read of its own does");
+    let unknown = ProfileQuery { credential: "no such credential", ..at_sign_in };
+    let (_, owned) = app
+        .store
+        .find_login_with_profile("handle-never-used", "no such credential", &unknown)
+        .await
+        .unwrap();
+    assert!(owned.is_none());
 }
 
 /// A serving binary reads its rules file again on SIGHUP: a bad file is

@@ -82,6 +82,27 @@ pub struct Passed {
     seen: Option<Vec<(&'static str, String, i64)>>,
 }
 
+/// Where a sign-in's profile is read (`Risk::sign_in_scope`).
+pub struct SignInScope {
+    network: String,
+    user_agent: String,
+    now: crate::clock::Millis,
+}
+
+impl SignInScope {
+    /// The profile query for a sign-in with `credential`.
+    pub fn query<'a>(&'a self, credential: &'a str) -> ProfileQuery<'a> {
+        ProfileQuery {
+            network: &self.network,
+            user_agent: &self.user_agent,
+            credential,
+            currency: "",
+            events_since: self.now - CLONE_WINDOW_MS,
+            failures_since_minute: self.now.div_euclid(60_000) - (FAILURE_WINDOW_MINUTES - 1),
+        }
+    }
+}
+
 /// The rules in force, swapped whole on SIGHUP.
 pub type RuleSet = Arc<RwLock<Arc<Rules>>>;
 
@@ -184,10 +205,33 @@ impl Risk {
         }
     }
 
+    /// Where a passkey sign-in from `client` would look, when the rules in
+    /// force read a profile at all: the sign-in's finish then reads the
+    /// profile with the credential (`CeremonyStore::find_login_with_profile`),
+    /// one round trip instead of two.
+    pub fn sign_in_scope(&self, client: &ClientInfo) -> Option<SignInScope> {
+        if !self.enabled || !self.rules().need_profile() {
+            return None;
+        }
+        let network = client.ip.as_deref().and_then(signals::network_of).unwrap_or_default();
+        let user_agent = signals::user_agent_family(client.user_agent.as_deref());
+        Some(SignInScope { network, user_agent, now: self.clock.now_ms() })
+    }
+
     /// Decides on `attempt`. Ok: it may go on (call `passed` once it
     /// succeeded). Err: a step-up, hold or denial to answer, with nothing
     /// issued.
     pub async fn decide(&self, attempt: &Attempt<'_>) -> Result<Passed> {
+        self.decide_with(attempt, None).await
+    }
+
+    /// `decide`, with the user's profile when it was read already (by
+    /// the sign-in's own read, in `sign_in_scope`'s scope).
+    pub async fn decide_with(
+        &self,
+        attempt: &Attempt<'_>,
+        read: Option<Vec<ProfileFact>>,
+    ) -> Result<Passed> {
         let user_id = *attempt.user_id;
         if !self.enabled {
             return Ok(Passed { user_id, seen: None });
@@ -211,9 +255,10 @@ impl Risk {
         let trusted = self.trusted_device_signal(&rules, attempt.user_id, attempt.client).await?;
         signals.set(Signal::TrustedDevice, Value::Bool(trusted));
 
-        let facts: Option<Vec<ProfileFact>> = if rules.need_profile() {
+        let facts: Option<Vec<ProfileFact>> = if let Some(read) = read {
+            Some(read)
+        } else if rules.need_profile() {
             let query = ProfileQuery {
-                user_id: attempt.user_id,
                 network: &network,
                 user_agent: &user_agent,
                 credential: attempt.credential.unwrap_or(""),
@@ -221,7 +266,7 @@ impl Risk {
                 events_since: now - CLONE_WINDOW_MS,
                 failures_since_minute: now.div_euclid(60_000) - (FAILURE_WINDOW_MINUTES - 1),
             };
-            Some(self.store.risk_profile(&query).await?)
+            Some(self.store.risk_profile(attempt.user_id, &query).await?)
         } else {
             None
         };
