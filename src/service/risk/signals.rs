@@ -2,10 +2,6 @@
 //! passgate already knows: the attempt itself, and a profile of the user
 //! read in one query (`store::RiskStore::risk_profile`).
 
-use std::net::IpAddr;
-
-use ipnet::{Ipv4Net, Ipv6Net};
-
 use crate::clock::Millis;
 use crate::store::ProfileFact;
 
@@ -154,15 +150,8 @@ impl Signals {
 }
 
 /// The network a client address belongs to, as the failure counts and
-/// the history key it: its /24 (IPv4) or /48 (IPv6), e.g. "203.0.113.0/24".
-/// An IPv4-mapped IPv6 address counts as its IPv4 address.
-pub fn network_of(ip: &str) -> Option<String> {
-    let ip: IpAddr = ip.trim().parse().ok()?;
-    Some(match ip.to_canonical() {
-        IpAddr::V4(v4) => Ipv4Net::new(v4, 24).ok()?.trunc().to_string(),
-        IpAddr::V6(v6) => Ipv6Net::new(v6, 48).ok()?.trunc().to_string(),
-    })
-}
+/// the history key it: one function for both, so that they always agree.
+pub use crate::service::anomalies::network_of;
 
 /// A browser and system family from a User-Agent header, e.g.
 /// "firefox/linux": coarse on purpose, so that a browser's update is not
