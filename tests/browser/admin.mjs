@@ -14,7 +14,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername } from './harness.mjs';
+import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, waitFor, waitForError } from './harness.mjs';
 
 const ADMIN = testUsername('admin');
 const TARGET = 'lost-phone-user';
@@ -35,29 +35,6 @@ async function storedClaims(page) {
   const tokens = await page.evaluate((key) => JSON.parse(sessionStorage.getItem(key)), TOKENS_KEY);
   check(tokens?.access_token, `sessionStorage ${TOKENS_KEY} holds no access token`);
   return JSON.parse(Buffer.from(tokens.access_token.split('.')[1], 'base64url').toString());
-}
-
-const errorShown = () => {
-  const message = document.getElementById('message');
-  return message?.classList.contains('error') && `${message.textContent} [${message.dataset.code || ''}]`;
-};
-
-// Waits until ready(arg) (evaluated in the page) returns something truthy and returns that, or
-// fails at once with the page's text if #message shows an error first.
-async function waitFor(page, ready, arg = null) {
-  const options = { timeout: STEP_MS };
-  const outcomes = [
-    page.waitForFunction(ready, arg, options).then(async (handle) => ({ result: await handle.jsonValue() })),
-    page.waitForFunction(errorShown, null, options).then(async (handle) => ({ error: await handle.jsonValue() })),
-  ];
-  for (const outcome of outcomes) outcome.catch(() => {});
-  const state = await Promise.race(outcomes);
-  check(!state.error, `page reported: ${state.error}`);
-  return state.result;
-}
-
-async function waitForError(page) {
-  return (await page.waitForFunction(errorShown, null, { timeout: STEP_MS })).jsonValue();
 }
 
 // Waits until the page is idle (no request of run() in flight).

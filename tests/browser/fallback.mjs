@@ -7,7 +7,7 @@
 // STEP_TIMEOUT_MS (default 15000). Prints one line per step and ends with "browser: N passed, M failed"
 // (the runner, launch and virtual authenticator are in harness.mjs).
 
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, totpCode } from './harness.mjs';
+import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, waitFor, waitForError, totpCode } from './harness.mjs';
 
 const USERNAME = testUsername('fb');
 const PASSWORD = 'correct horse battery staple';
@@ -21,33 +21,6 @@ async function storedClaims(page) {
   const tokens = await page.evaluate((key) => JSON.parse(sessionStorage.getItem(key)), TOKENS_KEY);
   check(tokens?.access_token, `sessionStorage ${TOKENS_KEY} holds no access token`);
   return JSON.parse(Buffer.from(tokens.access_token.split('.')[1], 'base64url').toString());
-}
-
-// The text of #message when the page shows an error there, then the problem code (data-code) if
-// the server sent one, as "text [code]".
-const errorShown = () => {
-  const message = document.getElementById('message');
-  return message?.classList.contains('error') && `${message.textContent} [${message.dataset.code || ''}]`;
-};
-
-// Waits until ready() (evaluated in the page) returns something truthy and returns that, or
-// fails at once with the page's text if #message shows an error first.
-async function waitFor(page, ready) {
-  const options = { timeout: STEP_MS };
-  const outcomes = [
-    page.waitForFunction(ready, null, options).then(async (handle) => ({ result: await handle.jsonValue() })),
-    page.waitForFunction(errorShown, null, options).then(async (handle) => ({ error: await handle.jsonValue() })),
-  ];
-  // The loser polls on until its page goes or it times out; how it ends is of no interest.
-  for (const outcome of outcomes) outcome.catch(() => {});
-  const state = await Promise.race(outcomes);
-  check(!state.error, `page reported: ${state.error}`);
-  return state.result;
-}
-
-// Waits until #message shows an error and returns its text.
-async function waitForError(page) {
-  return (await page.waitForFunction(errorShown, null, { timeout: STEP_MS })).jsonValue();
 }
 
 const factorsOnSecurityPage = (page) => page.$$eval('#sec-factors li', (items) => items.map((li) => li.dataset.factor));

@@ -113,6 +113,42 @@ export function check(condition, what) {
   if (!condition) throw new Error(what);
 }
 
+// ---------------------------------------------------------------- waiting on a page
+
+// Error probes, evaluated in the page: what it shows as an error, or nothing.
+// The status line (#message) in its error state, with its problem code.
+export const messageError = () => {
+  const message = document.getElementById('message');
+  return message?.classList.contains('error') && `${message.textContent} [${message.dataset.code || ''}]`;
+};
+
+// The first alert on the page (a card's own error), else the status line's error.
+export const alertOrMessageError = () => {
+  const alerts = [...document.querySelectorAll('[role="alert"]')].map((a) => a.textContent).filter(Boolean);
+  const message = document.getElementById('message');
+  return alerts[0] || (message?.classList.contains('error') && message.textContent);
+};
+
+// Waits until ready(arg) (evaluated in the page) returns something truthy and returns that, or
+// fails at once with the page's text if errorShown finds an error first.
+export async function waitFor(page, ready, arg = null, errorShown = messageError) {
+  const options = { timeout: STEP_MS };
+  const outcomes = [
+    page.waitForFunction(ready, arg, options).then(async (handle) => ({ result: await handle.jsonValue() })),
+    page.waitForFunction(errorShown, null, options).then(async (handle) => ({ error: await handle.jsonValue() })),
+  ];
+  // The loser polls on until its page goes or it times out; how it ends is of no interest.
+  for (const outcome of outcomes) outcome.catch(() => {});
+  const state = await Promise.race(outcomes);
+  check(!state.error, `page reported: ${state.error}`);
+  return state.result;
+}
+
+// Waits until the page shows an error and returns its text.
+export async function waitForError(page, errorShown = messageError) {
+  return (await page.waitForFunction(errorShown, null, { timeout: STEP_MS })).jsonValue();
+}
+
 // ---------------------------------------------------------------- browser context
 
 // One browser context with its own virtual platform authenticator (Chromium allows only one

@@ -17,7 +17,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername } from './harness.mjs';
+import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, waitFor, waitForError } from './harness.mjs';
 
 const USER = testUsername('held');
 const ADMIN = testUsername('reviewer');
@@ -32,25 +32,6 @@ for (const name of ['PASSGATE_BIN', 'DATABASE_URL', 'HOLD_WORDS']) {
 }
 
 // ---------------------------------------------------------------- page helpers
-
-const errorShown = () => {
-  const message = document.getElementById('message');
-  return message?.classList.contains('error') && `${message.textContent} [${message.dataset.code || ''}]`;
-};
-
-// Waits until ready(arg) (evaluated in the page) returns something truthy and returns that, or
-// fails at once with the page's text if #message shows an error first.
-async function waitFor(page, ready, arg = null) {
-  const options = { timeout: STEP_MS };
-  const outcomes = [
-    page.waitForFunction(ready, arg, options).then(async (handle) => ({ result: await handle.jsonValue() })),
-    page.waitForFunction(errorShown, null, options).then(async (handle) => ({ error: await handle.jsonValue() })),
-  ];
-  for (const outcome of outcomes) outcome.catch(() => {});
-  const state = await Promise.race(outcomes);
-  check(!state.error, `page reported: ${state.error}`);
-  return state.result;
-}
 
 const idle = (page) => page.waitForFunction(() => document.body.getAttribute('aria-busy') === 'false');
 
@@ -173,8 +154,7 @@ async function holdAndAppeal() {
 
   await step('an empty appeal is refused on the page; the appeal is sent and shown', async () => {
     await page.click('#appeal-submit');
-    const error = await page.waitForFunction(errorShown, null, { timeout: STEP_MS });
-    check(await error.jsonValue(), 'no error for an empty appeal');
+    check(await waitForError(page), 'no error for an empty appeal');
     check(await page.getAttribute('#appeal-message', 'aria-invalid') === 'true', 'the field is not marked');
     await page.fill('#appeal-message', APPEAL);
     await page.click('#appeal-submit');
@@ -204,8 +184,7 @@ async function approve() {
 
   await step('approving needs a reason; with one, the review leaves the waiting queue', async () => {
     await page.click(`${item} button[data-verdict="approve"]`);
-    const error = await page.waitForFunction(errorShown, null, { timeout: STEP_MS });
-    check(/reason/i.test(await error.jsonValue()), 'no error for a missing reason');
+    check(/reason/i.test(await waitForError(page)), 'no error for a missing reason');
     await page.fill(`${item} input.review-reason`, REASON);
     await page.click(`${item} button[data-verdict="approve"]`);
     await waitFor(page, (selector) => document.body.getAttribute('aria-busy') === 'false'

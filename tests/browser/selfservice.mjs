@@ -11,7 +11,10 @@
 // Prints one line per step and ends with "browser: N passed, M failed" (see harness.mjs).
 
 import { join } from 'node:path';
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, totpCode } from './harness.mjs';
+import {
+  BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, totpCode,
+  alertOrMessageError, waitFor as waitOnPage,
+} from './harness.mjs';
 
 const USERNAME = testUsername('self');
 const PASSWORD = 'correct horse battery staple';
@@ -42,24 +45,8 @@ async function recordSignals(context) {
 
 const signals = (page, method) => page.evaluate((m) => window.__signals.filter((s) => s.method === m).map((s) => s.options), method);
 
-// Fails at once with the alert's or the status line's text if the page shows an error first.
-const errorShown = () => {
-  const alerts = [...document.querySelectorAll('[role="alert"]')].map((a) => a.textContent).filter(Boolean);
-  const message = document.getElementById('message');
-  return alerts[0] || (message?.classList.contains('error') && message.textContent);
-};
-
-async function waitFor(page, ready, arg = null) {
-  const options = { timeout: STEP_MS };
-  const outcomes = [
-    page.waitForFunction(ready, arg, options).then(async (handle) => ({ result: await handle.jsonValue() })),
-    page.waitForFunction(errorShown, null, options).then(async (handle) => ({ error: await handle.jsonValue() })),
-  ];
-  for (const outcome of outcomes) outcome.catch(() => {});
-  const state = await Promise.race(outcomes);
-  check(!state.error, `page reported: ${state.error}`);
-  return state.result;
-}
+// A card's alert counts as the page's error here, as well as the status line's.
+const waitFor = (page, ready, arg = null) => waitOnPage(page, ready, arg, alertOrMessageError);
 
 async function waitForAlert(page, id) {
   return (await page.waitForFunction((alertId) => document.getElementById(alertId).textContent, id, { timeout: STEP_MS })).jsonValue();

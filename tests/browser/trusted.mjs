@@ -7,30 +7,17 @@
 // Env: as harness.mjs, and SCREENSHOTS (folder for the screenshots, default /tmp).
 
 import { join } from 'node:path';
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername } from './harness.mjs';
+import {
+  BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername,
+  alertOrMessageError, waitFor as waitOnPage,
+} from './harness.mjs';
 
 const USERNAME = testUsername('trust');
 const COOKIE = '__Host-passgate-trusted';
 const SCREENSHOTS = process.env.SCREENSHOTS || '/tmp';
 
-// Fails at once with the alert's or the status line's text if the page shows an error first.
-const errorShown = () => {
-  const alerts = [...document.querySelectorAll('[role="alert"]')].map((a) => a.textContent).filter(Boolean);
-  const message = document.getElementById('message');
-  return alerts[0] || (message?.classList.contains('error') && message.textContent);
-};
-
-async function waitFor(page, ready, arg = null) {
-  const options = { timeout: STEP_MS };
-  const outcomes = [
-    page.waitForFunction(ready, arg, options).then(async (handle) => ({ result: await handle.jsonValue() })),
-    page.waitForFunction(errorShown, null, options).then(async (handle) => ({ error: await handle.jsonValue() })),
-  ];
-  for (const outcome of outcomes) outcome.catch(() => {});
-  const state = await Promise.race(outcomes);
-  check(!state.error, `page reported: ${state.error}`);
-  return state.result;
-}
+// A card's alert counts as the page's error here, as well as the status line's.
+const waitFor = (page, ready, arg = null) => waitOnPage(page, ready, arg, alertOrMessageError);
 
 async function shot(page, name) {
   const path = join(SCREENSHOTS, `trusted-${name}.png`);
