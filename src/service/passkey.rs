@@ -25,7 +25,7 @@ use super::assertion::{PublicKey, Refusal, RelyingParty, Stored, Verified};
 use super::audit::{Audit, Event, log_audit};
 use super::authenticator_data::registration_facts;
 use super::login_handle::{HandleSealer, LoginTicket};
-use super::risk::{Attempt, Factor, Risk};
+use super::risk::{Attempt, Factor, Risk, SignInScope};
 use super::throttle::Throttle;
 use super::tokens::{SessionGrant, TokenSet, Tokens};
 use crate::clock::Clock;
@@ -374,14 +374,15 @@ impl Passkeys {
         let credential_id = URL_SAFE_NO_PAD.encode(credential.get_credential_id());
         // The risk decision's profile comes with the credential, when the
         // rules read one: one round trip to the database less.
-        let (used, owned) = match self.risk.sign_in_scope(client) {
+        let scope = self.risk.sign_in_scope(client);
+        let (used, owned) = match &scope {
             Some(scope) => {
                 let query = scope.query(&credential_id);
                 let (used, owned) = self
                     .store
                     .find_login_with_profile(&ticket.used_id(), &credential_id, &query)
                     .await?;
-                (used, owned.map(|(row, user, facts)| (row, user, Some(facts))))
+                (used, owned.map(|(row, user, facts)| (row, user, Some((scope, facts)))))
             }
             None => {
                 let (used, owned) =
@@ -474,7 +475,7 @@ impl Passkeys {
         user: UserRow,
         verified: Verified,
         client: &ClientInfo,
-        profile: Option<Vec<ProfileFact>>,
+        profile: Option<(&SignInScope, Vec<ProfileFact>)>,
     ) -> Result<TokenSet> {
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
         if user.locked_at.is_some() {

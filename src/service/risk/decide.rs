@@ -226,11 +226,12 @@ impl Risk {
     }
 
     /// `decide`, with the user's profile when it was read already (by
-    /// the sign-in's own read, in `sign_in_scope`'s scope).
+    /// the sign-in's own read, in `sign_in_scope`'s scope, whose network
+    /// and browser family are not worked out again).
     pub async fn decide_with(
         &self,
         attempt: &Attempt<'_>,
-        read: Option<Vec<ProfileFact>>,
+        read: Option<(&SignInScope, Vec<ProfileFact>)>,
     ) -> Result<Passed> {
         let user_id = *attempt.user_id;
         if !self.enabled {
@@ -239,9 +240,15 @@ impl Risk {
         let rules = self.rules();
         let kind = attempt.kind();
         let now = self.clock.now_ms();
-        let network = attempt.client.ip.as_deref().and_then(signals::network_of);
-        let network = network.unwrap_or_default();
-        let user_agent = signals::user_agent_family(attempt.client.user_agent.as_deref());
+        let (network, user_agent, read) = match read {
+            Some((scope, facts)) => (scope.network.clone(), scope.user_agent.clone(), Some(facts)),
+            None => {
+                let client = attempt.client;
+                let network = client.ip.as_deref().and_then(signals::network_of);
+                let user_agent = signals::user_agent_family(client.user_agent.as_deref());
+                (network.unwrap_or_default(), user_agent, None)
+            }
+        };
         let amount = attempt
             .payment
             .and_then(|t| signals::thousandths(&RawTransaction::from(t.clone()).amount));

@@ -68,4 +68,4 @@ pub mod decide;
 pub mod rules;
 pub mod signals;
 
-pub use decide::{Attempt, Factor, Passed, Risk, load_rules};
+pub use decide::{Attempt, Factor, Passed, Risk, SignInScope, load_rules};
