@@ -38,7 +38,7 @@ use crate::error::{ApiError, Result};
 use crate::metrics::{CeremonyOutcome, Metrics};
 use crate::store::{
     CeremonyRow, CredentialRow, CredentialUse, LoginRows, LoginStored, ProfileFact,
-    RegistrationRows, Store, UserRow,
+    RegistrationRows, Seen, Store, UserRow,
 };
 
 pub(super) const KIND_REGISTER: &str = "register";
@@ -140,9 +140,6 @@ impl Passkeys {
         client: &ClientInfo,
     ) -> Result<CeremonyStarted> {
         self.throttle.check(REGISTER_GROUP, client, None).await?;
-        if self.store.find_user_by_username(input.username.as_ref()).await?.is_some() {
-            return Err(ApiError::UsernameTaken);
-        }
         let user_id = UserId::new();
         let display_name =
             input.display_name.map(|d| d.to_string()).unwrap_or_else(|| input.username.to_string());
@@ -155,7 +152,12 @@ impl Passkeys {
             email: input.email.map(|e| e.to_string()),
             registration,
         };
-        self.put_ceremony(KIND_REGISTER, Some(user_id), &state, public_key).await
+        // The name's check and the ceremony's write in one statement.
+        let row = self.ceremony_row(KIND_REGISTER, Some(user_id), &state)?;
+        if !self.store.put_ceremony_for_new_user(&row, &state.username).await? {
+            return Err(ApiError::UsernameTaken);
+        }
+        Ok(self.started(KIND_REGISTER, row, public_key))
     }
 
     pub async fn register_finish(
@@ -206,17 +208,19 @@ impl Passkeys {
         let session = self.tokens.new_session(&grant, client);
         let (user_id, device) = (user.user_id.to_string(), device_id.to_string());
         let audit = self.audit.row(Event::ok("user_registered").user(&user_id).device(&device));
+        let history = self.risk.registration_history(&row.credential_id, client);
+        let seen = Seen::all(&history);
         let rows = RegistrationRows {
             user: &user,
             credential: &row,
             session: &session.row,
             refresh_hash: &session.refresh.hash(),
             audit: &audit,
+            seen: &seen,
         };
         self.store.register_user(&rows).await?;
         log_audit(&audit);
         tracing::Span::current().record("user_id", tracing::field::display(&user.user_id));
-        self.risk.registered(&user.user_id, &row.credential_id, client).await;
         let mut tokens = self.tokens.token_set(&session.row, &user.roles, &session.refresh)?;
         tokens.device_id = Some(device_id.to_string());
         Ok(tokens)

@@ -24,6 +24,14 @@ const COUNTED_USE: &str = "update credential set backup_eligible = $2, \
 #[async_trait]
 pub trait CeremonyStore: Send + Sync {
     async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()>;
+    /// Stores a registration's ceremony unless an account already has
+    /// `username` (false, and nothing stored): a registration start's check
+    /// and write in one statement.
+    async fn put_ceremony_for_new_user(
+        &self,
+        ceremony: &CeremonyRow,
+        username: &str,
+    ) -> StoreResult<bool>;
     /// A live ceremony of that kind, left in place.
     async fn find_ceremony(
         &self,
@@ -185,6 +193,21 @@ impl<E: Engine> CeremonyStore for E {
     async fn put_ceremony(&self, ceremony: &CeremonyRow) -> StoreResult<()> {
         // Differs by engine: SQLite may commit it in a group.
         self.store_ceremony(ceremony).await
+    }
+
+    async fn put_ceremony_for_new_user(
+        &self,
+        ceremony: &CeremonyRow,
+        username: &str,
+    ) -> StoreResult<bool> {
+        let sql = "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+                   select $1, $2, $3, $4, $5 \
+                   where not exists (select 1 from app_user where username = $6) \
+                   returning ceremony_id";
+        let mut args = ceremony_args(ceremony).to_vec();
+        args.push(username.into());
+        let stored: Vec<(String,)> = self.write_shared(sql, &args).await?;
+        Ok(!stored.is_empty())
     }
 
     async fn find_ceremony(

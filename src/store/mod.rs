@@ -315,13 +315,15 @@ pub struct AuditFilter {
 }
 
 /// Everything a registration writes, in one transaction: the account, its
-/// first passkey, a session with its refresh token, and the audit row.
+/// first passkey, a session with its refresh token, the audit row, and
+/// the account's first risk history (none when the rules keep none).
 pub struct RegistrationRows<'a> {
     pub user: &'a UserRow,
     pub credential: &'a CredentialRow,
     pub session: &'a SessionRow,
     pub refresh_hash: &'a str,
     pub audit: &'a AuditRow,
+    pub seen: &'a [Seen<'a>],
 }
 
 /// Everything a passkey sign-in writes, in one transaction.

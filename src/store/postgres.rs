@@ -2,7 +2,7 @@
 //! through it, so any node can finish what another started.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,7 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use super::ceremonies::{ceremony_args, login_args};
 use super::engine::{Arg, Decoded, Engine, Sql};
 use super::pg_pool::{PgConnections, PgLease};
-use super::users::registration_args;
+use super::risk::{MOST_SEEN, seen_insert};
+use super::users::{REGISTRATION_ARGS, inline_seen, registration_args};
 use super::{
     CeremonyRow, LoginRows, LoginStored, MIGRATOR, RegistrationRows, StoreError, StoreResult,
 };
@@ -130,8 +131,10 @@ const LOGIN: &str = "with taken as (insert into ceremony (ceremony_id, kind, use
      select (select count(*) from taken), (select count(*) from used)";
 
 /// A registration's writes (see `store_registration`), bound by
-/// `registration_args`.
-const REGISTER: &str = "with new_user as (insert into app_user (user_id, username, display_name, \
+/// `registration_args`: one text for each number of history rows (0 to
+/// `MOST_SEEN`), written by a CTE of their own.
+static REGISTER: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let inserts = "with new_user as (insert into app_user (user_id, username, display_name, \
        email, email_verified, roles, locked_at, created_at, language) \
        values ($1, $2, $3, $4, $5, $6, $7, $8, $9)), \
      new_credential as (insert into credential (credential_id, device_id, user_id, name, \
@@ -142,10 +145,20 @@ const REGISTER: &str = "with new_user as (insert into app_user (user_id, usernam
        user_agent, created_at, last_used_at, expires_at, revoked_at) \
        values ($23, $24, $25, $26, $27, $28, $29, $30, $31, $32)), \
      new_refresh as (insert into refresh_token (token_hash, session_id, created_at) \
-       values ($33, $23, $29)) \
-     insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
-       device_id, client_ip, user_agent, reason, request_id) \
+       values ($33, $23, $29))";
+    let audit = "insert into audit_event (event_id, occurred_at, event, outcome, user_id, \
+       actor_id, device_id, client_ip, user_agent, reason, request_id) \
        values ($34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)";
+    (0..=MOST_SEEN)
+        .map(|rows| match rows {
+            0 => format!("{inserts} {audit}"),
+            _ => {
+                let seen = seen_insert(rows, "$1", "$29", REGISTRATION_ARGS + 1);
+                format!("{inserts}, new_seen as ({seen}) {audit}")
+            }
+        })
+        .collect()
+});
 
 impl Engine for PgStore {
     type Conn = PgConnection;
@@ -173,7 +186,10 @@ impl Engine for PgStore {
     async fn store_registration(&self, rows: &RegistrationRows<'_>) -> StoreResult<()> {
         let roles = rows.user.roles.to_stored();
         let args = registration_args(rows, &roles);
-        self.db().await?.execute(REGISTER, &args).await?;
+        let Some(text) = REGISTER.get(inline_seen(rows.seen).len()) else {
+            return Err(StoreError::Other(anyhow::anyhow!("more history rows than a text takes")));
+        };
+        self.db().await?.execute(text, &args).await?;
         Ok(())
     }
 

@@ -50,6 +50,15 @@ pub struct Seen<'a> {
     pub amount: i64,
 }
 
+impl<'a> Seen<'a> {
+    /// The rows of a decision's `(dimension, value, amount)` list.
+    pub fn all(rows: &'a [(&'static str, String, i64)]) -> Vec<Seen<'a>> {
+        rows.iter()
+            .map(|(dimension, value, amount)| Seen { dimension, value, amount: *amount })
+            .collect()
+    }
+}
+
 #[async_trait]
 pub trait RiskStore: Send + Sync {
     /// Every fact a decision may weigh, in one read.
@@ -196,32 +205,40 @@ impl ProfileRow {
 
 /// The most rows one success adds to the history (network, browser,
 /// passkey, factor, sign-in; or one payment).
-const MOST_SEEN: usize = 5;
+pub(crate) const MOST_SEEN: usize = 5;
+
+/// An `insert` of `rows` history rows for the user bound as `user`, seen
+/// at `at`; the rows' own values are bound from `$first` on, three each
+/// (dimension, value, amount). A registration's and a sign-in's texts
+/// carry it too, so the history costs no round trip of its own.
+pub(crate) fn seen_insert(rows: usize, user: &str, at: &str, first: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let dimension = first + 3 * row;
+            format!("({user}, ${dimension}, ${}, ${}, {at}, {at})", dimension + 1, dimension + 2)
+        })
+        .collect();
+    format!(
+        "insert into risk_history \
+         (user_id, dimension, value, amount, first_seen, last_seen) values {} \
+         on conflict (user_id, dimension, value) do update set \
+         last_seen = excluded.last_seen, \
+         amount = case when excluded.amount > risk_history.amount \
+         then excluded.amount else risk_history.amount end",
+        values.join(", ")
+    )
+}
+
+/// The values `seen_insert` binds, in its order.
+pub(crate) fn seen_args<'a>(seen: &'a [Seen<'a>]) -> impl Iterator<Item = Arg<'a>> + 'a {
+    seen.iter().flat_map(|row| [row.dimension.into(), row.value.into(), row.amount.into()])
+}
 
 /// `insert` texts for 1 to `MOST_SEEN` rows: the rows of one success go
 /// in one statement, one round trip, which SQLite may group with other
-/// writes. `$1` is the user, `$2` the time; each row then takes three.
-static RECORD_SEEN: LazyLock<Vec<String>> = LazyLock::new(|| {
-    (1..=MOST_SEEN)
-        .map(|rows| {
-            let values: Vec<String> = (0..rows)
-                .map(|row| {
-                    let at = 3 + 3 * row;
-                    format!("($1, ${at}, ${}, ${}, $2, $2)", at + 1, at + 2)
-                })
-                .collect();
-            format!(
-                "insert into risk_history \
-                 (user_id, dimension, value, amount, first_seen, last_seen) values {} \
-                 on conflict (user_id, dimension, value) do update set \
-                 last_seen = excluded.last_seen, \
-                 amount = case when excluded.amount > risk_history.amount \
-                 then excluded.amount else risk_history.amount end",
-                values.join(", ")
-            )
-        })
-        .collect()
-});
+/// writes. `$1` is the user, `$2` the time.
+static RECORD_SEEN: LazyLock<Vec<String>> =
+    LazyLock::new(|| (1..=MOST_SEEN).map(|rows| seen_insert(rows, "$1", "$2", 3)).collect());
 
 #[async_trait]
 impl<E: Engine> RiskStore for E {
@@ -255,11 +272,7 @@ impl<E: Engine> RiskStore for E {
     ) -> StoreResult<()> {
         for rows in seen.chunks(MOST_SEEN) {
             let mut args: Vec<Arg<'_>> = vec![user_id.into(), now.into()];
-            for row in rows {
-                let values: [Arg<'_>; 3] =
-                    [row.dimension.into(), row.value.into(), row.amount.into()];
-                args.extend(values);
-            }
+            args.extend(seen_args(rows));
             let Some(text) = RECORD_SEEN.get(rows.len() - 1) else { continue };
             self.execute_shared(text, &args).await?;
         }

@@ -7,6 +7,7 @@ use sqlx::Connection;
 use super::audit::audit_args;
 use super::devices::credential_args;
 use super::engine::{Arg, Engine, Sql};
+use super::risk::{MOST_SEEN, RiskStore, Seen, seen_args};
 use super::sessions::session_args;
 use super::{CredentialRow, RegistrationRows, StoreResult, UserRow};
 use crate::clock::Millis;
@@ -90,7 +91,12 @@ impl<E: Engine> UserStore for E {
 
     async fn register_user(&self, rows: &RegistrationRows<'_>) -> StoreResult<()> {
         // Differs by engine: one text, which SQLite may commit in a group.
-        self.store_registration(rows).await
+        self.store_registration(rows).await?;
+        let rest = &rows.seen[inline_seen(rows.seen).len()..];
+        if !rest.is_empty() {
+            self.record_seen(&rows.user.user_id, rest, rows.session.created_at).await?;
+        }
+        Ok(())
     }
 
     async fn create_user_for_enrolment(
@@ -155,13 +161,26 @@ fn user_args<'a>(user: &'a UserRow, roles: &'a str) -> [Arg<'a>; 9] {
 /// A registration's values, as each engine's `store_registration` numbers
 /// them: the user ($1-$9), the credential ($10-$22), the session
 /// ($23-$32; its id $23 and time $29 serve the refresh token too), the
-/// refresh token's hash ($33) and the audit row ($34-$44).
+/// refresh token's hash ($33), the audit row ($34-$44), then the history
+/// rows written in the same text (`seen_insert` from $45, at most
+/// `MOST_SEEN` of them: `inline_seen`).
 pub(crate) fn registration_args<'a>(rows: &RegistrationRows<'a>, roles: &'a str) -> Vec<Arg<'a>> {
-    let mut args: Vec<Arg<'a>> = Vec::with_capacity(44);
+    let seen = inline_seen(rows.seen);
+    let mut args: Vec<Arg<'a>> = Vec::with_capacity(REGISTRATION_ARGS + 3 * seen.len());
     args.extend(user_args(rows.user, roles));
     args.extend(credential_args(rows.credential));
     args.extend(session_args(rows.session));
     args.push(rows.refresh_hash.into());
     args.extend(audit_args(rows.audit));
+    args.extend(seen_args(seen));
     args
+}
+
+/// How many values a registration binds before its history rows.
+pub(crate) const REGISTRATION_ARGS: usize = 44;
+
+/// The history rows a registration's own text writes; any beyond
+/// `MOST_SEEN` follow in a statement of their own (`register_user`).
+pub(crate) fn inline_seen<'s, 'a>(seen: &'s [Seen<'a>]) -> &'s [Seen<'a>] {
+    &seen[..seen.len().min(MOST_SEEN)]
 }

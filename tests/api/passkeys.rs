@@ -117,7 +117,10 @@ async fn a_username_is_taken_only_when_its_registration_finishes(db: Db) {
     assert_eq!(won.status(), StatusCode::CREATED);
     assert_problem(lost, 409, "username_taken").await;
     assert_eq!(app.fingerprint().await.ignoring_ceremonies(), before.ignoring_ceremonies());
+    // A start for a taken name stores no ceremony either.
+    let before = app.fingerprint().await;
     assert_problem(app.register_start("ALICE").await, 409, "username_taken").await;
+    assert_eq!(app.fingerprint().await, before);
 }
 
 async fn an_unknown_username_gets_an_answer_shaped_like_a_known_one(db: Db) {

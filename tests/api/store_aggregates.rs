@@ -7,7 +7,8 @@
 use passgate::domain::{DeviceId, Roles, SessionId, UserId, sha256_hex};
 use passgate::store::{
     AuditFilter, AuditRow, CeremonyRow, CredentialRow, CredentialUse, EmailCodeRow, EnrolProof,
-    RegistrationRows, SecretPlace, SessionRow, SigningKeyRow, Store, StoreError, Unbound, UserRow,
+    ProfileFact, ProfileQuery, RegistrationRows, SecretPlace, Seen, SessionRow, SigningKeyRow,
+    Store, StoreError, Unbound, UserRow,
 };
 
 use crate::helpers::{Db, on_both, spawn_app};
@@ -113,8 +114,41 @@ async fn register(
     refresh: &str,
 ) -> Result<(), StoreError> {
     let audit = registered_row(&user.user_id.to_string());
-    let rows = RegistrationRows { user, credential, session, refresh_hash: refresh, audit: &audit };
+    // One row more than the registration's own text takes (MOST_SEEN):
+    // the last goes in a statement of its own.
+    let seen = [
+        Seen { dimension: "network", value: "203.0.113.0/24", amount: 0 },
+        Seen { dimension: "user_agent", value: "Firefox", amount: 0 },
+        Seen { dimension: "credential", value: &credential.credential_id, amount: 0 },
+        Seen { dimension: "factor", value: "passkey", amount: 0 },
+        Seen { dimension: "signin", value: "", amount: 0 },
+        Seen { dimension: "payment", value: "EUR", amount: 1250 },
+    ];
+    let rows = RegistrationRows {
+        user,
+        credential,
+        session,
+        refresh_hash: refresh,
+        audit: &audit,
+        seen: &seen,
+    };
     store.register_user(&rows).await
+}
+
+/// The history a registration (`register`) wrote for its user, as a
+/// sign-in's profile reads it.
+async fn history(store: &dyn Store, user_id: &str, credential: &str) -> Vec<ProfileFact> {
+    let query = ProfileQuery {
+        network: "203.0.113.0/24",
+        user_agent: "Firefox",
+        credential,
+        currency: "EUR",
+        events_since: 0,
+        failures_since_minute: 0,
+    };
+    let facts = store.risk_profile(&self::user_id(user_id), &query).await.unwrap();
+    let seen = ["network", "user_agent", "credential", "signin", "payment"];
+    facts.into_iter().filter(|fact| seen.contains(&fact.dimension.as_str())).collect()
 }
 
 /// A user with one passkey (`<id>-key`), a session and its refresh token
@@ -160,6 +194,25 @@ async fn users_register_at_once_and_a_taken_name_writes_nothing(db: Db) {
         user_id("u-alice")
     );
     assert!(store.find_session(&opened.session_id.to_string()).await.unwrap().is_some());
+    // The first context, seen when the account was made (the session's
+    // time), written with it.
+    let seen: Vec<(String, String, i64, Option<i64>)> = history(store, "u-alice", "u-alice-key")
+        .await
+        .into_iter()
+        .map(|fact| (fact.dimension, fact.value, fact.amount, fact.at))
+        .collect();
+    let at = Some(opened.created_at);
+    let text = |s: &str| s.to_owned();
+    assert_eq!(
+        seen,
+        vec![
+            (text("network"), text("203.0.113.0/24"), 0, at),
+            (text("user_agent"), text("Firefox"), 0, at),
+            (text("credential"), text("u-alice-key"), 0, at),
+            (text("signin"), text(""), 0, at),
+            (text("payment"), text("EUR"), 1250, at),
+        ]
+    );
     // The shape of a real account's passkeys, for any seed.
     let shape = store.credential_shape_near("zzz").await.unwrap();
     assert_eq!(shape, vec![("usb,nfc".to_owned(), "u-alice-key".len() as i64)]);
@@ -173,6 +226,7 @@ async fn users_register_at_once_and_a_taken_name_writes_nothing(db: Db) {
     assert!(store.find_user(&id("u-twin")).await.unwrap().is_none());
     assert!(store.find_credential("u-twin-key").await.unwrap().is_none());
     assert!(store.find_session(&id("u-twin-session")).await.unwrap().is_none());
+    assert_eq!(history(store, "u-twin", "u-twin-key").await, vec![], "the twin's history stayed");
 
     store.set_email(&id("u-alice"), "a@example.com").await.unwrap();
     let unverified = store.find_user(&id("u-alice")).await.unwrap().unwrap();

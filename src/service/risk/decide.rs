@@ -324,10 +324,7 @@ impl Risk {
     /// is logged: the sign-in or payment has happened.
     pub async fn passed(&self, passed: Passed) {
         let Some(seen) = passed.seen else { return };
-        let rows: Vec<Seen<'_>> = seen
-            .iter()
-            .map(|(dimension, value, amount)| Seen { dimension, value, amount: *amount })
-            .collect();
+        let rows = Seen::all(&seen);
         let now = self.clock.now_ms();
         if let Err(error) = self.store.record_seen(&passed.user_id, &rows, now).await {
             tracing::warn!(error.cause_chain = ?error, "risk history not written");
@@ -335,10 +332,16 @@ impl Risk {
     }
 
     /// A registration is the account's first context: its first sign-in
-    /// from the same network and browser is not "new".
-    pub async fn registered(&self, user_id: &UserId, credential: &str, client: &ClientInfo) {
+    /// from the same network and browser is not "new". The rows go into
+    /// the history with the account itself, in the registration's write;
+    /// none when no rule reads a history.
+    pub fn registration_history(
+        &self,
+        credential: &str,
+        client: &ClientInfo,
+    ) -> Vec<(&'static str, String, i64)> {
         if !self.enabled || !self.rules().need_profile() {
-            return;
+            return Vec::new();
         }
         let network = client.ip.as_deref().and_then(signals::network_of).unwrap_or_default();
         let user_agent = signals::user_agent_family(client.user_agent.as_deref());
@@ -348,7 +351,7 @@ impl Risk {
         }
         seen.push(("credential", credential.to_owned(), 0));
         seen.push(("factor", Factor::Passkey.as_str().to_owned(), 0));
-        self.passed(Passed { user_id: *user_id, seen: Some(seen) }).await;
+        seen
     }
 
     /// What the verdict means for this attempt.

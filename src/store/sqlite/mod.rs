@@ -22,7 +22,8 @@ use self::file::DatabaseFile;
 use self::group::{Group, GroupedSql, Held, InFlight, Tidy, Waiting, Way, WriteTurn, commit_apart};
 use super::ceremonies::{ceremony_args, login_args};
 use super::engine::{Arg, Decoded, Engine, Sql};
-use super::users::registration_args;
+use super::risk::{MOST_SEEN, seen_insert};
+use super::users::{REGISTRATION_ARGS, inline_seen, registration_args};
 use super::{
     CeremonyRow, LoginRows, LoginStored, MIGRATOR, RegistrationRows, StoreError, StoreResult,
 };
@@ -260,10 +261,10 @@ static LOGIN: LazyLock<GroupedSql> = LazyLock::new(|| {
 });
 
 /// A registration's writes (see `store_registration`), bound by
-/// `registration_args`.
-static REGISTER: LazyLock<GroupedSql> = LazyLock::new(|| {
-    GroupedSql::with_savepoint(
-        "insert into app_user (user_id, username, display_name, email, email_verified, roles, \
+/// `registration_args`: one text for each number of history rows (0 to
+/// `MOST_SEEN`), which go last.
+static REGISTER: LazyLock<Vec<GroupedSql>> = LazyLock::new(|| {
+    let steps = "insert into app_user (user_id, username, display_name, email, email_verified, roles, \
            locked_at, created_at, language) values ($1, $2, $3, $4, $5, $6, $7, $8, $9); \
          insert into credential (credential_id, device_id, user_id, name, passkey, sign_count, \
            backup_eligible, backup_state, aaguid, transports, created_at, last_used_at, \
@@ -275,8 +276,16 @@ static REGISTER: LazyLock<GroupedSql> = LazyLock::new(|| {
          insert into refresh_token (token_hash, session_id, created_at) values ($33, $23, $29); \
          insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
            device_id, client_ip, user_agent, reason, request_id) \
-           values ($34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)",
-    )
+           values ($34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)";
+    (0..=MOST_SEEN)
+        .map(|rows| match rows {
+            0 => GroupedSql::with_savepoint(steps),
+            _ => GroupedSql::with_savepoint(&format!(
+                "{steps}; {}",
+                seen_insert(rows, "$1", "$29", REGISTRATION_ARGS + 1)
+            )),
+        })
+        .collect()
 });
 
 impl Engine for SqliteStore {
@@ -330,8 +339,11 @@ impl Engine for SqliteStore {
     async fn store_registration(&self, rows: &RegistrationRows<'_>) -> StoreResult<()> {
         let roles = rows.user.roles.to_stored();
         let args = registration_args(rows, &roles);
+        let Some(text) = REGISTER.get(inline_seen(rows.seen).len()) else {
+            return Err(StoreError::Other(anyhow::anyhow!("more history rows than a text takes")));
+        };
         let mut turn = self.write_turn().await?;
-        let sql = turn.sql(&REGISTER);
+        let sql = turn.sql(text);
         let wrote = turn.conn().execute(sql, &args).await;
         turn.finish(wrote.map(drop)).await
     }
