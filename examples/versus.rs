@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authenticator::SoftAuthenticator;
-use common::{Server, context_switches, cpu_seconds, percentile, postgres_cpu_seconds, run};
+use common::{Server, context_switches, cpu_split, percentile, postgres_cpu_seconds, run};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -59,6 +59,8 @@ struct Options {
     /// (`log.level = warn`); `info` is the demo's own default, which logs
     /// every request.
     demo_log: String,
+    /// Count each server's instructions under callgrind (see `Callgrind`).
+    instructions: bool,
 }
 
 fn options() -> Options {
@@ -74,6 +76,7 @@ fn options() -> Options {
         server_cpu: Some("0".into()),
         client_cpu: Some("1".into()),
         demo_log: "warn".into(),
+        instructions: false,
     };
     for (flag, value) in common::flags() {
         match flag.as_str() {
@@ -91,6 +94,7 @@ fn options() -> Options {
             "--server-cpu" => o.server_cpu = (value != "none").then_some(value),
             "--client-cpu" => o.client_cpu = (value != "none").then_some(value),
             "--demo-log" => o.demo_log = value,
+            "--instructions" => o.instructions = value == "yes",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -126,11 +130,75 @@ struct Figures {
     /// Server CPU (plus PostgreSQL's, for passgate on PostgreSQL) per
     /// operation, in ms.
     cpu_ms: f64,
+    /// The part of the server's own CPU that the kernel ran for it
+    /// (system calls: the network, the database file, thread hand-overs).
+    system_ms: f64,
     /// The server's context switches per operation.
     switches: f64,
     p50_ms: f64,
     p99_ms: f64,
     ops_per_s: f64,
+    /// User-space instructions per operation, all the server's threads
+    /// (`--instructions yes`; else 0).
+    instructions: f64,
+}
+
+/// `--instructions yes`: each server runs under valgrind's callgrind, and
+/// a phase's instructions are counted between `callgrind_control --zero`
+/// and `--dump`. A count is the same from one run to the next and from
+/// one machine to another (for the same binaries and CPU features), where
+/// CPU time moves by a third; it leaves out the kernel's work (system
+/// calls, context switches, the page cache), which the CPU time shows.
+/// valgrind runs the program about fifty times slower: use fewer sign-ins.
+struct Callgrind {
+    dir: tempfile::TempDir,
+}
+
+impl Callgrind {
+    fn new() -> Callgrind {
+        Callgrind { dir: tempfile::tempdir().expect("callgrind scratch dir") }
+    }
+
+    /// The wrapper's argv, before the program's.
+    fn wrapper(&self) -> Vec<String> {
+        let out = self.dir.path().join("cg.%p");
+        ["valgrind", "--tool=callgrind", "--quiet"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([format!("--callgrind-out-file={}", out.display())])
+            .collect()
+    }
+
+    fn control(pid: u32, what: &str) {
+        let done = Command::new("callgrind_control")
+            .args([what, &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("callgrind_control (valgrind)");
+        assert!(done.success(), "callgrind_control {what} {pid} failed");
+    }
+
+    /// Instructions since the last call (or the start), from a new dump.
+    fn count(&self, pid: u32) -> u64 {
+        Callgrind::control(pid, "--dump");
+        let prefix = format!("cg.{pid}.");
+        let newest = std::fs::read_dir(self.dir.path())
+            .expect("callgrind dumps")
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                let n: u32 = name.strip_prefix(&prefix)?.parse().ok()?;
+                Some((n, name))
+            })
+            .max()
+            .expect("a callgrind dump")
+            .1;
+        let text = std::fs::read_to_string(self.dir.path().join(newest)).expect("dump");
+        let summary = text.lines().find_map(|line| line.strip_prefix("summary: "));
+        let count = summary.and_then(|n| n.trim().parse().ok()).expect("a summary line");
+        Callgrind::control(pid, "--zero");
+        count
+    }
 }
 
 /// A POST that must succeed; keeps the demo's session cookie.
@@ -208,6 +276,7 @@ async fn phase<F, Fut>(
     with_postgres: bool,
     total: usize,
     in_flight: usize,
+    callgrind: Option<&Callgrind>,
     op: F,
 ) -> Figures
 where
@@ -215,31 +284,41 @@ where
     Fut: std::future::Future<Output = ()> + Send,
 {
     let pg = || if with_postgres { postgres_cpu_seconds() } else { 0.0 };
-    let (cpu0, pg0, switches0) = (cpu_seconds(pid), pg(), context_switches(pid));
+    if callgrind.is_some() {
+        Callgrind::control(pid, "--zero");
+    }
+    let (cpu0, pg0, switches0) = (cpu_split(pid), pg(), context_switches(pid));
     let started = Instant::now();
     let mut latencies = run(users, total, in_flight, op).await;
     let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid) - cpu0 + (pg() - pg0);
+    let cpu1 = cpu_split(pid);
+    let system = cpu1.1 - cpu0.1;
+    let cpu = cpu1.0 - cpu0.0 + system + (pg() - pg0);
     let switches = context_switches(pid).saturating_sub(switches0);
+    let instructions = callgrind.map_or(0, |callgrind| callgrind.count(pid));
     latencies.sort();
     Figures {
         cpu_ms: cpu / total as f64 * 1000.0,
+        system_ms: system / total as f64 * 1000.0,
         switches: switches as f64 / total as f64,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         ops_per_s: total as f64 / secs,
+        instructions: instructions as f64 / total as f64,
     }
 }
 
-fn start_demo(o: &Options) -> Server {
+fn start_demo(o: &Options, callgrind: Option<&Callgrind>) -> Server {
     assert!(
         std::net::TcpListener::bind(("0.0.0.0", DEMO_PORT)).is_ok(),
         "port {DEMO_PORT} is taken: the demo listens there"
     );
+    let wrapper = callgrind.map(Callgrind::wrapper).unwrap_or_default();
     let mut argv: Vec<&str> = Vec::new();
     if let Some(cpu) = &o.server_cpu {
         argv.extend(["taskset", "-c", cpu]);
     }
+    argv.extend(wrapper.iter().map(String::as_str));
     argv.push(&o.demo);
     let mut command = Command::new(argv[0]);
     command
@@ -262,20 +341,22 @@ fn start_demo(o: &Options) -> Server {
 async fn wait_for_demo(client: &reqwest::Client, base: &str) {
     let started = Instant::now();
     while !client.get(format!("{base}/")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(started.elapsed() < Duration::from_secs(20), "the demo did not start");
+        assert!(started.elapsed() < Duration::from_secs(60), "the demo did not start");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-fn start_passgate(o: &Options, url: &str, port: u16) -> Server {
+fn start_passgate(o: &Options, url: &str, port: u16, callgrind: Option<&Callgrind>) -> Server {
     assert!(
         std::path::Path::new(&o.passgate).exists(),
         "build passgate first: cargo build --release"
     );
+    let wrapper = callgrind.map(Callgrind::wrapper).unwrap_or_default();
     let mut argv: Vec<&str> = Vec::new();
     if let Some(cpu) = &o.server_cpu {
         argv.extend(["taskset", "-c", cpu]);
     }
+    argv.extend(wrapper.iter().map(String::as_str));
     argv.push(&o.passgate);
     // One client address that signs in thousands of times a minute.
     let unlimited = "100000000";
@@ -296,16 +377,18 @@ async fn measure(
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("client");
     let scratch = tempfile::tempdir().expect("scratch dir");
     let mut database = None;
+    let callgrind = o.instructions.then(Callgrind::new);
+    let callgrind = callgrind.as_ref();
     let server = match side {
         Side::Demo => {
-            let server = start_demo(o);
+            let server = start_demo(o, callgrind);
             wait_for_demo(&client, &server.base).await;
             server
         }
         Side::Passgate => {
             let url = common::database_url(&o.db, scratch.path(), "versus", "prefer").await;
-            let server = start_passgate(o, &url, common::free_port());
-            common::wait_until_ready(&client, &server.base, Duration::from_secs(20)).await;
+            let server = start_passgate(o, &url, common::free_port(), callgrind);
+            common::wait_until_ready(&client, &server.base, Duration::from_secs(60)).await;
             database = Some(url);
             server
         }
@@ -324,11 +407,12 @@ async fn measure(
     let mut figures = BTreeMap::new();
     let (c, b) = (client.clone(), server.base.clone());
     let op = move |user| register(side, c.clone(), b.clone(), user);
-    figures.insert(("registration", 8), phase(&users, pid, with_postgres, o.users, 8, op).await);
+    let registered = phase(&users, pid, with_postgres, o.users, 8, callgrind, op).await;
+    figures.insert(("registration", 8), registered);
     for &in_flight in &o.concurrency {
         let (c, b) = (client.clone(), server.base.clone());
         let op = move |user| sign_in(side, c.clone(), b.clone(), user);
-        let measured = phase(&users, pid, with_postgres, o.logins, in_flight, op).await;
+        let measured = phase(&users, pid, with_postgres, o.logins, in_flight, callgrind, op).await;
         figures.insert(("sign-in", in_flight), measured);
     }
     drop(server);
@@ -358,9 +442,10 @@ async fn main() {
     );
     println!();
     println!(
-        "| round | server | operation | in flight | ops/s | p50 ms | p99 ms | CPU ms/op | switches/op |"
+        "| round | server | operation | in flight | ops/s | p50 ms | p99 ms | CPU ms/op \
+         | of it system | switches/op | instructions/op |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     // (operation, in flight, side) -> one figure per round
     let mut all: BTreeMap<(&'static str, usize, Side), Vec<Figures>> = BTreeMap::new();
     for round in 0..o.rounds {
@@ -374,13 +459,16 @@ async fn main() {
         for side in order {
             for ((what, in_flight), f) in measure(side, &o, round).await {
                 println!(
-                    "| {round} | {} | {what} | {in_flight} | {:.0} | {:.2} | {:.2} | {:.3} | {:.1} |",
+                    "| {round} | {} | {what} | {in_flight} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} \
+                     | {:.1} | {:.0} |",
                     side.name(),
                     f.ops_per_s,
                     f.p50_ms,
                     f.p99_ms,
                     f.cpu_ms,
-                    f.switches
+                    f.system_ms,
+                    f.switches,
+                    f.instructions
                 );
                 all.entry((what, in_flight, side)).or_default().push(f);
             }
@@ -414,6 +502,26 @@ async fn main() {
             cpu_target(what, in_flight),
             per_round.join(", ")
         );
+        // What the excess is made of: the server's own code, or the
+        // kernel's work for it.
+        let user = |f: &Figures| f.cpu_ms - f.system_ms;
+        let ratios: Vec<f64> = ours.iter().zip(demo).map(|(p, d)| user(p) / user(d)).collect();
+        let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "| {what}, server CPU less system time | {in_flight} | {:.2} | - | {} |",
+            median(ratios.clone()),
+            per_round.join(", ")
+        );
+        if o.instructions {
+            let ratios: Vec<f64> =
+                ours.iter().zip(demo).map(|(p, d)| p.instructions / d.instructions).collect();
+            let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "| {what}, user-space instructions | {in_flight} | {:.2} | - | {} |",
+                median(ratios.clone()),
+                per_round.join(", ")
+            );
+        }
         if what == "sign-in" && in_flight == 32 {
             let ratios: Vec<f64> =
                 ours.iter().zip(demo).map(|(p, d)| p.p99_ms / d.p99_ms).collect();

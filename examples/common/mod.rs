@@ -128,12 +128,18 @@ pub async fn drop_database(url: &str) {
 
 /// CPU seconds (user + system) a process has used, from /proc.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// A process's CPU so far, (user, system) in seconds: what its own code
+/// ran, and what the kernel ran for it (system calls, page faults).
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 =
-        fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    ticks / 100.0
+    let ticks = |at: usize| fields.get(at).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 /// Context switches of a process so far, summed over its threads (those
