@@ -12,6 +12,8 @@ RUN apt-get update \
 # manifest or Cargo.lock changes, not on every source edit. The workspace's
 # verifier crate (crates/passgate-verifier) gets a stub too.
 COPY Cargo.toml Cargo.lock ./
+# SQLite's compile-time options (LIBSQLITE3_FLAGS), as every build has them.
+COPY .cargo ./.cargo
 COPY crates/passgate-verifier/Cargo.toml ./crates/passgate-verifier/
 RUN mkdir src crates/passgate-verifier/src \
  && echo 'fn main() {}' > src/main.rs \
