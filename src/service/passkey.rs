@@ -518,6 +518,9 @@ impl Passkeys {
         let audit = Event::ok("login").user(&user_id).device(&device_id).reason("passkey");
         let audit = self.audit.row(audit);
         let used_id = ticket.used_id();
+        // What the sign-in adds to the risk history goes in its own
+        // write, not a statement after it.
+        let seen = Seen::all(passed.seen());
         let login = LoginRows {
             used_id: &used_id,
             handle_expires_at: self.used_until(ticket),
@@ -525,6 +528,7 @@ impl Passkeys {
             session: &session.row,
             refresh_hash: &session.refresh.hash(),
             audit: &audit,
+            seen: &seen,
         };
         match self.store.complete_login(&login).await? {
             LoginStored::Done => {}
@@ -537,7 +541,6 @@ impl Passkeys {
             }
         }
         log_audit(&audit);
-        self.risk.passed(passed).await;
         self.tokens.token_set(&session.row, &user.roles, &session.refresh)
     }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::audit::audit_args;
 use super::engine::{Arg, Engine, Sql};
-use super::risk::{ProfileRow, profile_columns};
+use super::risk::{ProfileRow, RiskStore, inline_seen, profile_columns, seen_args};
 use super::sessions::session_args;
 use super::{CeremonyRow, CredentialOwnerRow, CredentialRow, CredentialUse, UserRow};
 use super::{LoginRows, LoginStored, ProfileFact, ProfileQuery, StoreResult};
@@ -170,10 +170,12 @@ pub(crate) fn ceremony_args(ceremony: &CeremonyRow) -> [Arg<'_>; 5] {
 /// The arguments of a sign-in's writes, which each engine sends as one
 /// text (its `store_login`): $1 the handle's used id, $2 to $6 the counted
 /// use, $7 to $16 the session, $17 its refresh token, $18 to $28 the audit
-/// row, $29 when the handle's record expires.
+/// row, $29 when the handle's record expires, then the history rows
+/// written in the same text (`seen_insert` from $30, at most `MOST_SEEN`).
 pub(crate) fn login_args<'a>(login: &LoginRows<'a>) -> Vec<Arg<'a>> {
     let used = login.used;
-    let mut args: Vec<Arg<'a>> = vec![
+    let mut args: Vec<Arg<'a>> = Vec::with_capacity(LOGIN_ARGS + 3 * login.seen.len());
+    let counted: [Arg<'a>; 6] = [
         login.used_id.into(),
         (&used.credential_id).into(),
         used.backup_eligible.into(),
@@ -181,12 +183,17 @@ pub(crate) fn login_args<'a>(login: &LoginRows<'a>) -> Vec<Arg<'a>> {
         used.backup_state.into(),
         used.used_at.into(),
     ];
+    args.extend(counted);
     args.extend(session_args(login.session));
     args.push(login.refresh_hash.into());
     args.extend(audit_args(login.audit));
     args.push(login.handle_expires_at.into());
+    args.extend(seen_args(inline_seen(login.seen)));
     args
 }
+
+/// How many values a sign-in binds before its history rows.
+pub(crate) const LOGIN_ARGS: usize = 29;
 
 #[async_trait]
 impl<E: Engine> CeremonyStore for E {
@@ -292,7 +299,12 @@ impl<E: Engine> CeremonyStore for E {
 
     async fn complete_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
         // The one statement that differs by engine (see `store_login`).
-        self.store_login(login).await
+        let stored = self.store_login(login).await?;
+        let rest = &login.seen[inline_seen(login.seen).len()..];
+        if stored == LoginStored::Done && !rest.is_empty() {
+            self.record_seen(&login.session.user_id, rest, login.session.created_at).await?;
+        }
+        Ok(stored)
     }
 
     async fn record_credential_use(&self, used: &CredentialUse) -> StoreResult<bool> {

@@ -337,6 +337,10 @@ pub struct LoginRows<'a> {
     pub session: &'a SessionRow,
     pub refresh_hash: &'a str,
     pub audit: &'a AuditRow,
+    /// What the sign-in adds to the user's risk history (none when the
+    /// rules keep none, or it holds all this already), written only with
+    /// the session.
+    pub seen: &'a [Seen<'a>],
 }
 
 /// What storing a sign-in did.

@@ -9,11 +9,11 @@ use anyhow::Context;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-use super::ceremonies::{ceremony_args, login_args};
+use super::ceremonies::{LOGIN_ARGS, ceremony_args, login_args};
 use super::engine::{Arg, Decoded, Engine, Sql};
 use super::pg_pool::{PgConnections, PgLease};
-use super::risk::{MOST_SEEN, seen_insert};
-use super::users::{REGISTRATION_ARGS, inline_seen, registration_args};
+use super::risk::{text_for, texts_by_history};
+use super::users::{REGISTRATION_ARGS, registration_args};
 use super::{
     CeremonyRow, LoginRows, LoginStored, MIGRATOR, RegistrationRows, StoreError, StoreResult,
 };
@@ -109,7 +109,8 @@ const PUT_CEREMONY: &str = "insert into ceremony (ceremony_id, kind, user_id, st
      select $1, $2, $3, $4, $5 where set_config('synchronous_commit', 'off', true) = 'off'";
 
 /// A sign-in's writes as one statement, bound by `login_args`.
-const LOGIN: &str = "with taken as (insert into ceremony (ceremony_id, kind, user_id, state, \
+static LOGIN: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let steps = "with taken as (insert into ceremony (ceremony_id, kind, user_id, state, \
        expires_at) values ($1, 'used', null, '', $29) on conflict (ceremony_id) do nothing \
        returning 1), \
      used as (update credential set backup_eligible = $3, sign_count = $4, \
@@ -127,8 +128,20 @@ const LOGIN: &str = "with taken as (insert into ceremony (ceremony_id, kind, use
        select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 \
        where exists (select 1 from used) returning 1), \
      cleared as (delete from login_failure where subject = 'user:' || $8 \
-       and exists (select 1 from used)) \
-     select (select count(*) from taken), (select count(*) from used)";
+       and exists (select 1 from used))";
+    let answer = "select (select count(*) from taken), (select count(*) from used)";
+    let opened = Some("exists (select 1 from used)");
+    texts_by_history("$8", "$13", LOGIN_ARGS + 1, opened, |seen| with_history(steps, seen, answer))
+});
+
+/// A statement's CTEs, then its history's insert as one more, then its
+/// final statement.
+fn with_history(ctes: &str, seen: Option<String>, last: &str) -> String {
+    match seen {
+        None => format!("{ctes} {last}"),
+        Some(seen) => format!("{ctes}, new_seen as ({seen}) {last}"),
+    }
+}
 
 /// A registration's writes (see `store_registration`), bound by
 /// `registration_args`: one text for each number of history rows (0 to
@@ -149,15 +162,9 @@ static REGISTER: LazyLock<Vec<String>> = LazyLock::new(|| {
     let audit = "insert into audit_event (event_id, occurred_at, event, outcome, user_id, \
        actor_id, device_id, client_ip, user_agent, reason, request_id) \
        values ($34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)";
-    (0..=MOST_SEEN)
-        .map(|rows| match rows {
-            0 => format!("{inserts} {audit}"),
-            _ => {
-                let seen = seen_insert(rows, "$1", "$29", REGISTRATION_ARGS + 1);
-                format!("{inserts}, new_seen as ({seen}) {audit}")
-            }
-        })
-        .collect()
+    texts_by_history("$1", "$29", REGISTRATION_ARGS + 1, None, |seen| {
+        with_history(inserts, seen, audit)
+    })
 });
 
 impl Engine for PgStore {
@@ -186,9 +193,7 @@ impl Engine for PgStore {
     async fn store_registration(&self, rows: &RegistrationRows<'_>) -> StoreResult<()> {
         let roles = rows.user.roles.to_stored();
         let args = registration_args(rows, &roles);
-        let Some(text) = REGISTER.get(inline_seen(rows.seen).len()) else {
-            return Err(StoreError::Other(anyhow::anyhow!("more history rows than a text takes")));
-        };
+        let text = text_for(&REGISTER, rows.seen)?;
         self.db().await?.execute(text, &args).await?;
         Ok(())
     }
@@ -232,7 +237,8 @@ impl Engine for PgStore {
     /// refresh token may point at the session inserted beside it.
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
         let args = login_args(login);
-        let (taken, counted): (i64, i64) = self.db().await?.fetch_one(LOGIN, &args).await?;
+        let text = text_for(&LOGIN, login.seen)?;
+        let (taken, counted): (i64, i64) = self.db().await?.fetch_one(text, &args).await?;
         Ok(match (taken, counted) {
             (0, _) => LoginStored::CeremonyGone,
             (_, 0) => LoginStored::CounterNotIncreased,

@@ -209,24 +209,65 @@ pub(crate) const MOST_SEEN: usize = 5;
 
 /// An `insert` of `rows` history rows for the user bound as `user`, seen
 /// at `at`; the rows' own values are bound from `$first` on, three each
-/// (dimension, value, amount). A registration's and a sign-in's texts
-/// carry it too, so the history costs no round trip of its own.
-pub(crate) fn seen_insert(rows: usize, user: &str, at: &str, first: usize) -> String {
+/// (dimension, value, amount). With `when`, only if that condition holds
+/// (a sign-in's text: only if its session was written). A registration's
+/// and a sign-in's texts carry it too, so the history costs no round trip
+/// of its own.
+pub(crate) fn seen_insert(
+    rows: usize,
+    user: &str,
+    at: &str,
+    first: usize,
+    when: Option<&str>,
+) -> String {
     let values: Vec<String> = (0..rows)
         .map(|row| {
             let dimension = first + 3 * row;
-            format!("({user}, ${dimension}, ${}, ${}, {at}, {at})", dimension + 1, dimension + 2)
+            format!("(${dimension}, ${}, ${})", dimension + 1, dimension + 2)
         })
         .collect();
+    // VALUES names its columns column1 to column3 on both engines; the
+    // WHERE also tells SQLite that ON CONFLICT is not a join's ON.
     format!(
         "insert into risk_history \
-         (user_id, dimension, value, amount, first_seen, last_seen) values {} \
+         (user_id, dimension, value, amount, first_seen, last_seen) \
+         select {user}, column1, column2, column3, {at}, {at} from (values {}) as seen \
+         where {} \
          on conflict (user_id, dimension, value) do update set \
          last_seen = excluded.last_seen, \
          amount = case when excluded.amount > risk_history.amount \
          then excluded.amount else risk_history.amount end",
-        values.join(", ")
+        values.join(", "),
+        when.unwrap_or("true")
     )
+}
+
+/// One text for each number of history rows a write carries, 0 to
+/// `MOST_SEEN`: `make` gets the history's insert (`seen_insert` with these
+/// arguments), None for no rows.
+pub(crate) fn texts_by_history<T>(
+    user: &str,
+    at: &str,
+    first: usize,
+    when: Option<&str>,
+    make: impl Fn(Option<String>) -> T,
+) -> Vec<T> {
+    (0..=MOST_SEEN)
+        .map(|rows| make((rows > 0).then(|| seen_insert(rows, user, at, first, when))))
+        .collect()
+}
+
+/// The history rows a write's own text carries; any beyond `MOST_SEEN`
+/// follow in a statement of their own.
+pub(crate) fn inline_seen<'s, 'a>(seen: &'s [Seen<'a>]) -> &'s [Seen<'a>] {
+    &seen[..seen.len().min(MOST_SEEN)]
+}
+
+/// The text of `texts_by_history` for these rows (`inline_seen`).
+pub(crate) fn text_for<'t, T>(texts: &'t [T], seen: &[Seen<'_>]) -> StoreResult<&'t T> {
+    texts.get(inline_seen(seen).len()).ok_or_else(|| {
+        super::StoreError::Other(anyhow::anyhow!("more history rows than a text takes"))
+    })
 }
 
 /// The values `seen_insert` binds, in its order.
@@ -238,7 +279,7 @@ pub(crate) fn seen_args<'a>(seen: &'a [Seen<'a>]) -> impl Iterator<Item = Arg<'a
 /// in one statement, one round trip, which SQLite may group with other
 /// writes. `$1` is the user, `$2` the time.
 static RECORD_SEEN: LazyLock<Vec<String>> =
-    LazyLock::new(|| (1..=MOST_SEEN).map(|rows| seen_insert(rows, "$1", "$2", 3)).collect());
+    LazyLock::new(|| (1..=MOST_SEEN).map(|rows| seen_insert(rows, "$1", "$2", 3, None)).collect());
 
 #[async_trait]
 impl<E: Engine> RiskStore for E {

@@ -7,7 +7,7 @@ use sqlx::Connection;
 use super::audit::audit_args;
 use super::devices::credential_args;
 use super::engine::{Arg, Engine, Sql};
-use super::risk::{MOST_SEEN, RiskStore, Seen, seen_args};
+use super::risk::{RiskStore, inline_seen, seen_args};
 use super::sessions::session_args;
 use super::{CredentialRow, RegistrationRows, StoreResult, UserRow};
 use crate::clock::Millis;
@@ -178,9 +178,3 @@ pub(crate) fn registration_args<'a>(rows: &RegistrationRows<'a>, roles: &'a str)
 
 /// How many values a registration binds before its history rows.
 pub(crate) const REGISTRATION_ARGS: usize = 44;
-
-/// The history rows a registration's own text writes; any beyond
-/// `MOST_SEEN` follow in a statement of their own (`register_user`).
-pub(crate) fn inline_seen<'s, 'a>(seen: &'s [Seen<'a>]) -> &'s [Seen<'a>] {
-    &seen[..seen.len().min(MOST_SEEN)]
-}

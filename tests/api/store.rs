@@ -2,7 +2,9 @@
 //! directly against both engines, with racing callers.
 
 use passgate::domain::{SessionId, UserId};
-use passgate::store::{CeremonyRow, LoginStored, RefreshOutcome, SessionRow, StoreError};
+use passgate::store::{
+    CeremonyRow, LoginStored, ProfileQuery, RefreshOutcome, Seen, SessionRow, StoreError,
+};
 
 use std::time::Duration;
 
@@ -18,6 +20,20 @@ on_both!(
     a_failing_write_amid_a_crowd_fails_alone,
     a_write_cancelled_midway_leaves_the_database_to_other_writers,
 );
+
+/// A success's history rows (network, browser, passkey, factor, sign-in),
+/// then `last`: one row more than a write's own text takes, so that the
+/// last goes in a statement of its own.
+pub fn history<'a>(network: &'a str, credential: &'a str, last: Seen<'a>) -> [Seen<'a>; 6] {
+    [
+        Seen { dimension: "network", value: network, amount: 0 },
+        Seen { dimension: "user_agent", value: "Firefox", amount: 0 },
+        Seen { dimension: "credential", value: credential, amount: 0 },
+        Seen { dimension: "factor", value: "passkey", amount: 0 },
+        Seen { dimension: "signin", value: "", amount: 0 },
+        last,
+    ]
+}
 
 pub fn ceremony(id: &str, expires_at: i64) -> CeremonyRow {
     CeremonyRow {
@@ -96,32 +112,52 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         state: "{}".into(),
         expires_at: i64::MAX,
     };
-    let login = |used_id, session, refresh_hash, audit| passgate::store::LoginRows {
+    // The history a sign-in adds, named by a network of its own: one row
+    // more than a sign-in's text takes (the last goes in a statement of
+    // its own), or one row for the sign-ins that are refused.
+    let also = Seen { dimension: "network", value: "first-net-too", amount: 0 };
+    let first_seen = history("first-net", &credential.credential_id, also);
+    let seen_of = |network| [Seen { dimension: "network", value: network, amount: 0 }];
+    let (again_seen, counter_seen) = (seen_of("again-net"), seen_of("counter-net"));
+    let (clash_seen, replay_seen) = (seen_of("clash-net"), seen_of("replay-net"));
+    let user = UserId::parse(user_id.clone()).unwrap();
+    let network_seen = |network: &'static str| {
+        let (store, user) = (store.clone(), user);
+        async move {
+            let query = ProfileQuery {
+                network,
+                user_agent: "",
+                credential: "",
+                currency: "",
+                events_since: 0,
+                failures_since_minute: 0,
+            };
+            let facts = store.risk_profile(&user, &query).await.unwrap();
+            facts.iter().any(|fact| fact.dimension == "network")
+        }
+    };
+    let login = |used_id, session, refresh_hash, audit, seen| passgate::store::LoginRows {
         used_id,
         handle_expires_at: i64::MAX,
         used: &used,
         session,
         refresh_hash,
         audit,
+        seen,
     };
     let first = audit("0190f000-0000-7000-8000-000000000001");
-    assert_eq!(
-        store.complete_login(&login("used:1", &session, "first-hash", &first)).await.unwrap(),
-        LoginStored::Done
-    );
+    let done = login("used:1", &session, "first-hash", &first, &first_seen);
+    assert_eq!(store.complete_login(&done).await.unwrap(), LoginStored::Done);
+    assert!(network_seen("first-net").await && network_seen("first-net-too").await);
     // The same sign-in handle again, or the same counter again, is refused
     // and opens nothing: no session, no audit row.
     let mut again = session.clone();
     again.session_id = SessionId::new();
     let second = audit("0190f000-0000-7000-8000-000000000002");
-    assert_eq!(
-        store.complete_login(&login("used:1", &again, "other-hash", &second)).await.unwrap(),
-        LoginStored::CeremonyGone
-    );
-    assert_eq!(
-        store.complete_login(&login("used:2", &again, "other-hash", &second)).await.unwrap(),
-        LoginStored::CounterNotIncreased
-    );
+    let gone = login("used:1", &again, "other-hash", &second, &again_seen);
+    assert_eq!(store.complete_login(&gone).await.unwrap(), LoginStored::CeremonyGone);
+    let not_counted = login("used:2", &again, "other-hash", &second, &counter_seen);
+    assert_eq!(store.complete_login(&not_counted).await.unwrap(), LoginStored::CounterNotIncreased);
     // That handle is used up all the same, on both engines.
     assert!(store.find_login("used:2", "").await.unwrap().0);
     assert!(store.find_session(&again.session_id.to_string()).await.unwrap().is_none());
@@ -140,6 +176,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         session: &session,
         refresh_hash: "third-hash",
         audit: &third,
+        seen: &clash_seen,
     };
     assert!(matches!(
         store.complete_login(&clash).await,
@@ -172,11 +209,16 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         session: &replayed,
         refresh_hash: "replayed-hash",
         audit: &third,
+        seen: &replay_seen,
     };
     assert_eq!(store.complete_login(&replay).await.unwrap(), LoginStored::CeremonyGone);
     assert!(store.find_session(&replayed.session_id.to_string()).await.unwrap().is_none());
     let credential_now = store.user_credentials(&user_id).await.unwrap().remove(0);
     assert_eq!(credential_now.sign_count, used.sign_count, "the counter did not move");
+    // A refused sign-in adds nothing to the history.
+    for refused in ["again-net", "counter-net", "clash-net", "replay-net"] {
+        assert!(!network_seen(refused).await, "{refused} was added to the history");
+    }
     let filter = passgate::store::AuditFilter {
         user_id: Some(user_id.clone()),
         event: Some("login".into()),

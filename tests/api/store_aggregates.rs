@@ -114,16 +114,8 @@ async fn register(
     refresh: &str,
 ) -> Result<(), StoreError> {
     let audit = registered_row(&user.user_id.to_string());
-    // One row more than the registration's own text takes (MOST_SEEN):
-    // the last goes in a statement of its own.
-    let seen = [
-        Seen { dimension: "network", value: "203.0.113.0/24", amount: 0 },
-        Seen { dimension: "user_agent", value: "Firefox", amount: 0 },
-        Seen { dimension: "credential", value: &credential.credential_id, amount: 0 },
-        Seen { dimension: "factor", value: "passkey", amount: 0 },
-        Seen { dimension: "signin", value: "", amount: 0 },
-        Seen { dimension: "payment", value: "EUR", amount: 1250 },
-    ];
+    let payment = Seen { dimension: "payment", value: "EUR", amount: 1250 };
+    let seen = crate::store::history("203.0.113.0/24", &credential.credential_id, payment);
     let rows = RegistrationRows {
         user,
         credential,

@@ -82,6 +82,14 @@ pub struct Passed {
     seen: Option<Vec<(&'static str, String, i64)>>,
 }
 
+impl Passed {
+    /// What the attempt adds to the history, for a write that stores it
+    /// itself (a passkey sign-in's); none when there is nothing to add.
+    pub fn seen(&self) -> &[(&'static str, String, i64)] {
+        self.seen.as_deref().unwrap_or_default()
+    }
+}
+
 /// Where a sign-in's profile is read (`Risk::sign_in_scope`).
 pub struct SignInScope {
     network: String,

@@ -20,10 +20,10 @@ use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard, watch};
 use self::checkpoint::{BACKSTOP_CHECKPOINT_PAGES, checkpoints};
 use self::file::DatabaseFile;
 use self::group::{Group, GroupedSql, Held, InFlight, Tidy, Waiting, Way, WriteTurn, commit_apart};
-use super::ceremonies::{ceremony_args, login_args};
+use super::ceremonies::{LOGIN_ARGS, ceremony_args, login_args};
 use super::engine::{Arg, Decoded, Engine, Sql};
-use super::risk::{MOST_SEEN, seen_insert};
-use super::users::{REGISTRATION_ARGS, inline_seen, registration_args};
+use super::risk::{text_for, texts_by_history};
+use super::users::{REGISTRATION_ARGS, registration_args};
 use super::{
     CeremonyRow, LoginRows, LoginStored, MIGRATOR, RegistrationRows, StoreError, StoreResult,
 };
@@ -238,10 +238,11 @@ static PUT_CEREMONY: LazyLock<GroupedSql> = LazyLock::new(|| {
     )
 });
 
-/// A sign-in's writes (see `store_login`), bound by `login_args`.
-static LOGIN: LazyLock<GroupedSql> = LazyLock::new(|| {
-    GroupedSql::with_savepoint(
-        "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
+/// A sign-in's writes (see `store_login`), bound by `login_args`: one text
+/// for each number of history rows (0 to `MOST_SEEN`), which go last, if
+/// the session was written.
+static LOGIN: LazyLock<Vec<GroupedSql>> = LazyLock::new(|| {
+    let steps = "insert into ceremony (ceremony_id, kind, user_id, state, expires_at) \
            values ($1, 'used', null, '', $29) on conflict (ceremony_id) do nothing \
            returning 'taken'; \
          update credential set backup_eligible = $3, sign_count = $4, backup_state = $5, \
@@ -256,9 +257,18 @@ static LOGIN: LazyLock<GroupedSql> = LazyLock::new(|| {
          insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
            device_id, client_ip, user_agent, reason, request_id) \
            select $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 where changes() = 1; \
-         delete from login_failure where subject = 'user:' || $8 and changes() = 1",
-    )
+         delete from login_failure where subject = 'user:' || $8 and changes() = 1";
+    let opened = Some("exists (select 1 from session where session_id = $7)");
+    texts_by_history("$8", "$13", LOGIN_ARGS + 1, opened, |seen| grouped(steps, seen))
 });
+
+/// A write's steps, then its history's insert if any, as one grouped text.
+fn grouped(steps: &str, seen: Option<String>) -> GroupedSql {
+    match seen {
+        None => GroupedSql::with_savepoint(steps),
+        Some(seen) => GroupedSql::with_savepoint(&format!("{steps}; {seen}")),
+    }
+}
 
 /// A registration's writes (see `store_registration`), bound by
 /// `registration_args`: one text for each number of history rows (0 to
@@ -277,15 +287,7 @@ static REGISTER: LazyLock<Vec<GroupedSql>> = LazyLock::new(|| {
          insert into audit_event (event_id, occurred_at, event, outcome, user_id, actor_id, \
            device_id, client_ip, user_agent, reason, request_id) \
            values ($34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)";
-    (0..=MOST_SEEN)
-        .map(|rows| match rows {
-            0 => GroupedSql::with_savepoint(steps),
-            _ => GroupedSql::with_savepoint(&format!(
-                "{steps}; {}",
-                seen_insert(rows, "$1", "$29", REGISTRATION_ARGS + 1)
-            )),
-        })
-        .collect()
+    texts_by_history("$1", "$29", REGISTRATION_ARGS + 1, None, |seen| grouped(steps, seen))
 });
 
 impl Engine for SqliteStore {
@@ -319,8 +321,9 @@ impl Engine for SqliteStore {
     /// refusal).
     async fn store_login(&self, login: &LoginRows<'_>) -> StoreResult<LoginStored> {
         let args = login_args(login);
+        let text = text_for(&LOGIN, login.seen)?;
         let mut turn = self.write_turn().await?;
-        let sql = turn.sql(&LOGIN);
+        let sql = turn.sql(text);
         let wrote: Result<Vec<(String,)>, _> = turn.conn().fetch_all(sql, &args).await;
         let steps = turn.finish(wrote).await?;
         let done = |step: &str| steps.iter().any(|(done,)| done == step);
@@ -339,9 +342,7 @@ impl Engine for SqliteStore {
     async fn store_registration(&self, rows: &RegistrationRows<'_>) -> StoreResult<()> {
         let roles = rows.user.roles.to_stored();
         let args = registration_args(rows, &roles);
-        let Some(text) = REGISTER.get(inline_seen(rows.seen).len()) else {
-            return Err(StoreError::Other(anyhow::anyhow!("more history rows than a text takes")));
-        };
+        let text = text_for(&REGISTER, rows.seen)?;
         let mut turn = self.write_turn().await?;
         let sql = turn.sql(text);
         let wrote = turn.conn().execute(sql, &args).await;
