@@ -509,47 +509,28 @@ async fn main() {
         else {
             continue;
         };
-        let ratios: Vec<f64> = ours.iter().zip(demo).map(|(p, d)| p.cpu_ms / d.cpu_ms).collect();
-        let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        // One row: the median of the rounds' ratios of `measure`, passgate
+        // over the demo, then each round's.
+        let row = |label: &str, target: &str, measure: fn(&Figures) -> f64| {
+            let ratios: Vec<f64> =
+                ours.iter().zip(demo).map(|(p, d)| measure(p) / measure(d)).collect();
+            let rounds: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            let (ratio, rounds) = (median(ratios), rounds.join(", "));
+            println!("| {what}, {label} | {in_flight} | {ratio:.2} | {target} | {rounds} |");
+        };
         let name = if o.db == "postgres" { "CPU + PostgreSQL's" } else { "server CPU" };
-        println!(
-            "| {what}, {name} | {in_flight} | {:.2} | ≤ {:.1} | {} |",
-            median(ratios.clone()),
-            cpu_target(what, in_flight),
-            per_round.join(", ")
-        );
+        row(name, &format!("≤ {:.1}", cpu_target(what, in_flight)), |f| f.cpu_ms);
         // What the excess is made of: the server's own code, or the
         // kernel's work for it. (On PostgreSQL the CPU includes the
         // database's, whose system time is not split out.)
         if o.db != "postgres" {
-            let user = |f: &Figures| f.cpu_ms - f.system_ms;
-            let ratios: Vec<f64> = ours.iter().zip(demo).map(|(p, d)| user(p) / user(d)).collect();
-            let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-            println!(
-                "| {what}, server CPU less system time | {in_flight} | {:.2} | - | {} |",
-                median(ratios.clone()),
-                per_round.join(", ")
-            );
+            row("server CPU less system time", "-", |f| f.cpu_ms - f.system_ms);
         }
         if o.instructions {
-            let ratios: Vec<f64> =
-                ours.iter().zip(demo).map(|(p, d)| p.instructions / d.instructions).collect();
-            let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-            println!(
-                "| {what}, user-space instructions | {in_flight} | {:.2} | - | {} |",
-                median(ratios.clone()),
-                per_round.join(", ")
-            );
+            row("user-space instructions", "-", |f| f.instructions);
         }
         if what == "sign-in" && in_flight == 32 {
-            let ratios: Vec<f64> =
-                ours.iter().zip(demo).map(|(p, d)| p.p99_ms / d.p99_ms).collect();
-            let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-            println!(
-                "| {what}, p99 | {in_flight} | {:.2} | ≤ 1.0 | {} |",
-                median(ratios.clone()),
-                per_round.join(", ")
-            );
+            row("p99", "≤ 1.0", |f| f.p99_ms);
         }
     }
 }

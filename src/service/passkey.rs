@@ -382,10 +382,8 @@ impl Passkeys {
         let (used, owned) = match &scope {
             Some(scope) => {
                 let query = scope.query(&credential_id);
-                let (used, owned) = self
-                    .store
-                    .find_login_with_profile(&ticket.used_id(), &credential_id, &query)
-                    .await?;
+                let (used, owned) =
+                    self.store.find_login_with_profile(&ticket.used_id(), &query).await?;
                 (used, owned.map(|(row, user, facts)| (row, user, Some((scope, facts)))))
             }
             None => {

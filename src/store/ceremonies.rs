@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use super::audit::audit_args;
 use super::engine::{Arg, Engine, Sql};
-use super::risk::{ProfileRow, RiskStore, inline_seen, profile_columns, seen_args};
+use super::risk::{PROFILE_PLACES, ProfileRow, RiskStore, inline_seen, profile_args};
+use super::risk::{profile_columns, seen_args};
 use super::sessions::session_args;
 use super::{CeremonyRow, CredentialOwnerRow, CredentialRow, CredentialUse, UserRow};
 use super::{LoginRows, LoginStored, ProfileFact, ProfileQuery, StoreResult};
@@ -66,13 +67,12 @@ pub trait CeremonyStore: Send + Sync {
         used_id: &str,
         credential_id: &str,
     ) -> StoreResult<(bool, Option<(CredentialRow, UserRow)>)>;
-    /// `find_login`, with the risk profile of the credential's owner read
-    /// in the same statement (`query.credential` is `credential_id`): one
-    /// round trip less per sign-in, when the rules need a profile.
+    /// `find_login` of `query.credential`, with the risk profile of the
+    /// credential's owner read in the same statement: one round trip less
+    /// per sign-in, when the rules need a profile.
     async fn find_login_with_profile(
         &self,
         used_id: &str,
-        credential_id: &str,
         query: &ProfileQuery<'_>,
     ) -> StoreResult<(bool, Option<(CredentialRow, UserRow, Vec<ProfileFact>)>)>;
     /// Records a sign-in handle as used (a refused answer uses it up too);
@@ -104,10 +104,10 @@ fn find_login_sql(extra: &str) -> String {
 
 static FIND_LOGIN: LazyLock<String> = LazyLock::new(|| find_login_sql(""));
 
-/// With the owner's risk profile: $3 network, $4 user agent, $5 currency,
-/// $6 events since, $7 failures since (the credential is $2).
+/// With the owner's risk profile, bound by `profile_args` ($1 the used
+/// id; the credential is $2, as in `find_login`).
 static FIND_LOGIN_WITH_PROFILE: LazyLock<String> = LazyLock::new(|| {
-    let columns = profile_columns("c.user_id", ["$3", "$4", "$2", "$5", "$6", "$7"]);
+    let columns = profile_columns("c.user_id", PROFILE_PLACES);
     find_login_sql(&format!(", {columns}"))
 });
 
@@ -273,18 +273,9 @@ impl<E: Engine> CeremonyStore for E {
     async fn find_login_with_profile(
         &self,
         used_id: &str,
-        credential_id: &str,
         query: &ProfileQuery<'_>,
     ) -> StoreResult<(bool, Option<(CredentialRow, UserRow, Vec<ProfileFact>)>)> {
-        let args = [
-            used_id.into(),
-            credential_id.into(),
-            query.network.into(),
-            query.user_agent.into(),
-            query.currency.into(),
-            query.events_since.into(),
-            query.failures_since_minute.into(),
-        ];
+        let args = profile_args(used_id.into(), query);
         let conn = &mut *self.read_db().await?;
         let found: FoundLoginProfile = conn.fetch_one(&FIND_LOGIN_WITH_PROFILE, &args).await?;
         let owned = found.login.owned.map(|(row, user)| (row, user, found.profile.facts(query)));

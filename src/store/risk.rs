@@ -133,11 +133,28 @@ pub(crate) fn profile_columns(
     .join(", ")
 }
 
+/// Where a profile read binds its query (`profile_args`): $2 the
+/// credential, $3 network, $4 user agent, $5 currency, $6 events since,
+/// $7 failures since; $1 is the read's own.
+pub(crate) const PROFILE_PLACES: [&str; 6] = ["$3", "$4", "$2", "$5", "$6", "$7"];
+
+/// A profile read's values, in `PROFILE_PLACES`'s order after `first`.
+pub(crate) fn profile_args<'a>(first: Arg<'a>, query: &ProfileQuery<'a>) -> [Arg<'a>; 7] {
+    [
+        first,
+        query.credential.into(),
+        query.network.into(),
+        query.user_agent.into(),
+        query.currency.into(),
+        query.events_since.into(),
+        query.failures_since_minute.into(),
+    ]
+}
+
 /// A user's profile on its own (a payment's or fallback sign-in's
-/// decision); one row, decoded by `ProfileRow`.
-static RISK_PROFILE: LazyLock<String> = LazyLock::new(|| {
-    format!("select {}", profile_columns("$1", ["$2", "$3", "$4", "$5", "$6", "$7"]))
-});
+/// decision); one row, decoded by `ProfileRow`. $1 is the user.
+static RISK_PROFILE: LazyLock<String> =
+    LazyLock::new(|| format!("select {}", profile_columns("$1", PROFILE_PLACES)));
 
 /// The profile's columns of one row (`profile_columns`).
 #[derive(sqlx::FromRow)]
@@ -288,15 +305,7 @@ impl<E: Engine> RiskStore for E {
         user_id: &UserId,
         query: &ProfileQuery<'_>,
     ) -> StoreResult<Vec<ProfileFact>> {
-        let args: [Arg<'_>; 7] = [
-            user_id.into(),
-            query.network.into(),
-            query.user_agent.into(),
-            query.credential.into(),
-            query.currency.into(),
-            query.events_since.into(),
-            query.failures_since_minute.into(),
-        ];
+        let args = profile_args(user_id.into(), query);
         // On SQLite this may see a group's writes not yet committed (as
         // the sign-in's own read does): a profile is a judgement, and
         // waiting for the group's commit here would end every group at

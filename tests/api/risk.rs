@@ -522,21 +522,15 @@ async fn the_risk_profile_is_one_read_and_history_keeps_the_largest_amount(db: D
     let at_sign_in = ProfileQuery { credential: &key.credential_id, currency: "", ..query };
     let alone = app.store.risk_profile(&user_id, &at_sign_in).await.unwrap();
     assert!(alone.iter().any(|f| f.dimension == "credential"), "its registration made it known");
-    let (used, owned) = app
-        .store
-        .find_login_with_profile("handle-never-used", &key.credential_id, &at_sign_in)
-        .await
-        .unwrap();
+    let (used, owned) =
+        app.store.find_login_with_profile("handle-never-used", &at_sign_in).await.unwrap();
     let (row, owner, facts) = owned.expect("the passkey and its owner");
     assert!(!used);
     assert_eq!((row.credential_id, owner.user_id), (key.credential_id.clone(), user_id));
     assert_eq!(facts, alone, "the sign-in's read holds the profile a read of its own does");
     let unknown = ProfileQuery { credential: "no such credential", ..at_sign_in };
-    let (_, owned) = app
-        .store
-        .find_login_with_profile("handle-never-used", "no such credential", &unknown)
-        .await
-        .unwrap();
+    let (_, owned) =
+        app.store.find_login_with_profile("handle-never-used", &unknown).await.unwrap();
     assert!(owned.is_none());
 }
 

@@ -3,7 +3,7 @@
 
 use passgate::domain::{SessionId, UserId};
 use passgate::store::{
-    CeremonyRow, LoginStored, ProfileQuery, RefreshOutcome, Seen, SessionRow, StoreError,
+    AuditRow, CeremonyRow, LoginStored, ProfileQuery, RefreshOutcome, Seen, SessionRow, StoreError,
 };
 
 use std::time::Duration;
@@ -20,6 +20,23 @@ on_both!(
     a_failing_write_amid_a_crowd_fails_alone,
     a_write_cancelled_midway_leaves_the_database_to_other_writers,
 );
+
+/// A successful `event` of `user_id` at `occurred_at`, with no client.
+pub fn audit_row(event_id: &str, event: &str, user_id: &str, occurred_at: i64) -> AuditRow {
+    AuditRow {
+        event_id: event_id.to_owned(),
+        occurred_at,
+        event: event.to_owned(),
+        outcome: "success".to_owned(),
+        user_id: Some(user_id.to_owned()),
+        actor_id: None,
+        device_id: None,
+        client_ip: None,
+        user_agent: None,
+        reason: None,
+        request_id: None,
+    }
+}
 
 /// A success's history rows (network, browser, passkey, factor, sign-in),
 /// then `last`: one row more than a write's own text takes, so that the
@@ -92,19 +109,7 @@ async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_t
         backup_state: false,
         used_at: 2,
     };
-    let audit = |id: &str| passgate::store::AuditRow {
-        event_id: id.to_owned(),
-        occurred_at: 2,
-        event: "login".into(),
-        outcome: "success".into(),
-        user_id: Some(user_id.clone()),
-        actor_id: None,
-        device_id: None,
-        client_ip: None,
-        user_agent: None,
-        reason: None,
-        request_id: None,
-    };
+    let audit = |id: &str| audit_row(id, "login", &user_id, 2);
     let ceremony = |id: &str| CeremonyRow {
         ceremony_id: id.to_owned(),
         kind: "login".into(),

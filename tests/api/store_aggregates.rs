@@ -89,19 +89,7 @@ fn session(user_id: &str, id: &str, device_id: Option<&DeviceId>) -> SessionRow 
 
 /// The audit row a registration of `user_id` writes beside its rows.
 fn registered_row(user_id: &str) -> AuditRow {
-    AuditRow {
-        event_id: format!("{user_id}-registered"),
-        occurred_at: 10,
-        event: "user_registered".to_owned(),
-        outcome: "success".to_owned(),
-        user_id: Some(user_id.to_owned()),
-        actor_id: None,
-        device_id: None,
-        client_ip: None,
-        user_agent: None,
-        reason: None,
-        request_id: None,
-    }
+    crate::store::audit_row(&format!("{user_id}-registered"), "user_registered", user_id, 10)
 }
 
 /// Registers `user` with `credential`, `session` and its refresh token
@@ -650,17 +638,9 @@ async fn audit_pages_filter_and_go_both_ways(db: Db) {
     let app = spawn_app(db).await;
     let store = app.store.as_ref();
     let row = |n: u32, user: &str, event: &str| AuditRow {
-        event_id: format!("zz-audit-{n:03}"),
-        occurred_at: 1_000 + i64::from(n),
-        event: event.to_owned(),
-        outcome: "success".to_owned(),
-        user_id: Some(user.to_owned()),
-        actor_id: None,
-        device_id: None,
         client_ip: Some("10.0.0.1".to_owned()),
-        user_agent: None,
-        reason: None,
         request_id: Some(format!("req-{n}")),
+        ..crate::store::audit_row(&format!("zz-audit-{n:03}"), event, user, 1_000 + i64::from(n))
     };
     for n in 0..6 {
         let event = if n % 2 == 0 { "login" } else { "logout" };

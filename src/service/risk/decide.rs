@@ -98,13 +98,27 @@ pub struct SignInScope {
 }
 
 impl SignInScope {
+    /// The client's network and browser family, with the time the
+    /// profile's windows end at.
+    fn of(client: &ClientInfo, now: crate::clock::Millis) -> SignInScope {
+        let network = client.ip.as_deref().and_then(signals::network_of).unwrap_or_default();
+        let user_agent = signals::user_agent_family(client.user_agent.as_deref());
+        SignInScope { network, user_agent, now }
+    }
+
     /// The profile query for a sign-in with `credential`.
     pub fn query<'a>(&'a self, credential: &'a str) -> ProfileQuery<'a> {
+        self.query_paying(credential, "")
+    }
+
+    /// The profile query for an attempt with `credential`, paying in
+    /// `currency` ('' for none).
+    fn query_paying<'a>(&'a self, credential: &'a str, currency: &'a str) -> ProfileQuery<'a> {
         ProfileQuery {
             network: &self.network,
             user_agent: &self.user_agent,
             credential,
-            currency: "",
+            currency,
             events_since: self.now - CLONE_WINDOW_MS,
             failures_since_minute: self.now.div_euclid(60_000) - (FAILURE_WINDOW_MINUTES - 1),
         }
@@ -221,9 +235,7 @@ impl Risk {
         if !self.enabled || !self.rules().need_profile() {
             return None;
         }
-        let network = client.ip.as_deref().and_then(signals::network_of).unwrap_or_default();
-        let user_agent = signals::user_agent_family(client.user_agent.as_deref());
-        Some(SignInScope { network, user_agent, now: self.clock.now_ms() })
+        Some(SignInScope::of(client, self.clock.now_ms()))
     }
 
     /// Decides on `attempt`. Ok: it may go on (call `passed` once it
@@ -248,15 +260,15 @@ impl Risk {
         let rules = self.rules();
         let kind = attempt.kind();
         let now = self.clock.now_ms();
-        let (network, user_agent, read) = match read {
-            Some((scope, facts)) => (scope.network.clone(), scope.user_agent.clone(), Some(facts)),
+        let own;
+        let (scope, read) = match read {
+            Some((scope, facts)) => (scope, Some(facts)),
             None => {
-                let client = attempt.client;
-                let network = client.ip.as_deref().and_then(signals::network_of);
-                let user_agent = signals::user_agent_family(client.user_agent.as_deref());
-                (network.unwrap_or_default(), user_agent, None)
+                own = SignInScope::of(attempt.client, now);
+                (&own, None)
             }
         };
+        let (network, user_agent) = (scope.network.as_str(), scope.user_agent.as_str());
         let amount = attempt
             .payment
             .and_then(|t| signals::thousandths(&RawTransaction::from(t.clone()).amount));
@@ -273,14 +285,8 @@ impl Risk {
         let facts: Option<Vec<ProfileFact>> = if let Some(read) = read {
             Some(read)
         } else if rules.need_profile() {
-            let query = ProfileQuery {
-                network: &network,
-                user_agent: &user_agent,
-                credential: attempt.credential.unwrap_or(""),
-                currency: currency.as_deref().unwrap_or(""),
-                events_since: now - CLONE_WINDOW_MS,
-                failures_since_minute: now.div_euclid(60_000) - (FAILURE_WINDOW_MINUTES - 1),
-            };
+            let credential = attempt.credential.unwrap_or("");
+            let query = scope.query_paying(credential, currency.as_deref().unwrap_or(""));
             Some(self.store.risk_profile(attempt.user_id, &query).await?)
         } else {
             None
@@ -288,8 +294,8 @@ impl Risk {
         let profile = facts.as_deref().map(|facts| Profile {
             facts,
             now,
-            network: &network,
-            user_agent: &user_agent,
+            network,
+            user_agent,
             credential: attempt.credential,
             amount,
         });
@@ -297,7 +303,7 @@ impl Risk {
             profile.fill(&mut signals);
         }
         let verdict = rules.judge(kind, &signals);
-        let answer = self.act(attempt, &verdict, &profile, &network, &user_agent).await;
+        let answer = self.act(attempt, &verdict, &profile, network, user_agent).await;
         self.record(attempt, &verdict, &answer).await;
         answer?;
         // What to add to the history once the attempt succeeds.
@@ -307,8 +313,8 @@ impl Risk {
                 (Some(_), Some(amount), Some(currency)) => seen.push(("payment", currency, amount)),
                 _ => {
                     let dimensions = [
-                        ("network", network.as_str()),
-                        ("user_agent", user_agent.as_str()),
+                        ("network", network),
+                        ("user_agent", user_agent),
                         ("credential", attempt.credential.unwrap_or("")),
                     ];
                     if !profile.worth_recording(&dimensions) {
@@ -351,8 +357,7 @@ impl Risk {
         if !self.enabled || !self.rules().need_profile() {
             return Vec::new();
         }
-        let network = client.ip.as_deref().and_then(signals::network_of).unwrap_or_default();
-        let user_agent = signals::user_agent_family(client.user_agent.as_deref());
+        let SignInScope { network, user_agent, .. } = SignInScope::of(client, self.clock.now_ms());
         let mut seen = vec![("user_agent", user_agent, 0), ("signin", String::new(), 0)];
         if !network.is_empty() {
             seen.push(("network", network, 0));
