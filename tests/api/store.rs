@@ -14,7 +14,7 @@ use crate::helpers::{Db, on_both, spawn_app};
 
 on_both!(
     of_many_racing_takes_of_one_ceremony_exactly_one_gets_it,
-    of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_the_session,
+    a_sign_ins_writes_land_whole_or_not_at_all_and_of_two_racing_rotations_one_wins,
     the_first_shared_secret_stored_wins,
     every_write_answered_amid_a_crowd_is_already_committed,
     a_failing_write_amid_a_crowd_fails_alone,
@@ -84,7 +84,7 @@ async fn of_many_racing_takes_of_one_ceremony_exactly_one_gets_it(db: Db) {
     assert_eq!(store.purge_expired_ceremonies(2_000).await.unwrap(), 1);
 }
 
-async fn of_two_racing_rotations_of_one_refresh_token_one_rotates_and_one_ends_the_session(db: Db) {
+async fn a_sign_ins_writes_land_whole_or_not_at_all_and_of_two_racing_rotations_one_wins(db: Db) {
     let app = spawn_app(db).await;
     let store = app.store.clone();
     let tokens = app.register(&mut app.authenticator(), "alice").await;
