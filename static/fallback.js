@@ -183,6 +183,7 @@ function onSubmit(formId, action) {
 }
 
 function init() {
+  run.setBusy(false);
   onSubmit('password-form', submitPassword);
   onSubmit('totp-form', submitTotp);
   onSubmit('email-form', submitEmailCode);

@@ -135,6 +135,11 @@ export function showFactorList(element, factors) {
 }
 
 // Disables every button of the page's main while an action runs.
+//
+// Every form's submit button starts disabled in the HTML, and every form says method="post":
+// until a page's script has wired its forms (after the catalogues load, so not at once on a slow
+// link), Enter or a click must not submit natively, which would put what was typed (a password,
+// a code) in the URL. A page's init enables them, with its runner's setBusy(false).
 export function disableButtons(on) {
   for (const button of document.querySelectorAll('main button')) button.disabled = on;
 }

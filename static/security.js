@@ -279,6 +279,7 @@ function onSubmit(formId, action) {
 }
 
 function init() {
+  run.setBusy(false);
   initDevices({ authed, run, reloadProfile: loadProfile, showSignedOut });
   initTrusted({ authed, run });
   onSubmit('password-form', savePassword);

@@ -254,11 +254,51 @@ async function mainFlow(browser) {
   await context.close();
 }
 
+// A page's forms before its script runs (a slow link, or a user quicker than the page): what
+// is typed and submitted must not leave in a URL (history, proxies' logs, the Referer).
+// JavaScript off stands for "not yet run", deterministically.
+const TYPED = 'typed-before-the-script';
+const PAGES = ['/', '/fallback.html', '/enrol.html', '/security.html', '/admin.html', '/pay.html', '/review.html'];
+
+async function beforeScriptFlow(browser) {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  const requests = [];
+  page.on('request', (request) => requests.push(`${request.method()} ${request.url()}`));
+
+  await step('before the page\'s script runs, Enter or a click submits nothing (no secret in a URL)', async () => {
+    for (const path of PAGES) {
+      await page.goto(`${BASE_URL}${path}`);
+      const methods = await page.$$eval('form', (forms) => forms.map((f) => `${f.id}:${f.method}`));
+      const get = methods.filter((m) => !m.endsWith(':post'));
+      check(get.length === 0, `${path}: forms that would submit in a URL: ${get.join(', ')}`);
+      requests.length = 0;
+      const fields = page.locator('form input:visible:not([type=checkbox]):not([type=radio]), form textarea:visible');
+      for (let i = 0; i < await fields.count(); i++) {
+        const field = fields.nth(i);
+        await field.fill(TYPED);
+        await field.press('Enter');
+      }
+      const buttons = page.locator('form button[type=submit]:visible');
+      for (let i = 0; i < await buttons.count(); i++) {
+        await buttons.nth(i).click({ force: true, noWaitAfter: true });
+      }
+      await page.waitForTimeout(200);
+      check(page.url() === `${BASE_URL}${path}`, `${path}: the page went to ${page.url()}`);
+      const sent = requests.filter((r) => r.includes(TYPED) || !r.startsWith('GET '));
+      check(sent.length === 0, `${path}: submitted before its script ran: ${sent.join(', ')}`);
+    }
+  });
+
+  await context.close();
+}
+
 // ---------------------------------------------------------------- main
 
 await runBrowserTest({
   intro: `browser test of the fallback sign-in pages against ${BASE_URL} as "${USERNAME}"`,
-  flows: [mainFlow],
+  flows: [mainFlow, beforeScriptFlow],
   messageSelector: '#message',
   pageState: () => ({
     url: location.href,
@@ -266,5 +306,5 @@ await runBrowserTest({
     busy: document.body.getAttribute('aria-busy'),
     session: sessionStorage.getItem('passgate.tokens') ? 'yes' : 'no',
   }),
-  maxSteps: 22,
+  maxSteps: 23,
 });

@@ -179,6 +179,18 @@ export async function openContext(browser, { withoutJsonHelpers = false, locale 
   // A ceremony in a tab that is not in front fails with NotAllowedError.
   await page.bringToFront();
   page.setDefaultTimeout(STEP_MS);
+  // A page's submit buttons start disabled until its script has run (static/page.js): a step
+  // that types and presses Enter at once would otherwise be lost. Every page's init marks the
+  // body aria-busy, so a load or reload waits for that.
+  const scriptRan = () => page.waitForFunction(() => document.body?.hasAttribute('aria-busy'));
+  for (const name of ['goto', 'reload']) {
+    const navigate = page[name].bind(page);
+    page[name] = async (...args) => {
+      const response = await navigate(...args);
+      await scriptRan();
+      return response;
+    };
+  }
   page.on('pageerror', (err) => pageErrors.push(`uncaught ${err.message}`));
   page.on('console', (msg) => {
     const text = msg.text();
