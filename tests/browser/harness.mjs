@@ -6,13 +6,14 @@
 // context's locale (see openContext); an error's problem code is on the status line's data-code. A Content Security
 // Policy violation on a page fails the step during which it was reported.
 // Env: BASE_URL (required), TEST_USERNAME (default random), CHROMIUM (default /usr/bin/chromium),
-// STEP_TIMEOUT_MS (default 15000).
+// STEP_TIMEOUT_MS (default 15000: each action; a step has twice that).
 
 import { createHmac, randomBytes } from 'node:crypto';
 import { basename } from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const STEP_MS = Number(process.env.STEP_TIMEOUT_MS || 15000);
+const STEP_BUDGET_MS = 2 * STEP_MS;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // Flags measured to work as root, offline, in a container.
 const CHROMIUM_ARGS = [
@@ -90,12 +91,14 @@ async function reportPage(page) {
   console.log(`     page state: ${await readPage(async () => JSON.stringify(await page.evaluate(pageState)), 'page state')}`);
 }
 
-// Runs one step within STEP_MS and prints "ok" or "FAIL" with what the page showed; a failed
-// step ends the run (the rest of the scenario depends on it).
+// Runs one step within STEP_BUDGET_MS and prints "ok" or "FAIL" with what the page showed; a
+// failed step ends the run (the rest of the scenario depends on it). Each action in a step has
+// STEP_MS (the pages' default timeout); the step has twice that, so an action that hangs fails
+// with its own error (which action, and Playwright's log of it), not only the step's name.
 export async function step(name, fn) {
   const started = Date.now();
   try {
-    await withTimeout(fn(), STEP_MS, name);
+    await withTimeout(fn(), STEP_BUDGET_MS, name);
     const violation = newCspViolation();
     if (violation) throw new Error(`Content Security Policy violation: ${violation}`);
   } catch (err) {
@@ -191,11 +194,12 @@ export async function openContext(browser, { withoutJsonHelpers = false, locale 
       return response;
     };
   }
-  page.on('pageerror', (err) => pageErrors.push(`uncaught ${err.message}`));
+  // With the page it came from: an error of an earlier step's page is not this step's cause.
+  page.on('pageerror', (err) => pageErrors.push(`uncaught ${err.message} (on ${page.url()})`));
   page.on('console', (msg) => {
     const text = msg.text();
     if (text.includes('Content Security Policy') || text.startsWith('securitypolicyviolation')) cspViolations.push(text);
-    if (msg.type() === 'error') pageErrors.push(`console.error ${text}`);
+    if (msg.type() === 'error') pageErrors.push(`console.error ${text} (on ${page.url()})`);
   });
   const cdp = await context.newCDPSession(page);
   await cdp.send('WebAuthn.enable');
@@ -230,7 +234,7 @@ export async function runBrowserTest({ intro, flows, pageState, messageSelector 
     console.log('FAIL watchdog: the run hung');
     console.log(`browser: ${passed} passed, ${failed + 1} failed`);
     process.exit(1);
-  }, STEP_MS * maxSteps + 60_000);
+  }, STEP_BUDGET_MS * maxSteps + 60_000);
   watchdog.unref();
 
   let browser;
