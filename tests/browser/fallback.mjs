@@ -273,6 +273,9 @@ async function beforeScriptFlow(browser) {
       const methods = await page.$$eval('form', (forms) => forms.map((f) => `${f.id}:${f.method}`));
       const get = methods.filter((m) => !m.endsWith(':post'));
       check(get.length === 0, `${path}: forms that would submit in a URL: ${get.join(', ')}`);
+      // A disabled default button stops implicit submission (Enter) too: HTML, "implicit submission".
+      const live = await page.$$eval('form button[type=submit]', (buttons) => buttons.filter((b) => !b.disabled).map((b) => b.id));
+      check(live.length === 0, `${path}: submit buttons live before the script ran: ${live.join(', ')}`);
       requests.length = 0;
       const fields = page.locator('form input:visible:not([type=checkbox]):not([type=radio]), form textarea:visible');
       for (let i = 0; i < await fields.count(); i++) {
