@@ -136,10 +136,33 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 /// ran, and what the kernel ran for it (system calls, page faults).
 pub fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    stat_cpu(&stat).1
+}
+
+/// CPU so far, user plus system in seconds, of a process's threads whose
+/// name starts with `prefix` (the kernel keeps 15 bytes of a name), such
+/// as sqlx-sqlite's connection threads (`sqlx-sqlite-wor`). Threads that
+/// have exited no longer count.
+#[allow(dead_code)]
+pub fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (name, (user, system)) = stat_cpu(&stat);
+            name.starts_with(prefix).then_some(user + system)
+        })
+        .sum()
+}
+
+/// A /proc `stat` line's name and (user, system) CPU in seconds.
+fn stat_cpu(stat: &str) -> (&str, (f64, f64)) {
+    let (head, rest) = stat.rsplit_once(')').unwrap_or(("", ""));
+    let name = head.split_once('(').map_or("", |(_, name)| name);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |at: usize| fields.get(at).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) / 100.0, ticks(12) / 100.0)
+    (name, (ticks(11) / 100.0, ticks(12) / 100.0))
 }
 
 /// Context switches of a process so far, summed over its threads (those
