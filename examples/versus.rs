@@ -14,7 +14,9 @@
 //! PostgreSQL process, which passgate's figure then includes), and the
 //! latency of each operation. The store's part of passgate's CPU (its
 //! SQLite connection threads, or PostgreSQL) is also read apart, so that
-//! a ratio can leave it out: the demo has no store.
+//! a ratio can leave it out: the demo has no store. On PostgreSQL it
+//! also reads how many bytes of write-ahead log each operation wrote, a
+//! figure that does not move with the machine's speed.
 //!
 //! The demo keeps everything in memory, in one mutex, and holds each
 //! ceremony's state in a server-side session named by a cookie; passgate
@@ -39,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use authenticator::SoftAuthenticator;
 use common::{
-    Server, context_switches, cpu_split, percentile, postgres_cpu_seconds, run, threads_cpu_seconds,
+    Server, context_switches, cpu_split, percentile, postgres_cpu_seconds, postgres_log_bytes, run,
+    threads_cpu_seconds,
 };
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -149,6 +152,9 @@ struct Figures {
     /// The rest is the work the demo also does, in the same role (HTTP,
     /// JSON, WebAuthn), plus passgate's own (its JWT, risk rules, rows).
     store_ms: f64,
+    /// PostgreSQL's write-ahead log written per operation, in bytes (0 on
+    /// SQLite and for the demo).
+    log_bytes: f64,
     /// The server's context switches per operation.
     switches: f64,
     p50_ms: f64,
@@ -306,6 +312,7 @@ where
     let sqlite_threads = || threads_cpu_seconds(pid, SQLITE_THREADS);
     let (cpu0, pg0, switches0) = (cpu_split(pid), pg(), context_switches(pid));
     let sqlite0 = sqlite_threads();
+    let log0 = if with_postgres { postgres_log_bytes().await } else { 0 };
     let started = Instant::now();
     let mut latencies = run(users, total, in_flight, op).await;
     let secs = started.elapsed().as_secs_f64();
@@ -314,6 +321,7 @@ where
     let postgres = pg() - pg0;
     let cpu = cpu1.0 - cpu0.0 + system + postgres;
     let store = postgres + (sqlite_threads() - sqlite0);
+    let log = if with_postgres { postgres_log_bytes().await - log0 } else { 0 };
     let switches = context_switches(pid).saturating_sub(switches0);
     let instructions = callgrind.map_or(0, |callgrind| callgrind.count(pid));
     latencies.sort();
@@ -321,6 +329,7 @@ where
         cpu_ms: cpu / total as f64 * 1000.0,
         system_ms: system / total as f64 * 1000.0,
         store_ms: store / total as f64 * 1000.0,
+        log_bytes: log as f64 / total as f64,
         switches: switches as f64 / total as f64,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
@@ -477,9 +486,9 @@ async fn main() {
     println!();
     println!(
         "| round | server | operation | in flight | ops/s | p50 ms | p99 ms | CPU ms/op \
-         | of it system | of it the store | switches/op | instructions/op |"
+         | of it system | of it the store | log bytes/op | switches/op | instructions/op |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // (operation, in flight, side) -> one figure per round
     let mut all: BTreeMap<(&'static str, usize, Side), Vec<Figures>> = BTreeMap::new();
     for round in 0..o.rounds {
@@ -494,7 +503,7 @@ async fn main() {
             for ((what, in_flight), f) in measure(side, &o, round).await {
                 println!(
                     "| {round} | {} | {what} | {in_flight} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} \
-                     | {:.3} | {:.1} | {:.0} |",
+                     | {:.3} | {:.0} | {:.1} | {:.0} |",
                     side.name(),
                     f.ops_per_s,
                     f.p50_ms,
@@ -502,6 +511,7 @@ async fn main() {
                     f.cpu_ms,
                     f.system_ms,
                     f.store_ms,
+                    f.log_bytes,
                     f.switches,
                     f.instructions
                 );

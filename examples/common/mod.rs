@@ -214,6 +214,20 @@ pub fn postgres_cpu_seconds() -> f64 {
         .sum()
 }
 
+/// Bytes PostgreSQL has written to its write-ahead log so far, on the
+/// whole server: what its commits made durable. The same on any machine
+/// for the same statements, but for the whole pages it logs again at
+/// their first change after each checkpoint.
+#[allow(dead_code)]
+pub async fn postgres_log_bytes() -> i64 {
+    use sqlx::Connection;
+    let mut admin =
+        sqlx::PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
+    let sql = "select cast(pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') as bigint)";
+    let (bytes,): (i64,) = sqlx::query_as(sql).fetch_one(&mut admin).await.expect("the log's end");
+    bytes
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
