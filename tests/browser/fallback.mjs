@@ -7,7 +7,7 @@
 // STEP_TIMEOUT_MS (default 15000). Prints one line per step and ends with "browser: N passed, M failed"
 // (the runner, launch and virtual authenticator are in harness.mjs).
 
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername, waitFor, waitForError, totpCode } from './harness.mjs';
+import { BASE_URL, PAGES, STEP_MS, check, openContext, runBrowserTest, step, testUsername, waitFor, waitForError, totpCode } from './harness.mjs';
 
 const USERNAME = testUsername('fb');
 const PASSWORD = 'correct horse battery staple';
@@ -258,7 +258,6 @@ async function mainFlow(browser) {
 // is typed and submitted must not leave in a URL (history, proxies' logs, the Referer).
 // JavaScript off stands for "not yet run", deterministically.
 const TYPED = 'typed-before-the-script';
-const PAGES = ['/', '/fallback.html', '/enrol.html', '/security.html', '/admin.html', '/pay.html', '/review.html'];
 
 async function beforeScriptFlow(browser) {
   const context = await browser.newContext({ javaScriptEnabled: false });

@@ -40,6 +40,9 @@ function baseUrl() {
 
 export const BASE_URL = baseUrl();
 
+// Every page the server serves from static/, for the checks that go over them all.
+export const PAGES = ['/', '/fallback.html', '/enrol.html', '/security.html', '/pay.html', '/admin.html', '/review.html'];
+
 // ---------------------------------------------------------------- step runner
 
 // One script is one process and one run, so the runner's state is the module's.

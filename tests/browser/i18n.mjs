@@ -12,12 +12,13 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { BASE_URL, STEP_MS, check, openContext, runBrowserTest, step, testUsername } from './harness.mjs';
+import { BASE_URL, PAGES as ALL_PAGES, STEP_MS, check, openContext, runBrowserTest, step, testUsername } from './harness.mjs';
 
 const STATIC = new URL('../../static/', import.meta.url).pathname;
 const catalogue = (lang) => JSON.parse(readFileSync(join(STATIC, 'i18n', `${lang}.json`), 'utf8'));
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const PAGES = ['/', '/fallback.html', '/enrol.html', '/security.html', '/pay.html', '/admin.html'];
+// review.html is not among these checks yet (a gap noted on the issues, left alone).
+const PAGES = ALL_PAGES.filter((path) => path !== '/review.html');
 const SERIOUS = ['serious', 'critical'];
 const USERNAME = testUsername('i18n');
 const placeholders = (text) => [...new Set(text.match(/\{\w+\}/g) || [])].sort().join(' ');
